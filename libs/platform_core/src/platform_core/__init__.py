@@ -1,0 +1,1 @@
+"""Model Trainer shared core: settings, logging, errors, events, event bus, HTTP client, Redis."""

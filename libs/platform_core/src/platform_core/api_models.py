@@ -1,0 +1,358 @@
+"""Request and response models of the trainer API, shared by the API (which validates and
+answers with them) and the typed client (which sends and parses them). One family per
+resource: `*Create` is what a caller sends, `*Public` what the API answers.
+
+Responses are strict (`extra="forbid"`): a field the client does not know means API and
+client disagree about the contract, and that should fail loudly in tests, not be dropped.
+Error bodies are the exception, see `ErrorBody`. Floats read from artifacts are finite or
+None: JSON has no NaN.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from platform_core.events import JobKind
+from platform_core.specs import (
+    GenerateRequest,
+    GenerateResult,
+    ScoreRequest,
+    ScoreResult,
+    TokenizerKind,
+    TokenizerSpec,
+    TrainRunSpec,
+)
+
+STRICT = ConfigDict(extra="forbid", frozen=True)
+# the rule of platform_core.queue.RUN_ID_PATTERN (RQ job ids), kept here as text so the
+# client validates ids without importing rq; a test holds the two equal
+RUN_ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+RunStatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
+ArtifactKind = Literal["tokenizers", "runs"]
+InferenceStatusName = Literal["queued", "running", "completed", "failed"]
+
+
+# ---- health ---------------------------------------------------------------------------------
+
+
+class HealthStatus(BaseModel):
+    """GET /healthz: the API process is up."""
+
+    model_config = STRICT
+
+    status: Literal["ok"]
+
+
+class ReadyStatus(BaseModel):
+    """GET /readyz: whether the API can take work (Redis answers, the data root is writable)."""
+
+    model_config = STRICT
+
+    status: Literal["ready", "not_ready"]
+    redis: bool  # Redis answered PING
+    data_root_writable: bool  # a file could be created and removed under the data root
+    queue_depth: int  # jobs waiting in the training queue
+
+
+class ErrorBody(BaseModel):
+    """Body of every error response: `{code, message, request_id}`.
+
+    Unknown fields are ignored here: an older client must still read the code and message of
+    an error from a newer API that adds, say, `details`."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    code: str  # an ErrorCode value, kept as text so codes added later still parse
+    message: str  # safe to show the user
+    request_id: str | None = None  # the X-Request-ID the API logged this request under
+
+
+# ---- submissions ----------------------------------------------------------------------------
+
+
+class TokenizerCreate(BaseModel):
+    """POST /tokenizers/train: the tokenizer's id is its run id."""
+
+    model_config = STRICT
+
+    spec: TokenizerSpec
+    tokenizer_id: str | None = Field(default=None, pattern=RUN_ID_REGEX)  # None: tok-<hex>
+    user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
+
+
+class RunCreate(BaseModel):
+    """POST /runs/train."""
+
+    model_config = STRICT
+
+    spec: TrainRunSpec
+    run_id: str | None = Field(default=None, pattern=RUN_ID_REGEX)  # None: run-<hex>
+    user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
+
+
+class JobAccepted(BaseModel):
+    """202 answer to a training submission: the job is queued under `run_id`."""
+
+    model_config = STRICT
+
+    run_id: str
+    kind: Literal["train_tokenizer", "train_model"]
+    status: RunStatusName
+
+
+# ---- tokenizers -----------------------------------------------------------------------------
+
+
+class TokenizerStats(BaseModel):
+    """Quality of a trained tokenizer on its corpus' holdout."""
+
+    model_config = STRICT
+
+    coverage: float
+    oov_rate: float
+    tokens_per_char: float
+    tokens_per_word: float
+    num_holdout_chars: int
+    num_holdout_tokens: int
+
+
+class TokenizerPublic(BaseModel):
+    """GET /tokenizers/{id}: a trained tokenizer, or one whose training is under way."""
+
+    model_config = STRICT
+
+    tokenizer_id: str
+    status: RunStatusName  # "completed" once its folder holds a manifest
+    message: str | None = None
+    kind: TokenizerKind | None = None
+    vocab_size: int | None = None
+    stats: TokenizerStats | None = None  # set once trained
+    corpus_source: str | None = None
+    corpus_sha256: str | None = None
+    created_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class TokenizerList(BaseModel):
+    """GET /tokenizers: trained ones and those in training, by id."""
+
+    model_config = STRICT
+
+    items: list[TokenizerPublic]
+
+
+# ---- runs -----------------------------------------------------------------------------------
+
+
+class RunProgress(BaseModel):
+    """The worker's latest progress figures."""
+
+    model_config = STRICT
+
+    step: int | None = None
+    total_steps: int | None = None
+    epoch: float | None = None
+    fraction: float | None = None  # 0..1
+    eta_s: float | None = None
+    loss: float | None = None
+    tokens_per_s: float | None = None
+
+
+class RunMetrics(BaseModel):
+    """Summary of a finished model run, from its manifest."""
+
+    model_config = STRICT
+
+    steps: int | None = None
+    final_loss: float | None = None
+    best_eval_loss: float | None = None
+    first_perplexity: float | None = None
+    final_perplexity: float | None = None
+    tokens_per_s: float | None = None
+    duration_s: float | None = None  # wall time of the whole job
+    stop_reason: str | None = None
+
+
+class RunPublic(BaseModel):
+    """GET /runs/{id}: live state from Redis; for a finished run, metrics from its manifest."""
+
+    model_config = STRICT
+
+    run_id: str
+    kind: JobKind | None = None
+    status: RunStatusName
+    message: str | None = None
+    user_id: int | None = None
+    created_at: float | None = None  # UNIX seconds
+    last_heartbeat: float | None = None  # UNIX seconds
+    heartbeat_age_s: float | None = None  # seconds since the last heartbeat, when one was seen
+    eta_s: float | None = None
+    progress: RunProgress | None = None
+    metrics: RunMetrics | None = None
+
+
+class RunQuery(BaseModel):
+    """GET /runs query: filters (each optional) and paging."""
+
+    model_config = STRICT
+
+    status: RunStatusName | None = None
+    kind: JobKind | None = None
+    user_id: int | None = Field(default=None, ge=0)  # runs this Discord owner asked for
+    limit: int = Field(default=20, ge=1, le=100)
+    offset: int = Field(default=0, ge=0)
+
+
+class RunList(BaseModel):
+    """GET /runs: newest first."""
+
+    model_config = STRICT
+
+    items: list[RunPublic]
+    total: int  # runs that match the filters, before paging
+    limit: int
+    offset: int
+
+
+class CancelResult(BaseModel):
+    """POST /runs/{id}/cancel: a queued run is cancelled at once, a running one is asked to
+    stop at its next step (it then keeps a final checkpoint)."""
+
+    model_config = STRICT
+
+    run_id: str
+    outcome: Literal["cancelled", "requested"]
+
+
+# ---- logs -----------------------------------------------------------------------------------
+
+
+class LogLine(BaseModel):
+    """One line of a run's logs.jsonl; a line that is not JSON keeps its text in `message`."""
+
+    model_config = STRICT
+
+    message: str
+    timestamp: str | None = None
+    level: str | None = None
+    logger: str | None = None
+    event: str | None = None
+    step: int | None = None
+    loss: float | None = None
+    error_code: str | None = None
+
+
+class RunLogs(BaseModel):
+    """GET /runs/{id}/logs: the last lines, oldest first."""
+
+    model_config = STRICT
+
+    run_id: str
+    lines: list[LogLine]
+
+
+# ---- inference and evaluation ---------------------------------------------------------------
+
+
+class EvaluateRequest(BaseModel):
+    """POST /runs/{id}/evaluate: the run's own holdout; no parameters yet."""
+
+    model_config = STRICT
+
+
+class InferenceAccepted(BaseModel):
+    """202 answer to generate / score / evaluate: poll with `request_id`."""
+
+    model_config = STRICT
+
+    request_id: str
+    run_id: str
+    kind: Literal["generate", "score", "evaluate"]
+    status: InferenceStatusName
+
+
+class InferenceFailure(BaseModel):
+    model_config = STRICT
+
+    code: str  # an ErrorCode value
+    message: str
+
+
+class EvaluationResult(BaseModel):
+    """Loss and perplexity of a run's model on its whole holdout."""
+
+    model_config = STRICT
+
+    eval_loss: float | None
+    perplexity: float | None
+    tokens: int
+    corpus_sha256: str
+    evaluated_at: float  # UNIX seconds
+
+
+class _InferenceRecord(BaseModel):
+    model_config = STRICT
+
+    request_id: str
+    run_id: str
+    status: InferenceStatusName
+    error: InferenceFailure | None = None
+    created_at: float
+    finished_at: float | None = None
+
+
+class GenerateRecord(_InferenceRecord):
+    """GET /runs/{id}/generate/{request_id}."""
+
+    request: GenerateRequest
+    result: GenerateResult | None = None
+
+
+class ScoreRecord(_InferenceRecord):
+    """GET /runs/{id}/score/{request_id}."""
+
+    request: ScoreRequest
+    result: ScoreResult | None = None
+
+
+class EvaluateRecord(_InferenceRecord):
+    """An evaluate request, in GET /runs/{id}/eval?request_id=..."""
+
+    request: EvaluateRequest
+    result: EvaluationResult | None = None
+
+
+class EvalPoint(BaseModel):
+    model_config = STRICT
+
+    step: int
+    eval_loss: float | None
+    perplexity: float | None
+
+
+class EvalSample(BaseModel):
+    """Text the model wrote from a fixed prompt at the end of training."""
+
+    model_config = STRICT
+
+    prompt: str
+    output: str
+    seed: int | None = None
+
+
+class RunEval(BaseModel):
+    """GET /runs/{id}/eval: the training's eval history and samples, and every evaluation
+    asked for since."""
+
+    model_config = STRICT
+
+    run_id: str
+    history: list[EvalPoint]  # evaluations during training (empty until it finished)
+    best_eval_loss: float | None = None
+    final_perplexity: float | None = None
+    samples: list[EvalSample]
+    evaluations: list[EvaluationResult]  # POST /runs/{id}/evaluate results, oldest first
+    request: EvaluateRecord | None = None  # the request named by ?request_id=

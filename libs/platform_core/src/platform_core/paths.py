@@ -1,0 +1,32 @@
+"""Paths that users send are resolved inside the data root, or refused.
+
+`../`, absolute paths and symlinks whose target leaves the root are all refused with one
+typed error, so the API, the worker and the CLI share a single rule.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from platform_core.errors import AppError, ErrorCode
+
+
+def resolve_inside(data_root: Path, user_path: str) -> Path:
+    """Return `user_path` (relative to `data_root`) as an absolute, symlink-free path that
+    lies inside `data_root`; raise PATH_OUTSIDE_DATA_ROOT otherwise. The path need not exist."""
+    if not user_path or "\x00" in user_path:
+        raise AppError(ErrorCode.INVALID_INPUT, "path must be a non-empty string without NUL")
+    candidate = Path(user_path)
+    if candidate.is_absolute():
+        raise AppError(
+            ErrorCode.PATH_OUTSIDE_DATA_ROOT,
+            f"path {user_path!r} must be relative to the data root",
+        )
+    root = data_root.resolve()
+    resolved = (root / candidate).resolve()
+    if resolved != root and root not in resolved.parents:
+        raise AppError(
+            ErrorCode.PATH_OUTSIDE_DATA_ROOT,
+            f"path {user_path!r} leads outside the data root",
+        )
+    return resolved

@@ -1,0 +1,247 @@
+"""The job queue contract shared by the API, the CLI and the worker.
+
+Jobs are RQ jobs whose id is the run id. They are enqueued by dotted path, so enqueuing never
+imports the worker (and torch). Cancellation has two stages: a cooperative flag the worker
+checks between steps (it keeps a final checkpoint and publishes `trainer.job.cancelled.v1`
+with stage "cooperative"), then, for a run still going after a grace period, RQ's stop command
+(stage "forced", published here).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from datetime import timedelta
+from typing import Literal
+
+import redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+from rq.job import Job
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
+from platform_core.events import (
+    JobCancelled,
+    JobCancelledPayload,
+    JobKind,
+    JobQueued,
+    JobQueuedPayload,
+)
+from platform_core.json_types import JsonObject
+from platform_core.run_state import RunStateStore, RunStatus
+
+TRAINING_QUEUE = "training"  # long jobs: tokenizers, models, studies
+INFERENCE_QUEUE = "inference"  # short jobs, so a generate never waits behind a day of training
+
+JOB_FUNCTIONS: dict[JobKind, str] = {
+    "train_tokenizer": "trainer_worker.jobs.train_tokenizer",
+    "train_model": "trainer_worker.jobs.train_model",
+    "evaluate": "trainer_worker.jobs.evaluate",
+    "generate": "trainer_worker.jobs.generate",
+    "score": "trainer_worker.jobs.score",
+    "study": "trainer_worker.jobs.run_study",
+}
+_JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
+_QUEUE_OF: dict[JobKind, str] = {
+    "train_tokenizer": TRAINING_QUEUE,
+    "train_model": TRAINING_QUEUE,
+    "study": TRAINING_QUEUE,
+    "evaluate": INFERENCE_QUEUE,
+    "generate": INFERENCE_QUEUE,
+    "score": INFERENCE_QUEUE,
+}
+# RQ accepts letters, digits, '_' and '-' in job ids; run ids are job ids.
+RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESULT_TTL_S = 7 * 24 * 3600  # RQ's own record of a result; the manifest on disk is the truth
+FAILURE_TTL_S = 30 * 24 * 3600
+_log = logging.getLogger(__name__)
+
+
+def queue_for(kind: JobKind) -> str:
+    return _QUEUE_OF[kind]
+
+
+def job_id_for(run_id: str, attempt: int) -> str:
+    """The RQ job id of one attempt: the run id, then a suffix per retry (a retry is enqueued
+    from inside the failing attempt, whose RQ job must keep its own record)."""
+    return run_id if attempt == 1 else f"{run_id}--attempt-{attempt}"
+
+
+def enqueue_job(
+    client: redis.Redis,
+    kind: JobKind,
+    run_id: str,
+    spec: JsonObject,
+    *,
+    user_id: int | None = None,
+    attempt: int = 1,
+    delay_s: float = 0.0,
+    description: str = "",
+) -> None:
+    """Put a job on its queue (after `delay_s`, for a retry's backoff), mark the run queued
+    and publish `trainer.job.queued.v1`."""
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"run id {run_id!r} must be 1-64 letters, digits, '_' or '-', starting with a "
+            "letter or digit",
+        )
+    queue = Queue(queue_for(kind), connection=client)
+    store = RunStateStore(client)
+    store.set_status(run_id, RunStatus.QUEUED)
+    store.clear_cancel(run_id)
+    if attempt == 1:
+        store.set_meta(run_id, kind=kind, user_id=user_id, spec_json=json.dumps(spec))
+    job_id = job_id_for(run_id, attempt)
+    store.set_job_id(run_id, job_id)
+    arguments = {
+        "args": (run_id, spec),
+        "kwargs": {"attempt": attempt, "user_id": user_id},
+        "job_id": job_id,
+        "job_timeout": -1,  # training runs for days; liveness is the heartbeat's business
+        "result_ttl": RESULT_TTL_S,
+        "failure_ttl": FAILURE_TTL_S,
+        "description": description or f"{kind} {run_id}",
+    }
+    if delay_s > 0:
+        queue.enqueue_in(timedelta(seconds=delay_s), JOB_FUNCTIONS[kind], **arguments)
+    else:
+        queue.enqueue(JOB_FUNCTIONS[kind], **arguments)
+    EventBus(client).publish(
+        JobQueued(
+            run_id=run_id,
+            user_id=user_id,
+            payload=JobQueuedPayload(kind=kind, queue=queue.name, description=description),
+        )
+    )
+    _log.info("job enqueued", extra={"event": "job.enqueued", "run_id": run_id, "attempt": attempt})
+
+
+CancelOutcome = Literal["cancelled", "requested", "forced"]
+
+
+def request_cancel(
+    client: redis.Redis, run_id: str, *, user_id: int | None = None
+) -> CancelOutcome:
+    """Stage one. A queued run is cancelled at once ("cancelled"); a running one gets the
+    cooperative flag ("requested"). A finished or unknown run is CONFLICT / NOT_FOUND."""
+    store = RunStateStore(client)
+    status = store.status(run_id)
+    if status is None:
+        raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
+    if status.is_terminal:
+        raise AppError(ErrorCode.CONFLICT, f"run {run_id} already {status}; nothing to cancel")
+    store.request_cancel(run_id)
+    if status is RunStatus.QUEUED:
+        _cancel_rq_job(client, store.job_id(run_id) or run_id)
+        store.set_status(run_id, RunStatus.CANCELLED, message="cancelled before it started")
+        _publish_cancelled(client, run_id, user_id, "cooperative", "cancelled before it started")
+        return "cancelled"
+    return "requested"
+
+
+def force_cancel_if_stuck(
+    client: redis.Redis,
+    run_id: str,
+    *,
+    requested_at: float,
+    grace_s: float,
+    now: float | None = None,
+    user_id: int | None = None,
+) -> bool:
+    """Stage two: when the run is still running `grace_s` after the request, ask RQ to stop
+    its work horse, mark it cancelled and publish the forced cancellation. Returns whether it
+    did."""
+    store = RunStateStore(client)
+    if store.status(run_id) is not RunStatus.RUNNING:
+        return False
+    if (time.time() if now is None else now) - requested_at < grace_s:
+        return False
+    try:
+        send_stop_job_command(client, store.job_id(run_id) or run_id)
+    except (InvalidJobOperation, NoSuchJobError):  # not executing: its worker died or it ended
+        _log.warning("stop command found no executing job", extra={"run_id": run_id})
+    message = f"did not stop within {grace_s:.0f} s of the request; stopped by force"
+    store.set_status(run_id, RunStatus.CANCELLED, message=message)
+    _publish_cancelled(client, run_id, user_id, "forced", message)
+    return True
+
+
+def sweep_cancellations(
+    client: redis.Redis, *, grace_s: float, now: float | None = None
+) -> list[str]:
+    """Force-stop every running run whose cancel request is older than `grace_s`; any worker
+    runs this periodically. Returns the run ids it stopped."""
+    store = RunStateStore(client)
+    stopped: list[str] = []
+    for run_id in store.cancel_requests():
+        requested_at = store.cancel_requested_at(run_id)
+        if requested_at is not None and force_cancel_if_stuck(
+            client, run_id, requested_at=requested_at, grace_s=grace_s, now=now
+        ):
+            stopped.append(run_id)
+    return stopped
+
+
+def requeue_stale_runs(
+    client: redis.Redis, *, stale_after_s: float, now: float | None = None
+) -> list[str]:
+    """Runs marked running whose heartbeat stopped `stale_after_s` ago lost their worker
+    (killed, machine gone): enqueue their next attempt, which resumes from the newest valid
+    checkpoint. A short lock keeps two workers from requeueing the same run."""
+    store = RunStateStore(client)
+    requeued: list[str] = []
+    for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
+        if not client.set(f"runs:requeue-lock:{run_id}", "1", nx=True, ex=60):
+            continue
+        meta, spec_json = store.meta(run_id), store.spec_json(run_id)
+        kind = meta.get("kind")
+        if spec_json is None or kind not in JOB_FUNCTIONS:
+            _log.warning("stale run without a spec; cannot requeue", extra={"run_id": run_id})
+            continue
+        user = meta.get("user_id")
+        enqueue_job(
+            client,
+            _JOB_KINDS[kind],
+            run_id,
+            json.loads(spec_json),
+            user_id=int(user) if user else None,
+            attempt=_attempt_of(store.job_id(run_id)) + 1,
+            description=f"resume {run_id}",
+        )
+        _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
+        requeued.append(run_id)
+    return requeued
+
+
+def _attempt_of(job_id: str | None) -> int:
+    if job_id and "--attempt-" in job_id:
+        return int(job_id.rsplit("--attempt-", 1)[1])
+    return 1
+
+
+def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
+    try:
+        Job.fetch(job_id, connection=client).cancel()
+    except (NoSuchJobError, InvalidJobOperation):  # already gone: the status key still rules
+        _log.info("no cancellable RQ job", extra={"event": "queue.cancel_missing"})
+
+
+def _publish_cancelled(
+    client: redis.Redis,
+    run_id: str,
+    user_id: int | None,
+    stage: Literal["cooperative", "forced"],
+    message: str,
+) -> None:
+    EventBus(client).publish(
+        JobCancelled(
+            run_id=run_id,
+            user_id=user_id,
+            payload=JobCancelledPayload(stage=stage, message=message),
+        )
+    )

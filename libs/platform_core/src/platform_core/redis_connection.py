@@ -1,0 +1,148 @@
+"""Connecting to Redis: the configured one, or the embedded one when none is configured.
+
+A configured Redis that cannot be reached is a clear REDIS_UNAVAILABLE error within about
+`timeout_s`, never a hang: the first PING makes a single attempt. Once it answered, the client
+retries a few times with a short backoff, which rides out a Redis restart without stalling
+a caller for long. Messages never show a URL's password (`mask_url`).
+
+`timeout_s` is also the socket read timeout, so blocking reads (XREAD BLOCK, BLPOP) must block
+for less than it, or the caller passes a larger one; RQ workers raise it themselves.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Final
+from urllib.parse import SplitResult, urlsplit
+
+import redis
+import redis.asyncio
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+from platform_core.embedded_redis import EmbeddedRedis
+from platform_core.errors import AppError, ErrorCode
+
+MASK: Final = "***"
+_PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+# After the first PING: 3 more tries, 50 ms growing to at most 0.5 s apart (jittered so
+# many workers do not reconnect in lockstep); a restart of Redis takes about a second.
+_STEADY_RETRIES: Final = 3
+_STEADY_BACKOFF_BASE_S: Final = 0.05
+_STEADY_BACKOFF_CAP_S: Final = 0.5
+
+
+def mask_url(url: str) -> str:
+    """`url` with the password (userinfo or `?password=` query) replaced by `***`; the rest is
+    kept character for character."""
+    parts = _split(url)
+    if parts is None:
+        return MASK  # unparseable (e.g. a broken IPv6 host): show nothing rather than a secret
+    if parts.password is not None:
+        userinfo, _, hostinfo = parts.netloc.rpartition("@")
+        username = userinfo.partition(":")[0]
+        url = url.replace(parts.netloc, f"{username}:{MASK}@{hostinfo}", 1)
+    return _PASSWORD_PARAM.sub(rf"\1{MASK}", url)
+
+
+def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
+    """A client for `url` that has answered PING; REDIS_UNAVAILABLE if it does not."""
+    try:
+        # one attempt: an unreachable Redis fails within timeout_s
+        client = redis.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise _invalid(url, exc) from exc
+    try:
+        client.ping()
+    except RedisError as exc:
+        client.close()
+        raise _unavailable(url, timeout_s, exc) from exc
+    client.set_retry(Retry(_steady_backoff(), _STEADY_RETRIES))
+    return client
+
+
+async def connect_async(url: str, *, timeout_s: float = 2.0) -> redis.asyncio.Redis:
+    """The asyncio twin of `connect`."""
+    try:
+        client = redis.asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout_s,
+            socket_timeout=timeout_s,
+            retry=AsyncRetry(NoBackoff(), 0),
+        )
+    except ValueError as exc:
+        raise _invalid(url, exc) from exc
+    try:
+        await client.ping()
+    except RedisError as exc:
+        await client.aclose()
+        raise _unavailable(url, timeout_s, exc) from exc
+    client.set_retry(AsyncRetry(_steady_backoff(), _STEADY_RETRIES))
+    return client
+
+
+def resolve_redis_url(url: str | None, data_root: Path) -> tuple[str, EmbeddedRedis | None]:
+    """`url` itself when configured (an empty string counts as unset); otherwise the URL of
+    the embedded Redis of `data_root`, acquired: the caller must `release()` the returned
+    EmbeddedRedis when done. For callers that hand a URL on (RQ workers, subprocesses)."""
+    if url:
+        return url, None
+    embedded = EmbeddedRedis(data_root)
+    return embedded.acquire(), embedded
+
+
+@contextmanager
+def open_redis(
+    url: str | None, data_root: Path, *, timeout_s: float = 2.0
+) -> Iterator[redis.Redis]:
+    """A connected client for the configured Redis, or for the embedded one when `url` is
+    unset (released on exit: the last holder's release stops it)."""
+    resolved, embedded = resolve_redis_url(url, data_root)
+    try:
+        client = connect(resolved, timeout_s=timeout_s)
+        try:
+            yield client
+        finally:
+            client.close()
+    finally:
+        if embedded is not None:
+            embedded.release()
+
+
+def _steady_backoff() -> ExponentialWithJitterBackoff:
+    return ExponentialWithJitterBackoff(base=_STEADY_BACKOFF_BASE_S, cap=_STEADY_BACKOFF_CAP_S)
+
+
+def _invalid(url: str, exc: ValueError) -> AppError:
+    return AppError(ErrorCode.CONFIG_INVALID, f"invalid Redis URL {mask_url(url)}: {exc}")
+
+
+def _unavailable(url: str, timeout_s: float, exc: RedisError) -> AppError:
+    parts = _split(url)
+    password = parts.password if parts is not None else None
+    # redis-py's messages name host and port only; masking anyway costs nothing
+    detail = str(exc).replace(password, MASK) if password else str(exc)
+    return AppError(
+        ErrorCode.REDIS_UNAVAILABLE,
+        f"Redis at {mask_url(url)} did not answer PING (timeout {timeout_s}s): "
+        f"{type(exc).__name__}: {detail}; check REDIS_URL, or unset it to use the "
+        "embedded Redis",
+    )
+
+
+def _split(url: str) -> SplitResult | None:
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None

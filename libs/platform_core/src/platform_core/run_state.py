@@ -1,0 +1,198 @@
+"""Live run state in Redis, shared by the worker (writer) and the API and bot (readers).
+
+Keys (ARCHITECTURE.md): `runs:status:<id>` (a RunStatus), `runs:hb:<id>` (last heartbeat,
+UNIX seconds), `runs:<id>:cancelled` (cancel flag), `runs:msg:<id>` (a human-readable
+message), plus `runs:progress:<id>` (a hash with the latest progress figures) and the sorted set
+`runs:index` (run ids by creation time) so listings need no scan, and `runs:job:<id>` (the RQ
+job id of the current attempt), `runs:meta:<id>` (kind, user id, creation time) and
+`runs:spec:<id>` (the JSON spec, for resuming after a crash). The source of truth for a
+finished run is its manifest.json on disk; these keys are the live view.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+
+import redis
+from redis.typing import EncodableT, FieldT
+
+from platform_core.errors import AppError, ErrorCode
+
+INDEX_KEY = "runs:index"
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in _TERMINAL
+
+
+_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+# Which transitions the worker may make; anything else is a bug or a race we refuse.
+_ALLOWED: dict[RunStatus | None, frozenset[RunStatus]] = {
+    None: frozenset({RunStatus.QUEUED, RunStatus.RUNNING}),
+    RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
+    # running -> queued: a transient failure re-enqueued, or a dead worker's run resumed
+    RunStatus.RUNNING: frozenset(
+        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.QUEUED}
+    ),
+    RunStatus.COMPLETED: frozenset(),
+    RunStatus.FAILED: frozenset({RunStatus.QUEUED}),  # an operator's retry
+    RunStatus.CANCELLED: frozenset(),
+}
+
+
+def status_key(run_id: str) -> str:
+    return f"runs:status:{run_id}"
+
+
+def heartbeat_key(run_id: str) -> str:
+    return f"runs:hb:{run_id}"
+
+
+def cancel_key(run_id: str) -> str:
+    return f"runs:{run_id}:cancelled"
+
+
+def message_key(run_id: str) -> str:
+    return f"runs:msg:{run_id}"
+
+
+def progress_key(run_id: str) -> str:
+    return f"runs:progress:{run_id}"
+
+
+def job_key(run_id: str) -> str:
+    return f"runs:job:{run_id}"
+
+
+def meta_key(run_id: str) -> str:
+    return f"runs:meta:{run_id}"
+
+
+def spec_key(run_id: str) -> str:
+    return f"runs:spec:{run_id}"
+
+
+class RunStateStore:
+    """Synchronous access to run state (the worker and the CLI)."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+
+    def status(self, run_id: str) -> RunStatus | None:
+        raw = self.client.get(status_key(run_id))
+        return None if raw is None else RunStatus(_text(raw))
+
+    def set_status(self, run_id: str, status: RunStatus, *, message: str | None = None) -> None:
+        """Move a run to `status`; CONFLICT when the transition is not allowed."""
+        current = self.status(run_id)
+        if current is not status and status not in _ALLOWED[current]:
+            raise AppError(
+                ErrorCode.CONFLICT,
+                f"run {run_id} cannot go from {current or 'unknown'} to {status}",
+            )
+        pipe = self.client.pipeline()
+        pipe.set(status_key(run_id), status.value)
+        if current is None:
+            pipe.zadd(INDEX_KEY, {run_id: time.time()}, nx=True)
+        if message is not None:
+            pipe.set(message_key(run_id), message)
+        pipe.execute()
+
+    def message(self, run_id: str) -> str | None:
+        raw = self.client.get(message_key(run_id))
+        return None if raw is None else _text(raw)
+
+    def beat(self, run_id: str, *, now: float | None = None) -> None:
+        self.client.set(heartbeat_key(run_id), f"{time.time() if now is None else now:.3f}")
+
+    def last_heartbeat(self, run_id: str) -> float | None:
+        raw = self.client.get(heartbeat_key(run_id))
+        return None if raw is None else float(_text(raw))
+
+    def request_cancel(self, run_id: str, *, now: float | None = None) -> None:
+        """Raise the cooperative flag; its value is when it was raised (for the grace period)."""
+        self.client.set(cancel_key(run_id), f"{time.time() if now is None else now:.3f}")
+
+    def cancel_requested_at(self, run_id: str) -> float | None:
+        raw = self.client.get(cancel_key(run_id))
+        return None if raw is None else float(_text(raw))
+
+    def cancel_requests(self) -> list[str]:
+        """Run ids whose cancel flag is raised."""
+        ids = (
+            _text(key)[len("runs:") : -len(":cancelled")]
+            for key in self.client.scan_iter(match="runs:*:cancelled")
+        )
+        return sorted(ids)
+
+    def set_job_id(self, run_id: str, job_id: str) -> None:
+        self.client.set(job_key(run_id), job_id)
+
+    def job_id(self, run_id: str) -> str | None:
+        """The RQ job id of the run's current attempt."""
+        raw = self.client.get(job_key(run_id))
+        return None if raw is None else _text(raw)
+
+    def set_meta(self, run_id: str, *, kind: str, user_id: int | None, spec_json: str) -> None:
+        """What the run is (kind, who asked, when) and its spec, kept so that any process can
+        describe it and a worker can resume it after a crash."""
+        meta: dict[FieldT, EncodableT] = {"kind": kind, "created_at": f"{time.time():.3f}"}
+        if user_id is not None:
+            meta["user_id"] = user_id
+        pipe = self.client.pipeline()
+        pipe.hset(meta_key(run_id), mapping=meta)
+        pipe.set(spec_key(run_id), spec_json)
+        pipe.execute()
+
+    def meta(self, run_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(meta_key(run_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def spec_json(self, run_id: str) -> str | None:
+        raw = self.client.get(spec_key(run_id))
+        return None if raw is None else _text(raw)
+
+    def clear_cancel(self, run_id: str) -> None:
+        self.client.delete(cancel_key(run_id))
+
+    def cancel_requested(self, run_id: str) -> bool:
+        return bool(self.client.exists(cancel_key(run_id)))
+
+    def set_progress(self, run_id: str, figures: dict[FieldT, EncodableT]) -> None:
+        self.client.hset(progress_key(run_id), mapping=figures)
+
+    def progress(self, run_id: str) -> dict[str, str]:
+        raw = self.client.hgetall(progress_key(run_id))
+        return {_text(k): _text(v) for k, v in raw.items()}
+
+    def recent(self, limit: int = 20, offset: int = 0) -> list[str]:
+        """Run ids, newest first."""
+        raw = self.client.zrevrange(INDEX_KEY, offset, offset + limit - 1)
+        return [_text(r) for r in raw if isinstance(r, bytes | str)]
+
+    def stale_running(self, *, older_than_s: float, now: float | None = None) -> list[str]:
+        """Runs marked running whose heartbeat is older than `older_than_s` (or missing):
+        their worker died."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        stale: list[str] = []
+        for run_id in self.recent(limit=10_000):
+            if self.status(run_id) is not RunStatus.RUNNING:
+                continue
+            beat = self.last_heartbeat(run_id)
+            if beat is None or beat < cutoff:
+                stale.append(run_id)
+        return stale
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw

@@ -1,0 +1,172 @@
+"""One settings model for every service.
+
+Sources, highest priority first: constructor arguments, `APP__...` environment variables
+(nested with `__`, e.g. `APP__REDIS__URL`), the well-known flat names operators expect
+(`REDIS_URL`, `DISCORD_TOKEN`, `DISCORD_OWNER_ID`, `API_KEY`, `DATA_ROOT`), a `.env` file, and
+secret files (`<secrets dir>/redis__url`, default dir `/run/secrets`, overridable with
+`APP_SECRETS_DIR`). `.env.example` documents every key.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    NestedSecretsSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from platform_core.errors import AppError, ErrorCode
+
+# Flat names kept for operators and container platforms (seed 003 §34) -> nested field path.
+FLAT_ALIASES: dict[str, tuple[str, str | None]] = {
+    "REDIS_URL": ("redis", "url"),
+    "DISCORD_TOKEN": ("discord", "token"),
+    "DISCORD_OWNER_ID": ("discord", "owner_id"),
+    "API_KEY": ("security", "api_key"),
+    "DATA_ROOT": ("data_root", None),
+}
+
+
+class Environment(StrEnum):
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+class LogFormat(StrEnum):
+    JSON = "json"
+    TEXT = "text"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RedisSettings(_Section):
+    url: SecretStr | None = None  # unset: the project starts its own redis-server
+    connect_timeout_s: float = Field(default=2.0, gt=0, le=60)  # fail fast, never hang
+    events_stream: str = "trainer:events"
+    # ~100k events is days of progress events at one per second, a few tens of MB.
+    events_maxlen: int = Field(default=100_000, ge=1_000)
+
+
+class LoggingSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    format: LogFormat | None = None  # None: JSON in production, text in development
+
+
+class SecuritySettings(_Section):
+    api_key: SecretStr | None = None  # unset: the API accepts every caller (laptop default)
+    max_request_bytes: int = Field(default=1_048_576, ge=1_024)  # 1 MiB covers any job spec
+
+
+class ApiSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65_535)
+    base_url: str | None = None  # how clients reach the API; default http://host:port
+
+
+class DiscordSettings(_Section):
+    token: SecretStr | None = None  # unset: console mode, DMs are written to the log
+    owner_id: int | None = Field(default=None, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="APP__",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+        secrets_dir_missing="ok",
+        secrets_nested_delimiter="__",
+        secrets_prefix="",
+    )
+
+    environment: Environment = Environment.DEVELOPMENT
+    data_root: Path = Path("artifacts")  # tokenizers/, runs/, studies/, redis/ live here
+    redis: RedisSettings = RedisSettings()
+    logging: LoggingSettings = LoggingSettings()
+    security: SecuritySettings = SecuritySettings()
+    api: ApiSettings = ApiSettings()
+    discord: DiscordSettings = DiscordSettings()
+
+    @field_validator("data_root")
+    @classmethod
+    def _data_root_not_empty(cls, value: Path) -> Path:
+        if str(value).strip() in {"", "."}:
+            raise ValueError("data_root must name a folder, not the current directory")
+        return value.expanduser()
+
+    @property
+    def log_format(self) -> LogFormat:
+        if self.logging.format is not None:
+            return self.logging.format
+        if self.environment is Environment.PRODUCTION:
+            return LogFormat.JSON
+        return LogFormat.TEXT
+
+    @property
+    def api_base_url(self) -> str:
+        return self.api.base_url or f"http://{self.api.host}:{self.api.port}"
+
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for the log formatter to mask verbatim."""
+        secrets = [self.redis.url, self.security.api_key, self.discord.token]
+        return [s.get_secret_value() for s in secrets if s is not None]
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            _FlatAliasSource(settings_cls),
+            dotenv_settings,
+            NestedSecretsSettingsSource(file_secret_settings),
+        )
+
+
+class _FlatAliasSource(EnvSettingsSource):
+    """Reads the flat names in FLAT_ALIASES from the environment into nested fields."""
+
+    def __call__(self) -> dict[str, object]:
+        flat: dict[str, object] = {}
+        nested: dict[str, dict[str, str]] = {}
+        for name, (section, field) in FLAT_ALIASES.items():
+            raw = os.environ.get(name)
+            if not raw:
+                continue
+            if field is None:
+                flat[section] = raw
+            else:
+                nested.setdefault(section, {})[field] = raw
+        return {**flat, **nested}
+
+
+def load_settings() -> Settings:
+    """Build Settings from the environment; a bad value becomes CONFIG_INVALID naming the key."""
+    secrets_dir = os.environ.get("APP_SECRETS_DIR", "/run/secrets")
+    try:
+        return Settings(_secrets_dir=secrets_dir)
+    except ValidationError as exc:
+        # Name the environment variable, never the value (it may be a secret).
+        problems = "; ".join(
+            f"APP__{'__'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise AppError(ErrorCode.CONFIG_INVALID, f"invalid settings: {problems}") from exc

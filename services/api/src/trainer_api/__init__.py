@@ -1,0 +1,1 @@
+"""Model Trainer REST API (FastAPI). Never imports torch, transformers or mlflow."""

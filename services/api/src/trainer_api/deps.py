@@ -1,0 +1,60 @@
+"""Dependencies as `Annotated` aliases, so handlers read like
+`def get_run(run_id: RunIdPath, client: RedisDep, data_root: DataRootDep) -> RunPublic`.
+
+Handlers that touch Redis are plain `def`s on the sync client (FastAPI runs them in its
+threadpool), so they reuse platform_core's run-state and queue helpers as they are; the SSE
+handlers use the asyncio client. The providers are `async def` because they do no I/O: they
+then run on the event loop instead of costing a thread hop each.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import redis
+import redis.asyncio
+from fastapi import Depends, Header, Request
+from fastapi import Path as PathParam
+
+from platform_core.api_models import RUN_ID_REGEX
+from platform_core.settings import Settings
+
+
+async def get_settings(request: Request) -> Settings:
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+async def get_redis(request: Request) -> redis.Redis:
+    client: redis.Redis = request.app.state.sync_redis
+    return client
+
+
+async def get_async_redis(request: Request) -> redis.asyncio.Redis:
+    client: redis.asyncio.Redis = request.app.state.redis
+    return client
+
+
+async def get_data_root(settings: Annotated[Settings, Depends(get_settings)]) -> Path:
+    return settings.data_root.resolve()
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+RedisDep = Annotated[redis.Redis, Depends(get_redis)]
+AsyncRedisDep = Annotated[redis.asyncio.Redis, Depends(get_async_redis)]
+DataRootDep = Annotated[Path, Depends(get_data_root)]
+
+# ids in paths follow the run id rule; anything else is a 422 before a handler runs
+RunIdPath = Annotated[str, PathParam(pattern=RUN_ID_REGEX, description="a run id")]
+RequestIdPath = Annotated[str, PathParam(pattern=RUN_ID_REGEX, description="a request id")]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        pattern=r"^[\x21-\x7e]+$",  # visible ASCII: it travels in a header
+        description="same key and same body: the first answer again, nothing queued twice",
+    ),
+]

@@ -1,0 +1,87 @@
+"""Every error leaves the API as `{code, message, request_id}`; no stack trace ever does."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from platform_core.api_models import ErrorBody
+from platform_core.errors import AppError, ErrorCode
+
+_log = logging.getLogger(__name__)
+# what each error status means, for the OpenAPI schema: every response the API can give is
+# declared, so a schema check (schemathesis) holds the API to it
+_MEANING = {
+    401: "X-Api-Key missing or wrong (when the API has a key)",
+    404: "no such run, tokenizer, request or artifact",
+    409: "the request conflicts with the current state (e.g. cancelling a finished run)",
+    413: "request body too large",
+    422: "invalid input: the message names each bad field",
+}
+OpenApiResponses = dict[int | str, dict[str, object]]
+_BY_STATUS = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.INVALID_INPUT,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    422: ErrorCode.INVALID_INPUT,
+    429: ErrorCode.RATE_LIMITED,
+}
+
+
+def error_responses(*statuses: int) -> OpenApiResponses:
+    """OpenAPI `responses=` entries: `statuses` answer with an ErrorBody."""
+    return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}
+
+
+def request_id_of(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+def error_response(request: Request, status: int, code: ErrorCode, message: str) -> JSONResponse:
+    body = ErrorBody(code=code.value, message=message, request_id=request_id_of(request))
+    return JSONResponse(body.model_dump(), status_code=status)
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    _log.info("request refused: %s", exc.message, extra={"error_code": exc.code.value})
+    return error_response(request, exc.http_status, exc.code, exc.message)
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in err.get('loc', ()) if p != 'body') or 'body'}: {err.get('msg')}"
+        for err in exc.errors()
+    )
+    return error_response(request, 422, ErrorCode.INVALID_INPUT, f"invalid request: {problems}")
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 400:  # FastAPI's answer to a body it cannot even decode
+        return error_response(
+            request, 422, ErrorCode.INVALID_INPUT, "invalid request: the body is not UTF-8 JSON"
+        )
+    code = _BY_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
+    return error_response(request, exc.status_code, code, str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    _log.exception("unhandled error", extra={"error_code": ErrorCode.INTERNAL.value})
+    return error_response(request, 500, ErrorCode.INTERNAL, "internal error; see the API log")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

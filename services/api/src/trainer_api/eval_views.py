@@ -1,0 +1,56 @@
+"""A run's evaluation artifacts: `eval/metrics.json` (the training's eval history),
+`eval/samples.jsonl` (text from fixed prompts) and `eval/evaluations.jsonl` (one line per
+POST /runs/{id}/evaluate). Read leniently: a line that does not parse is skipped."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from platform_core.api_models import EvalPoint, EvalSample, EvaluationResult, RunEval
+from trainer_api.run_views import ManifestMetrics, read_model
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _json_lines(path: Path) -> Iterator[object]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return
+    for line in text.splitlines():
+        try:
+            yield json.loads(line)
+        except ValueError:
+            continue
+
+
+def _parsed(path: Path, model: type[ModelT]) -> list[ModelT]:
+    found: list[ModelT] = []
+    for row in _json_lines(path):
+        if not isinstance(row, dict):
+            continue
+        known = {key: value for key, value in row.items() if key in model.model_fields}
+        try:  # fields a newer worker adds are dropped, not a reason to hide the row
+            found.append(model.model_validate(known))
+        except ValidationError:
+            continue
+    return found
+
+
+def load_eval(folder: Path, run_id: str) -> RunEval:
+    """Everything evaluated about the run in `folder` so far (empty lists before that)."""
+    metrics = read_model(folder / "eval" / "metrics.json", ManifestMetrics)
+    history = [] if metrics is None else metrics.eval_history
+    return RunEval(
+        run_id=run_id,
+        history=[EvalPoint.model_validate(point.model_dump()) for point in history],
+        best_eval_loss=None if metrics is None else metrics.best_eval_loss,
+        final_perplexity=None if metrics is None else metrics.final_perplexity,
+        samples=_parsed(folder / "eval" / "samples.jsonl", EvalSample),
+        evaluations=_parsed(folder / "eval" / "evaluations.jsonl", EvaluationResult),
+    )

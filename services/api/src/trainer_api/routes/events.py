@@ -1,0 +1,48 @@
+"""A run's events, live, as server-sent events from the event bus."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header
+from fastapi.responses import StreamingResponse
+
+from trainer_api.deps import AsyncRedisDep, DataRootDep, RunIdPath, SettingsDep
+from trainer_api.errors import error_responses
+from trainer_api.routes.logs import sse_openapi
+from trainer_api.streams import first_event_id, follow_events, require_run, sse_response
+
+router = APIRouter(prefix="/runs", tags=["events"], responses=error_responses(401))
+STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"  # a Redis stream id
+# each event's data is one platform_core.events event; its type is also the SSE event name
+RUN_EVENTS = sse_openapi(
+    {"type": "string", "pattern": r"^trainer\.[a-z_.]+\.v[0-9]+$"},
+    STREAM_ID,
+    {
+        "type": "object",
+        "required": ["type", "event_id", "run_id", "ts", "payload"],
+        "properties": {"type": {"type": "string"}, "run_id": {"type": "string"}},
+    },
+)
+
+
+@router.get(
+    "/{run_id}/events",
+    response_class=StreamingResponse,
+    responses={**RUN_EVENTS, **error_responses(404, 422)},
+)
+async def run_events(
+    run_id: RunIdPath,
+    *,
+    client: AsyncRedisDep,
+    data_root: DataRootDep,
+    settings: SettingsDep,
+    last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
+) -> StreamingResponse:
+    """The run's events from its start (or after `Last-Event-ID`), then live; each `id:` is
+    the event's stream id. Ends after the run's terminal event."""
+    await require_run(client, data_root, run_id)
+    start = last_event_id or await first_event_id(client, run_id)
+    # a blocking read must end well within the client's socket timeout
+    block_ms = max(50, min(1_000, int(settings.redis.connect_timeout_s * 500)))
+    return sse_response(follow_events(client, run_id, start, block_ms=block_ms))

@@ -1,0 +1,70 @@
+"""Runs: start a model run, list runs, describe one, cancel one."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from platform_core.api_models import (
+    CancelResult,
+    JobAccepted,
+    RunCreate,
+    RunList,
+    RunPublic,
+    RunQuery,
+)
+from platform_core.queue import request_cancel
+from platform_core.run_state import RunStateStore
+from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RunIdPath
+from trainer_api.errors import error_responses
+from trainer_api.run_views import list_page, load_run, matching_run_ids
+from trainer_api.submissions import submit
+
+router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(401))
+
+
+@router.post(
+    "/train",
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=error_responses(404, 409, 413, 422),
+)
+def train_model(
+    body: RunCreate,
+    client: RedisDep,
+    data_root: DataRootDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobAccepted:
+    """Queue a model run on a trained (or queued) tokenizer; its id is given or `run-<hex>`."""
+    return submit(client, data_root, body, idempotency_key)
+
+
+@router.get("", responses=error_responses(422))
+def list_runs(
+    query: Annotated[RunQuery, Query()], client: RedisDep, data_root: DataRootDep
+) -> RunList:
+    """Runs newest first, filtered by status, kind and owner, a page at a time."""
+    ids = matching_run_ids(client, status=query.status, kind=query.kind, user_id=query.user_id)
+    page = ids[query.offset : query.offset + query.limit]
+    return RunList(
+        items=list_page(client, data_root, page),
+        total=len(ids),
+        limit=query.limit,
+        offset=query.offset,
+    )
+
+
+@router.get("/{run_id}", responses=error_responses(404, 422))
+def get_run(run_id: RunIdPath, client: RedisDep, data_root: DataRootDep) -> RunPublic:
+    """Status, last heartbeat and its age, progress, ETA, message; metrics once finished."""
+    return load_run(client, data_root, run_id)
+
+
+@router.post("/{run_id}/cancel", responses=error_responses(404, 409, 422))
+def cancel_run(run_id: RunIdPath, client: RedisDep) -> CancelResult:
+    """Cancel a queued run at once, or ask a running one to stop; 409 for a finished run."""
+    owner = RunStateStore(client).meta(run_id).get("user_id")  # the cancelled event's DM target
+    outcome = request_cancel(client, run_id, user_id=int(owner) if owner else None)
+    return CancelResult(
+        run_id=run_id, outcome="cancelled" if outcome == "cancelled" else "requested"
+    )

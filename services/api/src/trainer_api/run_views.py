@@ -1,0 +1,268 @@
+"""What the API knows of a run: its live state in Redis (one pipelined round trip) and, once
+it has them, its artifacts on disk (`runs/<id>/manifest.json`), the source of truth of a
+finished run. Artifacts are read leniently (unknown fields ignored, NaN and infinities as
+None): the worker may add fields, and JSON has no NaN.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, TypeVar, get_args
+
+import redis
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
+
+from platform_core.api_models import RunMetrics, RunProgress, RunPublic, RunStatusName
+from platform_core.errors import AppError, ErrorCode
+from platform_core.events import JobKind
+from platform_core.paths import resolve_inside
+from platform_core.run_state import (
+    INDEX_KEY,
+    heartbeat_key,
+    message_key,
+    meta_key,
+    progress_key,
+    status_key,
+)
+
+KINDS: dict[str, JobKind] = {kind: kind for kind in get_args(JobKind)}
+STATUSES: dict[str, RunStatusName] = {status: status for status in get_args(RunStatusName)}
+TERMINAL: frozenset[RunStatusName] = frozenset({"completed", "failed", "cancelled"})
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+Finite = Annotated[float | None, AfterValidator(_finite)]
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class ManifestEvalPoint(_Lenient):
+    step: int
+    eval_loss: Finite = None
+    perplexity: Finite = None
+
+
+class ManifestMetrics(_Lenient):
+    steps: int | None = None
+    final_loss: Finite = None
+    best_eval_loss: Finite = None
+    first_perplexity: Finite = None
+    final_perplexity: Finite = None
+    tokens_per_s: Finite = None
+    eval_history: list[ManifestEvalPoint] = []
+
+
+class RunManifest(_Lenient):
+    """The part of `runs/<id>/manifest.json` the API shows."""
+
+    status: str | None = None
+    kind: str | None = None
+    stop_reason: str | None = None
+    metrics: ManifestMetrics | None = None
+    durations_s: dict[str, Finite] = {}
+
+
+def read_json(path: Path) -> object | None:
+    """The JSON in `path`, or None when it is missing or not JSON (the worker replaces its
+    files atomically, so this means absent or corrupt, not half-written)."""
+    try:
+        parsed: object = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return parsed
+
+
+def run_folder(data_root: Path, run_id: str) -> Path:
+    return resolve_inside(data_root, f"runs/{run_id}")
+
+
+def read_model(path: Path, model: type[ModelT]) -> ModelT | None:
+    """The JSON in `path` as `model`, or None when it is missing or does not fit."""
+    raw = read_json(path)
+    try:
+        return None if raw is None else model.model_validate(raw)
+    except ValidationError:
+        return None
+
+
+def read_manifest(data_root: Path, run_id: str) -> RunManifest | None:
+    return read_model(run_folder(data_root, run_id) / "manifest.json", RunManifest)
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """A run's keys in Redis, decoded; all None / empty for a run Redis does not know."""
+
+    status: RunStatusName | None
+    message: str | None
+    heartbeat: float | None
+    progress: dict[str, str]
+    meta: dict[str, str]
+
+    @property
+    def kind(self) -> JobKind | None:
+        return KINDS.get(self.meta.get("kind", ""))
+
+
+def _text(raw: object) -> str | None:
+    if isinstance(raw, bytes):
+        return raw.decode("utf-8", errors="replace")
+    return raw if isinstance(raw, str) else None
+
+
+def _texts(raw: object) -> dict[str, str]:
+    if not isinstance(raw, dict):
+        return {}
+    pairs = ((_text(k), _text(v)) for k, v in raw.items())
+    return {k: v for k, v in pairs if k is not None and v is not None}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return _finite(float(text)) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _integer(text: str | None) -> int | None:
+    number = _number(text)
+    return None if number is None else int(number)
+
+
+def live_state(client: redis.Redis, run_id: str) -> LiveState:
+    pipe = client.pipeline(transaction=False)
+    pipe.get(status_key(run_id))
+    pipe.get(message_key(run_id))
+    pipe.get(heartbeat_key(run_id))
+    pipe.hgetall(progress_key(run_id))
+    pipe.hgetall(meta_key(run_id))
+    status, message, heartbeat, progress, meta = pipe.execute()
+    return LiveState(
+        status=STATUSES.get(_text(status) or ""),
+        message=_text(message),
+        heartbeat=_number(_text(heartbeat)),
+        progress=_texts(progress),
+        meta=_texts(meta),
+    )
+
+
+def _progress(figures: dict[str, str]) -> RunProgress | None:
+    if not figures:
+        return None
+    return RunProgress(
+        step=_integer(figures.get("step")),
+        total_steps=_integer(figures.get("total_steps")),
+        epoch=_number(figures.get("epoch")),
+        fraction=_number(figures.get("fraction")),
+        eta_s=_number(figures.get("eta_s")),
+        loss=_number(figures.get("loss")),
+        tokens_per_s=_number(figures.get("tokens_per_s")),
+    )
+
+
+def _metrics(manifest: RunManifest | None) -> RunMetrics | None:
+    if manifest is None or manifest.metrics is None:
+        return None
+    found = manifest.metrics
+    return RunMetrics(
+        steps=found.steps,
+        final_loss=found.final_loss,
+        best_eval_loss=found.best_eval_loss,
+        first_perplexity=found.first_perplexity,
+        final_perplexity=found.final_perplexity,
+        tokens_per_s=found.tokens_per_s,
+        duration_s=manifest.durations_s.get("total"),
+        stop_reason=manifest.stop_reason,
+    )
+
+
+def load_run(client: redis.Redis, data_root: Path, run_id: str) -> RunPublic:
+    """Live state plus, for a finished run, its manifest's metrics; NOT_FOUND when neither
+    Redis nor the data root knows the run."""
+    live = live_state(client, run_id)
+    # the manifest matters once the run has ended (or Redis forgot it): polls of a live run
+    # stay one Redis round trip
+    live_only = live.status is not None and live.status not in TERMINAL
+    manifest = None if live_only else read_manifest(data_root, run_id)
+    status = live.status or (STATUSES.get(manifest.status or "") if manifest else None)
+    if status is None:
+        raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
+    kind = live.kind or (KINDS.get(manifest.kind or "") if manifest else None)
+    progress = _progress(live.progress)
+    finished = status in TERMINAL
+    return RunPublic(
+        run_id=run_id,
+        kind=kind,
+        status=status,
+        message=live.message,
+        user_id=_integer(live.meta.get("user_id")),
+        created_at=_number(live.meta.get("created_at")),
+        last_heartbeat=live.heartbeat,
+        heartbeat_age_s=None if live.heartbeat is None else max(0.0, time.time() - live.heartbeat),
+        eta_s=None if finished or progress is None else progress.eta_s,
+        progress=progress,
+        metrics=_metrics(manifest) if finished else None,
+    )
+
+
+def list_page(client: redis.Redis, data_root: Path, run_ids: list[str]) -> list[RunPublic]:
+    """The runs of one listing page; an id whose state is gone (Redis flushed, folder
+    removed) is left out rather than failing the page."""
+    found: list[RunPublic] = []
+    for run_id in run_ids:
+        try:
+            found.append(load_run(client, data_root, run_id))
+        except AppError:
+            continue
+    return found
+
+
+def run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
+    return (
+        bool(client.exists(status_key(run_id)))
+        or (run_folder(data_root, run_id) / "manifest.json").is_file()
+    )
+
+
+def model_run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
+    """A model run (not a tokenizer's) that Redis or the data root knows."""
+    if (run_folder(data_root, run_id) / "manifest.json").is_file():
+        return True
+    live = live_state(client, run_id)
+    return live.status is not None and live.kind == "train_model"
+
+
+def matching_run_ids(
+    client: redis.Redis,
+    *,
+    status: RunStatusName | None,
+    kind: JobKind | None,
+    user_id: int | None,
+) -> list[str]:
+    """Ids in the run index, newest first, that match every filter given."""
+    ids = [_text(raw) or "" for raw in client.zrevrange(INDEX_KEY, 0, -1)]
+    if status is None and kind is None and user_id is None:
+        return ids
+    pipe = client.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.get(status_key(run_id))
+        pipe.hmget(meta_key(run_id), ["kind", "user_id"])
+    answers = pipe.execute()
+    wanted = (status, kind, None if user_id is None else str(user_id))
+    matching: list[str] = []
+    for index, run_id in enumerate(ids):
+        found_kind, found_user = answers[2 * index + 1]
+        found = (_text(answers[2 * index]), _text(found_kind), _text(found_user))
+        if all(want is None or want == got for want, got in zip(wanted, found, strict=True)):
+            matching.append(run_id)
+    return matching

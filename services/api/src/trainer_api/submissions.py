@@ -1,0 +1,128 @@
+"""Starting training jobs: check what the worker would trip over later (ids, paths, the
+tokenizer a model run needs), claim the run id, queue the job.
+
+With an `Idempotency-Key`, a retried submission gets the first one's answer. Everything a
+user can get wrong is refused here with a typed error before anything is queued: an id
+already taken (409), a corpus or pretrained path outside the data root (422) or missing
+(404), a tokenizer that is neither trained nor being trained (404).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+import redis
+from pydantic import BaseModel
+
+from platform_core.api_models import JobAccepted, RunCreate, TokenizerCreate
+from platform_core.errors import AppError, ErrorCode
+from platform_core.json_types import JsonObject
+from platform_core.paths import resolve_inside
+from platform_core.queue import RUN_ID_PATTERN, enqueue_job
+from platform_core.run_state import INDEX_KEY
+from platform_core.specs import CorpusOptions, ModelSpec
+from trainer_api.idempotency import once
+from trainer_api.run_views import live_state, run_folder
+from trainer_api.tokenizer_views import tokenizer_folder
+
+TrainingKind = Literal["train_tokenizer", "train_model"]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def submit(
+    client: redis.Redis,
+    data_root: Path,
+    body: TokenizerCreate | RunCreate,
+    idempotency_key: str | None,
+) -> JobAccepted:
+    """Queue a tokenizer training or a model run, once per idempotency key."""
+    scope = "runs" if isinstance(body, RunCreate) else "tokenizers"
+    return once(
+        client,
+        scope,
+        idempotency_key=idempotency_key,
+        body=body,
+        act=lambda: _checked_submit(client, data_root, body),
+        answer_model=JobAccepted,
+    )
+
+
+def _checked_submit(
+    client: redis.Redis, data_root: Path, body: TokenizerCreate | RunCreate
+) -> JobAccepted:
+    check_corpus(data_root, body.spec.corpus)
+    if isinstance(body, TokenizerCreate):
+        tokenizer_id = body.tokenizer_id or new_id("tok")
+        return _submit(client, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
+    check_tokenizer(client, data_root, body.spec.tokenizer_id)
+    check_pretrained(data_root, body.spec.model)
+    run_id = body.run_id or new_id("run")
+    return _submit(client, data_root, "train_model", run_id, body.spec, body.user_id)
+
+
+def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:
+    if corpus.path is None:  # the demo corpus
+        return
+    if not resolve_inside(data_root, corpus.path).exists():
+        raise AppError(
+            ErrorCode.DATA_NOT_FOUND, f"corpus {corpus.path!r} does not exist in the data root"
+        )
+
+
+def check_pretrained(data_root: Path, model: ModelSpec) -> None:
+    """A local folder must lie inside the data root; a hub id ("gpt2") is left alone."""
+    name = model.pretrained
+    if name is None:
+        return
+    path = PurePosixPath(name)
+    if path.is_absolute() or ".." in path.parts or "\\" in name:
+        resolve_inside(data_root, name)
+
+
+def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:
+    """Trained, or queued / training (a model run queued behind its tokenizer's run)."""
+    if not RUN_ID_PATTERN.fullmatch(tokenizer_id):
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"spec.tokenizer_id {tokenizer_id!r} must be 1-64 letters, digits, '_' or '-'",
+        )
+    if (tokenizer_folder(data_root, tokenizer_id) / "manifest.json").is_file():
+        return
+    live = live_state(client, tokenizer_id)
+    if live.kind == "train_tokenizer" and live.status in ("queued", "running"):
+        return
+    raise AppError(
+        ErrorCode.DATA_NOT_FOUND,
+        f"tokenizer {tokenizer_id!r} not found; train it first (POST /tokenizers/train)",
+    )
+
+
+def _submit(  # noqa: PLR0917 - one private call site per kind, each reads as a sentence
+    client: redis.Redis,
+    data_root: Path,
+    kind: TrainingKind,
+    run_id: str,
+    spec: BaseModel,
+    user_id: int | None,
+) -> JobAccepted:
+    # tokenizer and model runs share one id space (RQ job ids, runs:* keys)
+    taken = run_folder(data_root, run_id).exists() or tokenizer_folder(data_root, run_id).exists()
+    # ZADD NX claims the id atomically: of two requests racing for it, one gets 0
+    if taken or not client.zadd(INDEX_KEY, {run_id: time.time()}, nx=True):
+        raise AppError(ErrorCode.CONFLICT, f"run {run_id} already exists; choose another id")
+    spec_json: JsonObject = json.loads(spec.model_dump_json())
+    try:
+        enqueue_job(
+            client, kind, run_id, spec_json, user_id=user_id, description=f"{kind} {run_id}"
+        )
+    except BaseException:
+        client.zrem(INDEX_KEY, run_id)
+        raise
+    return JobAccepted(run_id=run_id, kind=kind, status="queued")

@@ -1,0 +1,1 @@
+"""Model Trainer Discord bot. Never imports torch, transformers or mlflow."""

@@ -1,0 +1,1 @@
+"""Model Trainer worker: RQ jobs and the training engine."""

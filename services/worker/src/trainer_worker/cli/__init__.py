@@ -1,0 +1,1 @@
+"""trainctl: the operator CLI (worker, demo; remote commands through the API)."""

@@ -1,0 +1,193 @@
+"""`trainctl list-checkpoints` and `trainctl cleanup` (the seeds' CLI contract).
+
+Both work on the data root alone, without Redis. Exit codes: list-checkpoints 0 ok, 1 run
+folder not found; cleanup 0 ok, 1 cleanup error (permission, I/O), 2 run folder not found.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from platform_core.errors import AppError
+from platform_core.queue import RUN_ID_PATTERN
+from platform_core.specs import RetentionSpec
+from trainer_worker.checkpoint_retention import apply_plan, best_of, entries_of, plan_retention
+from trainer_worker.checkpoints import CheckpointMeta, list_checkpoints, read_meta
+
+OK, ERROR, NOT_FOUND = 0, 1, 2
+
+
+def add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, help="run id")
+    parser.add_argument("--format", choices=["table", "json", "csv"], default="table")
+    parser.add_argument("--show-metrics", action="store_true", help="include the eval loss")
+
+
+def add_cleanup_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", default=None, help="one run id (default: every run)")
+    parser.add_argument("--dry-run", action="store_true", help="show what would be deleted")
+    parser.add_argument("--aggressive", action="store_true", help="keep only the best checkpoint")
+    parser.add_argument(
+        "--orphaned-only",
+        action="store_true",
+        help="only remove leftovers: unfinished writes and checkpoints that do not verify",
+    )
+
+
+def list_checkpoints_command(data_root: Path, args: argparse.Namespace) -> int:
+    folder = _run_folder(data_root, args.run)
+    if folder is None:
+        print(f"trainctl: run folder for {args.run!r} not found", file=sys.stderr)
+        return 1
+    entries = entries_of(folder / "checkpoints")
+    kept = {e.step for e in plan_retention(entries, _retention(folder)).keep}
+    best = best_of(entries).step if entries else None
+    latest = max((e.step for e in entries), default=None)
+    rows: list[dict[str, object]] = []
+    for entry in entries:
+        row: dict[str, object] = {
+            "checkpoint": entry.name,
+            "step": entry.step,
+            "is_best": entry.step == best,
+            "is_latest": entry.step == latest,
+            "retained": entry.step in kept,
+            "size_mb": round(entry.size_bytes / 1e6, 3),
+            "sha256": entry.files["model.safetensors"]["sha256"],
+        }
+        if args.show_metrics:
+            row["eval_loss"] = entry.eval_loss
+        rows.append(row)
+    print(_render(rows, args.format))
+    return OK
+
+
+def _render(rows: list[dict[str, object]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(rows, indent=2)
+    if not rows:
+        return "" if fmt == "csv" else "no checkpoints"
+    columns = list(rows[0])
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return out.getvalue().rstrip("\n")
+    cells = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines.append("  ".join("─" * w for w in widths))
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]  # a hash: the first 12 hex digits identify it in a table
+    return str(value)
+
+
+@dataclass
+class _Cleanup:
+    dry_run: bool
+    freed: int = 0
+    removed: int = 0
+
+    def remove(self, path: Path, size: int, why: str) -> None:
+        print(
+            f"{'would delete' if self.dry_run else 'deleted'} {path} ({size / 1e6:.1f} MB, {why})"
+        )
+        self.freed += size
+        self.removed += 1
+        if not self.dry_run:
+            shutil.rmtree(path)
+
+
+def cleanup_command(data_root: Path, args: argparse.Namespace) -> int:
+    if args.run is not None:
+        folder = _run_folder(data_root, args.run)
+        if folder is None:
+            print(f"trainctl: run folder for {args.run!r} not found", file=sys.stderr)
+            return NOT_FOUND
+        folders = [folder]
+    else:
+        runs = data_root / "runs"
+        folders = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
+    job = _Cleanup(dry_run=args.dry_run)
+    try:
+        for folder in folders:
+            _clean_run(folder, job, aggressive=args.aggressive, orphaned_only=args.orphaned_only)
+    except OSError as exc:
+        print(f"trainctl: cleanup failed: {exc.strerror}: {exc.filename}", file=sys.stderr)
+        return ERROR
+    verb = "would free" if args.dry_run else "freed"
+    print(f"{verb} {job.freed / 1e9:.3f} GB in {job.removed} item(s) across {len(folders)} run(s)")
+    return OK
+
+
+def _clean_run(folder: Path, job: _Cleanup, *, aggressive: bool, orphaned_only: bool) -> None:
+    checkpoints = folder / "checkpoints"
+    if not checkpoints.is_dir():
+        return
+    for leftover in sorted(checkpoints.glob(".*.tmp")):  # writes that never finished
+        job.remove(leftover, _size(leftover), "unfinished write")
+    for checkpoint in list_checkpoints(checkpoints):
+        try:
+            read_meta(checkpoint)
+        except AppError:
+            job.remove(checkpoint, _size(checkpoint), "unreadable")
+    if orphaned_only or _status(folder) == "running":
+        return  # a live run prunes itself; the operator's cleanup leaves it alone
+    entries: list[CheckpointMeta] = entries_of(checkpoints)
+    plan = plan_retention(entries, _retention(folder), aggressive=aggressive)
+    for entry in plan.delete:
+        print(
+            f"{'would delete' if job.dry_run else 'deleted'} {checkpoints / entry.name} "
+            f"({entry.size_bytes / 1e6:.1f} MB, retention)"
+        )
+    job.freed += plan.freed_bytes
+    job.removed += len(plan.delete)
+    if not job.dry_run:
+        apply_plan(checkpoints, plan)
+    for entry in plan.keep:
+        print(f"kept {checkpoints / entry.name} (step {entry.step}, eval loss {entry.eval_loss})")
+
+
+def _run_folder(data_root: Path, run_id: str) -> Path | None:
+    if not RUN_ID_PATTERN.fullmatch(run_id):
+        return None
+    folder = data_root / "runs" / run_id
+    return folder if folder.is_dir() else None
+
+
+def _manifest(folder: Path) -> dict[str, object]:
+    try:
+        data: dict[str, object] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def _status(folder: Path) -> object:
+    return _manifest(folder).get("status")
+
+
+def _retention(folder: Path) -> RetentionSpec:
+    spec = _manifest(folder).get("spec")
+    retention = spec.get("retention") if isinstance(spec, dict) else None
+    return (
+        RetentionSpec.model_validate(retention) if isinstance(retention, dict) else RetentionSpec()
+    )
+
+
+def _size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0

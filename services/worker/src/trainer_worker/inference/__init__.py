@@ -1,0 +1,1 @@
+"""Generation and scoring with a trained model, for every model family."""

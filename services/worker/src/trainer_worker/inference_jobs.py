@@ -1,0 +1,185 @@
+"""Inference on a trained run: generate, score and evaluate, each answering into the Redis
+result cache (`platform_core.inference_results`) by request id.
+
+The run's weights are its final model, or its newest checkpoint while it still trains. Loaded
+models are kept per worker process (a few, least recently used first out) so a conversation of
+generate requests does not reload weights each time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from pathlib import Path
+
+import redis
+from pydantic import BaseModel
+from torch import nn
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.inference_results import (
+    InferenceError,
+    InferenceKind,
+    load_record,
+    save_record,
+)
+from platform_core.json_types import JsonObject, JsonValue
+from platform_core.logging import log_context
+from platform_core.specs import (
+    MAX_SCORE_CHARS,
+    ScoreRequest,
+    TrainRunSpec,
+    validate_generate_request,
+    validate_score_request,
+)
+from trainer_worker.checkpoints import list_checkpoints, load_checkpoint, load_model_bytes
+from trainer_worker.data.corpus import corpus_spec, load_corpus
+from trainer_worker.inference.generate import generate
+from trainer_worker.inference.score import score
+from trainer_worker.model_run import run_dir
+from trainer_worker.models.registry import build_model
+from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
+from trainer_worker.tokenizers.protocol import Tokenizer
+
+_log = logging.getLogger(__name__)
+_CACHE_SIZE = 2  # models held per worker; tiny ones cost little, a 124M GPT-2 ~0.5 GB
+_models: OrderedDict[tuple[str, str], tuple[nn.Module, Tokenizer]] = OrderedDict()
+
+Work = Callable[[nn.Module, Tokenizer, JsonObject, TrainRunSpec, Path], JsonObject]
+
+
+def run_inference(
+    kind: InferenceKind,
+    request_id: str,
+    spec: JsonObject,
+    work: Work,
+    *,
+    client: redis.Redis,
+    data_root: Path,
+) -> JsonObject:
+    """Mark the request running, do `work`, store the result or the typed error."""
+    record = load_record(client, kind, request_id)
+    if record is None:
+        raise AppError(ErrorCode.NOT_FOUND, f"{kind} request {request_id} expired before it ran")
+    with log_context(run_id=record.run_id, request_id=request_id):
+        save_record(client, record.model_copy(update={"status": "running"}))
+        try:
+            _VALIDATORS[kind](record.request)  # refuse bad values before loading any weights
+            model, tokenizer, run_spec, folder = _load_run(data_root, record.run_id)
+            result = work(model, tokenizer, record.request, run_spec, folder)
+        except AppError as error:
+            _log.info(
+                "inference refused: %s", error.message, extra={"error_code": error.code.value}
+            )
+            failed = record.model_copy(
+                update={
+                    "status": "failed",
+                    "error": InferenceError(code=error.code, message=error.message),
+                    "finished_at": time.time(),
+                }
+            )
+            save_record(client, failed)
+            return {"request_id": request_id, "status": "failed", "error_code": error.code.value}
+        done = record.model_copy(
+            update={"status": "completed", "result": result, "finished_at": time.time()}
+        )
+        save_record(client, done)
+        return {"request_id": request_id, "status": "completed"}
+
+
+def generate_work(
+    model: nn.Module, tokenizer: Tokenizer, request: JsonObject, _spec: TrainRunSpec, _folder: Path
+) -> JsonObject:
+    return _as_json(generate(model, tokenizer, validate_generate_request(request)))
+
+
+def score_work(
+    model: nn.Module, tokenizer: Tokenizer, request: JsonObject, _spec: TrainRunSpec, _folder: Path
+) -> JsonObject:
+    return _as_json(score(model, tokenizer, validate_score_request(request)))
+
+
+def evaluate_work(
+    model: nn.Module, tokenizer: Tokenizer, request: JsonObject, spec: TrainRunSpec, folder: Path
+) -> JsonObject:
+    """Loss and perplexity on the run's own holdout (every token predicted once), appended to
+    `eval/evaluations.jsonl`."""
+    _no_parameters(request)
+    corpus = load_corpus(corpus_spec(spec.corpus), folder.parents[1])  # runs/<id> -> data root
+    text = corpus.holdout_text
+    if not text:
+        raise AppError(ErrorCode.DATA_INVALID, "the run's corpus has no holdout to evaluate on")
+    total_nats, predicted = 0.0, 0
+    for start in range(0, len(text), MAX_SCORE_CHARS):
+        piece = ScoreRequest(text=text[start : start + MAX_SCORE_CHARS], detail_level="summary")
+        output = score(model, tokenizer, piece)
+        total_nats += output.loss * output.num_predicted
+        predicted += output.num_predicted
+    loss = total_nats / predicted
+    result: JsonObject = {
+        "eval_loss": loss,
+        "perplexity": math.exp(loss),
+        "tokens": predicted,
+        "corpus_sha256": corpus.sha256,
+        "evaluated_at": time.time(),
+    }
+    with (folder / "eval" / "evaluations.jsonl").open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    return result
+
+
+def _no_parameters(request: JsonObject) -> None:
+    if request:
+        raise AppError(ErrorCode.INVALID_INPUT, "evaluate takes no parameters yet; send {}")
+
+
+_VALIDATORS: dict[InferenceKind, Callable[[JsonObject], object]] = {
+    "generate": validate_generate_request,
+    "score": validate_score_request,
+    "evaluate": _no_parameters,
+}
+
+
+def _as_json(output: BaseModel) -> JsonObject:
+    result: JsonObject = json.loads(output.model_dump_json())
+    return result
+
+
+def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, TrainRunSpec, Path]:
+    folder = run_dir(data_root, run_id)
+    manifest_path = folder / "manifest.json"
+    if not manifest_path.is_file():
+        raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts")
+    manifest: dict[str, JsonValue] = json.loads(manifest_path.read_text(encoding="utf-8"))
+    spec = TrainRunSpec.model_validate(manifest["spec"])
+    weights = _weights_of(folder)
+    key = (run_id, f"{weights}:{weights.stat().st_mtime_ns}")
+    if key in _models:
+        _models.move_to_end(key)
+        model, tokenizer = _models[key]
+        return model, tokenizer, spec, folder
+    tokenizer = load_tokenizer(tokenizer_dir(data_root, spec.tokenizer_id))
+    model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
+    if weights.name == "model.safetensors":
+        load_model_bytes(model, weights.read_bytes())
+    else:
+        load_checkpoint(weights, model)
+    model.eval()
+    _models[key] = (model, tokenizer)
+    while len(_models) > _CACHE_SIZE:
+        _models.popitem(last=False)
+    return model, tokenizer, spec, folder
+
+
+def _weights_of(folder: Path) -> Path:
+    final = folder / "model" / "model.safetensors"
+    if final.is_file():
+        return final
+    checkpoints = list_checkpoints(folder / "checkpoints")
+    if checkpoints:
+        return checkpoints[-1]
+    raise AppError(ErrorCode.CONFLICT, f"run {folder.name} has no weights yet; try again later")

@@ -1,0 +1,112 @@
+"""RQ jobs: plain top-level functions taking ids and a JSON-safe spec, returning a small dict.
+
+Each one resolves its Redis connection (the worker's) and data root, then hands its body to
+`run_job`, which owns the lifecycle: status, heartbeats, events, failure classification and
+retries.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import redis
+from pydantic import ValidationError
+from rq import get_current_job
+
+from platform_core.errors import AppError, ErrorCode, invalid_input
+from platform_core.events import JobKind
+from platform_core.json_types import JsonObject
+from platform_core.settings import load_settings
+from platform_core.specs import TokenizerSpec
+from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
+from trainer_worker.job_context import Body, JobContext, run_job
+from trainer_worker.model_run import train_model_body
+from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
+
+
+def train_tokenizer(
+    run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | None = None
+) -> JsonObject:
+    """Train a tokenizer whose id is the run id; artifacts in `tokenizers/<run_id>/`."""
+
+    def body(context: JobContext) -> JsonObject:
+        try:
+            parsed = TokenizerSpec.model_validate(spec)
+        except ValidationError as exc:
+            raise invalid_input(exc, what="tokenizer spec") from exc
+        context.progress(step=0, total_steps=1, epoch=0, eta_s=None, message="training tokenizer")
+        manifest = train_tokenizer_artifact(run_id, parsed, context.data_root)
+        context.progress(step=1, total_steps=1, epoch=1, eta_s=0, message="tokenizer trained")
+        context.artifact_dir = f"tokenizers/{run_id}"
+        stats = manifest.stats
+        context.message = (
+            f"{parsed.kind} tokenizer, vocab {manifest.vocab_size}, "
+            f"coverage {stats.coverage:.4f}, {stats.tokens_per_word:.2f} tokens/word"
+        )
+        return {
+            "tokenizer_id": run_id,
+            "vocab_size": manifest.vocab_size,
+            "coverage": stats.coverage,
+            "oov_rate": stats.oov_rate,
+            "tokens_per_char": stats.tokens_per_char,
+        }
+
+    return _lifecycle("train_tokenizer", run_id, spec, body, attempt=attempt, user_id=user_id)
+
+
+def train_model(
+    run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | None = None
+) -> JsonObject:
+    """Train a model (GPT-2 or Char-LSTM) on a trained tokenizer; artifacts in `runs/<run_id>/`."""
+
+    def body(context: JobContext) -> JsonObject:
+        return train_model_body(spec, context)
+
+    return _lifecycle("train_model", run_id, spec, body, attempt=attempt, user_id=user_id)
+
+
+def generate(request_id: str, spec: JsonObject) -> JsonObject:
+    """Generate text from a run's model; the answer goes to the inference result cache."""
+    return run_inference(
+        "generate", request_id, spec, generate_work, client=_connection(), data_root=_data_root()
+    )
+
+
+def score(request_id: str, spec: JsonObject) -> JsonObject:
+    """Score a text with a run's model (loss, perplexity, per-token surprisal)."""
+    return run_inference(
+        "score", request_id, spec, score_work, client=_connection(), data_root=_data_root()
+    )
+
+
+def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
+    """Evaluate a run's model on its holdout; appended to `eval/evaluations.jsonl`."""
+    return run_inference(
+        "evaluate", request_id, spec, evaluate_work, client=_connection(), data_root=_data_root()
+    )
+
+
+def _lifecycle(
+    kind: JobKind, run_id: str, spec: JsonObject, body: Body, *, attempt: int, user_id: int | None
+) -> JsonObject:
+    return run_job(
+        kind,
+        run_id,
+        spec,
+        body,
+        client=_connection(),
+        data_root=_data_root(),
+        attempt=attempt,
+        user_id=user_id,
+    )
+
+
+def _connection() -> redis.Redis:
+    job = get_current_job()
+    if job is None:
+        raise AppError(ErrorCode.INTERNAL, "jobs run inside an RQ worker (trainctl worker)")
+    return job.connection
+
+
+def _data_root() -> Path:
+    return load_settings().data_root.resolve()

@@ -1,0 +1,1 @@
+"""Language models trained by the engine: GPT-2 (transformers) and a character LSTM."""

@@ -1,0 +1,187 @@
+"""The training loop's callbacks for a model run: events, the live progress in Redis, the
+per-run eval history, cooperative cancellation, and checkpoints under the retention policy
+(written in the background from a CPU snapshot).
+
+A resumed run repeats the steps between its last checkpoint and the crash; their progress
+and eval figures were already published, so anything at or before the run's watermark (the
+last step it logged) is not published again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from platform_core.events import (
+    MetricsCheckpoint,
+    MetricsCheckpointPayload,
+    MetricsEval,
+    MetricsEvalPayload,
+    MetricsProgress,
+    MetricsProgressPayload,
+)
+from platform_core.json_types import JsonObject
+from platform_core.specs import RetentionSpec
+from trainer_worker import checkpoint_retention
+from trainer_worker.checkpoint_retention import (
+    DiskProbe,
+    apply_plan,
+    best_of,
+    entries_of,
+    estimate_size,
+    make_room,
+    plan_retention,
+)
+from trainer_worker.checkpoints import MODEL_FILE, CheckpointMeta, CheckpointWriter, snapshot
+from trainer_worker.job_context import JobContext
+from trainer_worker.training.callbacks import Callbacks, CheckpointInfo, EvalInfo, ProgressInfo
+
+_log = logging.getLogger(__name__)
+# The flag is one Redis read (~0.5 ms): every 50 ms costs ~1% and stops a run of fast
+# steps within a handful of them.
+CANCEL_POLL_S = 0.05
+HISTORY_FILE = "history.jsonl"
+
+
+@dataclass
+class RunCallbacks:
+    """State shared by the callbacks of one run."""
+
+    context: JobContext
+    folder: Path
+    retention: RetentionSpec
+    watermark: int = -1  # the last step already published (a resumed run's previous life)
+    probe: DiskProbe | None = None  # None: the real filesystem (checkpoint_retention.disk_usage)
+    fallback_checkpoint_bytes: int = 0  # size estimate before the first checkpoint exists
+    writer: CheckpointWriter = field(default_factory=CheckpointWriter)
+    _last_saved_step: int | None = None
+    _last_poll: float = 0.0
+    _stop: bool = False
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.folder / "checkpoints"
+
+    def callbacks(self) -> Callbacks:
+        return Callbacks(
+            on_progress=self.on_progress,
+            on_eval=self.on_eval,
+            on_checkpoint=self.on_checkpoint,
+            should_stop=self.should_stop,
+        )
+
+    def on_progress(self, info: ProgressInfo) -> None:
+        if info.step <= self.watermark:
+            return
+        _log.info(
+            "step %d/%d loss %.4f",
+            info.step,
+            info.max_steps,
+            info.loss,
+            extra={"event": "training.progress", "step": info.step, "loss": info.loss},
+        )
+        payload = MetricsProgressPayload(
+            step=info.step,
+            epoch=info.epoch,
+            loss=info.loss,
+            lr=info.lr,
+            tokens_per_s=info.tokens_per_s,
+            eta_s=info.eta_s,
+        )
+        context = self.context
+        context.publish(
+            MetricsProgress(run_id=context.run_id, user_id=context.user_id, payload=payload)
+        )
+        context.progress(
+            step=info.step,
+            total_steps=info.max_steps,
+            epoch=info.epoch,
+            eta_s=info.eta_s,
+            figures={"loss": round(info.loss, 5), "tokens_per_s": round(info.tokens_per_s, 1)},
+        )
+
+    def on_eval(self, info: EvalInfo) -> None:
+        if info.step <= self.watermark and info.step in {
+            e["step"] for e in read_history(self.folder)
+        }:
+            return
+        row: JsonObject = {
+            "step": info.step,
+            "eval_loss": info.eval_loss,
+            "perplexity": info.perplexity,
+        }
+        with (self.folder / "eval" / HISTORY_FILE).open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(row) + "\n")
+        payload = MetricsEvalPayload(
+            step=info.step, eval_loss=info.eval_loss, perplexity=info.perplexity
+        )
+        context = self.context
+        context.publish(
+            MetricsEval(run_id=context.run_id, user_id=context.user_id, payload=payload)
+        )
+
+    def on_checkpoint(self, info: CheckpointInfo) -> None:
+        """Interval saves respect `min_interval_steps`; the final and cancellation saves always
+        happen. Room is made before the write; the write itself runs in the background."""
+        interval = self.retention.min_interval_steps
+        if (
+            info.reason == "interval"
+            and interval is not None
+            and self._last_saved_step is not None
+            and info.step - self._last_saved_step < interval
+        ):
+            return
+        needed = estimate_size(self.checkpoints, self.fallback_checkpoint_bytes)
+        make_room(
+            self.checkpoints,
+            needed,
+            self.retention,
+            probe=self.probe or checkpoint_retention.disk_usage,
+        )
+        self.writer.submit(
+            self.checkpoints,
+            snapshot(info.model, info.state),
+            eval_loss=info.eval_loss,
+            on_written=self._written,
+        )
+        self._last_saved_step = info.step
+
+    def _written(self, meta: CheckpointMeta) -> None:
+        """On the writer thread: prune to the policy, then announce the checkpoint."""
+        plan = plan_retention(entries_of(self.checkpoints), self.retention)
+        apply_plan(self.checkpoints, plan)
+        context = self.context
+        payload = MetricsCheckpointPayload(
+            step=meta.step,
+            path=f"runs/{context.run_id}/checkpoints/{meta.name}",
+            size_bytes=meta.size_bytes,
+            sha256=str(meta.files[MODEL_FILE]["sha256"]),
+            is_best=best_of(plan.keep).step == meta.step,
+            metric=meta.eval_loss,
+        )
+        context.publish(
+            MetricsCheckpoint(run_id=context.run_id, user_id=context.user_id, payload=payload)
+        )
+
+    def should_stop(self) -> bool:
+        now = time.monotonic()
+        if now - self._last_poll >= CANCEL_POLL_S:
+            self._last_poll, self._stop = now, self.context.should_stop()
+        return self._stop
+
+
+def read_history(folder: Path) -> list[JsonObject]:
+    """The run's eval history (every eval of every attempt, one row per step)."""
+    path = folder / "eval" / HISTORY_FILE
+    if not path.is_file():
+        return []
+    rows: dict[int, JsonObject] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row: JsonObject = json.loads(line)
+        step = row["step"]
+        if isinstance(step, int):
+            rows[step] = row
+    return [rows[step] for step in sorted(rows)]

@@ -1,0 +1,1 @@
+"""Tokenizers: byte-level BPE, character-level and SentencePiece behind one protocol."""

@@ -1,0 +1,53 @@
+"""The worker process: an RQ worker on the project's queues, with RQ's scheduler (delayed
+retries) enabled, and a maintenance thread that requeues runs whose worker died and
+force-stops runs which ignored a cancel request past the grace period."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+
+import redis
+from rq import Queue, Worker
+
+from platform_core.queue import requeue_stale_runs, sweep_cancellations
+from trainer_worker import defaults
+
+_log = logging.getLogger(__name__)
+
+
+def run_worker(
+    client: redis.Redis, queue_names: Sequence[str], *, burst: bool = False, name: str | None = None
+) -> bool:
+    """Work until stopped (or, with `burst`, until the queues are empty)."""
+    queues = [Queue(queue_name, connection=client) for queue_name in queue_names]
+    worker = Worker(queues, connection=client, name=name)
+    stop = threading.Event()
+    maintenance = threading.Thread(
+        target=maintain, args=(client, stop), name="worker-maintenance", daemon=True
+    )
+    maintenance.start()
+    _log.info("worker starting", extra={"event": "worker.starting", "category": "worker"})
+    try:
+        return bool(worker.work(burst=burst, with_scheduler=True))
+    finally:
+        stop.set()
+        maintenance.join(timeout=5)
+
+
+def maintain(client: redis.Redis, stop: threading.Event) -> None:
+    """At start and then every MAINTENANCE_INTERVAL_S until `stop`: requeue runs whose
+    worker died (they resume from their checkpoints) and force-stop runs that ignored a
+    cancel request past the grace period."""
+    while True:
+        try:
+            requeue_stale_runs(client, stale_after_s=defaults.STALE_HEARTBEAT_S)
+            for run_id in sweep_cancellations(client, grace_s=defaults.CANCEL_GRACE_S):
+                _log.warning(
+                    "run force-stopped", extra={"event": "cancel.forced", "run_id": run_id}
+                )
+        except redis.RedisError:  # a blip must not end maintenance; the next round retries
+            _log.warning("maintenance round failed", extra={"event": "worker.maintenance_failed"})
+        if stop.wait(defaults.MAINTENANCE_INTERVAL_S):
+            return

@@ -1,0 +1,189 @@
+"""GET /runs/{id}/events: a run's events as SSE from the bus, resumable with Last-Event-ID,
+ending after the run's terminal event."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from contextlib import aclosing
+
+import httpx
+import pytest
+import redis
+
+from platform_core.errors import ErrorCode, FailureClass
+from platform_core.event_bus import EventBus
+from platform_core.events import (
+    Event,
+    JobCompleted,
+    JobCompletedPayload,
+    JobFailed,
+    JobFailedPayload,
+    JobProgress,
+    JobProgressPayload,
+    JobQueued,
+    JobQueuedPayload,
+    JobStarted,
+    JobStartedPayload,
+)
+from platform_core.http_client import ApiError, AsyncTrainerClient, StreamedEvent, TrainerClient
+from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.settings import Settings
+from tests.api.conftest import LiveApi, serve
+from trainer_api import streams
+
+pytestmark = pytest.mark.integration
+
+
+def _progress(run_id: str, step: int) -> JobProgress:
+    payload = JobProgressPayload(step=step, total_steps=10, epoch=0.0, fraction=step / 10)
+    return JobProgress(run_id=run_id, payload=payload)
+
+
+def _lifecycle(run_id: str) -> list[Event]:
+    return [
+        JobQueued(run_id=run_id, payload=JobQueuedPayload(kind="train_model", queue="training")),
+        JobStarted(
+            run_id=run_id, payload=JobStartedPayload(kind="train_model", worker="w", attempt=1)
+        ),
+        *(_progress(run_id, step) for step in (1, 2, 3)),
+        JobCompleted(run_id=run_id, payload=JobCompletedPayload(duration_s=1.0)),
+    ]
+
+
+def _start_run(client: redis.Redis, run_id: str) -> None:
+    store = RunStateStore(client)
+    store.set_meta(run_id, kind="train_model", user_id=None, spec_json="{}")
+    store.set_status(run_id, RunStatus.QUEUED)
+
+
+def test_events_resume_after_the_last_event_id_and_end_at_the_terminal_one(
+    client: TrainerClient, redis_client: redis.Redis
+) -> None:
+    _start_run(redis_client, "run-e")
+    bus = EventBus(redis_client)
+    bus.publish(_progress("other-run", 1))  # another run's events are not shown
+    events = _lifecycle("run-e")
+    ids = [bus.publish(event) for event in events]
+    bus.publish(_progress("run-e", 9))  # after the terminal event: never reached
+
+    first: list[StreamedEvent] = []
+    for streamed in client.stream_events("run-e"):
+        first.append(streamed)
+        if len(first) == 3:
+            break  # the connection drops here
+    assert [s.id for s in first] == ids[:3]
+    assert [s.event for s in first] == events[:3]
+
+    rest = list(client.stream_events("run-e", last_event_id=first[-1].id))
+    assert [s.id for s in rest] == ids[3:]
+    assert rest[-1].event.type == "trainer.job.completed.v1"
+
+
+def test_live_events_arrive_as_they_are_published(
+    client: TrainerClient, redis_client: redis.Redis
+) -> None:
+    _start_run(redis_client, "run-live")
+    bus = EventBus(redis_client)
+    events = _lifecycle("run-live")
+
+    def publish_later() -> None:
+        for event in events:
+            time.sleep(0.05)
+            bus.publish(event)
+
+    publisher = threading.Thread(target=publish_later)
+    publisher.start()
+    received = [s.event for s in client.stream_events("run-live")]
+    publisher.join()
+    assert received == events
+
+
+def test_a_failure_that_is_retried_does_not_end_the_stream(
+    client: TrainerClient, redis_client: redis.Redis
+) -> None:
+    _start_run(redis_client, "run-f")
+    bus = EventBus(redis_client)
+
+    def failed(retrying: bool) -> JobFailed:
+        payload = JobFailedPayload(
+            error_code=ErrorCode.REDIS_UNAVAILABLE,
+            failure_class=FailureClass.TRANSIENT,
+            message="blip",
+            retrying=retrying,
+        )
+        return JobFailed(run_id="run-f", payload=payload)
+
+    for event in (failed(True), _progress("run-f", 1), failed(False)):
+        bus.publish(event)
+    received = [s.event for s in client.stream_events("run-f")]
+    assert [getattr(e.payload, "retrying", None) for e in received] == [True, None, False]
+
+
+def test_a_finished_run_without_a_terminal_event_ends_after_a_grace(
+    client: TrainerClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)  # ends at the first quiet read
+    _start_run(redis_client, "run-trimmed")
+    RunStateStore(redis_client).set_status("run-trimmed", RunStatus.CANCELLED)
+    EventBus(redis_client).publish(_progress("run-trimmed", 1))
+    assert [s.event.type for s in client.stream_events("run-trimmed")] == [
+        "trainer.job.progress.v1"
+    ]
+
+
+def test_async_client_streams_events(live_api: LiveApi, redis_client: redis.Redis) -> None:
+    _start_run(redis_client, "run-a")
+    bus = EventBus(redis_client)
+    events = _lifecycle("run-a")
+    ids = [bus.publish(event) for event in events]
+
+    async def follow() -> tuple[list[str], list[str]]:
+        async with AsyncTrainerClient(live_api.base_url) as client:
+            first: list[str] = []
+            async with aclosing(client.stream_events("run-a")) as stream:
+                async for streamed in stream:
+                    first.append(streamed.id)
+                    if len(first) == 2:
+                        break
+            rest = [s.id async for s in client.stream_events("run-a", last_event_id=first[-1])]
+            return first, rest
+
+    first, rest = asyncio.run(follow())
+    assert first + rest == ids
+
+
+def test_unknown_run_and_bad_last_event_id(client: TrainerClient, live_api: LiveApi) -> None:
+    with pytest.raises(ApiError) as unknown:
+        next(iter(client.stream_events("no-such-run")))
+    assert (unknown.value.status, unknown.value.error_code) == (404, ErrorCode.NOT_FOUND)
+
+    response = httpx.get(
+        f"{live_api.base_url}/runs/no-such-run/events", headers={"Last-Event-ID": "yesterday"}
+    )
+    assert response.status_code == 422
+    assert "last-event-id" in response.json()["message"]
+
+
+def test_a_quiet_stream_sends_keep_alives(
+    api_settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "KEEP_ALIVE_S", 0.0)
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    # a short Redis timeout makes the blocking reads short: 0.2 s -> 100 ms
+    redis_settings = api_settings.redis.model_copy(update={"connect_timeout_s": 0.2})
+    _start_run(redis_client, "run-quiet")
+
+    def finish_soon() -> None:
+        time.sleep(0.3)
+        RunStateStore(redis_client).set_status("run-quiet", RunStatus.CANCELLED)
+
+    for api in serve(api_settings.model_copy(update={"redis": redis_settings})):
+        finisher = threading.Thread(target=finish_soon)
+        finisher.start()
+        with httpx.stream("GET", f"{api.base_url}/runs/run-quiet/events") as response:
+            body = response.read().decode()
+        finisher.join()
+    assert body.startswith(": keep-alive\n\n")
+    assert "event:" not in body  # nothing but keep-alives, then the end

@@ -1,0 +1,311 @@
+"""Model runs through the API: submit (tokenizer checked first), list with filters and
+paging, describe the live state, cancel."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import get_args
+
+import httpx
+import pytest
+import redis
+from rq import Queue
+
+from platform_core.api_models import RUN_ID_REGEX, RunCreate, RunQuery, RunStatusName
+from platform_core.errors import ErrorCode
+from platform_core.event_bus import EventBus
+from platform_core.http_client import ApiError, TrainerClient
+from platform_core.queue import RUN_ID_PATTERN, TRAINING_QUEUE
+from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
+from platform_core.specs import ModelSpec
+from tests.api.conftest import LiveApi, char_tokenizer, tiny_run, tiny_run_spec
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def tokenizer(client: TrainerClient, corpus: str) -> str:
+    """A tokenizer queued (not trained): a model run may be queued behind it."""
+    return client.train_tokenizer(char_tokenizer(corpus, "tok")).run_id
+
+
+def _queued(client: redis.Redis) -> int:
+    return Queue(TRAINING_QUEUE, connection=client).count
+
+
+def test_the_shared_id_rule_and_status_names_match_the_queue() -> None:
+    assert RUN_ID_PATTERN.pattern == RUN_ID_REGEX
+    assert set(get_args(RunStatusName)) == {s.value for s in RunStatus}
+
+
+def test_a_run_is_queued_and_described(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    accepted = client.train_model(tiny_run(tokenizer, corpus, "run-a", user_id=42))
+    assert (accepted.run_id, accepted.kind, accepted.status) == ("run-a", "train_model", "queued")
+    assert _queued(redis_client) == 2  # the tokenizer, then the run
+
+    run = client.get_run("run-a")
+    assert (run.status, run.kind, run.user_id) == ("queued", "train_model", 42)
+    assert run.created_at is not None and abs(run.created_at - time.time()) < 60
+    assert (run.last_heartbeat, run.heartbeat_age_s, run.progress, run.metrics) == (
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+def test_a_running_run_shows_heartbeat_progress_and_eta(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    run_id = client.train_model(tiny_run(tokenizer, corpus)).run_id
+    assert RUN_ID_PATTERN.fullmatch(run_id) and run_id.startswith("run-")
+    store = RunStateStore(redis_client)
+    store.set_status(run_id, RunStatus.RUNNING)
+    store.beat(run_id, now=time.time() - 5)
+    store.set_progress(
+        run_id,
+        {"step": 10, "total_steps": 20, "epoch": 0.5, "fraction": 0.5, "eta_s": 12.5, "loss": 2.25},
+    )
+
+    run = client.get_run(run_id)
+    assert run.status == "running"
+    assert run.heartbeat_age_s is not None and 5 <= run.heartbeat_age_s < 60
+    assert run.eta_s == 12.5
+    assert run.progress is not None
+    assert (run.progress.step, run.progress.total_steps, run.progress.loss) == (10, 20, 2.25)
+    assert run.progress.tokens_per_s is None
+
+
+def test_a_finished_run_known_only_from_its_manifest(
+    client: TrainerClient, data_root: Path
+) -> None:
+    folder = data_root / "runs" / "old-run"
+    folder.mkdir(parents=True)
+    manifest = {
+        "status": "completed",
+        "kind": "train_model",
+        "stop_reason": "max_steps",
+        "durations_s": {"total": 3.5},
+        "metrics": {"steps": 20, "final_perplexity": 7.5, "first_perplexity": float("inf")},
+        "added_later": {"by": "a newer worker"},
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+    run = client.get_run("old-run")
+    assert (run.status, run.kind, run.created_at) == ("completed", "train_model", None)
+    assert run.metrics is not None
+    assert (run.metrics.steps, run.metrics.final_perplexity, run.metrics.duration_s) == (
+        20,
+        7.5,
+        3.5,
+    )
+    assert run.metrics.first_perplexity is None  # infinity is not JSON
+    assert run.metrics.stop_reason == "max_steps"
+
+
+def test_a_missing_tokenizer_is_refused_before_queuing(
+    client: TrainerClient, redis_client: redis.Redis, corpus: str
+) -> None:
+    with pytest.raises(ApiError) as missing:
+        client.train_model(tiny_run("ghost", corpus))
+    assert (missing.value.status, missing.value.error_code) == (404, ErrorCode.DATA_NOT_FOUND)
+    assert "ghost" in missing.value.message
+
+    with pytest.raises(ApiError) as escaping:
+        client.train_model(tiny_run("../tok", corpus))
+    assert (escaping.value.status, escaping.value.error_code) == (422, ErrorCode.INVALID_INPUT)
+    assert _queued(redis_client) == 0
+
+
+def test_a_failed_tokenizer_cannot_be_trained_on(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    RunStateStore(redis_client).set_status(tokenizer, RunStatus.RUNNING)
+    RunStateStore(redis_client).set_status(tokenizer, RunStatus.FAILED)
+    with pytest.raises(ApiError) as failed:
+        client.train_model(tiny_run(tokenizer, corpus))
+    assert failed.value.status == 404
+
+
+@pytest.mark.parametrize("pretrained", ["../../models/gpt2", "/opt/models/gpt2"])
+def test_pretrained_folders_outside_the_data_root_are_refused(
+    client: TrainerClient, tokenizer: str, corpus: str, pretrained: str
+) -> None:
+    spec = tiny_run_spec(tokenizer, corpus).model_copy(
+        update={"model": ModelSpec(family="gpt2", pretrained=pretrained)}
+    )
+    body = RunCreate(spec=spec)
+    with pytest.raises(ApiError) as refused:
+        client.train_model(body)
+    assert (refused.value.status, refused.value.error_code) == (
+        422,
+        ErrorCode.PATH_OUTSIDE_DATA_ROOT,
+    )
+
+
+def test_a_hub_id_passes_to_the_worker(client: TrainerClient, tokenizer: str, corpus: str) -> None:
+    spec = tiny_run_spec(tokenizer, corpus).model_copy(
+        update={"model": ModelSpec(family="gpt2", pretrained="openai/gpt2")}
+    )
+    assert client.train_model(RunCreate(spec=spec)).status == "queued"
+
+
+def test_invalid_training_values_are_invalid_config(live_api: LiveApi, tokenizer: str) -> None:
+    body = {
+        "spec": {
+            "model": {"family": "char_lstm"},
+            "tokenizer_id": tokenizer,
+            "train": {"block_size": 0},
+        }
+    }
+    response = httpx.post(f"{live_api.base_url}/runs/train", json=body)
+    assert response.status_code == 422
+    assert response.json()["code"] == "CONFIG_INVALID"
+    assert "block_size" in response.json()["message"]
+
+    preset = {"spec": {"model": {"family": "gpt2", "preset": "huge"}, "tokenizer_id": tokenizer}}
+    response = httpx.post(f"{live_api.base_url}/runs/train", json=preset)
+    assert response.status_code == 422 and "spec.model" in response.json()["message"]
+
+
+def test_idempotent_run_submission(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    body = tiny_run(tokenizer, corpus)
+    first = client.train_model(body, idempotency_key="retry-me")
+    assert client.train_model(body, idempotency_key="retry-me") == first
+    assert _queued(redis_client) == 2  # the tokenizer and one run
+
+    changed = RunCreate(spec=body.spec.model_copy(update={"sample_max_new_tokens": 5}))
+    with pytest.raises(ApiError) as conflict:
+        client.train_model(changed, idempotency_key="retry-me")
+    assert conflict.value.status == 409
+    # the key's scope is the endpoint: the same key on tokenizers is a new request
+    assert client.train_tokenizer(char_tokenizer(corpus), idempotency_key="retry-me").run_id
+
+
+def test_a_request_still_in_flight_holds_its_key(
+    live_api: LiveApi, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    body = tiny_run(tokenizer, corpus)
+    with TrainerClient(live_api.base_url) as client:
+        client.train_model(body, idempotency_key="in-flight")
+    # what the first request stores before it acts, while it has not answered yet
+    for key in redis_client.scan_iter(match="idempotency:runs:*"):
+        entry = json.loads(redis_client.get(key) or b"{}")
+        redis_client.set(key, json.dumps({"fingerprint": entry["fingerprint"], "answer": None}))
+    with TrainerClient(live_api.base_url, max_retries=0) as client, pytest.raises(ApiError) as busy:
+        client.train_model(body, idempotency_key="in-flight")
+    assert busy.value.status == 409 and "still being handled" in busy.value.message
+
+
+def test_listing_filters_and_pages(
+    client: TrainerClient,
+    live_api: LiveApi,
+    redis_client: redis.Redis,
+    tokenizer: str,
+    corpus: str,
+) -> None:
+    for index in range(3):
+        client.train_model(tiny_run(tokenizer, corpus, f"r{index}", user_id=index % 2))
+    RunStateStore(redis_client).set_status("r1", RunStatus.RUNNING)
+    redis_client.zadd(INDEX_KEY, {"ghost": 0})  # indexed, but its state is gone
+
+    everything = client.list_runs()
+    assert [r.run_id for r in everything.items] == ["r2", "r1", "r0", "tok"]
+    assert everything.total == 5  # counted, but left out of the page
+
+    page = client.list_runs(RunQuery(limit=2, offset=1))
+    assert ([r.run_id for r in page.items], page.total, page.limit, page.offset) == (
+        ["r1", "r0"],
+        5,
+        2,
+        1,
+    )
+    assert [r.run_id for r in client.list_runs(RunQuery(status="running")).items] == ["r1"]
+    assert [r.run_id for r in client.list_runs(RunQuery(kind="train_tokenizer")).items] == ["tok"]
+    mine = client.list_runs(RunQuery(kind="train_model", user_id=0, status="queued"))
+    assert ([r.run_id for r in mine.items], mine.total) == (["r2", "r0"], 2)
+
+    bad_limit = httpx.get(f"{live_api.base_url}/runs", params={"limit": 0, "colour": "red"})
+    assert bad_limit.status_code == 422
+    assert "limit" in bad_limit.json()["message"] and "colour" in bad_limit.json()["message"]
+
+
+def test_cancel_a_queued_run_then_a_finished_one(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    run_id = client.train_model(tiny_run(tokenizer, corpus, user_id=5)).run_id
+
+    cancelled = client.cancel_run(run_id)
+    assert (cancelled.run_id, cancelled.outcome) == (run_id, "cancelled")
+    last = EventBus(redis_client).read()[-1].event
+    assert (last.type, last.run_id, last.user_id) == ("trainer.job.cancelled.v1", run_id, 5)
+    run = client.get_run(run_id)
+    assert (run.status, run.message) == ("cancelled", "cancelled before it started")
+
+    with pytest.raises(ApiError) as again:
+        client.cancel_run(run_id)
+    assert (again.value.status, again.value.error_code) == (409, ErrorCode.CONFLICT)
+
+
+def test_cancel_a_running_run_asks_it_to_stop(
+    client: TrainerClient, redis_client: redis.Redis, tokenizer: str, corpus: str
+) -> None:
+    run_id = client.train_model(tiny_run(tokenizer, corpus)).run_id
+    store = RunStateStore(redis_client)
+    store.set_status(run_id, RunStatus.RUNNING)
+
+    assert client.cancel_run(run_id).outcome == "requested"
+    assert store.cancel_requested(run_id)
+    assert client.get_run(run_id).status == "running"  # until the worker stops it
+
+    store.set_status(run_id, RunStatus.COMPLETED)
+    with pytest.raises(ApiError) as finished:
+        client.cancel_run(run_id)
+    assert finished.value.status == 409
+
+
+def test_unknown_and_malformed_run_ids(client: TrainerClient, live_api: LiveApi) -> None:
+    for call in (client.get_run, client.cancel_run):
+        with pytest.raises(ApiError) as unknown:
+            call("no-such-run")
+        assert (unknown.value.status, unknown.value.error_code) == (404, ErrorCode.NOT_FOUND)
+    with pytest.raises(ApiError) as malformed:
+        client.get_run("-starts-with-a-dash")
+    assert malformed.value.status == 422
+    # an encoded slash stays one (refused) segment; it never reaches another route
+    response = httpx.get(f"{live_api.base_url}/runs/..%2Fetc")
+    assert response.status_code in (404, 422)
+    assert set(response.json()) == {"code", "message", "request_id"}
+
+
+def test_corrupt_or_newer_artifacts_are_read_leniently(
+    client: TrainerClient, data_root: Path
+) -> None:
+    broken = data_root / "runs" / "broken"
+    broken.mkdir(parents=True)
+    (broken / "manifest.json").write_text(json.dumps({"metrics": "lots"}))
+    with pytest.raises(ApiError) as unreadable:
+        client.get_run("broken")
+    assert unreadable.value.status == 404
+
+    half = data_root / "runs" / "half"
+    (half / "eval").mkdir(parents=True)
+    (half / "manifest.json").write_text(json.dumps({"status": "running"}))
+    (half / "eval" / "metrics.json").write_text("[1, 2]")
+    samples = [
+        "not json",
+        "[1]",
+        json.dumps({"prompt": "missing its output"}),
+        json.dumps({"prompt": "p", "output": "o", "seed": 1, "added_later": True}),
+    ]
+    (half / "eval" / "samples.jsonl").write_text("\n".join(samples) + "\n")
+    found = client.get_eval("half")
+    assert (found.history, found.best_eval_loss) == ([], None)
+    assert [(s.prompt, s.output, s.seed) for s in found.samples] == [("p", "o", 1)]
+    assert client.get_run("half").status == "running"

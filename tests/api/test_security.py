@@ -1,0 +1,111 @@
+"""API key, request size limit and error bodies that never carry a stack trace."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import redis
+from pydantic import SecretStr
+
+from platform_core.errors import ErrorCode
+from platform_core.http_client import ApiError, TrainerClient
+from platform_core.settings import SecuritySettings, Settings
+from tests.api.conftest import LiveApi, char_tokenizer, serve
+from trainer_api.routes import runs
+
+pytestmark = pytest.mark.integration
+API_KEY = "s3cr3t-key-for-tests"
+
+
+def _with_security(settings: Settings, **values: object) -> Settings:
+    security = SecuritySettings.model_validate({**settings.security.model_dump(), **values})
+    return settings.model_copy(update={"security": security})
+
+
+@pytest.fixture
+def locked_api(api_settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
+    yield from serve(_with_security(api_settings, api_key=SecretStr(API_KEY)))
+
+
+@pytest.fixture
+def small_api(api_settings: Settings, redis_client: redis.Redis) -> Iterator[LiveApi]:
+    yield from serve(_with_security(api_settings, max_request_bytes=1024))
+
+
+@pytest.mark.parametrize("sent", [None, "wrong-key", API_KEY + "x"])
+def test_a_missing_or_wrong_key_is_401(
+    locked_api: LiveApi, sent: str | None, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trainer_api.security")
+    with TrainerClient(locked_api.base_url, api_key=sent) as client:
+        for call in (client.list_runs, client.list_tokenizers):
+            with pytest.raises(ApiError) as refused:
+                call()
+            assert (refused.value.status, refused.value.error_code) == (401, ErrorCode.UNAUTHORIZED)
+            assert refused.value.request_id is not None
+        with pytest.raises(ApiError) as streamed:
+            next(iter(client.stream_events("any-run")))
+        assert streamed.value.status == 401
+
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "api.auth_failed"]
+    assert len(failures) == 3
+    assert failures[0].__dict__["path"] == "/runs"
+    logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in failures)
+    assert API_KEY not in logged and "wrong-key" not in logged
+
+
+def test_the_right_key_passes_and_probes_stay_open(locked_api: LiveApi, corpus: str) -> None:
+    with TrainerClient(locked_api.base_url, api_key=API_KEY) as client:
+        assert client.list_runs().total == 0
+        assert client.train_tokenizer(char_tokenizer(corpus)).status == "queued"
+    with TrainerClient(locked_api.base_url) as anonymous:
+        assert anonymous.healthz().status == "ok"
+        assert anonymous.readyz().status == "ready"
+    assert httpx.get(f"{locked_api.base_url}/openapi.json").status_code == 200
+
+
+def test_a_body_over_the_limit_is_413(small_api: LiveApi) -> None:
+    url = f"{small_api.base_url}/tokenizers/train"
+    big = {"spec": {"kind": "char"}, "padding": "x" * 5000}
+    declared = httpx.post(url, json=big, headers={"X-Request-ID": "big-1"})
+    assert declared.status_code == 413
+    assert declared.json() == {
+        "code": "PAYLOAD_TOO_LARGE",
+        "message": "request body larger than 1024 bytes",
+        "request_id": "big-1",
+    }
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the size shows only as it streams
+        for _ in range(10):
+            yield b" " * 500
+
+    streamed = httpx.post(url, content=chunks(), headers={"Content-Type": "application/json"})
+    assert streamed.status_code == 413
+    assert streamed.json()["code"] == "PAYLOAD_TOO_LARGE"
+
+
+def test_a_body_under_the_limit_passes(small_api: LiveApi) -> None:
+    with TrainerClient(small_api.base_url) as client:
+        accepted = client.train_tokenizer(char_tokenizer(None))
+        assert client.get_run(accepted.run_id).status == "queued"
+
+
+def test_an_unexpected_error_is_a_bare_500(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*_args: object, **_kwargs: object) -> object:
+        raise RuntimeError("database password is hunter2")
+
+    monkeypatch.setattr(runs, "load_run", broken)
+    caplog.set_level(logging.CRITICAL)  # the server logs the traceback; the client must not see it
+    response = httpx.get(f"{live_api.base_url}/runs/some-run", headers={"X-Request-ID": "r-500"})
+    assert response.status_code == 500
+    assert response.json() == {
+        "code": "INTERNAL",
+        "message": "internal error; see the API log",
+        "request_id": "r-500",
+    }
+    assert "hunter2" not in response.text and "Traceback" not in response.text

@@ -1,0 +1,166 @@
+"""Structured logs: fields, context, formats, and masking done by the formatter itself."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from platform_core.logging import MASK, SecretMasker, configure_logging, log_context, run_log
+from platform_core.settings import LogFormat
+
+log = logging.getLogger("tests.logging")
+
+
+@pytest.fixture
+def stream() -> Iterator[io.StringIO]:
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    out = io.StringIO()
+    configure_logging(
+        "test-svc", fmt=LogFormat.JSON, secret_values=["sup3r-s3cret-value"], stream=out
+    )
+    yield out
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def _records(out: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in out.getvalue().splitlines()]
+
+
+def test_json_fields_and_context(stream: io.StringIO) -> None:
+    with log_context(request_id="req-1", run_id="run-1"):
+        log.info(
+            "training %s",
+            "started",
+            extra={"event": "job.started", "error_code": "NONE", "step": 3},
+        )
+    log.info("outside")
+    first, second = _records(stream)
+    assert first["message"] == "training started"
+    assert first["service"] == "test-svc"
+    assert first["level"] == "INFO"
+    assert first["logger"] == "tests.logging"
+    assert isinstance(first["instance_id"], str)
+    assert str(first["timestamp"]).endswith("+00:00")
+    assert (first["request_id"], first["run_id"], first["event"], first["step"]) == (
+        "req-1",
+        "run-1",
+        "job.started",
+        3,
+    )
+    assert first["error_code"] == "NONE"
+    assert "request_id" not in second and "run_id" not in second
+
+
+def test_unknown_extra_fields_are_dropped(stream: io.StringIO) -> None:
+    log.info("x", extra={"text": "a line of the user's corpus", "loss": 1.5, "run_id": object()})
+    (record,) = _records(stream)
+    assert "text" not in record
+    assert record["loss"] == 1.5
+    assert "run_id" not in record  # neither str nor number
+
+
+def test_log_context_rejects_unknown_fields() -> None:
+    with pytest.raises(ValueError, match="unknown log context"), log_context(corpus="x"):
+        pass
+
+
+@pytest.mark.parametrize(
+    ("text", "leaked"),
+    [
+        ("connecting to redis://user:hunter2@redis:6379/0", "hunter2"),
+        ("connecting to redis://:hunter2@redis:6379/0", "hunter2"),
+        ("headers {'Authorization': 'Bearer abc.def.ghi'}", "abc.def.ghi"),
+        (
+            "Authorization: Bot MTIzNDU2Nzg5MDEyMzQ1Njc4.GAbCdE.abcdefghijklmnopqrstuvwxyz0123",
+            "GAbCdE",
+        ),
+        (
+            "token MTIzNDU2Nzg5MDEyMzQ1Njc4OTA.GAbCdE.abcdefghijklmnopqrstuvwxyz0123 leaked",
+            "abcdefghijklmnopqrstuvwxyz0123",
+        ),
+        ("X-Api-Key: k-123456", "k-123456"),
+        ("url ?api_key=k-123456&x=1", "k-123456"),
+        ('{"password": "pa55word"}', "pa55word"),
+        ("DISCORD_TOKEN=abcdef123", "abcdef123"),
+        ("mail alice.smith@example.org now", "alice.smith@example.org"),
+        ("configured value sup3r-s3cret-value appears", "sup3r-s3cret-value"),
+    ],
+)
+def test_formatter_masks_secrets(stream: io.StringIO, text: str, leaked: str) -> None:
+    log.warning(text)
+    log.warning("in extra", extra={"path": text})
+    raw = stream.getvalue()
+    assert leaked not in raw
+    assert MASK in raw
+
+
+def test_exceptions_are_masked_too(stream: io.StringIO) -> None:
+    try:
+        raise RuntimeError("cannot reach redis://:hunter2@host:1/0")
+    except RuntimeError:
+        log.exception("boom")
+    (record,) = _records(stream)
+    assert "hunter2" not in json.dumps(record)
+    assert "RuntimeError" in str(record["exception"])
+
+
+def test_text_format_is_readable() -> None:
+    out = io.StringIO()
+    root = logging.getLogger()
+    saved = list(root.handlers)
+    try:
+        configure_logging("svc", fmt=LogFormat.TEXT, stream=out)
+        with log_context(run_id="run-7"):
+            log.info("hello", extra={"event": "greet"})
+        try:
+            raise ValueError("bad")
+        except ValueError:
+            log.exception("plain")
+    finally:
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved:
+            root.addHandler(handler)
+    lines = out.getvalue().splitlines()
+    assert "INFO" in lines[0] and "tests.logging: hello [run_id=run-7 event=greet]" in lines[0]
+    assert lines[1].endswith("tests.logging: plain")
+    assert "ValueError: bad" in out.getvalue()
+
+
+def test_masker_ignores_tiny_values_and_masks_longest_first() -> None:
+    masker = SecretMasker(["abc", "token-value", "token-value-long"])
+    assert masker.mask("abc token-value-long") == f"abc {MASK}"
+
+
+def test_configure_logging_replaces_handlers_and_quiets_libraries(stream: io.StringIO) -> None:
+    stale = logging.StreamHandler(io.StringIO())
+    logging.getLogger().addHandler(stale)
+    handler = configure_logging("again", fmt=LogFormat.JSON, stream=stream)
+    assert stale not in logging.getLogger().handlers
+    assert handler in logging.getLogger().handlers
+    assert logging.getLogger("httpx").level == logging.WARNING
+
+
+def test_run_log_keeps_only_that_runs_records(stream: io.StringIO, tmp_path: Path) -> None:
+    path = tmp_path / "logs.jsonl"
+    with run_log(path, "run-9", service="worker", secret_values=["hunter2-secret"]):
+        with log_context(run_id="run-9"):
+            log.info("step 1 with hunter2-secret")
+        with log_context(run_id="other"):
+            log.info("not mine")
+        log.info("tagged", extra={"run_id": "run-9"})
+        log.info("untagged")
+    log.info("after", extra={"run_id": "run-9"})
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    assert [r["message"] for r in records] == [f"step 1 with {MASK}", "tagged"]
+    assert all(r["service"] == "worker" for r in records)

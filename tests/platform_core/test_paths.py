@@ -1,0 +1,45 @@
+"""User paths resolve inside the data root or are refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.paths import resolve_inside
+
+
+def test_relative_paths_resolve_inside(tmp_path: Path) -> None:
+    assert resolve_inside(tmp_path, "corpus/a.txt") == tmp_path.resolve() / "corpus" / "a.txt"
+    assert resolve_inside(tmp_path, "corpus/../b.txt") == tmp_path.resolve() / "b.txt"
+    assert resolve_inside(tmp_path, ".") == tmp_path.resolve()
+
+
+@pytest.mark.parametrize(
+    ("user_path", "code"),
+    [
+        ("", ErrorCode.INVALID_INPUT),
+        ("a\x00b", ErrorCode.INVALID_INPUT),
+        ("/etc/passwd", ErrorCode.PATH_OUTSIDE_DATA_ROOT),
+        ("../secret", ErrorCode.PATH_OUTSIDE_DATA_ROOT),
+        ("a/../../secret", ErrorCode.PATH_OUTSIDE_DATA_ROOT),
+    ],
+)
+def test_refused(tmp_path: Path, user_path: str, code: ErrorCode) -> None:
+    with pytest.raises(AppError) as info:
+        resolve_inside(tmp_path, user_path)
+    assert info.value.code is code
+
+
+def test_symlink_leading_out_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "inside-link").symlink_to(root)
+    (root / "escape").symlink_to(outside)
+    assert resolve_inside(root, "inside-link/x") == root.resolve() / "x"
+    with pytest.raises(AppError) as info:
+        resolve_inside(root, "escape/data.txt")
+    assert info.value.code is ErrorCode.PATH_OUTSIDE_DATA_ROOT

@@ -1,0 +1,199 @@
+"""The queue contract against a real Redis, with a real forking RQ worker for the forced stop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import redis
+from rq import Queue
+from rq.job import Job, JobStatus
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
+from platform_core.events import JobCancelled, JobQueued
+from platform_core.queue import (
+    INFERENCE_QUEUE,
+    JOB_FUNCTIONS,
+    TRAINING_QUEUE,
+    enqueue_job,
+    force_cancel_if_stuck,
+    job_id_for,
+    queue_for,
+    request_cancel,
+    requeue_stale_runs,
+    sweep_cancellations,
+)
+from platform_core.run_state import RunStateStore, RunStatus
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).parents[2]
+
+
+def test_job_routing() -> None:
+    assert queue_for("train_model") == TRAINING_QUEUE
+    assert queue_for("generate") == INFERENCE_QUEUE
+    assert set(JOB_FUNCTIONS) == {
+        "train_tokenizer",
+        "train_model",
+        "evaluate",
+        "generate",
+        "score",
+        "study",
+    }
+    assert job_id_for("r", 1) == "r"
+    assert job_id_for("r", 3) == "r--attempt-3"
+
+
+def test_enqueue_marks_queued_and_publishes(redis_client: redis.Redis) -> None:
+    enqueue_job(
+        redis_client, "generate", "gen-1", {"prompt": "hi"}, user_id=5, description="say hi"
+    )
+    job = Job.fetch("gen-1", connection=redis_client)
+    assert job.func_name == JOB_FUNCTIONS["generate"]
+    assert job.args == ("gen-1", {"prompt": "hi"})
+    assert job.kwargs == {"attempt": 1, "user_id": 5}
+    assert job.origin == INFERENCE_QUEUE
+    store = RunStateStore(redis_client)
+    assert store.status("gen-1") is RunStatus.QUEUED
+    assert store.job_id("gen-1") == "gen-1"
+    meta = store.meta("gen-1")
+    assert (meta["kind"], meta["user_id"]) == ("generate", "5")
+    assert float(meta["created_at"]) > 0
+    assert store.spec_json("gen-1") == '{"prompt": "hi"}'
+    (delivery,) = EventBus(redis_client).read()
+    assert isinstance(delivery.event, JobQueued)
+    assert delivery.event.payload.queue == INFERENCE_QUEUE
+    assert delivery.event.user_id == 5
+
+
+def test_delayed_enqueue_is_scheduled(redis_client: redis.Redis) -> None:
+    enqueue_job(redis_client, "train_model", "later", {}, attempt=2, delay_s=30)
+    assert (
+        Job.fetch("later--attempt-2", connection=redis_client).get_status() is JobStatus.SCHEDULED
+    )
+    assert Queue(TRAINING_QUEUE, connection=redis_client).count == 0
+
+
+@pytest.mark.parametrize("run_id", ["", "a.b", "../x", "-x", "x" * 65, "with space"])
+def test_bad_run_ids_are_refused(redis_client: redis.Redis, run_id: str) -> None:
+    with pytest.raises(AppError) as info:
+        enqueue_job(redis_client, "train_model", run_id, {})
+    assert info.value.code is ErrorCode.INVALID_INPUT
+
+
+def test_cancel_unknown_and_finished_runs(redis_client: redis.Redis) -> None:
+    with pytest.raises(AppError) as info:
+        request_cancel(redis_client, "ghost")
+    assert info.value.code is ErrorCode.NOT_FOUND
+    store = RunStateStore(redis_client)
+    store.set_status("done", RunStatus.RUNNING)
+    store.set_status("done", RunStatus.COMPLETED)
+    with pytest.raises(AppError) as info:
+        request_cancel(redis_client, "done")
+    assert info.value.code is ErrorCode.CONFLICT
+
+
+def test_cancel_a_queued_run_whose_rq_job_vanished(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    store.set_status("orphan", RunStatus.QUEUED)
+    assert request_cancel(redis_client, "orphan", user_id=9) == "cancelled"
+    assert store.status("orphan") is RunStatus.CANCELLED
+    (delivery,) = EventBus(redis_client).read()
+    assert isinstance(delivery.event, JobCancelled) and delivery.event.user_id == 9
+
+
+def test_running_run_gets_the_flag_then_force_only_after_grace(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    store.set_status("busy", RunStatus.RUNNING)
+    assert request_cancel(redis_client, "busy") == "requested"
+    assert store.cancel_requested("busy")
+    assert not force_cancel_if_stuck(
+        redis_client, "busy", requested_at=100.0, grace_s=60, now=120.0
+    )
+    assert store.status("busy") is RunStatus.RUNNING
+    # no RQ job is executing it (its worker died): still marked cancelled, by force
+    assert force_cancel_if_stuck(redis_client, "busy", requested_at=100.0, grace_s=60, now=161.0)
+    assert store.status("busy") is RunStatus.CANCELLED
+    assert not force_cancel_if_stuck(
+        redis_client, "busy", requested_at=100.0, grace_s=60, now=999.0
+    )
+    events = [d.event for d in EventBus(redis_client).read()]
+    assert isinstance(events[-1], JobCancelled) and events[-1].payload.stage == "forced"
+
+
+def test_sweep_forces_only_runs_past_their_grace(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    for run_id in ("old", "new", "done"):
+        store.set_status(run_id, RunStatus.RUNNING)
+    store.request_cancel("old", now=100.0)
+    store.request_cancel("new", now=190.0)
+    store.request_cancel("done", now=100.0)
+    store.set_status("done", RunStatus.COMPLETED)
+    assert sweep_cancellations(redis_client, grace_s=60, now=200.0) == ["old"]
+    assert store.status("old") is RunStatus.CANCELLED
+    assert store.status("new") is RunStatus.RUNNING
+    assert store.status("done") is RunStatus.COMPLETED
+
+
+def test_forced_stop_kills_a_job_that_ignores_the_flag(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    Queue(TRAINING_QUEUE, connection=redis_client).enqueue(
+        "tests.job_fixtures.sleepy", args=("stuck", {}), job_id="stuck", job_timeout=-1
+    )
+    RunStateStore(redis_client).set_job_id("stuck", "stuck")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "rq.cli", "worker", "--burst", "--url", redis_url, TRAINING_QUEUE],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        store = RunStateStore(redis_client)
+        deadline = time.monotonic() + 30
+        while store.status("stuck") is not RunStatus.RUNNING and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert request_cancel(redis_client, "stuck") == "requested"
+        time.sleep(0.3)  # the job ignores the flag
+        assert store.status("stuck") is RunStatus.RUNNING
+        assert force_cancel_if_stuck(redis_client, "stuck", requested_at=0.0, grace_s=1)
+        assert worker.wait(30) == 0  # the burst worker ends once its work horse was stopped
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    assert Job.fetch("stuck", connection=redis_client).get_status() is JobStatus.STOPPED
+    assert store.status("stuck") is RunStatus.CANCELLED
+
+
+def test_stale_runs_are_requeued_for_their_next_attempt(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    enqueue_job(redis_client, "train_model", "lost", {"model": {}}, user_id=11)
+    store.set_status("lost", RunStatus.RUNNING)
+    store.beat("lost", now=100.0)
+    enqueue_job(redis_client, "train_model", "lost2", {})
+    store.set_job_id("lost2", "lost2--attempt-2")  # it was already on its second attempt
+    store.set_status("lost2", RunStatus.RUNNING)
+    store.set_status("nospec", RunStatus.RUNNING)  # never enqueued through the contract
+    store.set_status("alive", RunStatus.RUNNING)
+    store.beat("alive", now=195.0)
+
+    assert sorted(requeue_stale_runs(redis_client, stale_after_s=60, now=200.0)) == [
+        "lost",
+        "lost2",
+    ]
+    assert store.status("lost") is RunStatus.QUEUED
+    assert store.job_id("lost") == "lost--attempt-2"
+    job = Job.fetch("lost--attempt-2", connection=redis_client)
+    assert job.args == ("lost", {"model": {}})
+    assert job.kwargs == {"attempt": 2, "user_id": 11}
+    assert store.job_id("lost2") == "lost2--attempt-3"
+    assert store.status("nospec") is RunStatus.RUNNING
+    # a second worker sweeping at the same time finds the lock and leaves it alone
+    store.set_status("lost", RunStatus.RUNNING)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == []

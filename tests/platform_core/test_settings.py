@@ -1,0 +1,140 @@
+"""Settings: defaults, nested APP__ env, flat aliases, .env, secret files, clear errors."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.settings import FLAT_ALIASES, Environment, LogFormat, load_settings
+
+_ENV_NAMES = [*FLAT_ALIASES, "APP_SECRETS_DIR"]
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Run each test in an empty folder (no stray .env) with no APP__/flat variables set."""
+    for name in list(os.environ):
+        if name.startswith("APP__") or name in _ENV_NAMES:
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("APP_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+
+
+def test_defaults_need_nothing_configured() -> None:
+    settings = load_settings()
+    assert settings.redis.url is None
+    assert settings.discord.token is None
+    assert settings.security.api_key is None
+    assert settings.data_root == Path("artifacts")
+    assert settings.environment is Environment.DEVELOPMENT
+    assert settings.log_format is LogFormat.TEXT
+    assert settings.api_base_url == "http://127.0.0.1:8000"
+    assert settings.secret_values() == []
+
+
+def test_nested_env_and_production_defaults_to_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP__ENVIRONMENT", "production")
+    monkeypatch.setenv("APP__REDIS__URL", "redis://:hunter2@redis:6379/0")
+    monkeypatch.setenv("APP__API__PORT", "9000")
+    monkeypatch.setenv("APP__API__BASE_URL", "https://trainer.example")
+    settings = load_settings()
+    assert settings.log_format is LogFormat.JSON
+    assert settings.redis.url is not None
+    assert settings.redis.url.get_secret_value() == "redis://:hunter2@redis:6379/0"
+    assert "hunter2" not in repr(settings)
+    assert settings.api.port == 9000
+    assert settings.api_base_url == "https://trainer.example"
+
+
+def test_explicit_log_format_wins(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP__ENVIRONMENT", "production")
+    monkeypatch.setenv("APP__LOGGING__FORMAT", "text")
+    assert load_settings().log_format is LogFormat.TEXT
+
+
+def test_flat_aliases(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://flat:6379/0")
+    monkeypatch.setenv("DISCORD_TOKEN", "flat-token")
+    monkeypatch.setenv("DISCORD_OWNER_ID", "42")
+    monkeypatch.setenv("API_KEY", "flat-key")
+    monkeypatch.setenv("DATA_ROOT", "/srv/trainer")
+    monkeypatch.setenv("API_KEY_UNRELATED", "")
+    settings = load_settings()
+    assert settings.discord.owner_id == 42
+    assert settings.data_root == Path("/srv/trainer")
+    assert sorted(settings.secret_values()) == ["flat-key", "flat-token", "redis://flat:6379/0"]
+
+
+def test_nested_env_beats_flat_alias_and_empty_flat_is_ignored(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://flat:6379/0")
+    monkeypatch.setenv("APP__REDIS__URL", "redis://nested:6379/0")
+    monkeypatch.setenv("DISCORD_TOKEN", "")
+    settings = load_settings()
+    assert settings.redis.url is not None
+    assert settings.redis.url.get_secret_value() == "redis://nested:6379/0"
+    assert settings.discord.token is None
+
+
+def test_dotenv_file(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("APP__DISCORD__OWNER_ID=7\nAPP__LOGGING__LEVEL=DEBUG\n")
+    settings = load_settings()
+    assert settings.discord.owner_id == 7
+    assert settings.logging.level == "DEBUG"
+
+
+def test_secret_files(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "discord__token").write_text("file-token")
+    (secrets / "security__api_key").write_text("file-key")
+    monkeypatch.setenv("APP_SECRETS_DIR", str(secrets))
+    settings = load_settings()
+    assert settings.discord.token is not None
+    assert settings.discord.token.get_secret_value() == "file-token"
+    assert settings.security.api_key is not None
+    assert settings.security.api_key.get_secret_value() == "file-key"
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "expected"),
+    [
+        ("APP__DISCORD__OWNER_ID", "not-a-number", "APP__DISCORD__OWNER_ID"),
+        ("APP__API__PORT", "70000", "APP__API__PORT"),
+        ("APP__LOGGING__LEVEL", "LOUD", "APP__LOGGING__LEVEL"),
+        ("APP__DATA_ROOT", ".", "data_root must name a folder"),
+        ("APP__REDIS__CONNECT_TIMEOUT_S", "0", "APP__REDIS__CONNECT_TIMEOUT_S"),
+    ],
+)
+def test_invalid_values_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str, expected: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(AppError) as info:
+        load_settings()
+    assert info.value.code is ErrorCode.CONFIG_INVALID
+    assert expected in info.value.message
+
+
+def test_invalid_secret_value_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("APP__DISCORD__OWNER_ID", "s3cr3t-not-an-id")
+    with pytest.raises(AppError) as info:
+        load_settings()
+    assert "s3cr3t" not in info.value.message
+
+
+def test_env_example_documents_every_key() -> None:
+    example = (Path(__file__).parents[2] / ".env.example").read_text()
+    settings = load_settings()
+    for section, value in settings.model_dump().items():
+        if isinstance(value, dict):
+            for key in value:
+                assert f"APP__{section.upper()}__{key.upper()}" in example
+        else:
+            assert f"APP__{section.upper()}" in example
+    for flat in FLAT_ALIASES:
+        assert flat in example

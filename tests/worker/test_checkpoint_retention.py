@@ -1,0 +1,161 @@
+"""Retention: which checkpoints stay, pruning before writes, and the storage error."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.specs import RetentionSpec
+from trainer_worker.checkpoint_retention import (
+    apply_plan,
+    best_of,
+    disk_usage,
+    entries_of,
+    estimate_size,
+    make_room,
+    plan_retention,
+)
+from trainer_worker.checkpoints import INDEX_FILE, CheckpointMeta, checkpoint_name, list_checkpoints
+
+MB = 1_000_000
+
+
+def _meta(step: int, loss: float | None, size: int = MB) -> CheckpointMeta:
+    return CheckpointMeta(step, loss, {"model.safetensors": {"sha256": "0" * 64, "size": size}})
+
+
+def _write(directory: Path, meta: CheckpointMeta) -> None:
+    """A checkpoint folder as the writer leaves it (meta and a file of the recorded size)."""
+    folder = directory / checkpoint_name(meta.step)
+    folder.mkdir(parents=True)
+    (folder / "model.safetensors").write_bytes(b"\0" * int(meta.files["model.safetensors"]["size"]))
+    (folder / "meta.json").write_text(json.dumps(meta.__dict__))
+
+
+def _steps(entries: list[CheckpointMeta]) -> list[int]:
+    return [e.step for e in entries]
+
+
+HISTORY = [_meta(10, 3.0), _meta(20, 2.0), _meta(30, 2.5), _meta(40, 2.2), _meta(50, None)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "kept"),
+    [
+        (RetentionSpec(), [20, 50]),  # newest + best
+        (RetentionSpec(keep_last_n=2), [20, 40, 50]),
+        (RetentionSpec(keep_best_k=2), [20, 40, 50]),
+        (RetentionSpec(keep_last_n=3, keep_best_k=2), [20, 30, 40, 50]),
+        (RetentionSpec(keep_last_n=5, max_total_size_gb=2.5 * MB / 1024**3), [20, 50]),
+    ],
+)
+def test_plans(policy: RetentionSpec, kept: list[int]) -> None:
+    plan = plan_retention(HISTORY, policy)
+    assert _steps(plan.keep) == kept
+    assert sorted(_steps(plan.delete) + kept) == [10, 20, 30, 40, 50]
+    assert plan.freed_bytes == MB * len(plan.delete)
+
+
+def test_aggressive_keeps_only_the_best_and_unevaluated_runs_keep_the_newest() -> None:
+    assert _steps(plan_retention(HISTORY, RetentionSpec(), aggressive=True).keep) == [20]
+    never_evaluated = [_meta(1, None), _meta(2, None)]
+    assert best_of(never_evaluated).step == 2
+    assert _steps(plan_retention(never_evaluated, RetentionSpec(), aggressive=True).keep) == [2]
+    assert plan_retention([], RetentionSpec()).keep == []
+
+
+def test_a_size_cap_never_deletes_the_last_checkpoint() -> None:
+    huge = [_meta(1, 1.0, size=10 * MB)]
+    assert _steps(plan_retention(huge, RetentionSpec(max_total_size_gb=1e-6)).keep) == [1]
+
+
+def test_ties_on_the_metric_keep_the_newest() -> None:
+    assert best_of([_meta(1, 2.0), _meta(2, 2.0)]).step == 2
+
+
+def test_apply_plan_deletes_folders_and_rewrites_the_index(tmp_path: Path) -> None:
+    for meta in HISTORY:
+        _write(tmp_path, meta)
+    freed = apply_plan(tmp_path, plan_retention(entries_of(tmp_path), RetentionSpec()))
+    assert freed == 3 * MB
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-00000020", "step-00000050"]
+    assert [row["step"] for row in json.loads((tmp_path / INDEX_FILE).read_text())] == [20, 50]
+    assert estimate_size(tmp_path, fallback_bytes=7) == MB
+    assert estimate_size(tmp_path / "empty", fallback_bytes=7) == 7
+    assert entries_of(tmp_path / "missing") == []
+
+
+class FakeDisk:
+    """A filesystem of `total` bytes whose usage is what the checkpoints folder holds plus
+    `other` bytes; the free-space probe the retention code calls."""
+
+    def __init__(self, total: float, other: float) -> None:
+        self.total, self.other = int(total), int(other)
+
+    def __call__(self, path: Path) -> tuple[int, int]:
+        used = sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+        return self.total - self.other - used, self.total
+
+
+def test_make_room_prunes_to_the_policy_first(tmp_path: Path) -> None:
+    for meta in HISTORY:
+        _write(tmp_path, meta)
+    # 10 MB disk, 3 MB used elsewhere, 5 MB of checkpoints: a 1 MB write would leave 1 MB < 10%
+    freed = make_room(tmp_path, MB, RetentionSpec(keep_last_n=5), probe=FakeDisk(10 * MB, 3 * MB))
+    # the policy keeps all five here, so it took the last resort: only the best is left
+    assert freed == 4 * MB
+    assert _steps(entries_of(tmp_path)) == [20]
+
+
+def test_make_room_with_enough_space_touches_nothing(tmp_path: Path) -> None:
+    for meta in HISTORY:
+        _write(tmp_path, meta)
+    assert make_room(tmp_path, MB, RetentionSpec(keep_last_n=5), probe=FakeDisk(100 * MB, 0)) == 0
+    assert len(entries_of(tmp_path)) == 5
+
+
+def test_make_room_stops_at_the_policy_when_that_is_enough(tmp_path: Path) -> None:
+    for meta in HISTORY:
+        _write(tmp_path, meta)
+    freed = make_room(tmp_path, MB, RetentionSpec(), probe=FakeDisk(10 * MB, 3.5 * MB))
+    assert freed == 3 * MB
+    assert _steps(entries_of(tmp_path)) == [20, 50]
+
+
+def test_storage_full_when_even_the_best_alone_leaves_too_little(tmp_path: Path) -> None:
+    for meta in HISTORY:
+        _write(tmp_path, meta)
+    with pytest.raises(AppError) as info:
+        make_room(tmp_path, 4 * MB, RetentionSpec(), probe=FakeDisk(10 * MB, 5 * MB))
+    assert info.value.code is ErrorCode.STORAGE_FULL
+    assert info.value.exit_code == 4
+    assert _steps(entries_of(tmp_path)) == [20]  # the only valid checkpoint survives
+
+
+def test_on_a_real_small_filesystem(tmp_path: Path) -> None:
+    """A 6 MB tmpfs when this machine lets us mount one (CI runs as root); otherwise the same
+    sizes through the probe, so the test always runs."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    mounted = (
+        os.geteuid() == 0 and os.system(f"mount -t tmpfs -o size=6m tmpfs {mount} 2>/dev/null") == 0
+    )
+    try:
+        probe = disk_usage if mounted else FakeDisk(6 * 1024 * 1024, 0)
+        folder = mount / "checkpoints"
+        for meta in HISTORY[:4]:
+            _write(folder, meta)  # 4 MB of checkpoints on a 6 MiB disk
+        # a 2 MB write would leave under 10% free: the last resort keeps only the best
+        make_room(folder, 2 * MB, RetentionSpec(keep_last_n=4), probe=probe)
+        assert _steps(entries_of(folder)) == [20]
+        with pytest.raises(AppError) as info:
+            make_room(folder, int(5.5 * MB), RetentionSpec(), probe=probe)
+        assert info.value.code is ErrorCode.STORAGE_FULL
+        assert _steps(entries_of(folder)) == [20]
+    finally:
+        if mounted:
+            os.system(f"umount {mount}")

@@ -1,0 +1,205 @@
+"""Checkpoints on a real filesystem: atomic writes, hashes, verified loads, the index, and
+writes in the background."""
+
+from __future__ import annotations
+
+import errno
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.specs import ModelSpec, TrainConfig
+from tests.worker.train_helpers import train_eval_split
+from trainer_worker import checkpoints
+from trainer_worker.checkpoints import (
+    INDEX_FILE,
+    MODEL_FILE,
+    CheckpointMeta,
+    CheckpointWriter,
+    list_checkpoints,
+    load_checkpoint,
+    read_meta,
+    read_verified,
+    save_checkpoint,
+    snapshot,
+)
+from trainer_worker.models.registry import build_model
+from trainer_worker.training.callbacks import Callbacks, CheckpointInfo
+from trainer_worker.training.loop import train
+from trainer_worker.training.state import TrainState
+
+
+def _trained(steps: int = 3) -> tuple[torch.nn.Module, TrainState]:
+    """A tiny GPT-2 (tied embedding and head) after a few real steps, and its state."""
+    torch.manual_seed(0)
+    model = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    captured: list[TrainState] = []
+
+    def keep(info: CheckpointInfo) -> None:
+        captured.append(info.state)
+
+    train_ids, eval_ids = train_eval_split(8_000)
+    config = TrainConfig(
+        max_steps=steps, batch_size=2, block_size=16, eval_every=100, warmup_steps=1, device="cpu"
+    )
+    train(model, train_ids, eval_ids, config, Callbacks(on_checkpoint=keep))
+    return model, captured[-1]
+
+
+@pytest.fixture(scope="module")
+def trained() -> tuple[torch.nn.Module, TrainState]:
+    return _trained()
+
+
+def test_round_trip_restores_weights_tied_weights_and_state(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=2.5)
+    assert meta.step == state.step and meta.eval_loss == 2.5
+    assert meta.size_bytes == sum(
+        p.stat().st_size for p in (tmp_path / meta.name).iterdir() if p.name != "meta.json"
+    )
+    fresh = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    restored = load_checkpoint(tmp_path / meta.name, fresh)
+    for (name, a), (_, b) in zip(
+        model.state_dict().items(), fresh.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    head, embedding = (
+        fresh.state_dict()["hf.lm_head.weight"],
+        fresh.state_dict()["hf.transformer.wte.weight"],
+    )
+    assert head.data_ptr() == embedding.data_ptr()  # still tied after loading
+    assert restored.step == state.step and restored.tokens_seen == state.tokens_seen
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_index_lists_every_checkpoint(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    save_checkpoint(tmp_path, model, state, eval_loss=None)
+    later = TrainState(**{**state.__dict__, "step": state.step + 5})
+    save_checkpoint(tmp_path, model, later, eval_loss=1.0)
+    rows = json.loads((tmp_path / INDEX_FILE).read_text())
+    assert [r["step"] for r in rows] == [state.step, state.step + 5]
+    assert rows[1]["eval_loss"] == 1.0
+    assert rows[1]["sha256"] == read_meta(tmp_path / rows[1]["name"]).files[MODEL_FILE]["sha256"]
+    assert all(r["size_bytes"] > 0 for r in rows)
+
+
+@pytest.mark.parametrize("victim", [MODEL_FILE, "train_state.pt"])
+def test_flipped_bytes_are_caught_before_loading(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], victim: str
+) -> None:
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    path = tmp_path / meta.name / victim
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(AppError) as info:
+        read_verified(tmp_path / meta.name)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+    assert victim in info.value.message
+
+
+def test_missing_files_and_meta_are_corrupt(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    (tmp_path / meta.name / MODEL_FILE).unlink()
+    with pytest.raises(AppError, match="unreadable"):
+        read_verified(tmp_path / meta.name)
+    (tmp_path / meta.name / "meta.json").write_text("{broken")
+    with pytest.raises(AppError, match="unreadable meta"):
+        read_meta(tmp_path / meta.name)
+    assert json.loads((tmp_path / INDEX_FILE).read_text())  # written before the damage
+    checkpoints.write_index(tmp_path)
+    assert json.loads((tmp_path / INDEX_FILE).read_text()) == []  # unreadable ones are left out
+
+
+def test_a_failed_write_leaves_nothing_and_disk_full_is_storage_full(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, state = trained
+    real = checkpoints._write_file
+    calls: list[Path] = []
+
+    def fail_second(path: Path, data: bytes) -> dict[str, int | str]:
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(path, data)
+
+    monkeypatch.setattr(checkpoints, "_write_file", fail_second)
+    with pytest.raises(AppError) as info:
+        save_checkpoint(tmp_path, model, state, eval_loss=None)
+    assert info.value.code is ErrorCode.STORAGE_FULL
+    assert list(tmp_path.iterdir()) == []  # no partial checkpoint, no temporary folder
+
+    def interrupted(path: Path, data: bytes) -> dict[str, int | str]:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints, "_write_file", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, model, state, eval_loss=None)
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(
+        checkpoints,
+        "_write_file",
+        lambda *_: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")),
+    )
+    with pytest.raises(AppError) as info:
+        save_checkpoint(tmp_path, model, state, eval_loss=None)
+    assert info.value.code is ErrorCode.TRAINING_FAILED
+
+
+def test_saving_the_same_step_again_replaces_it(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    save_checkpoint(tmp_path, model, state, eval_loss=3.0)
+    save_checkpoint(tmp_path, model, state, eval_loss=2.0)
+    (only,) = list_checkpoints(tmp_path)
+    assert read_meta(only).eval_loss == 2.0
+
+
+def test_background_writer_snapshots_before_training_moves_on(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    snap = snapshot(model, state)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)  # training goes on while the snapshot is written
+    written: list[CheckpointMeta] = []
+    writer = CheckpointWriter()
+    writer.submit(tmp_path, snap, eval_loss=1.5, on_written=written.append)
+    writer.wait()
+    writer.wait()  # idempotent
+    fresh = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    load_checkpoint(tmp_path / written[0].name, fresh)
+    assert all(torch.equal(before[k], v) for k, v in fresh.state_dict().items())
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.sub_(1.0)
+
+
+def test_background_write_errors_reach_the_training_thread(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    writer = CheckpointWriter()
+    writer.submit(blocker, snapshot(model, state), eval_loss=None, on_written=lambda _m: None)
+    with pytest.raises(FileExistsError):
+        writer.wait()
+    writer.wait()  # the error is reported once
