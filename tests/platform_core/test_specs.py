@@ -27,7 +27,23 @@ def test_corpus_path_may_be_nested_or_absent() -> None:
     assert CorpusOptions().path is None  # the demo corpus
 
 
-def test_negative_seed_is_refused_with_a_config_error() -> None:
-    with pytest.raises(AppError, match="seed") as err:
-        TrainConfig(seed=-1)
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"batch_size": 0}, "batch_size must be >= 1"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be >= 1 when set"),
+        ({"min_lr": 1.0, "learning_rate": 0.1}, "min_lr <= learning_rate"),
+        ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+        ({"warmup_steps": 10, "lr_decay_steps": 10}, "greater than warmup_steps"),
+        ({"beta1": 1.0}, "beta1 and beta2"),
+        ({"weight_decay": -0.1}, "must be >= 0"),
+        ({"progress_every_s": 0.0}, "progress_every_s"),
+        ({"seed": -1}, "seed must be >= 0"),
+    ],
+)
+def test_train_config_refuses_each_bad_value_with_a_config_error(
+    fields: dict[str, float], message: str
+) -> None:
+    with pytest.raises(AppError, match=message) as err:
+        TrainConfig(**fields)  # type: ignore[arg-type]  # parametrized mix of int/float fields
     assert err.value.code is ErrorCode.CONFIG_INVALID

@@ -4,11 +4,15 @@ writes in the background."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import ModelSpec, TrainConfig
@@ -21,10 +25,12 @@ from trainer_worker.checkpoints import (
     CheckpointWriter,
     list_checkpoints,
     load_checkpoint,
+    load_model_file,
     read_meta,
-    read_verified,
     save_checkpoint,
     snapshot,
+    verify_checkpoint,
+    write_model,
 )
 from trainer_worker.models.registry import build_model
 from trainer_worker.training.callbacks import Callbacks, CheckpointInfo
@@ -103,7 +109,7 @@ def test_flipped_bytes_are_caught_before_loading(
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
     with pytest.raises(AppError) as info:
-        read_verified(tmp_path / meta.name)
+        verify_checkpoint(tmp_path / meta.name)
     assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
     assert victim in info.value.message
 
@@ -115,7 +121,7 @@ def test_missing_files_and_meta_are_corrupt(
     meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
     (tmp_path / meta.name / MODEL_FILE).unlink()
     with pytest.raises(AppError, match="unreadable"):
-        read_verified(tmp_path / meta.name)
+        verify_checkpoint(tmp_path / meta.name)
     (tmp_path / meta.name / "meta.json").write_text("{broken")
     with pytest.raises(AppError, match="unreadable meta"):
         read_meta(tmp_path / meta.name)
@@ -128,31 +134,31 @@ def test_a_failed_write_leaves_nothing_and_disk_full_is_storage_full(
     tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, state = trained
-    real = checkpoints._write_file
+    real = checkpoints._write_hashed
     calls: list[Path] = []
 
-    def fail_second(path: Path, data: bytes) -> dict[str, int | str]:
+    def fail_second(path: Path, fill: Callable[[BinaryIO], object]) -> dict[str, int | str]:
         calls.append(path)
-        if len(calls) == 2:
+        if len(calls) == 2:  # the weights are written, the training state fails
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, data)
+        return real(path, fill)
 
-    monkeypatch.setattr(checkpoints, "_write_file", fail_second)
+    monkeypatch.setattr(checkpoints, "_write_hashed", fail_second)
     with pytest.raises(AppError) as info:
         save_checkpoint(tmp_path, model, state, eval_loss=None)
     assert info.value.code is ErrorCode.STORAGE_FULL
     assert list(tmp_path.iterdir()) == []  # no partial checkpoint, no temporary folder
 
-    def interrupted(path: Path, data: bytes) -> dict[str, int | str]:
+    def interrupted(path: Path, fill: Callable[[BinaryIO], object]) -> dict[str, int | str]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints, "_write_file", interrupted)
+    monkeypatch.setattr(checkpoints, "_write_hashed", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, model, state, eval_loss=None)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(
         checkpoints,
-        "_write_file",
+        "_write_hashed",
         lambda *_: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")),
     )
     with pytest.raises(AppError) as info:
@@ -192,6 +198,36 @@ def test_background_writer_snapshots_before_training_moves_on(
             parameter.sub_(1.0)
 
 
+def test_the_writer_refills_the_last_snapshot_instead_of_allocating(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    writer = CheckpointWriter()
+    first = writer.snapshot(model, state)
+    writer.submit(tmp_path, first, eval_loss=None, on_written=lambda _m: None)
+    pointers = {name: t.data_ptr() for name, t in first.tensors.items()}
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(2.0)  # training moved on
+    later = TrainState(**{**state.__dict__, "step": state.step + 1})
+    second = writer.snapshot(model, later)  # waits for the first write, then refills it
+    assert {name: t.data_ptr() for name, t in second.tensors.items()} == pointers
+    live = model.state_dict()
+    assert all(torch.equal(second.tensors[name], live[name]) for name in second.tensors)
+    # the first checkpoint on disk still holds the weights of its own step
+    fresh = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    load_checkpoint(tmp_path / checkpoints.checkpoint_name(state.step), fresh)
+    assert all(torch.equal(fresh.state_dict()[n], live[n] / 2) for n in second.tensors)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.div_(2.0)
+    # a tensor whose shape changed gets a new buffer
+    grown = {**first.tensors, "extra": torch.zeros(3)}
+    reshaped = checkpoints.Snapshot(first.step, grown, first.aliases, first.state)
+    third = snapshot(torch.nn.Linear(2, 3), state, reuse=reshaped)
+    assert third.tensors["weight"].shape == (3, 2)
+
+
 def test_background_write_errors_reach_the_training_thread(
     tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
 ) -> None:
@@ -203,3 +239,89 @@ def test_background_write_errors_reach_the_training_thread(
     with pytest.raises(FileExistsError):
         writer.wait()
     writer.wait()  # the error is reported once
+
+
+@pytest.mark.parametrize("change", ["truncated", "extended"])
+def test_a_file_of_another_size_is_corrupt_even_with_a_matching_prefix(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], change: str
+) -> None:
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    path = tmp_path / meta.name / "train_state.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[:-1] if change == "truncated" else data + b"\0")
+    with pytest.raises(AppError, match=r"train_state\.pt: hash mismatch"):
+        verify_checkpoint(tmp_path / meta.name)
+
+
+def test_weights_are_standard_safetensors_of_every_dtype(tmp_path: Path) -> None:
+    """The hand-written layout reads back with the safetensors library itself."""
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "bf16": torch.randn(4).to(torch.bfloat16),
+        "f16": torch.randn(2, 2).to(torch.float16),
+        "i64": torch.arange(7),
+        "flags": torch.tensor([True, False, True]),
+        "empty": torch.empty(0, 4),
+        "scalar": torch.tensor(2.5),
+    }
+    path = tmp_path / "w.safetensors"
+    record = checkpoints._write_safetensors(path, tensors, {"alias": "f32"})
+    assert record["size"] == path.stat().st_size
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    loaded = load_file(path)
+    for name, tensor in tensors.items():
+        assert loaded[name].dtype == tensor.dtype and torch.equal(loaded[name], tensor), name
+    header_len = int.from_bytes(path.read_bytes()[:8], "little")
+    assert header_len % 8 == 0  # the data starts 8-byte aligned
+    with pytest.raises(AppError, match="cannot save"):
+        checkpoints._write_safetensors(path, {"c": torch.zeros(2, dtype=torch.complex64)}, {})
+
+
+def test_write_model_is_atomic_and_loads_back(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, _ = trained
+    path = tmp_path / "model.safetensors"
+    record = write_model(path, model)
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+    assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    fresh = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    load_model_file(fresh, path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, fresh.state_dict()[name]), name
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        b"\xff" * 8,  # a header length past the end
+        (5).to_bytes(8, "little") + b"[1,2]",  # a header that is not an object
+        (3).to_bytes(8, "little") + b"{no",  # not JSON
+    ],
+)
+def test_weights_that_do_not_parse_are_corrupt(tmp_path: Path, damage: bytes) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(damage)
+    with pytest.raises(AppError, match="unreadable safetensors") as info:
+        load_model_file(torch.nn.Linear(2, 2), path)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"dtype": "F32", "shape": [4], "data_offsets": [0, 1 << 20]},  # bytes past the end
+        {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]},  # an unknown dtype
+        "not an entry",
+    ],
+)
+def test_tensor_entries_outside_the_file_or_of_unknown_dtype_are_corrupt(
+    tmp_path: Path, entry: object
+) -> None:
+    header = json.dumps({"w": entry}).encode()
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
+    with pytest.raises(AppError, match="unreadable safetensors") as info:
+        load_model_file(torch.nn.Linear(2, 2), path)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT

@@ -23,7 +23,7 @@ from platform_core.events import MetricsEval, MetricsProgress
 from platform_core.json_types import JsonObject
 from platform_core.queue import TRAINING_QUEUE, enqueue_job, requeue_stale_runs
 from platform_core.run_state import RunStateStore, RunStatus
-from trainer_worker.checkpoints import list_checkpoints, read_verified
+from trainer_worker.checkpoints import list_checkpoints, verify_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).parents[2]
@@ -186,7 +186,9 @@ def test_a_process_killed_while_saving_never_leaves_a_visible_partial_checkpoint
     tmp_path: Path,
 ) -> None:
     directory = tmp_path / "checkpoints"
-    for delay in (0.3, 0.45, 0.6, 0.8, 1.1):
+    # kills at assorted moments of the save loop (a save takes ~0.1 s); the last one waits
+    # for a published checkpoint first, so the check below is never vacuous
+    for delay in (0.01, 0.05, 0.12, 0.2, None):
         writer = subprocess.Popen(
             [
                 sys.executable,
@@ -194,11 +196,19 @@ def test_a_process_killed_while_saving_never_leaves_a_visible_partial_checkpoint
                 str(directory),
             ],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
         )
-        time.sleep(delay + 2.0)  # imports take ~2 s, then it saves back to back
+        assert writer.stdout is not None
+        assert writer.stdout.readline() == b"ready\n"
+        if delay is not None:
+            time.sleep(delay)
+        else:
+            deadline = time.monotonic() + 60
+            while not list_checkpoints(directory) and time.monotonic() < deadline:
+                time.sleep(0.005)
         writer.send_signal(signal.SIGKILL)
         writer.wait(10)
+        writer.stdout.close()
         for checkpoint in list_checkpoints(directory):
-            read_verified(checkpoint)  # raises if anything visible is partial or damaged
+            verify_checkpoint(checkpoint)  # raises if anything visible is partial or damaged
     assert list_checkpoints(directory), "the writer saved at least one checkpoint"

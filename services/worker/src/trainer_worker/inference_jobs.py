@@ -36,7 +36,7 @@ from platform_core.specs import (
     validate_generate_request,
     validate_score_request,
 )
-from trainer_worker.checkpoints import list_checkpoints, load_checkpoint, load_model_bytes
+from trainer_worker.checkpoints import list_checkpoints, load_checkpoint, load_model_file
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.inference.score import score
@@ -165,7 +165,7 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
     tokenizer = load_tokenizer(tokenizer_dir(data_root, spec.tokenizer_id))
     model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
     if weights.name == "model.safetensors":
-        load_model_bytes(model, weights.read_bytes())
+        load_model_file(model, weights)
     else:
         load_checkpoint(weights, model)
     model.eval()

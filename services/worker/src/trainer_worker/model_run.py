@@ -34,7 +34,7 @@ from platform_core.json_types import JsonObject, JsonValue
 from platform_core.logging import run_log
 from platform_core.paths import resolve_inside
 from platform_core.specs import GenerateRequest, ModelSpec, TrainRunSpec
-from trainer_worker.checkpoints import model_bytes
+from trainer_worker.checkpoints import write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.job_context import JobContext
@@ -217,7 +217,7 @@ def _train_and_publish(
     metrics = _metrics(result, history)
     _write_json(folder / "eval" / "metrics.json", metrics)
     (folder / "model").mkdir(exist_ok=True)
-    (folder / "model" / "model.safetensors").write_bytes(model_bytes(model))
+    write_model(folder / "model" / "model.safetensors", model)
     duration = time.monotonic() - started
     manifest.update(
         {

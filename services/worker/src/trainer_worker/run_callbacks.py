@@ -35,7 +35,7 @@ from trainer_worker.checkpoint_retention import (
     make_room,
     plan_retention,
 )
-from trainer_worker.checkpoints import MODEL_FILE, CheckpointMeta, CheckpointWriter, snapshot
+from trainer_worker.checkpoints import MODEL_FILE, CheckpointMeta, CheckpointWriter
 from trainer_worker.job_context import JobContext
 from trainer_worker.training.callbacks import Callbacks, CheckpointInfo, EvalInfo, ProgressInfo
 
@@ -143,7 +143,7 @@ class RunCallbacks:
         )
         self.writer.submit(
             self.checkpoints,
-            snapshot(info.model, info.state),
+            self.writer.snapshot(info.model, info.state),
             eval_loss=info.eval_loss,
             on_written=self._written,
         )
