@@ -325,3 +325,62 @@ def test_tensor_entries_outside_the_file_or_of_unknown_dtype_are_corrupt(
     with pytest.raises(AppError, match="unreadable safetensors") as info:
         load_model_file(torch.nn.Linear(2, 2), path)
     assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+
+
+def test_an_empty_weights_file_is_corrupt(tmp_path: Path) -> None:
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(AppError, match="empty") as info:
+        load_model_file(torch.nn.Linear(2, 2), tmp_path / "model.safetensors")
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+
+
+def test_a_training_state_that_verifies_but_does_not_load_is_corrupt(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    """Meta and file replaced together (hashes match): torch.load's refusal is still typed."""
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    folder = tmp_path / meta.name
+    junk = b"not a torch file"
+    (folder / "train_state.pt").write_bytes(junk)
+    files = {
+        **meta.files,
+        "train_state.pt": {"sha256": hashlib.sha256(junk).hexdigest(), "size": len(junk)},
+    }
+    raw = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**raw, "files": files}))
+    fresh = build_model(ModelSpec(family="gpt2", preset="tiny"), vocab_size=256, eos_id=0)
+    with pytest.raises(AppError, match=r"train_state\.pt: unreadable") as info:
+        load_checkpoint(folder, fresh)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+
+
+def test_files_larger_than_one_piece_hash_the_same_as_hashlib(tmp_path: Path) -> None:
+    """Writes and verification cut files into 8 MiB pieces hashed on a helper thread; the
+    digest must still be that of the whole file, in order."""
+    data = torch.randint(0, 256, (20 * 1024 * 1024 + 123,), dtype=torch.uint8).numpy().tobytes()
+    record = checkpoints._write_file(tmp_path / "big.bin", data)
+    expected = hashlib.sha256(data).hexdigest()
+    assert record == {"sha256": expected, "size": len(data)}
+    assert (tmp_path / "big.bin").read_bytes() == data
+    with checkpoints._Hasher() as hasher:
+        assert checkpoints._sha256_of(tmp_path / "big.bin", len(data), hasher) == expected
+        assert checkpoints._sha256_of(tmp_path / "big.bin", len(data) + 1, hasher) is None
+        (tmp_path / "empty.bin").write_bytes(b"")
+        empty = hashlib.sha256(b"").hexdigest()
+        assert checkpoints._sha256_of(tmp_path / "empty.bin", 0, hasher) == empty
+
+
+def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None:
+    tensors = {
+        "f32": torch.randn(3, 5),
+        "bf16": torch.randn(4).to(torch.bfloat16),
+        "empty": torch.empty(0, 4),
+        "scalar": torch.tensor(2.5),
+    }
+    path = tmp_path / "w.safetensors"
+    checkpoints._write_safetensors(path, tensors, {"alias": "f32"})
+    parsed, metadata = checkpoints._parse_safetensors(bytearray(path.read_bytes()))
+    assert json.loads(metadata["aliases"]) == {"alias": "f32"}
+    for name, tensor in tensors.items():
+        assert parsed[name].dtype == tensor.dtype and torch.equal(parsed[name], tensor), name
