@@ -13,12 +13,7 @@ source .venv/bin/activate
 PLATFORM_CORE_FLOOR=100
 PROJECT_FLOOR=95
 
-echo "== ruff"
-ruff check .
-ruff format --check .
-
-echo "== mypy (strict)"
-mypy libs/platform_core/src services/api/src services/worker/src services/bot/src tests bench
+bash scripts/lint.sh
 
 echo "== pytest"
 rm -f .coverage .coverage.*

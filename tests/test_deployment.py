@@ -1,0 +1,192 @@
+"""compose.yaml, the Dockerfiles and the Makefile, checked without a Docker engine: the
+services, profiles, health checks, volumes and secrets handling, and that every file a
+build or a target names exists."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from platform_core.json_types import JsonObject, JsonValue
+from trainer_worker.cli.main import build_parser
+
+ROOT = Path(__file__).parents[1]
+DOCKERFILES = {
+    "api": ROOT / "services/api/Dockerfile",
+    "worker": ROOT / "services/worker/Dockerfile",
+    "bot": ROOT / "services/bot/Dockerfile",
+}
+
+
+def _object(value: JsonValue | None) -> JsonObject:
+    assert isinstance(value, dict), value
+    return value
+
+
+@pytest.fixture(scope="module")
+def compose() -> JsonObject:
+    loaded = yaml.safe_load((ROOT / "compose.yaml").read_text(encoding="utf-8"))
+    return _object(loaded)
+
+
+def _services(compose: JsonObject) -> dict[str, JsonObject]:
+    return {name: _object(body) for name, body in _object(compose["services"]).items()}
+
+
+def test_dev_and_prod_profiles_start_redis_api_worker_and_bot(compose: JsonObject) -> None:
+    services = _services(compose)
+    for profile in ("dev", "prod"):
+        started = {name for name, s in services.items() if profile in _list(s.get("profiles"))}
+        assert started == {"redis", "api", "worker", "bot"}, profile
+    assert _list(services["worker-gpu"]["profiles"]) == ["gpu"]
+
+
+def test_the_gpu_worker_asks_for_gpus_and_builds_the_cuda_variant(compose: JsonObject) -> None:
+    gpu = _services(compose)["worker-gpu"]
+    devices = _list(
+        _object(_object(_object(gpu["deploy"])["resources"])["reservations"])["devices"]
+    )
+    assert _list(_object(devices[0])["capabilities"]) == ["gpu"]
+    args = _object(_object(gpu["build"])["args"])
+    assert "cu" in str(args["TORCH_INDEX_URL"])  # a CUDA wheel index, not the CPU one
+
+
+def test_every_long_running_service_has_a_healthcheck_and_a_restart_policy(
+    compose: JsonObject,
+) -> None:
+    for name, service in _services(compose).items():
+        if name == "bot":
+            continue  # checked in test_the_bot_waits_for_a_healthy_api
+        test = _list(_object(service["healthcheck"])["test"])
+        assert test[0] == "CMD" and len(test) > 1, name
+        assert service["restart"] == "unless-stopped", name
+
+
+def test_the_bot_waits_for_a_healthy_api(compose: JsonObject) -> None:
+    bot = _services(compose)["bot"]
+    depends = _object(bot["depends_on"])
+    assert _object(depends["api"])["condition"] == "service_healthy"
+    assert bot["restart"] == "unless-stopped"
+
+
+def test_named_volumes_hold_the_data_root_the_hf_cache_and_redis(compose: JsonObject) -> None:
+    services = _services(compose)
+    assert set(_object(compose["volumes"])) == {"data", "hf_cache", "redis_data"}
+    for name in ("api", "worker", "worker-gpu", "bot"):
+        assert "data:/data" in _list(services[name]["volumes"]), name
+        env = _object(services[name]["environment"])
+        assert env["APP__DATA_ROOT"] == "/data" and env["APP__REDIS__URL"] == "redis://redis:6379/0"
+    for name in ("worker", "worker-gpu"):
+        assert "hf_cache:/hf-cache" in _list(services[name]["volumes"])
+        assert _object(services[name]["environment"])["HF_HOME"] == "/hf-cache"
+    assert "redis_data:/data" in _list(services["redis"]["volumes"])
+    assert "--appendonly" in _list(services["redis"]["command"])
+
+
+def test_secrets_come_from_env_file_and_never_from_the_compose_file(compose: JsonObject) -> None:
+    for name in ("api", "worker", "worker-gpu", "bot"):
+        service = _services(compose)[name]
+        assert service["env_file"] == ".env", name
+        env = _object(service["environment"])
+        assert not [key for key in env if re.search("TOKEN|API_KEY|PASSWORD|SECRET", key)]
+    ignored = (ROOT / ".dockerignore").read_text(encoding="utf-8").split()
+    assert {".env", ".venv", ".git", "artifacts"} <= set(ignored)
+
+
+def test_compose_variables_are_documented_in_env_example(compose: JsonObject) -> None:
+    text = (ROOT / "compose.yaml").read_text(encoding="utf-8")
+    variables = set(re.findall(r"\$\{(\w+)(?::-[^}]*)?\}", text))
+    documented = (ROOT / ".env.example").read_text(encoding="utf-8")
+    assert variables, "compose.yaml interpolates its tunables"
+    assert [v for v in sorted(variables) if v not in documented] == []
+
+
+def test_compose_builds_name_existing_dockerfiles(compose: JsonObject) -> None:
+    for name, service in _services(compose).items():
+        if "build" in service:
+            build = _object(service["build"])
+            assert (ROOT / str(build["context"]) / str(build["dockerfile"])).is_file(), name
+
+
+@pytest.mark.parametrize("service", sorted(DOCKERFILES))
+def test_dockerfiles_are_multi_stage_non_root_and_copy_what_exists(service: str) -> None:
+    text = DOCKERFILES[service].read_text(encoding="utf-8")
+    assert len(re.findall(r"^FROM ", text, re.MULTILINE)) >= 2  # build and runtime stages
+    users = re.findall(r"^USER (\S+)", text, re.MULTILINE)
+    assert users and users[-1] not in {"root", "0"}
+    for source in re.findall(r"^COPY (?!--from)(\S+) ", text, re.MULTILINE):
+        assert (ROOT / source).exists(), source
+    installs = re.findall(r"^RUN pip install -c (\S+) (.+)$", text, re.MULTILINE)
+    assert installs, "the project packages are installed with the pinned constraints"
+    for constraints, packages in installs:
+        assert (ROOT / constraints).is_file()
+        for package in packages.split():
+            assert (ROOT / package / "pyproject.toml").is_file(), package
+
+
+@pytest.mark.parametrize("service", ["api", "bot"])
+def test_api_and_bot_images_carry_no_torch(service: str) -> None:
+    text = DOCKERFILES[service].read_text(encoding="utf-8")
+    instructions = [line for line in text.splitlines() if not line.startswith("#")]
+    assert not [line for line in instructions if "torch" in line]
+    packages = re.findall(r"^RUN pip install -c \S+ (.+)$", text, re.MULTILINE)[0].split()
+    for package in packages:
+        meta = tomllib.loads((ROOT / package / "pyproject.toml").read_text(encoding="utf-8"))
+        dependencies = meta["project"]["dependencies"]
+        assert not [d for d in dependencies if d.startswith(("torch", "transformers"))], package
+
+
+def test_the_worker_image_pins_torch_from_the_constraints() -> None:
+    text = DOCKERFILES["worker"].read_text(encoding="utf-8")
+    assert "grep '^torch==' constraints.txt" in text
+    assert re.search(r"^torch==2\.13\.0$", (ROOT / "constraints.txt").read_text(), re.MULTILINE)
+
+
+def _list(value: JsonValue | None) -> list[JsonValue]:
+    assert isinstance(value, list), value
+    return value
+
+
+MAKE_TARGETS = {
+    "train",
+    "resume",
+    "clean-artifacts",
+    "test",
+    "lint",
+    "format",
+    "docker-build",
+    "docker-run",
+    "help",
+}
+
+
+def _make_targets() -> dict[str, str]:
+    """target -> its one-line recipe."""
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    found = re.findall(r"^([a-z-]+):[^\n]*## [^\n]+\n\t@?([^\n]+)", text, re.MULTILINE)
+    return dict(found)
+
+
+def test_the_makefile_has_the_seed_targets_each_one_documented_line() -> None:
+    targets = _make_targets()
+    assert set(targets) == MAKE_TARGETS
+    text = (ROOT / "Makefile").read_text(encoding="utf-8")
+    phony = set(re.findall(r"^\.PHONY: (.+)$", text, re.MULTILINE)[0].split())
+    assert phony == MAKE_TARGETS
+
+
+def test_every_make_target_calls_a_script_or_trainctl_command_that_exists(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for target, recipe in _make_targets().items():
+        for script in re.findall(r"(?:\./|bash )(scripts/[\w.-]+)", recipe):
+            assert (ROOT / script).is_file(), (target, script)
+        for command in re.findall(r"\$\(TRAINCTL\) ([\w-]+)", recipe):
+            with pytest.raises(SystemExit) as exit_info:  # argparse exits 0 after --help
+                build_parser().parse_args([command, "--help"])
+            assert exit_info.value.code == 0, (target, command)
+    assert "usage: trainctl" in capsys.readouterr().out
