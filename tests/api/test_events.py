@@ -174,16 +174,13 @@ def test_a_quiet_stream_sends_keep_alives(
     # a short Redis timeout makes the blocking reads short: 0.2 s -> 100 ms
     redis_settings = api_settings.redis.model_copy(update={"connect_timeout_s": 0.2})
     _start_run(redis_client, "run-quiet")
-
-    def finish_soon() -> None:
-        time.sleep(0.3)
-        RunStateStore(redis_client).set_status("run-quiet", RunStatus.CANCELLED)
-
+    chunks: list[str] = []
     for api in serve(api_settings.model_copy(update={"redis": redis_settings})):
-        finisher = threading.Thread(target=finish_soon)
-        finisher.start()
         with httpx.stream("GET", f"{api.base_url}/runs/run-quiet/events") as response:
-            body = response.read().decode()
-        finisher.join()
+            for chunk in response.iter_text():
+                if not chunks:  # the first keep-alive arrived: now the run ends
+                    RunStateStore(redis_client).set_status("run-quiet", RunStatus.CANCELLED)
+                chunks.append(chunk)
+    body = "".join(chunks)
     assert body.startswith(": keep-alive\n\n")
     assert "event:" not in body  # nothing but keep-alives, then the end

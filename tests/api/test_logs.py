@@ -111,8 +111,11 @@ def test_the_stream_follows_new_lines_and_ends_with_the_run(
         RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
 
     writer = threading.Thread(target=write_then_finish)
-    writer.start()
-    messages = [line.message for line in client.stream_logs("run-l", tail=1)]
+    messages: list[str] = []
+    for line in client.stream_logs("run-l", tail=1):
+        messages.append(line.message)
+        if len(messages) == 1:  # the tail arrived: now the run writes on
+            writer.start()
     writer.join()
     assert messages == ["[1, 2]", "step 5", "step 6"]
 

@@ -1,0 +1,226 @@
+"""Steady-state tokens/s of the worker's `train_model` job against a bare PyTorch loop on the
+same model, batches and dtype (issue 3's benchmark), for GPT-2 tiny and Char-LSTM on the CPU.
+
+The job runs for real: enqueued on Redis, taken by an in-process RQ SimpleWorker, with its
+heartbeat thread, run state, progress events on the bus, eval history and callbacks; only
+interval checkpoints are off (`checkpoint_every` unset). Its throughput is read from its own
+progress events: the tokens trained between the first progress event after warm-up and the
+last one before the final eval, over the time between the two events. The bare loop (below,
+~50 lines: get_batch, forward, loss, backward, clip, AdamW step, the same LR schedule) is
+timed over the same steps. The two alternate which goes first, repetition by repetition; a
+ratio is the median of the repetitions' paired ratios.
+
+Usage: python bench/train_overhead.py [--repeats 3] [--steps 80]
+Redis: REDIS_URL when set, else the project's embedded redis-server under a temp data root.
+The last line printed is one JSON object with the figures issue 3 names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import redis
+import torch
+from rq import Queue, SimpleWorker
+
+from platform_core.event_bus import EventBus
+from platform_core.events import MetricsProgress
+from platform_core.json_types import JsonObject
+from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.redis_connection import resolve_redis_url
+from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.specs import CorpusOptions, ModelFamily, ModelSpec, TrainConfig
+from trainer_worker.data.corpus import corpus_spec, load_corpus
+from trainer_worker.models.registry import build_model
+from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
+from trainer_worker.training.data import get_batch
+from trainer_worker.training.evaluate import forward_logits, lm_loss
+from trainer_worker.training.prepare import configure_optimizer
+from trainer_worker.training.schedule import get_lr
+from trainer_worker.training.seeding import seed_everything
+
+CPU = torch.device("cpu")
+WARMUP_STEPS = 10  # steps before the timed window: allocator, autograd graph, eval at step 0
+PROGRESS_EVERY = 10  # the job's progress events, one per this many steps (the default)
+
+
+@dataclass(frozen=True)
+class Case:
+    family: ModelFamily
+    tokenizer: JsonObject  # train_tokenizer spec
+    batch_size: int
+    block_size: int
+
+
+CASES = (
+    Case("gpt2", {"kind": "bpe", "vocab_size": 512}, batch_size=8, block_size=64),
+    Case("char_lstm", {"kind": "char"}, batch_size=16, block_size=64),
+)
+
+
+def train_config(case: Case, steps: int) -> TrainConfig:
+    return TrainConfig(
+        max_steps=steps,
+        batch_size=case.batch_size,
+        block_size=case.block_size,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=5,
+        eval_every=steps,  # evals at step 0 and at the end only: outside the timed window
+        eval_batches=2,
+        progress_every_steps=PROGRESS_EVERY,
+        progress_every_s=1e9,  # progress by step count only, as the bare loop is timed
+        device="cpu",
+        precision="fp32",
+        seed=11,
+    )
+
+
+def window(steps: int) -> tuple[int, int]:
+    """The timed steps: after warm-up, before the final step's eval and save."""
+    return WARMUP_STEPS, steps - PROGRESS_EVERY
+
+
+def job_tokens_per_s(
+    client: redis.Redis, case: Case, tokenizer_id: str, steps: int, run_id: str
+) -> float:
+    spec: JsonObject = {
+        "model": {"family": case.family, "preset": "tiny"},
+        "tokenizer_id": tokenizer_id,
+        "corpus": {"path": "corpus.txt"},
+        "train": json.loads(json.dumps(train_config(case, steps).to_dict())),
+        "sample_max_new_tokens": 1,
+    }
+    enqueue_job(client, "train_model", run_id, spec)
+    SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
+    store = RunStateStore(client)
+    if store.status(run_id) is not RunStatus.COMPLETED:
+        raise RuntimeError(f"{run_id}: {store.status(run_id)}: {store.message(run_id)}")
+    stamps = {
+        d.event.payload.step: d.event.ts.timestamp()
+        for d in EventBus(client).read(count=1_000_000)
+        if isinstance(d.event, MetricsProgress) and d.event.run_id == run_id
+    }
+    first, last = window(steps)
+    tokens = (last - first) * case.batch_size * case.block_size
+    return tokens / (stamps[last] - stamps[first])
+
+
+def bare_tokens_per_s(data_root: Path, case: Case, tokenizer_id: str, steps: int) -> float:
+    """A plain PyTorch loop on the same model, batches and dtype, timed over the window."""
+    config = train_config(case, steps)
+    tokenizer = load_tokenizer(tokenizer_dir(data_root, tokenizer_id))
+    corpus = load_corpus(corpus_spec(CorpusOptions(path="corpus.txt")), data_root)
+    ids = torch.tensor(tokenizer.encode(corpus.train_text), dtype=torch.long)  # (N,)
+    seed_everything(config.seed)
+    spec = ModelSpec(family=case.family, preset="tiny")
+    model = build_model(spec, tokenizer.vocab_size, tokenizer.eos_id)
+    model.train()
+    optimizer = configure_optimizer(model, config, CPU)
+    generator = torch.Generator().manual_seed(config.seed)
+    first, last = window(steps)
+    started = 0.0
+    for step in range(last):
+        if step == first:
+            started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(step, config)
+        x, y = get_batch(ids, config.block_size, config.batch_size, generator, CPU)  # (B, T)
+        loss = lm_loss(forward_logits(model, x), y)
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()  # the loss a script would print; also where the job checks for NaN
+    tokens = (last - first) * case.batch_size * case.block_size
+    return tokens / (time.perf_counter() - started)
+
+
+def train_tokenizer(client: redis.Redis, case: Case) -> str:
+    tokenizer_id = f"tok-{case.family}"
+    spec: JsonObject = {**case.tokenizer, "corpus": {"path": "corpus.txt"}}
+    enqueue_job(client, "train_tokenizer", tokenizer_id, spec)
+    SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
+    if RunStateStore(client).status(tokenizer_id) is not RunStatus.COMPLETED:
+        raise RuntimeError(f"{tokenizer_id}: {RunStateStore(client).message(tokenizer_id)}")
+    return tokenizer_id
+
+
+def measure(client: redis.Redis, data_root: Path, repeats: int, steps: int) -> JsonObject:
+    figures: JsonObject = {}
+    for case in CASES:
+        tokenizer_id = train_tokenizer(client, case)
+        job: list[float] = []
+        bare: list[float] = []
+        for rep in range(repeats):
+            run_id = f"{case.family}-{rep}"
+            if rep % 2:
+                job.append(job_tokens_per_s(client, case, tokenizer_id, steps, run_id))
+                bare.append(bare_tokens_per_s(data_root, case, tokenizer_id, steps))
+            else:
+                bare.append(bare_tokens_per_s(data_root, case, tokenizer_id, steps))
+                job.append(job_tokens_per_s(client, case, tokenizer_id, steps, run_id))
+        ratios = [j / b for j, b in zip(job, bare, strict=True)]
+        ratio = statistics.median(ratios)
+        print(
+            f"{case.family}: job {statistics.median(job):,.0f} tokens/s, bare loop "
+            f"{statistics.median(bare):,.0f} tokens/s, ratio {ratio:.3f} "
+            f"(per repetition: {', '.join(f'{r:.3f}' for r in ratios)})",
+            flush=True,
+        )
+        figures[f"{case.family}_ratio"] = round(ratio, 3)
+        figures[f"{case.family}_tokens_per_s"] = round(statistics.median(job), 1)
+        figures[f"{case.family}_bare_tokens_per_s"] = round(statistics.median(bare), 1)
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=3, help="paired runs per model")
+    parser.add_argument("--steps", type=int, default=80, help="training steps per run")
+    args = parser.parse_args()
+    if args.steps < WARMUP_STEPS + 2 * PROGRESS_EVERY:
+        parser.error(f"--steps must be at least {WARMUP_STEPS + 2 * PROGRESS_EVERY}")
+    if args.steps % PROGRESS_EVERY:
+        parser.error(f"--steps must be a multiple of {PROGRESS_EVERY}")
+    logging.getLogger("rq").setLevel(logging.WARNING)  # no per-job lines from the worker
+    with tempfile.TemporaryDirectory(prefix="train-overhead-") as folder:
+        data_root = Path(folder)
+        text = "\n\n".join(topics[key] for key in sorted(topics))
+        (data_root / "corpus.txt").write_text(text, encoding="utf-8")
+        os.environ["APP__DATA_ROOT"] = str(data_root)
+        url, embedded = resolve_redis_url(os.environ.get("REDIS_URL"), data_root)
+        client = redis.Redis.from_url(url)
+        try:
+            figures = measure(client, data_root, args.repeats, args.steps)
+        finally:
+            client.close()
+            if embedded is not None:
+                embedded.release()
+    result: JsonObject = {
+        "bench": "train_overhead",
+        "gpt2_ratio": figures["gpt2_ratio"],
+        "char_lstm_ratio": figures["char_lstm_ratio"],
+        "gpt2_tokens_per_s": figures["gpt2_tokens_per_s"],
+        "char_lstm_tokens_per_s": figures["char_lstm_tokens_per_s"],
+        "gpt2_bare_tokens_per_s": figures["gpt2_bare_tokens_per_s"],
+        "char_lstm_bare_tokens_per_s": figures["char_lstm_bare_tokens_per_s"],
+        "device": "cpu",
+        "threads": torch.get_num_threads(),
+        "repeats": args.repeats,
+        "steps": args.steps,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
