@@ -4,6 +4,7 @@ force-stops runs which ignored a cancel request past the grace period."""
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 from collections.abc import Sequence
@@ -21,6 +22,9 @@ def run_worker(
     client: redis.Redis, queue_names: Sequence[str], *, burst: bool = False, name: str | None = None
 ) -> bool:
     """Work until stopped (or, with `burst`, until the queues are empty)."""
+    # RQ imports a job's function inside each forked work horse: import the job module (torch,
+    # transformers, the training code) once here, so no job pays ~6 s of imports itself
+    importlib.import_module("trainer_worker.jobs")
     queues = [Queue(queue_name, connection=client) for queue_name in queue_names]
     worker = Worker(queues, connection=client, name=name)
     stop = threading.Event()
