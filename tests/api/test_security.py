@@ -96,10 +96,10 @@ def test_a_body_under_the_limit_passes(small_api: LiveApi) -> None:
 def test_an_unexpected_error_is_a_bare_500(
     live_api: LiveApi, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*_args: object, **_kwargs: object) -> object:
+    async def broken(*_args: object, **_kwargs: object) -> object:
         raise RuntimeError("database password is hunter2")
 
-    monkeypatch.setattr(runs, "load_run", broken)
+    monkeypatch.setattr(runs, "load_run_async", broken)
     caplog.set_level(logging.CRITICAL)  # the server logs the traceback; the client must not see it
     response = httpx.get(f"{live_api.base_url}/runs/some-run", headers={"X-Request-ID": "r-500"})
     assert response.status_code == 500

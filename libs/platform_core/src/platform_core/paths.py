@@ -6,6 +6,7 @@ typed error, so the API, the worker and the CLI share a single rule.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from platform_core.errors import AppError, ErrorCode
@@ -22,7 +23,7 @@ def resolve_inside(data_root: Path, user_path: str) -> Path:
             ErrorCode.PATH_OUTSIDE_DATA_ROOT,
             f"path {user_path!r} must be relative to the data root",
         )
-    root = data_root.resolve()
+    root = _resolved_root(data_root)
     resolved = (root / candidate).resolve()
     if resolved != root and root not in resolved.parents:
         raise AppError(
@@ -30,3 +31,10 @@ def resolve_inside(data_root: Path, user_path: str) -> Path:
             f"path {user_path!r} leads outside the data root",
         )
     return resolved
+
+
+@lru_cache(maxsize=8)
+def _resolved_root(data_root: Path) -> Path:
+    """The data root resolved once per process: services check many paths against one root
+    (each resolve walks every component of the path with a system call)."""
+    return data_root.resolve()

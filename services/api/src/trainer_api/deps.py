@@ -36,8 +36,9 @@ async def get_async_redis(request: Request) -> redis.asyncio.Redis:
     return client
 
 
-async def get_data_root(settings: Annotated[Settings, Depends(get_settings)]) -> Path:
-    return settings.data_root.resolve()
+async def get_data_root(request: Request) -> Path:
+    data_root: Path = request.app.state.data_root  # resolved once, when the app was built
+    return data_root
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]

@@ -44,6 +44,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app = FastAPI(title="Model Trainer API", version="0.1.0", lifespan=lifespan)
     app.state.settings = resolved
+    app.state.data_root = resolved.data_root.resolve()
     # the last added runs first: request ids exist before a body is refused for its size
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=resolved.security.max_request_bytes)
     app.add_middleware(RequestIdMiddleware)
@@ -51,8 +52,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)  # open to probes, whatever the API key
     protected = [Depends(require_api_key)]
     for router in (
+        runs.router,  # first: `GET /runs/{id}` is the most polled route, matched in order
         tokenizers.router,
-        runs.router,
         logs.router,
         events.router,
         inference.router,

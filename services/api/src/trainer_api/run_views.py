@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, TypeVar, get_args
 
 import redis
+import redis.asyncio
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic, RunStatusName
@@ -95,8 +98,42 @@ def read_model(path: Path, model: type[ModelT]) -> ModelT | None:
         return None
 
 
+class ManifestCache:
+    """Parsed manifests by file identity (inode, mtime, size): polling a finished run costs a
+    `stat`, not a read and a parse. The worker replaces a manifest atomically, so a new
+    version is a new inode."""
+
+    def __init__(self, size: int = 512) -> None:
+        self._size = size
+        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], RunManifest | None]]
+        self._entries = OrderedDict()
+        self._lock = threading.Lock()  # shared by the event loop and the threadpool
+
+    def get(self, path: Path) -> RunManifest | None:
+        try:
+            found = path.stat()
+        except OSError:
+            return None
+        identity = (found.st_ino, found.st_mtime_ns, found.st_size)
+        with self._lock:
+            hit = self._entries.get(path)
+            if hit is not None and hit[0] == identity:
+                self._entries.move_to_end(path)
+                return hit[1]
+        manifest = read_model(path, RunManifest)
+        with self._lock:
+            self._entries[path] = (identity, manifest)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self._size:
+                self._entries.popitem(last=False)
+        return manifest
+
+
+_manifests = ManifestCache()
+
+
 def read_manifest(data_root: Path, run_id: str) -> RunManifest | None:
-    return read_model(run_folder(data_root, run_id) / "manifest.json", RunManifest)
+    return _manifests.get(run_folder(data_root, run_id) / "manifest.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +176,53 @@ def _integer(text: str | None) -> int | None:
     return None if number is None else int(number)
 
 
+# everything Redis knows of a run in one command (one round trip, one reply to parse: the
+# most polled read of the API); a missing key comes back as nil, a hash as a flat list
+_LIVE_LUA = """
+return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]),
+        redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])}
+"""
+
+
+def _live_keys(run_id: str) -> list[str]:
+    return [
+        status_key(run_id),
+        message_key(run_id),
+        heartbeat_key(run_id),
+        progress_key(run_id),
+        meta_key(run_id),
+    ]
+
+
 def live_state(client: redis.Redis, run_id: str) -> LiveState:
-    pipe = client.pipeline(transaction=False)
-    pipe.get(status_key(run_id))
-    pipe.get(message_key(run_id))
-    pipe.get(heartbeat_key(run_id))
-    pipe.hgetall(progress_key(run_id))
-    pipe.hgetall(meta_key(run_id))
-    status, message, heartbeat, progress, meta = pipe.execute()
+    script = client.register_script(_LIVE_LUA)  # EVALSHA, loading the script when missing
+    return _decode_live(script(keys=_live_keys(run_id)))
+
+
+async def live_state_async(client: redis.asyncio.Redis, run_id: str) -> LiveState:
+    """`live_state` on the asyncio client: for handlers that run on the event loop."""
+    script = client.register_script(_LIVE_LUA)
+    return _decode_live(await script(keys=_live_keys(run_id)))
+
+
+def _decode_live(answers: object) -> LiveState:
+    if not isinstance(answers, list) or len(answers) != 5:
+        raise AppError(ErrorCode.INTERNAL, "unexpected reply to the run state script")
+    status, message, heartbeat, progress, meta = answers
     return LiveState(
         status=STATUSES.get(_text(status) or ""),
         message=_text(message),
         heartbeat=_number(_text(heartbeat)),
-        progress=_texts(progress),
-        meta=_texts(meta),
+        progress=_pairs(progress),
+        meta=_pairs(meta),
     )
+
+
+def _pairs(flat: object) -> dict[str, str]:
+    """A hash as Lua returns it, [field, value, field, value, ...], decoded."""
+    if not isinstance(flat, list):
+        return {}
+    return _texts(dict(zip(flat[::2], flat[1::2], strict=True)))
 
 
 def _progress(figures: dict[str, str]) -> RunProgress | None:
@@ -189,7 +258,15 @@ def _metrics(manifest: RunManifest | None) -> RunMetrics | None:
 def load_run(client: redis.Redis, data_root: Path, run_id: str) -> RunPublic:
     """Live state plus, for a finished run, its manifest's metrics; NOT_FOUND when neither
     Redis nor the data root knows the run."""
-    live = live_state(client, run_id)
+    return run_public(live_state(client, run_id), data_root, run_id)
+
+
+async def load_run_async(client: redis.asyncio.Redis, data_root: Path, run_id: str) -> RunPublic:
+    """`load_run` on the asyncio client (the manifest read is a cached `stat`)."""
+    return run_public(await live_state_async(client, run_id), data_root, run_id)
+
+
+def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
     # the manifest matters once the run has ended (or Redis forgot it): polls of a live run
     # stay one Redis round trip
     live_only = live.status is not None and live.status not in TERMINAL

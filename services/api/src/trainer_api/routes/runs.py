@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
 from platform_core.api_models import (
     CancelResult,
@@ -18,7 +18,7 @@ from platform_core.queue import request_cancel
 from platform_core.run_state import RunStateStore
 from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RunIdPath
 from trainer_api.errors import error_responses
-from trainer_api.run_views import list_page, load_run, matching_run_ids
+from trainer_api.run_views import list_page, load_run_async, matching_run_ids
 from trainer_api.submissions import submit
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(401))
@@ -55,9 +55,12 @@ def list_runs(
 
 
 @router.get("/{run_id}", responses=error_responses(404, 422))
-def get_run(run_id: RunIdPath, client: RedisDep, data_root: DataRootDep) -> RunPublic:
+async def get_run(run_id: RunIdPath, request: Request) -> RunPublic:
     """Status, last heartbeat and its age, progress, ETA, message; metrics once finished."""
-    return load_run(client, data_root, run_id)
+    # the most polled endpoint: on the event loop with the asyncio client (no threadpool
+    # hop), and the app's state read directly rather than through two more dependencies
+    state = request.app.state
+    return await load_run_async(state.redis, state.data_root, run_id)
 
 
 @router.post("/{run_id}/cancel", responses=error_responses(404, 409, 422))
