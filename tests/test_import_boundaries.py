@@ -53,3 +53,8 @@ def test_packages_respect_their_boundaries(package: str, forbidden: tuple[str, .
     loaded = _modules_loaded_by(package)
     crossed = sorted(m for m in loaded if m.split(".")[0] in forbidden)
     assert crossed == [], f"{package} imported {crossed[:5]}"
+
+
+def test_the_bot_loads_matplotlib_only_when_it_draws_a_chart() -> None:
+    loaded = _modules_loaded_by("trainer_bot")
+    assert sorted(m for m in loaded if m.split(".")[0] == "matplotlib") == []

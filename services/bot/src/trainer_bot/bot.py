@@ -1,0 +1,141 @@
+"""The bot process: commands and notifier, in Discord mode or in console mode.
+
+- Discord mode (`DISCORD_TOKEN` set): `TrainerBot` logs in, syncs its commands, answers
+  interactions through the gateway, and its notifier sends DMs over REST.
+- Console mode (no token, the embedded default): only the notifier runs, and each DM it would
+  send is a structured log line (`bot.dm`).
+
+Either way the watches and the event stream's position live in Redis, so a restart picks up
+where the last run stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import AsyncIterator, Callable
+
+import discord
+
+from platform_core.errors import AppError, ErrorCode, ExitCode
+from platform_core.event_bus import AsyncEventBus
+from platform_core.http_client import AsyncTrainerClient
+from platform_core.logging import configure_logging
+from platform_core.redis_connection import connect_async, resolve_redis_url
+from platform_core.settings import Settings, load_settings
+from trainer_bot.commands import BotClient, BotServices
+from trainer_bot.notifier import Notifier, NotifierConfig
+from trainer_bot.senders import ConsoleSender, DiscordSender
+from trainer_bot.watch_store import WatchStore
+
+logger = logging.getLogger(__name__)
+
+CONSOLE_RECIPIENT = 0  # console mode with no owner configured: DMs are logged to "user 0"
+
+
+class TrainerBot(BotClient):
+    """The Discord client plus its notifier, started with the client and stopped with it."""
+
+    def __init__(
+        self, services: BotServices, bus: AsyncEventBus, config: NotifierConfig | None = None
+    ) -> None:
+        super().__init__(services)
+        if services.owner_id is None:
+            raise AppError(
+                ErrorCode.CONFIG_INVALID, "DISCORD_OWNER_ID must be set when DISCORD_TOKEN is"
+            )
+        sender = DiscordSender(self)
+        self.notifier = Notifier(bus, services.watches, sender, services.owner_id, config)
+        self._notifier_task: asyncio.Task[None] | None = None
+
+    async def setup_hook(self) -> None:
+        await super().setup_hook()
+        self._notifier_task = asyncio.create_task(self.notifier.run(), name="notifier")
+
+    async def close(self) -> None:
+        if self._notifier_task is not None:
+            self.notifier.stop()
+            await self._notifier_task
+            self._notifier_task = None
+        await super().close()
+
+
+@contextlib.asynccontextmanager
+async def bot_services(settings: Settings) -> AsyncIterator[tuple[BotServices, AsyncEventBus]]:
+    """Redis (the embedded one when none is configured), the bus and the API client."""
+    configured = settings.redis.url.get_secret_value() if settings.redis.url else None
+    url, embedded = resolve_redis_url(configured, settings.data_root)
+    try:
+        redis_client = await connect_async(url, timeout_s=settings.redis.connect_timeout_s)
+        api_key = settings.security.api_key
+        api = AsyncTrainerClient(
+            settings.api_base_url, api_key=api_key.get_secret_value() if api_key else None
+        )
+        bus = AsyncEventBus(
+            redis_client, stream=settings.redis.events_stream, maxlen=settings.redis.events_maxlen
+        )
+        try:
+            yield BotServices(api, WatchStore(redis_client), settings.discord.owner_id), bus
+        finally:
+            await api.aclose()
+            await redis_client.aclose()
+    finally:
+        if embedded is not None:
+            embedded.release()
+
+
+def _on_stop_signals(callback: Callable[[], None]) -> None:
+    loop = asyncio.get_running_loop()
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(stop_signal, callback)
+
+
+async def serve(settings: Settings, config: NotifierConfig | None = None) -> None:
+    """Run the bot until SIGINT or SIGTERM."""
+    async with bot_services(settings) as (services, bus):
+        token = settings.discord.token
+        if token is None:
+            recipient = services.owner_id or CONSOLE_RECIPIENT
+            notifier = Notifier(bus, services.watches, ConsoleSender(), recipient, config)
+            _on_stop_signals(notifier.stop)
+            logger.info(
+                "no DISCORD_TOKEN: console mode, DMs are written to this log",
+                extra={"event": "bot.console_mode"},
+            )
+            await notifier.run()
+            return
+        bot = TrainerBot(services, bus, config)
+        closing: set[asyncio.Task[None]] = set()
+        _on_stop_signals(lambda: closing.add(asyncio.create_task(bot.close())))
+        async with bot:
+            await bot.start(token.get_secret_value())
+
+
+def main() -> int:
+    """Run the bot; the exit code says why it stopped (0, or the CLI contract's codes)."""
+    try:
+        settings = load_settings()
+    except AppError as exc:
+        configure_logging("model-trainer-bot")
+        return _failed(exc)
+    configure_logging(
+        "model-trainer-bot",
+        level=settings.logging.level,
+        fmt=settings.log_format,
+        secret_values=settings.secret_values(),
+    )
+    try:
+        asyncio.run(serve(settings))
+    except AppError as exc:
+        return _failed(exc)
+    except discord.LoginFailure:
+        refused = "Discord refused DISCORD_TOKEN; check the bot's token in the developer portal"
+        return _failed(AppError(ErrorCode.CONFIG_INVALID, refused))
+    return ExitCode.OK
+
+
+def _failed(exc: AppError) -> int:
+    logger.error(exc.message, extra={"event": "bot.failed", "error_code": exc.code.value})
+    return exc.exit_code

@@ -1,0 +1,102 @@
+"""What waits to be sent to the owner's DM, and how it is batched.
+
+- Notices (one embed per lifecycle, eval or checkpoint event) queue in order and are packed
+  into messages of up to 10 embeds and 6,000 characters.
+- Progress events are not sent one by one: the outbox holds the newest per run (the latest
+  wins) until the periodic summary or the run's end takes it.
+- When notices pile up past `max_notices` (Discord refusing, a long outage), the oldest
+  non-terminal ones are dropped; a terminal notice (completed, failed, cancelled) never is.
+
+Each notice and held progress keeps the ids of the bus entries it stands for: the notifier
+acknowledges them once the message is sent (or the entry was superseded or dropped), so a
+restart re-delivers everything that had not reached Discord yet.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+import discord
+
+from trainer_bot.limits import fits
+
+# Notices waiting beyond this are summarised away: 100 embeds are ten full messages, more
+# than anyone reads after an outage; terminal notices are kept whatever the count.
+MAX_NOTICES = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    filename: str
+    data: bytes
+
+
+@dataclass(slots=True)
+class Notice:
+    embed: discord.Embed  # already clamped to Discord's per-embed limits
+    ack_ids: list[str]
+    terminal: bool = False
+    attachment: Attachment | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    embeds: list[discord.Embed]
+    attachments: list[Attachment] = field(default_factory=list)
+    ack_ids: list[str] = field(default_factory=list)
+
+
+class Outbox:
+    def __init__(self, max_notices: int = MAX_NOTICES) -> None:
+        self.max_notices = max_notices
+        self._notices: deque[Notice] = deque()
+        self._progress: dict[str, list[str]] = {}  # run id -> ids of its held progress entries
+
+    def __len__(self) -> int:
+        return len(self._notices)
+
+    def add(self, notice: Notice) -> list[str]:
+        """Queue `notice`; returns the ack ids of notices dropped to make room."""
+        self._notices.append(notice)
+        dropped: list[str] = []
+        while len(self._notices) > self.max_notices:
+            victim = next((n for n in self._notices if not n.terminal), None)
+            if victim is None:
+                break  # only terminal notices left: keep them all
+            self._notices.remove(victim)
+            dropped.extend(victim.ack_ids)
+        return dropped
+
+    def hold_progress(self, run_id: str, ack_id: str) -> list[str]:
+        """Hold the newest progress entry of `run_id`; returns the ids it supersedes."""
+        superseded = self._progress.get(run_id, [])
+        self._progress[run_id] = [ack_id]
+        return superseded
+
+    def take_progress(self, run_id: str) -> list[str]:
+        """Release the progress held for `run_id` (summarised or ended)."""
+        return self._progress.pop(run_id, [])
+
+    def progress_runs(self) -> list[str]:
+        """Runs with progress not summarised yet."""
+        return list(self._progress)
+
+    def next_message(self) -> OutgoingMessage | None:
+        """Pop the longest run of queued notices that fits in one message."""
+        if not self._notices:
+            return None
+        embeds: list[discord.Embed] = []
+        attachments: list[Attachment] = []
+        ack_ids: list[str] = []
+        while self._notices:
+            notice = self._notices[0]
+            # at most one attachment per notice, so 10 embeds bound the attachments too
+            if embeds and not fits([*embeds, notice.embed]):
+                break
+            self._notices.popleft()
+            embeds.append(notice.embed)
+            if notice.attachment is not None:
+                attachments.append(notice.attachment)
+            ack_ids.extend(notice.ack_ids)
+        return OutgoingMessage(embeds, attachments, ack_ids)

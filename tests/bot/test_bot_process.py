@@ -1,0 +1,207 @@
+"""The bot process: `python -m trainer_bot` in console mode, and TrainerBot (commands plus
+notifier) logging in to the Discord stand-in."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import discord
+import pytest
+import redis
+
+from platform_core.errors import AppError, ExitCode
+from platform_core.event_bus import AsyncEventBus
+from platform_core.http_client import AsyncTrainerClient
+from platform_core.redis_connection import connect_async
+from platform_core.settings import Settings
+from tests.bot import factories
+from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
+from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
+from trainer_bot import bot as bot_module
+from trainer_bot.bot import TrainerBot, main, serve
+from trainer_bot.commands import BotServices
+from trainer_bot.watch_store import WATCHING_KEY, WatchStore
+
+pytestmark = pytest.mark.integration
+BOT_ENV = ("DISCORD_TOKEN", "DISCORD_OWNER_ID", "REDIS_URL", "DATA_ROOT")
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """An environment with no bot settings of the developer's, run from an empty folder (no
+    .env); the root logger's handlers are put back afterwards."""
+    for name in [*BOT_ENV, *(n for n in os.environ if n.startswith("APP__"))]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("APP_SECRETS_DIR", str(tmp_path / "no-secrets"))
+    monkeypatch.chdir(tmp_path)
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    yield dict(os.environ)
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    for handler in saved_handlers:
+        root.addHandler(handler)
+    root.setLevel(saved_level)
+
+
+def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
+    clean_env: dict[str, str], redis_url: str, redis_client: redis.Redis, data_root: Path
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-1")
+    publish(redis_client, factories.queued(), factories.failed())
+    env = clean_env | {
+        "REDIS_URL": redis_url,
+        "DATA_ROOT": str(data_root),
+        "DISCORD_OWNER_ID": str(OWNER_ID),
+        "APP__LOGGING__FORMAT": "json",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer_bot"],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stderr is not None
+    lines = []
+    try:
+        for line in process.stderr:
+            lines.append(json.loads(line))
+            if lines[-1].get("event") == "bot.dm":
+                break
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=WAIT_S) == ExitCode.OK
+    finally:
+        process.kill()
+    events = [line.get("event") for line in lines]
+    assert {"bot.console_mode", "bot.started"} <= set(events)
+    dm = lines[-1]
+    assert dm["user_id"] == OWNER_ID
+    assert dm["service"] == "model-trainer-bot"
+    sent = json.loads(dm["message"].removeprefix("DM "))
+    assert [e["title"] for e in sent["embeds"]] == ["Queued · run-1", "Failed · run-1"]
+
+
+def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-1")
+    publish(redis_client, factories.queued())
+    standin = DiscordStandIn()
+
+    async def scenario() -> None:
+        client = await connect_async(redis_url)
+        services = BotServices(
+            AsyncTrainerClient("http://127.0.0.1:9"), WatchStore(client), OWNER_ID
+        )
+        bot = TrainerBot(services, AsyncEventBus(client), FAST)
+        async with discord_client(standin, monkeypatch, bot):
+            async with asyncio.timeout(WAIT_S):
+                while not standin.messages:
+                    await asyncio.sleep(0.01)
+        assert bot.notifier.sent == 1
+        await bot.close()  # closing twice is harmless
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert len(standin.commands) == 7
+    [message] = standin.messages
+    assert [e["title"] for e in message.embeds] == ["Queued · run-1"]
+
+
+def test_a_token_without_an_owner_is_a_configuration_error(redis_url: str) -> None:
+    async def scenario() -> None:
+        client = await connect_async(redis_url)
+        services = BotServices(AsyncTrainerClient("http://127.0.0.1:9"), WatchStore(client), None)
+        with pytest.raises(AppError, match="DISCORD_OWNER_ID"):
+            TrainerBot(services, AsyncEventBus(client))
+        await client.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_serve_in_discord_mode_logs_in_with_the_token(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch, data_root: Path
+) -> None:
+    standin = DiscordStandIn(token_valid=False)
+    settings = Settings.model_validate(
+        {
+            "data_root": data_root,
+            "redis": {"url": redis_url},
+            "discord": {"token": "refused-token", "owner_id": OWNER_ID},
+        }
+    )
+
+    async def scenario() -> None:
+        monkeypatch.setattr(discord.http.Route, "BASE", await standin.start())
+        try:
+            with pytest.raises(discord.LoginFailure):
+                await serve(settings, FAST)
+        finally:
+            await standin.stop()
+
+    asyncio.run(scenario())
+    [login] = standin.posted("/users/@me", "GET")
+    assert login.headers["Authorization"] == "Bot refused-token"
+
+
+@pytest.mark.parametrize(
+    ("env", "failure"),
+    [
+        ({"APP__LOGGING__LEVEL": "CHATTY"}, "APP__LOGGING__LEVEL"),
+        ({"DISCORD_TOKEN": "some-token"}, "DISCORD_OWNER_ID must be set"),
+        ({"DISCORD_TOKEN": "refused-token", "DISCORD_OWNER_ID": "4242"}, "Discord refused"),
+    ],
+    ids=["bad-setting", "token-without-owner", "token-refused"],
+)
+def test_main_turns_failures_into_a_configuration_exit_code(
+    clean_env: dict[str, str],
+    redis_url: str,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    env: dict[str, str],
+    failure: str,
+) -> None:
+    for name, value in ({"REDIS_URL": redis_url, "DATA_ROOT": str(data_root)} | env).items():
+        monkeypatch.setenv(name, value)
+    refusing = DiscordStandIn(token_valid=False)
+
+    async def serve_with_standin(settings: Settings) -> None:
+        monkeypatch.setattr(discord.http.Route, "BASE", await refusing.start())
+        try:
+            await serve(settings)
+        finally:
+            await refusing.stop()
+
+    monkeypatch.setattr(bot_module, "serve", serve_with_standin)
+    assert main() == ExitCode.CONFIG
+    assert failure in capsys.readouterr().err  # the service's own log handler
+
+
+def test_console_mode_starts_the_embedded_redis_when_none_is_configured(
+    data_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = Settings.model_validate({"data_root": data_root})
+
+    def console_mode() -> bool:
+        return any(getattr(r, "event", None) == "bot.console_mode" for r in caplog.records)
+
+    async def scenario() -> None:
+        running = asyncio.create_task(serve(settings, FAST))
+        async with asyncio.timeout(WAIT_S):
+            while not console_mode():
+                await asyncio.sleep(0.01)
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the bot: its notifier stops
+            await running
+
+    caplog.set_level(logging.INFO)
+    asyncio.run(scenario())
+    assert (data_root / "redis").is_dir()

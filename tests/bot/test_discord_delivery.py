@@ -1,0 +1,157 @@
+"""DMs through discord.py's real HTTP client, against the local stand-in of Discord's REST
+API: login, opening the DM, posting embeds and charts, and 429s (Discord's and Cloudflare's)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import discord
+import pytest
+import redis
+
+from platform_core.event_bus import AsyncEventBus
+from platform_core.redis_connection import connect_async
+from tests.bot import factories
+from tests.bot.discord_standin import OWNER_ID, DiscordStandIn, Scripted, rate_limited
+from tests.bot.helpers import FAST, TOKEN, discord_client, publish, run_events, run_until, settled
+from trainer_bot.notifier import Notifier, NotifierConfig
+from trainer_bot.outbox import OutgoingMessage
+from trainer_bot.senders import (
+    DeliveryFailed,
+    DeliveryRateLimited,
+    DiscordSender,
+    DiscordUnreachable,
+)
+from trainer_bot.watch_store import WATCHING_KEY, WatchStore
+
+pytestmark = pytest.mark.integration
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+async def deliver_all(
+    redis_url: str,
+    redis_client: redis.Redis,
+    standin: DiscordStandIn,
+    monkeypatch: pytest.MonkeyPatch,
+    config: NotifierConfig = FAST,
+) -> Notifier:
+    """Run a notifier sending through discord.py until every entry is acknowledged."""
+    async with discord_client(standin, monkeypatch) as client:
+        redis_async = await connect_async(redis_url)
+        bus = AsyncEventBus(redis_async)
+        sender = DiscordSender(client)
+        notifier = Notifier(bus, WatchStore(redis_async), sender, OWNER_ID, config)
+        await run_until(notifier, lambda: settled(redis_client))
+        await redis_async.aclose()
+    return notifier
+
+
+def titles(standin: DiscordStandIn) -> list[str]:
+    return [str(embed["title"]) for message in standin.messages for embed in message.embeds]
+
+
+def test_events_become_dms_through_discord_py(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-1")
+    progress = [factories.metrics_progress(step=s, loss=3.0 - s / 100) for s in range(0, 50, 10)]
+    publish(redis_client, factories.queued(), factories.started(), *progress)
+    publish(redis_client, factories.completed())
+    standin = DiscordStandIn()
+
+    notifier = asyncio.run(deliver_all(redis_url, redis_client, standin, monkeypatch))
+
+    # discord.py logged in as a bot would, then opened the owner's DM once
+    assert standin.posted("/users/@me", "GET")
+    assert standin.posted("/oauth2/applications/@me", "GET")
+    [opened] = standin.posted("/users/@me/channels")
+    assert opened.body == {"recipient_id": OWNER_ID}
+    assert all(r.headers["Authorization"] == f"Bot {TOKEN}" for r in standin.requests)
+    assert titles(standin) == ["Queued · run-1", "Started · run-1", "Completed · run-1"]
+    [with_chart] = [m for m in standin.messages if m.files]
+    assert list(with_chart.files) == ["loss-run-1.png"]
+    assert with_chart.files["loss-run-1.png"].startswith(PNG_MAGIC)
+    assert notifier.sent == len(standin.messages)
+
+
+def test_a_burst_through_discord_py_honours_every_429(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-a", "run-b")
+    burst = run_events("run-a", 121) + run_events("run-b", 121)
+    burst += [factories.queued("run-other")] * (500 - len(burst))
+    publish(redis_client, *burst)
+    # Discord allows 2 messages per 0.2 s here and refuses the first two tries outright
+    standin = DiscordStandIn(limit=2, window_s=0.2)
+    standin.script(rate_limited(0.05), rate_limited(0.05))
+    config = NotifierConfig(
+        block_ms=20, summary_every_s=0.05, bucket_capacity=5, bucket_refill_per_s=50.0
+    )
+
+    notifier = asyncio.run(deliver_all(redis_url, redis_client, standin, monkeypatch, config))
+
+    notices = [t for t in titles(standin) if not t.startswith("Progress")]
+    assert len(notices) == 14  # every lifecycle, eval and checkpoint notice, once
+    assert {"Completed · run-a", "Completed · run-b"} <= set(notices)
+    assert standin.served_429 >= 2
+    assert len(standin.messages) <= 20  # 500 events, a handful of messages
+    for message in standin.messages:
+        assert len(message.embeds) <= 10
+    assert notifier.sent == len(standin.messages)
+    assert notifier.dropped == 0
+
+
+def test_a_cloudflare_429_is_waited_out_by_the_notifier(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-1")
+    publish(redis_client, factories.queued())
+    standin = DiscordStandIn()
+    standin.script(rate_limited(0.05, via=False))  # discord.py does not retry these itself
+
+    notifier = asyncio.run(deliver_all(redis_url, redis_client, standin, monkeypatch))
+
+    assert notifier.rate_limited == 1
+    assert titles(standin) == ["Queued · run-1"]
+
+
+def message() -> OutgoingMessage:
+    return OutgoingMessage([discord.Embed(title="hello")])
+
+
+@pytest.mark.parametrize(
+    ("answer", "raised", "detail"),
+    [
+        (rate_limited(45.0), DeliveryRateLimited, "45.00s"),  # beyond max_ratelimit_timeout
+        (rate_limited(7.0, via=False), DeliveryRateLimited, "7.00s"),
+        (Scripted(429, "banned"), DeliveryRateLimited, "60.00s"),  # no Retry-After at all
+        (Scripted(403, {"code": 50007, "message": "Cannot send"}), DeliveryFailed, "403"),
+        (Scripted(503, {"code": 0, "message": "upstream down"}), DiscordUnreachable, "503"),
+    ],
+)
+def test_discord_sender_turns_refusals_into_typed_errors(
+    monkeypatch: pytest.MonkeyPatch, answer: Scripted, raised: type[Exception], detail: str
+) -> None:
+    standin = DiscordStandIn()
+    standin.script(answer)
+
+    async def scenario() -> None:
+        client = discord.Client(intents=discord.Intents.none(), max_ratelimit_timeout=30.0)
+        async with discord_client(standin, monkeypatch, client):
+            with pytest.raises(raised, match=detail):
+                await DiscordSender(client).send(OWNER_ID, message())
+
+    asyncio.run(scenario())
+    assert standin.messages == []
+
+
+def test_discord_sender_reports_an_unreachable_discord(monkeypatch: pytest.MonkeyPatch) -> None:
+    standin = DiscordStandIn()
+
+    async def scenario() -> None:
+        async with discord_client(standin, monkeypatch) as client:
+            await standin.stop()  # Discord goes away after login
+            with pytest.raises(DiscordUnreachable, match="cannot reach Discord"):
+                await DiscordSender(client).send(OWNER_ID, message())
+
+    asyncio.run(scenario())

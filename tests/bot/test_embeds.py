@@ -1,0 +1,178 @@
+from __future__ import annotations
+
+import discord
+import pytest
+
+from platform_core.api_models import RunList, RunMetrics, RunProgress, RunPublic
+from tests.bot import factories
+from trainer_bot.embeds import (
+    NONE,
+    event_embed,
+    format_bytes,
+    format_duration,
+    format_metric,
+    format_rate,
+    progress_bar,
+    runs_embed,
+    status_embed,
+    summary_embed,
+)
+from trainer_bot.run_tracker import RunSnapshot
+
+
+def fields(embed: discord.Embed) -> dict[str, str]:
+    return {f.name or "": f.value or "" for f in embed.fields}
+
+
+def test_progress_bar() -> None:
+    assert progress_bar(0.35, width=10) == "███░░░░░░░ 35%"
+    assert progress_bar(1.0, width=4) == "████ 100%"
+    assert progress_bar(1.7, width=4) == "████ 100%"
+    assert progress_bar(-1, width=4) == "░░░░ 0%"
+    assert progress_bar(None) == NONE
+    assert progress_bar(float("nan")) == NONE
+
+
+def test_durations_numbers_and_sizes() -> None:
+    assert format_duration(7500) == "2h 05m"
+    assert format_duration(187) == "3m 07s"
+    assert format_duration(42.4) == "42s"
+    assert format_duration(-3) == "0s"
+    assert format_duration(None) == NONE
+    assert format_duration(float("inf")) == NONE
+    assert format_metric(2.345678) == "2.346"
+    assert format_metric(None) == NONE
+    assert format_rate(12345.6) == "12,346"
+    assert format_rate(None) == NONE
+    assert format_bytes(512) == "512 B"
+    assert format_bytes(3 * 1024 * 1024) == "3.0 MiB"
+    assert format_bytes(5 * 1024**4) == "5120.0 GiB"
+
+
+def test_lifecycle_embeds_name_the_run_and_its_figures() -> None:
+    queued = event_embed(factories.queued())
+    assert queued.title == "Queued · run-1"
+    assert queued.footer.text == "trainer.job.queued.v1"
+    assert fields(queued) == {"Job": "train_model", "Queue": "training"}
+    assert fields(event_embed(factories.started())) == {"Worker": "w1", "Attempt": "1"}
+    resumed = event_embed(factories.started(resumed_from_step=1200))
+    assert fields(resumed)["Resumed from step"] == "1,200"
+    failed = event_embed(factories.failed())
+    assert failed.colour == discord.Colour.red()
+    assert failed.description == "CUDA out of memory"
+    assert fields(failed) == {"Error": "OUT_OF_MEMORY", "Retrying": "no"}
+    cancelled = event_embed(factories.cancelled())
+    assert fields(cancelled) == {"Stopped": "cooperative", "At step": "40"}
+
+
+def test_completion_carries_the_latest_figures() -> None:
+    snapshot = RunSnapshot("run-1", step=100, total_steps=100, loss=1.5, perplexity=4.5)
+    snapshot.tokens_per_s = 999.0
+    embed = event_embed(factories.completed(), snapshot)
+    assert embed.colour == discord.Colour.green()
+    assert fields(embed) == {
+        "Duration": "1h 02m",
+        "Step": "100 / 100",
+        "Loss": "1.5",
+        "Perplexity": "4.5",
+        "Tokens/s": "999",
+    }
+    assert fields(event_embed(factories.completed())) == {"Duration": "1h 02m"}
+
+
+def test_metric_embeds() -> None:
+    config = fields(event_embed(factories.configured()))
+    assert config["Model"] == "char_lstm (tiny)"
+    assert config["Parameters"] == "123,456"
+    assert config["Device"] == "cpu · fp32"
+    evaluated = fields(event_embed(factories.evaluated()))
+    assert evaluated == {"Step": "50", "Eval loss": "2", "Perplexity": "7.389"}
+    saved = fields(event_embed(factories.checkpoint()))
+    # the file name only: the server's folders are nobody's business in a DM
+    assert saved == {"Step": "50", "File": "step-50.pt", "Size": "3.0 MiB", "Best so far": "2"}
+    assert "Best so far" not in fields(event_embed(factories.checkpoint(is_best=False)))
+    finished = fields(event_embed(factories.metrics_completed()))
+    assert finished["Perplexity"] == "4.95"
+    assert finished["Tokens/s"] == NONE
+
+
+def test_study_embeds() -> None:
+    assert event_embed(factories.study_started()).description == "lr sweep"
+    trial = event_embed(factories.trial_completed())
+    assert trial.title == "Trial 3 · study-1"
+    assert fields(trial) == {"State": "COMPLETE", "Value": "1.25"}
+    done = fields(event_embed(factories.study_completed()))
+    assert done["Trials"] == "6 done, 1 pruned, 1 failed"
+    assert done["Best trial"] == "#3: 1.25"
+    assert done["Best params"] == "layers=2, lr=0.001"
+    assert "Best trial" not in fields(event_embed(factories.study_completed(best=None)))
+
+
+def test_a_progress_event_rendered_directly_is_a_plain_update() -> None:
+    assert event_embed(factories.metrics_progress()).title == "Update · run-1"
+
+
+def test_summary_shows_bar_loss_rate_and_eta() -> None:
+    snapshot = RunSnapshot("run-1", step=30, total_steps=100, fraction=0.3, eta_s=125, loss=2.25)
+    embed = summary_embed(snapshot)
+    assert embed.title == "Progress · run-1"
+    assert embed.description == "██████░░░░░░░░░░░░░░ 30%"
+    assert fields(embed)["ETA"] == "2m 05s"
+    assert fields(embed)["Loss"] == "2.25"
+
+
+@pytest.mark.parametrize("status", ["queued", "running", "completed", "failed", "cancelled"])
+def test_status_embed_colours_by_status(status: str) -> None:
+    run = RunPublic.model_validate({"run_id": "run-9", "status": status})
+    embed = status_embed(run)
+    assert embed.title == f"run-9 · {status}"
+    assert fields(embed) == {"ETA": NONE}
+
+
+def test_status_embed_of_a_live_and_a_finished_run() -> None:
+    live = RunPublic(
+        run_id="run-2",
+        kind="train_model",
+        status="running",
+        eta_s=60,
+        heartbeat_age_s=3,
+        progress=RunProgress(step=5, total_steps=10, fraction=0.5, loss=2.0, tokens_per_s=100),
+    )
+    embed = status_embed(live)
+    assert embed.description == "██████████░░░░░░░░░░ 50%"
+    assert fields(embed) == {
+        "Job": "train_model",
+        "Step": "5 / 10",
+        "Loss": "2",
+        "Tokens/s": "100",
+        "ETA": "1m 00s",
+        "Last heartbeat": "3s ago",
+    }
+    done = RunPublic(
+        run_id="run-3",
+        status="completed",
+        message="finished 10 steps",
+        metrics=RunMetrics(final_loss=1.0, final_perplexity=2.7, best_eval_loss=0.9),
+    )
+    shown = fields(status_embed(done))
+    assert shown["Final loss"] == "1"
+    assert shown["Message"] == "finished 10 steps"
+
+
+def test_runs_embed_pages() -> None:
+    runs = [
+        RunPublic(run_id="run-a", status="running", kind="train_model"),
+        RunPublic(run_id="run-b", status="completed"),
+    ]
+    embed = runs_embed(RunList(items=runs, total=12, limit=2, offset=4))
+    assert embed.description == "`run-a` · running · train_model\n`run-b` · completed"
+    assert embed.footer.text == "5-6 of 12"
+    empty = runs_embed(RunList(items=[], total=0, limit=10, offset=0))
+    assert empty.description == "No runs yet."
+    assert empty.footer.text == "0-0 of 0"
+
+
+def test_summary_of_a_run_without_figures_yet() -> None:
+    embed = summary_embed(RunSnapshot("run-2"))
+    assert embed.description == NONE
+    assert set(fields(embed).values()) == {NONE}
