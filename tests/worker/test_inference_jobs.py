@@ -158,6 +158,39 @@ def test_a_run_without_weights_yet_is_a_conflict(
     assert record.error is not None and record.error.code is ErrorCode.CONFLICT
 
 
+@pytest.mark.parametrize("manifest", ['{"status": "failed"}', "{not json", '{"spec": 3}'])
+def test_a_run_without_a_usable_manifest_is_a_typed_failure(
+    redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch, manifest: str
+) -> None:
+    monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
+    folder = data_root / "runs" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(manifest)
+    record = _ask(redis_client, "generate", "b1", {"prompt": "x"}, run_id="broken")
+    assert record.status == "failed"
+    assert record.error is not None and record.error.code is ErrorCode.MODEL_NOT_FOUND
+
+
+def test_an_unexpected_error_still_ends_the_request(
+    redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug in the work must not leave the request "running" for its caller to wait on."""
+    enqueue_inference(redis_client, "generate", "run-x", "boom", {"prompt": "x"})
+
+    def broken(*_args: object) -> JsonObject:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr("trainer_worker.inference_jobs._load_run", broken)
+    with pytest.raises(RuntimeError):
+        run_inference(
+            "generate", "boom", {}, generate_work, client=redis_client, data_root=data_root
+        )
+    record = load_record(redis_client, "generate", "boom")
+    assert record is not None and record.status == "failed"
+    assert record.error is not None and record.error.code is ErrorCode.INTERNAL
+    assert "RuntimeError" in record.error.message
+
+
 def test_an_expired_request_is_not_found(
     redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

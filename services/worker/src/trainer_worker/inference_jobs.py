@@ -84,6 +84,15 @@ def run_inference(
             )
             save_record(client, failed)
             return {"request_id": request_id, "status": "failed", "error_code": error.code.value}
+        except Exception as error:  # a bug: the request must still end, not stay "running"
+            internal = InferenceError(
+                code=ErrorCode.INTERNAL, message=f"inference failed ({type(error).__name__})"
+            )
+            failed = record.model_copy(
+                update={"status": "failed", "error": internal, "finished_at": time.time()}
+            )
+            save_record(client, failed)
+            raise
         done = record.model_copy(
             update={"status": "completed", "result": result, "finished_at": time.time()}
         )
@@ -154,8 +163,13 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
     manifest_path = folder / "manifest.json"
     if not manifest_path.is_file():
         raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts")
-    manifest: dict[str, JsonValue] = json.loads(manifest_path.read_text(encoding="utf-8"))
-    spec = TrainRunSpec.model_validate(manifest["spec"])
+    try:
+        manifest: dict[str, JsonValue] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        spec = TrainRunSpec.model_validate(manifest["spec"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValidationError is a ValueError
+        raise AppError(
+            ErrorCode.MODEL_NOT_FOUND, f"run {run_id} has no usable manifest (no valid spec)"
+        ) from exc
     weights = _weights_of(folder)
     key = (run_id, f"{weights}:{weights.stat().st_mtime_ns}")
     if key in _models:

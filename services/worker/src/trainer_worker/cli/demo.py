@@ -1,30 +1,56 @@
-"""Train a BPE tokenizer and a tiny GPT-2 on the built-in corpus, following both live.
+"""Train a BPE tokenizer and a tiny GPT-2 on the built-in corpus through the API, live.
 
-This is the README's main job: it starts a worker process (sharing the embedded Redis when
-none is configured), enqueues the two runs, shows each one's progress from the event bus and
-prints the first and final eval perplexity and a sample.
+This is the README's main job: it starts the API (`python -m trainer_api`) on a free local
+port and a worker process, both on the same Redis (the embedded one when none is configured),
+submits the two runs with the project's HTTP client, follows each one's event stream (SSE)
+with a progress bar, and prints the first and final eval perplexity and a sample. The API and
+the worker are stopped at the end, after an error, and on Ctrl-C (which first cancels the run
+under way, so it stops at its next step and keeps a checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 
-import redis
+from pydantic import ValidationError
 
-from platform_core.errors import AppError, ErrorCode, ExitCode
-from platform_core.event_bus import EventBus
-from platform_core.events import Event, JobCompleted, JobFailed
-from platform_core.json_types import JsonObject
-from platform_core.queue import enqueue_job
+from platform_core.api_models import JobAccepted, RunCreate, RunMetrics, TokenizerCreate
+from platform_core.errors import AppError, ErrorCode, ExitCode, invalid_input
+from platform_core.http_client import ApiError, TrainerClient
 from platform_core.settings import Settings
+from platform_core.specs import ModelSpec, TokenizerSpec, TrainConfig, TrainRunSpec
 from trainer_worker.cli.follow import follow_run
-from trainer_worker.cli.progress import ProgressView
+from trainer_worker.cli.progress import ProgressView, format_number
+
+READY_TIMEOUT_S = 60.0  # the API imports FastAPI and connects to Redis: a second or two
+WATCH_INTERVAL_S = 0.5  # how often the API and worker processes are checked while following
+API_STOP_GRACE_S = 10.0  # uvicorn's graceful shutdown; our own streams are closed by then
+# a worker's warm shutdown waits for the job under way, which stops at its next step once
+# cancelled; a GPT-2 step on a slow CPU takes well under a second
+WORKER_STOP_GRACE_S = 30.0
+FORCED_STOP_S = 10.0  # after a second SIGTERM: RQ kills its horse, uvicorn drops connections
+
+
+@dataclass(frozen=True)
+class Child:
+    """A process the demo started, in its own session: a Ctrl-C reaches only the demo, which
+    then stops it in order."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,111 +64,193 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(client: redis.Redis, settings: Settings, args: argparse.Namespace) -> int:
+def run(settings: Settings, args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tokenizer_id, run_id = f"demo-bpe-{stamp}", f"demo-gpt2-{stamp}"
-    worker = None if args.no_worker else _start_worker(settings)
-    try:
-        tokenizer_spec: JsonObject = {"kind": "bpe", "vocab_size": args.vocab_size}
-        print(f"== tokenizer {tokenizer_id}: byte-level BPE on the built-in corpus")
-        outcome = _submit_and_follow(
-            client, "train_tokenizer", tokenizer_id, tokenizer_spec, worker
+    try:  # checked before anything starts
+        tokenizer = TokenizerCreate(
+            spec=TokenizerSpec(kind="bpe", vocab_size=args.vocab_size), tokenizer_id=tokenizer_id
         )
-        if not isinstance(outcome, JobCompleted):
-            return _exit_code(outcome)
-        model_spec: JsonObject = {
-            "model": {"family": "gpt2", "preset": args.preset},
-            "tokenizer_id": tokenizer_id,
-            "train": {
-                "max_steps": args.steps,
-                "batch_size": 16,
-                "block_size": 64,
-                "learning_rate": 3e-3,
-                "min_lr": 3e-4,
-                "warmup_steps": min(50, args.steps // 4),
-                "eval_every": max(1, args.steps // 4),
-                "eval_batches": 10,
-                "progress_every_s": 0.5,
-                "device": args.device,
-                "seed": args.seed,
-            },
-            "sample_max_new_tokens": 48,
-        }
-        print(f"== model {run_id}: GPT-2 {args.preset}, {args.steps} steps")
-        outcome = _submit_and_follow(client, "train_model", run_id, model_spec, worker)
-        if not isinstance(outcome, JobCompleted):
-            return _exit_code(outcome)
-        _report(settings.data_root / "runs" / run_id)
-        return ExitCode.OK
+        model = RunCreate(spec=_model_spec(tokenizer_id, args), run_id=run_id)
+    except ValidationError as exc:
+        raise invalid_input(exc, what="demo arguments") from exc
+    children: list[Child] = []
+    try:
+        port = _free_port()
+        api_env = {"APP__API__HOST": "127.0.0.1", "APP__API__PORT": str(port)}
+        children.append(spawn(settings, "api", ["-m", "trainer_api"], api_env))
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, children[0], READY_TIMEOUT_S)
+        print(f"API ready at {url}")
+        if not args.no_worker:
+            worker = ["-m", "trainer_worker.cli.main", "worker"]
+            children.append(spawn(settings, "worker", worker, {}))
+        api_key = settings.security.api_key
+        secret = api_key.get_secret_value() if api_key is not None else None
+        with TrainerClient(url, api_key=secret) as client:
+            runs: list[tuple[str, Callable[[str], JobAccepted]]] = [
+                (
+                    f"== tokenizer {tokenizer_id}: byte-level BPE on the built-in corpus",
+                    lambda key: client.train_tokenizer(tokenizer, idempotency_key=key),
+                ),
+                (
+                    f"== model {run_id}: GPT-2 {args.preset}, {args.steps} steps",
+                    lambda key: client.train_model(model, idempotency_key=key),
+                ),
+            ]
+            for header, submit in runs:
+                print(header)
+                code = submit_and_follow(client, submit, children)
+                if code != ExitCode.OK:
+                    return code
+            _report(client, run_id, settings.data_root)
+            return ExitCode.OK
     finally:
-        if worker is not None:
-            _stop_worker(worker)
+        for child in reversed(children):  # the worker first: its job may still publish
+            grace = WORKER_STOP_GRACE_S if child.name == "worker" else API_STOP_GRACE_S
+            stop(child, grace)
 
 
-def _submit_and_follow(
-    client: redis.Redis,
-    kind: str,
-    run_id: str,
-    spec: JsonObject,
-    worker: subprocess.Popen[bytes] | None,
-) -> Event:
-    bus = EventBus(client)
-    after = bus.last_id()
-    if kind == "train_tokenizer":
-        enqueue_job(client, "train_tokenizer", run_id, spec, description="demo tokenizer")
-    else:
-        enqueue_job(client, "train_model", run_id, spec, description="demo GPT-2")
-    view = ProgressView()
-    return follow_run(
-        bus,
-        run_id,
-        view.handle,
-        after_id=after,
-        still_alive=lambda: worker is None or worker.poll() is None,
+def _model_spec(tokenizer_id: str, args: argparse.Namespace) -> TrainRunSpec:
+    steps: int = args.steps
+    train = TrainConfig(
+        max_steps=steps,
+        batch_size=16,
+        block_size=64,
+        learning_rate=3e-3,
+        min_lr=3e-4,
+        warmup_steps=min(50, steps // 4),
+        eval_every=max(1, steps // 4),
+        eval_batches=10,
+        progress_every_s=0.5,
+        device=args.device,
+        seed=args.seed,
+    )
+    model = ModelSpec(family="gpt2", preset=args.preset)
+    return TrainRunSpec(
+        model=model, tokenizer_id=tokenizer_id, train=train, sample_max_new_tokens=48
     )
 
 
-def _report(folder: Path) -> None:
-    metrics = json.loads((folder / "eval" / "metrics.json").read_text(encoding="utf-8"))
-    first, final = metrics.get("first_perplexity"), metrics.get("final_perplexity")
-    print()
-    print(f"eval perplexity: first {first:.2f} -> final {final:.2f}")
-    samples = (folder / "eval" / "samples.jsonl").read_text(encoding="utf-8").splitlines()
-    if samples:
-        sample = json.loads(samples[0])
-        print(f"sample: {sample['prompt']!r} -> {sample['output']!r}")
-    print(f"artifacts: {folder}")
+def submit_and_follow(
+    client: TrainerClient, submit: Callable[[str], JobAccepted], children: list[Child]
+) -> int:
+    """Submit a run (with an idempotency key: the POST may be retried) and follow it to its
+    end; a Ctrl-C or an error on the way cancels it."""
+    accepted = submit(uuid.uuid4().hex)
+    try:
+        return follow_while_alive(client, accepted.run_id, children)
+    except BaseException:
+        cancel_quietly(client, accepted.run_id)
+        raise
 
 
-def _exit_code(outcome: Event) -> int:
-    if isinstance(outcome, JobFailed):
-        return outcome.payload.error_code.exit_code
-    return ExitCode.TRAINING
+def follow_while_alive(client: TrainerClient, run_id: str, children: list[Child]) -> int:
+    """`follow_run` in a thread, so that a process of ours that dies ends the wait: the event
+    stream would otherwise carry nothing but keep-alives from then on."""
+    outcome: Future[int] = Future()
+    view = ProgressView(out=sys.stdout)
+
+    def follow() -> None:
+        try:
+            outcome.set_result(follow_run(client, run_id, view.handle))
+        except BaseException as exc:  # handed to the waiting thread, which raises it
+            outcome.set_exception(exc)
+
+    threading.Thread(target=follow, name=f"follow-{run_id}", daemon=True).start()
+    while True:
+        try:
+            return outcome.result(timeout=WATCH_INTERVAL_S)
+        except TimeoutError:
+            pass
+        for child in children:
+            code = child.process.poll()
+            if code is not None:
+                raise AppError(
+                    ErrorCode.UPSTREAM_UNAVAILABLE,
+                    f"the {child.name} process exited with {code} before run {run_id} "
+                    f"ended; see {child.log}",
+                )
 
 
-def _start_worker(settings: Settings) -> subprocess.Popen[bytes]:
-    """A worker process with its log in the data root, so the terminal shows progress. With
-    no Redis configured it takes its own lease on this data root's embedded server."""
+def cancel_quietly(client: TrainerClient, run_id: str) -> None:
+    try:
+        client.cancel_run(run_id)
+        print(f"\nrun {run_id}: cancelled", file=sys.stderr)
+    except ApiError:  # it has already ended, or the API is gone: nothing left to stop
+        pass
+
+
+def _report(client: TrainerClient, run_id: str, data_root: Path) -> None:
+    metrics = client.get_run(run_id).metrics or RunMetrics()
+    first, final = format_number(metrics.first_perplexity), format_number(metrics.final_perplexity)
+    print(f"\neval perplexity: first {first} -> final {final}")
+    for sample in client.get_eval(run_id).samples[:1]:
+        print(f"sample: {sample.prompt!r} -> {sample.output!r}")
+    print(f"artifacts: {data_root / 'runs' / run_id}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def spawn(settings: Settings, name: str, args: list[str], env: Mapping[str, str]) -> Child:
+    """`python ARGS` in its own session, its output in `<data root>/logs/demo-<name>.log` so
+    the terminal shows progress. With no Redis configured it takes its own lease on this data
+    root's embedded server."""
     log_dir = settings.data_root / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_dir / "demo-worker.log").open("ab")
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "trainer_worker.cli.main", "worker"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    log.close()
-    print(f"worker started (pid {worker.pid}, log {log_dir / 'demo-worker.log'})")
-    return worker
+    log = log_dir / f"demo-{name}.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(  # noqa: S603 - this interpreter, our own modules
+            [sys.executable, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **env},
+            start_new_session=True,
+        )
+    print(f"{name} started (pid {process.pid}, log {log})")
+    return Child(name, process, log)
 
 
-def _stop_worker(worker: subprocess.Popen[bytes]) -> None:
-    if worker.poll() is None:
-        worker.send_signal(signal.SIGTERM)  # RQ's warm shutdown
-        try:
-            worker.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait()
-    if worker.returncode not in (0, -signal.SIGTERM):
-        raise AppError(ErrorCode.INTERNAL, f"worker exited with {worker.returncode}")
+def wait_until_ready(url: str, api: Child, timeout_s: float) -> None:
+    """Poll GET /readyz until the API is ready; fail if its process exits or time runs out."""
+    deadline = time.monotonic() + timeout_s
+    with TrainerClient(url, max_retries=0, timeout_s=2.0) as probe:
+        while True:
+            try:
+                ready = probe.readyz().status == "ready"
+            except ApiError:
+                ready = False  # not listening yet
+            if ready:
+                return
+            code = api.process.poll()
+            if code is not None:
+                message = f"the API process exited with {code} before it was ready; see {api.log}"
+                raise AppError(ErrorCode.UPSTREAM_UNAVAILABLE, message)
+            if time.monotonic() > deadline:
+                message = f"the API was not ready within {timeout_s:g} s; see {api.log}"
+                raise AppError(ErrorCode.UPSTREAM_UNAVAILABLE, message)
+            time.sleep(0.1)
+
+
+def stop(child: Child, grace_s: float) -> None:
+    """SIGTERM: a warm shutdown for RQ (the job under way ends first), a graceful one for
+    uvicorn. A second SIGTERM after `grace_s` forces both (RQ then kills its work horse);
+    SIGKILL when even that is ignored."""
+    try:
+        for wait_s in (grace_s, FORCED_STOP_S):
+            if child.process.poll() is not None:
+                return
+            child.process.send_signal(signal.SIGTERM)
+            try:
+                child.process.wait(timeout=wait_s)
+            except subprocess.TimeoutExpired:
+                print(f"the {child.name} did not stop within {wait_s:g} s", file=sys.stderr)
+    finally:
+        if child.process.poll() is None:
+            child.process.kill()
+            child.process.wait()

@@ -1,39 +1,63 @@
-"""Follow one run on the event bus until its terminal event."""
+"""Follow one run through the API's event stream (SSE) until it ends, and turn its outcome
+into the CLI contract's exit code."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
-from platform_core.errors import AppError, ErrorCode
-from platform_core.event_bus import EventBus
-from platform_core.events import TERMINAL_TYPES, Event, JobFailed
+from platform_core.errors import ErrorCode, ExitCode
+from platform_core.events import TERMINAL_TYPES, Event, JobCancelled, JobFailed
+from platform_core.http_client import ApiError, TrainerClient
+
+# a dropped stream is resumed from its last event id; this many reconnects in a row without an
+# event in between means the API is gone, not a blip
+MAX_RECONNECTS = 5
+RECONNECT_DELAY_S = 0.5  # times the number of failed reconnects so far
 
 
-def follow_run(
-    bus: EventBus,
-    run_id: str,
-    on_event: Callable[[Event], None],
-    *,
-    after_id: str = "0-0",
-    still_alive: Callable[[], bool] = lambda: True,
-) -> Event:
-    """Pass each event of `run_id` after `after_id` to `on_event`; return the terminal one.
-    `still_alive` is polled while nothing arrives, so a dead worker ends the wait."""
-    cursor = after_id
+def follow_run(client: TrainerClient, run_id: str, on_event: Callable[[Event], None]) -> int:
+    """Pass each event of `run_id`, from its start, to `on_event` until its terminal event;
+    the exit code of the run's outcome. A stream that drops is resumed with Last-Event-ID."""
+    last_id: str | None = None
+    failures = 0
     while True:
-        deliveries = bus.read(cursor, count=500, block_ms=500)
-        if not deliveries and not still_alive():
-            raise AppError(
-                ErrorCode.UPSTREAM_UNAVAILABLE, "the worker stopped before the run ended"
-            )
-        for delivery in deliveries:
-            cursor = delivery.id
-            if delivery.event.run_id != run_id:
-                continue
-            on_event(delivery.event)
-            if delivery.event.type in TERMINAL_TYPES and not _will_retry(delivery.event):
-                return delivery.event
+        try:
+            for item in client.stream_events(run_id, last_id):
+                last_id, failures = item.id, 0
+                on_event(item.event)
+                if ends_run(item.event):
+                    return exit_code_of(item.event)
+        except ApiError as error:
+            if error.status != 0 or failures >= MAX_RECONNECTS:
+                raise
+            failures += 1
+            time.sleep(RECONNECT_DELAY_S * failures)
+            continue
+        # The API ended the stream without a terminal event: the run ended and its terminal
+        # event was trimmed from the bus; its status says how.
+        return _exit_code_of_status(client.get_run(run_id).status)
 
 
-def _will_retry(event: Event) -> bool:
-    return isinstance(event, JobFailed) and event.payload.retrying
+def ends_run(event: Event) -> bool:
+    """A terminal event; a failure that will be retried is not one."""
+    if isinstance(event, JobFailed) and event.payload.retrying:
+        return False
+    return event.type in TERMINAL_TYPES
+
+
+def exit_code_of(event: Event) -> int:
+    """The exit code of a terminal event: 0 completed, a failure's own code, or CANCELLED's."""
+    if isinstance(event, JobFailed):
+        return event.payload.error_code.exit_code
+    if isinstance(event, JobCancelled):
+        return ErrorCode.CANCELLED.exit_code
+    return ExitCode.OK
+
+
+def _exit_code_of_status(status: str) -> int:
+    if status == "completed":
+        return ExitCode.OK
+    if status == "cancelled":
+        return ErrorCode.CANCELLED.exit_code
+    return ExitCode.TRAINING  # failed, with its code no longer on the bus

@@ -33,6 +33,30 @@ def format_duration(seconds: float | None) -> str:
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes:02d}:{secs:02d}"
 
 
+def format_status(
+    fraction: float,
+    step: int,
+    total: int | None,
+    *,
+    loss: float | None,
+    tokens_per_s: float | None,
+    eta_s: float | None,
+) -> str:
+    """`42.0% step 420/1000 loss 2.1234 12,345 tok/s ETA 01:05`: a run's progress in a line."""
+    parts = [f"{fraction * 100:5.1f}%"]
+    parts.append(f"step {step}/{total}" if total else f"step {step}")
+    if loss is not None:
+        parts.append(f"loss {loss:.4f}")
+    if tokens_per_s is not None:
+        parts.append(f"{tokens_per_s:,.0f} tok/s")
+    parts.append(f"ETA {format_duration(eta_s)}")
+    return " ".join(parts)
+
+
+def format_number(value: float | None, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
 def render_bar(fraction: float, width: int = BAR_WIDTH) -> str:
     filled = round(max(0.0, min(1.0, fraction)) * width)
     return "█" * filled + "·" * (width - filled)
@@ -76,14 +100,14 @@ class ProgressView:
             self._line(describe(event))
 
     def _status(self) -> str:
-        parts = [f"{self.fraction * 100:5.1f}%"]
-        parts.append(f"step {self.step}/{self.total}" if self.total else f"step {self.step}")
-        if self.loss is not None:
-            parts.append(f"loss {self.loss:.4f}")
-        if self.tokens_per_s is not None:
-            parts.append(f"{self.tokens_per_s:,.0f} tok/s")
-        parts.append(f"ETA {format_duration(self.eta_s)}")
-        return " ".join(parts)
+        return format_status(
+            self.fraction,
+            self.step,
+            self.total,
+            loss=self.loss,
+            tokens_per_s=self.tokens_per_s,
+            eta_s=self.eta_s,
+        )
 
     def _draw(self) -> None:
         if self.live:
