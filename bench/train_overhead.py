@@ -10,6 +10,10 @@ last one before the final eval, over the time between the two events. The bare l
 timed over the same steps. The two alternate which goes first, repetition by repetition; a
 ratio is the median of the repetitions' paired ratios.
 
+On a CUDA device the script then runs GPT-2 124M in bf16 with torch.compile through the same
+job and prints its tokens/s and its model FLOPs utilisation against the bf16 matrix-multiply
+peak it measures on that device.
+
 Usage: python bench/train_overhead.py [--repeats 3] [--steps 80]
 Redis: REDIS_URL when set, else the project's embedded redis-server under a temp data root.
 The last line printed is one JSON object with the figures issue 3 names.
@@ -27,6 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from pydoc_data.topics import topics
+from typing import Literal
 
 import redis
 import torch
@@ -59,11 +64,27 @@ class Case:
     tokenizer: JsonObject  # train_tokenizer spec
     batch_size: int
     block_size: int
+    preset: str = "tiny"
+    device: Literal["cpu", "cuda"] = "cpu"
+    precision: Literal["fp32", "bf16"] = "fp32"
+    compile: bool = False
 
 
 CASES = (
     Case("gpt2", {"kind": "bpe", "vocab_size": 512}, batch_size=8, block_size=64),
     Case("char_lstm", {"kind": "char"}, batch_size=16, block_size=64),
+)
+# on a CUDA device: GPT-2 124M (the 124M shape over a 512-token BPE vocabulary) in bf16 with
+# torch.compile; its tokens/s and model FLOPs utilisation against the measured bf16 peak
+GPU_CASE = Case(
+    "gpt2",
+    {"kind": "bpe", "vocab_size": 512},
+    batch_size=16,
+    block_size=1024,
+    preset="124M",
+    device="cuda",
+    precision="bf16",
+    compile=True,
 )
 
 
@@ -79,8 +100,9 @@ def train_config(case: Case, steps: int) -> TrainConfig:
         eval_batches=2,
         progress_every_steps=PROGRESS_EVERY,
         progress_every_s=1e9,  # progress by step count only, as the bare loop is timed
-        device="cpu",
-        precision="fp32",
+        device=case.device,
+        precision=case.precision,
+        compile=case.compile,
         seed=11,
     )
 
@@ -94,7 +116,7 @@ def job_tokens_per_s(
     client: redis.Redis, case: Case, tokenizer_id: str, steps: int, run_id: str
 ) -> float:
     spec: JsonObject = {
-        "model": {"family": case.family, "preset": "tiny"},
+        "model": {"family": case.family, "preset": case.preset},
         "tokenizer_id": tokenizer_id,
         "corpus": {"path": "corpus.txt"},
         "train": json.loads(json.dumps(train_config(case, steps).to_dict())),
@@ -183,6 +205,45 @@ def measure(client: redis.Redis, data_root: Path, repeats: int, steps: int) -> J
     return figures
 
 
+def bf16_matmul_peak_flops(size: int = 8192, repeats: int = 20) -> float:
+    """The device's bf16 matrix-multiply rate, measured: the denominator of MFU."""
+    a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
+    for _ in range(3):
+        torch.matmul(a, b)  # warm-up: kernel selection and clocks
+    torch.cuda.synchronize()
+    started = time.perf_counter()
+    for _ in range(repeats):
+        torch.matmul(a, b)
+    torch.cuda.synchronize()
+    return 2 * size**3 * repeats / (time.perf_counter() - started)
+
+
+def gpu_figures(client: redis.Redis, steps: int) -> JsonObject:
+    """GPT-2 124M, bf16, torch.compile through the real job: tokens/s and MFU (the model's
+    FLOPs per token, 6N plus attention, as in nanoGPT's estimate, times tokens/s, over the
+    measured bf16 peak)."""
+    case = GPU_CASE
+    tokens_per_s = job_tokens_per_s(client, case, train_tokenizer(client, case), steps, "gpu-124m")
+    spec = ModelSpec(family="gpt2", preset="124M")
+    params = sum(p.numel() for p in build_model(spec, 512, 0).parameters())
+    layers, width = 12, 768  # the 124M shape (platform_core.specs presets)
+    flops_per_token = 6 * params + 12 * layers * width * case.block_size
+    peak = bf16_matmul_peak_flops()
+    mfu = flops_per_token * tokens_per_s / peak
+    print(
+        f"gpu: GPT-2 124M bf16 compiled {tokens_per_s:,.0f} tokens/s, {params / 1e6:.1f}M "
+        f"params, bf16 peak {peak / 1e12:.0f} TFLOP/s measured, MFU {mfu:.1%}",
+        flush=True,
+    )
+    return {
+        "gpu_124m_tokens_per_s": round(tokens_per_s, 1),
+        "gpu_mfu": round(mfu, 4),
+        "gpu_bf16_peak_tflops": round(peak / 1e12, 1),
+        "gpu_name": torch.cuda.get_device_name(),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3, help="paired runs per model")
@@ -202,6 +263,8 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         try:
             figures = measure(client, data_root, args.repeats, args.steps)
+            if torch.cuda.is_available():
+                figures.update(gpu_figures(client, args.steps))
         finally:
             client.close()
             if embedded is not None:
@@ -216,6 +279,7 @@ def main() -> None:
         "char_lstm_bare_tokens_per_s": figures["char_lstm_bare_tokens_per_s"],
         "device": "cpu",
         "threads": torch.get_num_threads(),
+        **{key: value for key, value in figures.items() if key.startswith("gpu_")},
         "repeats": args.repeats,
         "steps": args.steps,
     }
