@@ -70,6 +70,7 @@ def test_a_running_run_shows_heartbeat_progress_and_eta(
         run_id,
         {"step": 10, "total_steps": 20, "epoch": 0.5, "fraction": 0.5, "eta_s": 12.5, "loss": 2.25},
     )
+    store.set_progress(run_id, {"last_checkpoint_step": 8})
 
     run = client.get_run(run_id)
     assert run.status == "running"
@@ -78,6 +79,7 @@ def test_a_running_run_shows_heartbeat_progress_and_eta(
     assert run.progress is not None
     assert (run.progress.step, run.progress.total_steps, run.progress.loss) == (10, 20, 2.25)
     assert run.progress.tokens_per_s is None
+    assert run.progress.last_checkpoint_step == 8
 
 
 def test_a_finished_run_known_only_from_its_manifest(

@@ -136,7 +136,9 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
         status="running",
         eta_s=60,
         heartbeat_age_s=3,
-        progress=RunProgress(step=5, total_steps=10, fraction=0.5, loss=2.0, tokens_per_s=100),
+        progress=RunProgress(
+            step=5, total_steps=10, fraction=0.5, loss=2.0, tokens_per_s=100, last_checkpoint_step=4
+        ),
     )
     embed = status_embed(live)
     assert embed.description == "██████████░░░░░░░░░░ 50%"
@@ -145,6 +147,7 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
         "Step": "5 / 10",
         "Loss": "2",
         "Tokens/s": "100",
+        "Last checkpoint": "step 4",
         "ETA": "1m 00s",
         "Last heartbeat": "3s ago",
     }

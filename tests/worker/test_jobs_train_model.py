@@ -113,6 +113,7 @@ def test_train_model_end_to_end(
     store = RunStateStore(redis_client)
     assert store.status("run-a") is RunStatus.COMPLETED, store.message("run-a")
     assert int(store.progress("run-a")["step"]) == 30
+    assert int(store.progress("run-a")["last_checkpoint_step"]) == 30  # for GET /runs/{id}
 
     events = _events(redis_client, "run-a")
     kinds = [e.type.split(".", 1)[1] for e in events]

@@ -159,6 +159,7 @@ class RunProgress(BaseModel):
     eta_s: float | None = None
     loss: float | None = None
     tokens_per_s: float | None = None
+    last_checkpoint_step: int | None = None  # the newest checkpoint written, once there is one
 
 
 class RunMetrics(BaseModel):

@@ -236,6 +236,7 @@ def _progress(figures: dict[str, str]) -> RunProgress | None:
         eta_s=_number(figures.get("eta_s")),
         loss=_number(figures.get("loss")),
         tokens_per_s=_number(figures.get("tokens_per_s")),
+        last_checkpoint_step=_integer(figures.get("last_checkpoint_step")),
     )
 
 

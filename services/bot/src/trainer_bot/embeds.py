@@ -240,8 +240,8 @@ def summary_embed(snapshot: RunSnapshot) -> discord.Embed:
 
 
 def status_embed(run: RunPublic) -> discord.Embed:
-    """`/status`: the run's state, progress bar, loss, throughput, ETA and, once it has
-    finished, its final figures."""
+    """`/status`: the run's state, progress bar, loss, throughput, last checkpoint, ETA and,
+    once it has finished, its final figures."""
     progress = run.progress
     embed = discord.Embed(
         title=f"{run.run_id} · {run.status}",
@@ -254,6 +254,8 @@ def status_embed(run: RunPublic) -> discord.Embed:
         embed.add_field(name="Step", value=_step(progress.step, progress.total_steps))
         embed.add_field(name="Loss", value=format_metric(progress.loss))
         embed.add_field(name="Tokens/s", value=format_rate(progress.tokens_per_s))
+        if progress.last_checkpoint_step is not None:
+            embed.add_field(name="Last checkpoint", value=f"step {progress.last_checkpoint_step}")
     embed.add_field(name="ETA", value=format_duration(run.eta_s))
     if run.heartbeat_age_s is not None:
         embed.add_field(name="Last heartbeat", value=f"{format_duration(run.heartbeat_age_s)} ago")

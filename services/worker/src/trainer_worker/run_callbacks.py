@@ -165,6 +165,7 @@ class RunCallbacks:
         context.publish(
             MetricsCheckpoint(run_id=context.run_id, user_id=context.user_id, payload=payload)
         )
+        context.store.set_progress(context.run_id, {"last_checkpoint_step": meta.step})
 
     def should_stop(self) -> bool:
         now = time.monotonic()
