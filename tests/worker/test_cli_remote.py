@@ -165,6 +165,7 @@ def test_submit_follow_status_logs_generate_and_score(
     shown = dict(line.split(maxsplit=1) for line in status.out.splitlines() if " " in line)
     assert shown["run"] == "cli-run" and shown["status"] == "completed"
     assert shown["progress"].startswith("100.0% step 10/10 loss ")
+    assert shown["checkpoint"] == "step 10"  # the final save
     assert "-> final" in status.out and "steps      10 in " in status.out
     run = RunPublic.model_validate(cli("status", "cli-run", "--json").json())
     assert run.metrics is not None and run.metrics.steps == 10

@@ -286,6 +286,8 @@ def _status(client: TrainerClient, args: argparse.Namespace) -> int:
             fraction, step, p.total_steps, loss=p.loss, tokens_per_s=p.tokens_per_s, eta_s=run.eta_s
         )
         fields["progress"] = line.strip()
+        if p.last_checkpoint_step is not None:
+            fields["checkpoint"] = f"step {p.last_checkpoint_step}"
     if run.heartbeat_age_s is not None:
         fields["heartbeat"] = f"{run.heartbeat_age_s:.1f} s ago"
     if run.metrics is not None:
