@@ -11,7 +11,7 @@ source .venv/bin/activate
 # Coverage floors: platform_core is held at 100% (seed 003 §22); the project-wide floor is
 # raised as the project grows and never lowered.
 PLATFORM_CORE_FLOOR=100
-PROJECT_FLOOR=95
+PROJECT_FLOOR=96
 
 bash scripts/lint.sh
 
