@@ -4,6 +4,7 @@ build or a target names exists."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from pathlib import Path
@@ -59,11 +60,25 @@ def test_every_long_running_service_has_a_healthcheck_and_a_restart_policy(
     compose: JsonObject,
 ) -> None:
     for name, service in _services(compose).items():
-        if name == "bot":
-            continue  # checked in test_the_bot_waits_for_a_healthy_api
         test = _list(_object(service["healthcheck"])["test"])
         assert test[0] == "CMD" and len(test) > 1, name
         assert service["restart"] == "unless-stopped", name
+
+
+@pytest.mark.parametrize(
+    ("service", "module"),
+    [
+        ("worker", "trainer_worker.healthcheck"),
+        ("worker-gpu", "trainer_worker.healthcheck"),
+        ("bot", "trainer_bot.healthcheck"),
+    ],
+)
+def test_worker_and_bot_health_checks_run_their_check_module(
+    compose: JsonObject, service: str, module: str
+) -> None:
+    test = _list(_object(_services(compose)[service]["healthcheck"])["test"])
+    assert test == ["CMD", "python", "-m", module]
+    assert importlib.util.find_spec(module) is not None
 
 
 def test_the_bot_waits_for_a_healthy_api(compose: JsonObject) -> None:
@@ -78,13 +93,29 @@ def test_named_volumes_hold_the_data_root_the_hf_cache_and_redis(compose: JsonOb
     assert set(_object(compose["volumes"])) == {"data", "hf_cache", "redis_data"}
     for name in ("api", "worker", "worker-gpu", "bot"):
         assert "data:/data" in _list(services[name]["volumes"]), name
-        env = _object(services[name]["environment"])
-        assert env["APP__DATA_ROOT"] == "/data" and env["APP__REDIS__URL"] == "redis://redis:6379/0"
+        assert _object(services[name]["environment"])["APP__DATA_ROOT"] == "/data"
     for name in ("worker", "worker-gpu"):
         assert "hf_cache:/hf-cache" in _list(services[name]["volumes"])
         assert _object(services[name]["environment"])["HF_HOME"] == "/hf-cache"
     assert "redis_data:/data" in _list(services["redis"]["volumes"])
     assert "--appendonly" in _list(services["redis"]["command"])
+
+
+def _interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's `${VAR:-default}`: VAR when set and non-empty, else the default."""
+    return re.sub(r"\$\{(\w+):-([^}]*)\}", lambda m: variables.get(m[1]) or m[2], value)
+
+
+def test_the_redis_url_comes_from_env_with_the_compose_redis_as_default(
+    compose: JsonObject,
+) -> None:
+    # `environment` wins over env_file, so a plain value would hide the one in .env
+    other = "redis://:s3cret@other-redis:6380/1"
+    for name in ("api", "worker", "worker-gpu", "bot"):
+        url = str(_object(_services(compose)[name]["environment"])["APP__REDIS__URL"])
+        assert _interpolate(url, {}) == "redis://redis:6379/0", name
+        assert _interpolate(url, {"APP__REDIS__URL": ""}) == "redis://redis:6379/0", name
+        assert _interpolate(url, {"APP__REDIS__URL": other}) == other, name
 
 
 def test_secrets_come_from_env_file_and_never_from_the_compose_file(compose: JsonObject) -> None:

@@ -8,8 +8,10 @@ import json
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
 from trainer_bot import bot as bot_module
 from trainer_bot.bot import TrainerBot, main, serve
 from trainer_bot.commands import BotServices
+from trainer_bot.heartbeat import heartbeat_key, unhealthy_reason
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 
 pytestmark = pytest.mark.integration
@@ -76,6 +79,16 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
             lines.append(json.loads(line))
             if lines[-1].get("event") == "bot.dm":
                 break
+        # both notifier loops went round to send that DM, so the container's check passes
+        check = subprocess.run(
+            [sys.executable, "-m", "trainer_bot.healthcheck"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=WAIT_S,
+            check=False,
+        )
+        assert (check.returncode, check.stdout) == (0, "healthy\n"), check.stderr
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=WAIT_S) == ExitCode.OK
     finally:
@@ -107,6 +120,10 @@ def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
                 while not standin.messages:
                     await asyncio.sleep(0.01)
         assert bot.notifier.sent == 1
+        # logged in over REST only: no gateway session, so no commands, and the check says so
+        assert not bot.connected()
+        fields = redis_client.hgetall(heartbeat_key(socket.gethostname()))
+        assert unhealthy_reason(fields, time.time()) == "not connected to the Discord gateway"
         await bot.close()  # closing twice is harmless
         await client.aclose()
 

@@ -47,8 +47,16 @@ class TrainerBot(BotClient):
                 ErrorCode.CONFIG_INVALID, "DISCORD_OWNER_ID must be set when DISCORD_TOKEN is"
             )
         sender = DiscordSender(self)
-        self.notifier = Notifier(bus, services.watches, sender, services.owner_id, config)
+        self.notifier = Notifier(
+            bus, services.watches, sender, services.owner_id, config, connected=self.connected
+        )
         self._notifier_task: asyncio.Task[None] | None = None
+
+    def connected(self) -> bool:
+        """Whether the gateway session, which brings the commands, is up now: DMs go over REST,
+        but a bot that cannot hear its commands does not work. discord.py reconnects by itself;
+        the health check's retries give it time to."""
+        return self.is_ready() and self.ws.open
 
     async def setup_hook(self) -> None:
         await super().setup_hook()

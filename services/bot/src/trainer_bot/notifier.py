@@ -12,6 +12,9 @@ Two loops share one outbox:
   a message Discord refuses outright (a 4xx) is dropped, after `max_send_attempts`.
 
 So a restart loses nothing: whatever had not reached Discord is still pending in the group.
+
+Each loop stamps the bot's heartbeat (see `heartbeat`) as it goes round; the delivery loop
+never naps longer than `heartbeat_every_s`, so a quiet bot still shows that it is alive.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from platform_core.event_bus import AsyncEventBus, Delivery
 from platform_core.events import TERMINAL_TYPES, JobCompleted, JobProgress, MetricsProgress
 from trainer_bot.charts import loss_chart_png
 from trainer_bot.embeds import event_embed, summary_embed
+from trainer_bot.heartbeat import Heartbeat, always_connected
 from trainer_bot.outbox import Attachment, Notice, Outbox, OutgoingMessage
 from trainer_bot.rate_limit import TokenBucket
 from trainer_bot.run_tracker import RunSnapshot
@@ -51,6 +55,7 @@ class NotifierConfig:
     max_notices: int = 100  # waiting notices beyond this drop the oldest non-terminal one
     max_send_attempts: int = 3  # a message Discord refuses (4xx, not 429) this often is dropped
     failure_backoff_s: float = 5.0  # wait before sending again after a refusal or an outage
+    heartbeat_every_s: float = 10.0  # well inside the health check's MAX_AGE_S (120 s)
 
 
 class Notifier:
@@ -62,6 +67,7 @@ class Notifier:
         recipient: int,
         config: NotifierConfig | None = None,
         *,
+        connected: Callable[[], bool] = always_connected,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.bus = bus
@@ -74,6 +80,7 @@ class Notifier:
             self.config.bucket_capacity, self.config.bucket_refill_per_s, clock=clock
         )
         self._clock = clock
+        self.heartbeat = Heartbeat(bus.client, self.config.heartbeat_every_s, connected)
         self._snapshots: dict[str, RunSnapshot] = {}
         self._wakeup = asyncio.Event()
         self._stopping = False
@@ -104,6 +111,7 @@ class Notifier:
     async def consume(self) -> None:
         cursor = READING_PENDING
         while not self._stopping:
+            await self.heartbeat.beat("consume")
             reading_new = cursor == READING_NEW
             deliveries = await self.bus.consume(
                 self.config.group,
@@ -164,15 +172,17 @@ class Notifier:
     async def deliver(self) -> None:
         message: OutgoingMessage | None = None
         failures = 0
+        beat_s = self.config.heartbeat_every_s
         while not self._stopping:
+            await self.heartbeat.beat("deliver")
             await self._summarise_when_due()
             message = message or self.outbox.next_message()
             if message is None:
-                await self._nap(self._next_summary - self._clock())
+                await self._nap(min(self._next_summary - self._clock(), beat_s))
                 continue
             wait_s = self.bucket.wait_s()
-            if wait_s > 0:
-                await self._nap(wait_s)
+            if wait_s > 0:  # a long 429 is waited out in naps, each followed by a heartbeat
+                await self._nap(min(wait_s, beat_s))
                 continue
             self.bucket.try_take()
             try:
