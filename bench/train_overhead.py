@@ -3,7 +3,7 @@ same model, batches and dtype (issue 3's benchmark), for GPT-2 tiny and Char-LST
 
 The job runs for real: enqueued on Redis, taken by an in-process RQ SimpleWorker, with its
 heartbeat thread, run state, progress events on the bus, eval history and callbacks; only
-interval checkpoints are off (`checkpoint_every` unset). Its throughput is read from its own
+interval checkpoints are off (`checkpoint_every=None`). Its throughput is read from its own
 progress events: the tokens trained between the first progress event after warm-up and the
 last one before the final eval, over the time between the two events. The bare loop (below,
 ~50 lines: get_batch, forward, loss, backward, clip, AdamW step, the same LR schedule) is
@@ -98,6 +98,7 @@ def train_config(case: Case, steps: int) -> TrainConfig:
         warmup_steps=5,
         eval_every=steps,  # evals at step 0 and at the end only: outside the timed window
         eval_batches=2,
+        checkpoint_every=None,  # only the final save, after the timed window
         progress_every_steps=PROGRESS_EVERY,
         progress_every_s=1e9,  # progress by step count only, as the bare loop is timed
         device=case.device,

@@ -92,6 +92,9 @@ def test_log_context_rejects_unknown_fields() -> None:
         ("url ?api_key=k-123456&x=1", "k-123456"),
         ('{"password": "pa55word"}', "pa55word"),
         ("DISCORD_TOKEN=abcdef123", "abcdef123"),
+        ('{"token": "abc123def456"}', "abc123def456"),
+        ("refresh_token=abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
+        ("password: letmein", "letmein"),
         ("mail alice.smith@example.org now", "alice.smith@example.org"),
         ("configured value sup3r-s3cret-value appears", "sup3r-s3cret-value"),
     ],
@@ -102,6 +105,22 @@ def test_formatter_masks_secrets(stream: io.StringIO, text: str, leaked: str) ->
     raw = stream.getvalue()
     assert leaked not in raw
     assert MASK in raw
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "token: console",
+        "mode token: console",
+        "eos token: <|endoftext|>",
+        '{"token": "<unk>"}',
+        "token=50256",
+    ],
+)
+def test_tokenizer_prose_after_token_is_kept(text: str) -> None:
+    """ "token" is everyday vocabulary in a tokenizer project; only a value that looks
+    generated is masked after it."""
+    assert SecretMasker().mask(text) == text
 
 
 def test_exceptions_are_masked_too(stream: io.StringIO) -> None:

@@ -43,7 +43,6 @@ def test_job_routing() -> None:
         "evaluate",
         "generate",
         "score",
-        "study",
     }
     assert job_id_for("r", 1) == "r"
     assert job_id_for("r", 3) == "r--attempt-3"
@@ -69,6 +68,27 @@ def test_enqueue_marks_queued_and_publishes(redis_client: redis.Redis) -> None:
     assert isinstance(delivery.event, JobQueued)
     assert delivery.event.payload.queue == INFERENCE_QUEUE
     assert delivery.event.user_id == 5
+
+
+def test_a_kind_without_a_job_is_refused_before_anything_is_written(
+    redis_client: redis.Redis,
+) -> None:
+    """ "study" is an event kind, but no worker job runs it yet."""
+    with pytest.raises(AppError, match="no worker job runs kind 'study'") as info:
+        enqueue_job(redis_client, "study", "study-1", {})
+    assert info.value.code is ErrorCode.INVALID_INPUT
+    assert RunStateStore(redis_client).status("study-1") is None
+    assert EventBus(redis_client).read() == []
+    assert Queue(TRAINING_QUEUE, connection=redis_client).count == 0
+
+
+def test_cancel_events_go_to_the_callers_bus(redis_client: redis.Redis) -> None:
+    custom = EventBus(redis_client, stream="custom:events")
+    RunStateStore(redis_client).set_status("queued", RunStatus.QUEUED)
+    assert request_cancel(redis_client, "queued", bus=custom) == "cancelled"
+    (delivery,) = custom.read()
+    assert isinstance(delivery.event, JobCancelled)
+    assert EventBus(redis_client).read() == []
 
 
 def test_delayed_enqueue_is_scheduled(redis_client: redis.Redis) -> None:

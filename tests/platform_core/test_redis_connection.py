@@ -68,6 +68,23 @@ def test_unreachable_redis_is_a_clear_error_with_the_password_masked() -> None:
     assert "REDIS_URL" in raised.value.message
 
 
+@pytest.mark.integration
+def test_a_client_for_blocking_reads_outwaits_the_connect_timeout(redis_url: str) -> None:
+    """An RQ worker's BLPOP waits minutes; only connecting and the first PING are bounded."""
+    short = connect(redis_url, timeout_s=0.2)
+    blocking = connect(redis_url, timeout_s=0.2, blocking_reads=True)
+    try:
+        with pytest.raises(redis.TimeoutError):
+            short.blpop(["nothing-queued"], timeout=1)
+        assert blocking.blpop(["nothing-queued"], timeout=1) is None  # waited it out
+    finally:
+        short.close()
+        blocking.close()
+    with pytest.raises(AppError) as raised:
+        connect(f"redis://127.0.0.1:{closed_port()}/0", timeout_s=0.2, blocking_reads=True)
+    assert raised.value.code is ErrorCode.REDIS_UNAVAILABLE
+
+
 def test_an_invalid_url_is_a_configuration_error() -> None:
     with pytest.raises(AppError) as raised:
         connect("http://:hunter2@redis:6379")

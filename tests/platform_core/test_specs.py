@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import CorpusOptions, TrainConfig
+from platform_core.specs import CorpusOptions, TrainConfig, TrainRunSpec
 
 
 @pytest.mark.parametrize(
@@ -47,3 +47,14 @@ def test_train_config_refuses_each_bad_value_with_a_config_error(
     with pytest.raises(AppError, match=message) as err:
         TrainConfig(**fields)  # type: ignore[arg-type]  # parametrized mix of int/float fields
     assert err.value.code is ErrorCode.CONFIG_INVALID
+
+
+def test_runs_checkpoint_by_default_and_may_opt_out() -> None:
+    """A crashed run resumes from its last interval checkpoint, not from step 0."""
+    config = TrainConfig()
+    assert config.checkpoint_every == 200
+    assert config.checkpoint_every % config.eval_every == 0  # each save has a fresh eval loss
+    spec = {"model": {"family": "char_lstm"}, "tokenizer_id": "t"}
+    assert TrainRunSpec.model_validate(spec).train.checkpoint_every == 200
+    opted_out = TrainRunSpec.model_validate({**spec, "train": {"checkpoint_every": None}})
+    assert opted_out.train.checkpoint_every is None  # only the final save

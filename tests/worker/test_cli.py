@@ -19,7 +19,9 @@ import redis
 
 from platform_core.api_models import TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
 from platform_core.events import (
+    JobCancelled,
     JobFailed,
     JobProgress,
     JobProgressPayload,
@@ -249,6 +251,40 @@ def test_worker_burst_runs_queued_jobs(
     assert RunStateStore(redis_client).status("tok-cli") is RunStatus.COMPLETED
 
 
+@pytest.mark.integration
+def test_an_idle_worker_takes_a_new_job_at_once_without_redis_timeouts(
+    redis_client: redis.Redis, redis_url: str, data_root: Path, tmp_path: Path
+) -> None:
+    """An idle worker waits minutes in one BLPOP: a read timeout as short as the connect
+    timeout (0.5 s here) made it log timeout errors and back off before taking a job."""
+    log_path = tmp_path / "worker.log"
+    with log_path.open("w") as log:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "trainer_worker.cli.main", "worker", "--queues", "training"],
+            env=_env(data_root, REDIS_URL=redis_url, APP__REDIS__CONNECT_TIMEOUT_S="0.5"),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while "Listening on" not in log_path.read_text() and time.monotonic() < deadline:
+            assert worker.poll() is None, log_path.read_text()[-2000:]
+            time.sleep(0.1)
+        time.sleep(4)  # idle for many read timeouts' worth
+        enqueue_job(redis_client, "train_tokenizer", "tok-idle", {"kind": "char"})
+        enqueued = time.monotonic()
+        store = RunStateStore(redis_client)
+        while store.status("tok-idle") is RunStatus.QUEUED and time.monotonic() - enqueued < 30:
+            time.sleep(0.05)
+        picked_up_s = time.monotonic() - enqueued
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(timeout=60)
+    text = log_path.read_text()
+    assert picked_up_s < 2.0, text[-2000:]
+    assert "could not connect to Redis" not in text and "Timeout" not in text, text[-2000:]
+
+
 def test_unreachable_redis_is_a_clear_error_and_exit_code(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], data_root: Path
 ) -> None:
@@ -278,7 +314,8 @@ def test_maintenance_forces_stuck_cancellations_and_survives_redis_errors(
     store.set_status("stuck", RunStatus.RUNNING)
     store.request_cancel("stuck", now=1.0)
     stop = threading.Event()
-    thread = threading.Thread(target=maintain, args=(redis_client, stop))
+    bus = EventBus(redis_client, stream="custom:events")
+    thread = threading.Thread(target=maintain, args=(bus, stop))
     thread.start()
     try:
         for _ in range(500):
@@ -289,10 +326,11 @@ def test_maintenance_forces_stuck_cancellations_and_survives_redis_errors(
         stop.set()
         thread.join()
     assert store.status("stuck") is RunStatus.CANCELLED
+    assert [type(d.event) for d in bus.read()] == [JobCancelled]  # on the configured stream
 
     broken = redis.Redis(port=9, socket_connect_timeout=0.1)
     stop = threading.Event()
-    thread = threading.Thread(target=maintain, args=(broken, stop))
+    thread = threading.Thread(target=maintain, args=(EventBus(broken), stop))
     with caplog.at_level(logging.WARNING):
         thread.start()
         stop.wait(0.2)

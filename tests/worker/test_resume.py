@@ -19,7 +19,7 @@ from rq import Queue, SimpleWorker
 from safetensors.torch import load_file
 
 from platform_core.event_bus import EventBus
-from platform_core.events import MetricsEval, MetricsProgress
+from platform_core.events import JobProgress, JobStarted, MetricsEval, MetricsProgress
 from platform_core.json_types import JsonObject
 from platform_core.queue import TRAINING_QUEUE, enqueue_job, requeue_stale_runs
 from platform_core.run_state import RunStateStore, RunStatus
@@ -169,6 +169,17 @@ def test_killed_worker_resumes_to_the_same_weights_without_repeating_metrics(
     assert progress == sorted(set(progress)), str(progress)  # no step twice
     assert progress[-1] == 400
     assert evals == sorted(set(evals)) and evals[-1] == 400
+    # each attempt announces itself before anything else it publishes, the second one with
+    # the step it resumed from
+    starts = [e for e in events if isinstance(e, JobStarted)]
+    assert [(e.payload.attempt, e.payload.resumed_from_step) for e in starts] == [
+        (1, None),
+        (2, killed_at - 20 if corrupt_newest else killed_at),
+    ]
+    notice = next(
+        e for e in events if isinstance(e, JobProgress) and e.payload.message.startswith("resumed")
+    )
+    assert events.index(notice) > events.index(starts[1])
     history = [
         json.loads(line)["step"]
         for line in (folder / "eval" / "history.jsonl").read_text().splitlines()

@@ -21,6 +21,7 @@ import redis.asyncio
 from redis.typing import EncodableT, FieldT
 
 from platform_core.events import Event, EventDecodeError, decode_event, encode_event
+from platform_core.settings import RedisSettings
 
 STREAM = "trainer:events"
 DEFAULT_MAXLEN = 100_000
@@ -122,6 +123,11 @@ class EventBus:
         self.client = client
         self.stream = stream
         self.maxlen = maxlen
+
+    @classmethod
+    def from_settings(cls, client: redis.Redis, settings: RedisSettings) -> EventBus:
+        """The bus on the configured stream and cap (`APP__REDIS__EVENTS_STREAM`, `..._MAXLEN`)."""
+        return cls(client, stream=settings.events_stream, maxlen=settings.events_maxlen)
 
     def publish(self, event: Event) -> str:
         entry_id = self.client.xadd(
@@ -262,6 +268,11 @@ class AsyncEventBus:
         self.client = client
         self.stream = stream
         self.maxlen = maxlen
+
+    @classmethod
+    def from_settings(cls, client: redis.asyncio.Redis, settings: RedisSettings) -> AsyncEventBus:
+        """The bus on the configured stream and cap (`APP__REDIS__EVENTS_STREAM`, `..._MAXLEN`)."""
+        return cls(client, stream=settings.events_stream, maxlen=settings.events_maxlen)
 
     async def publish(self, event: Event) -> str:
         entry_id = await self.client.xadd(

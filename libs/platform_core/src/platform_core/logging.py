@@ -79,11 +79,21 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         rf"\g<k>{MASK}",
     ),
     (re.compile(r"(?i)(?P<k>\bbearer\s+)[A-Za-z0-9._~+/=-]+"), rf"\g<k>{MASK}"),
-    # api_key=..., X-Api-Key: ..., "token": "...", password=..., secret: ...
+    # api_key=..., X-Api-Key: ..., password=..., secret: ...: whatever the value
     (
         re.compile(
-            r"(?i)(?P<k>(?<![a-z0-9])(?:x-api-key|api[_-]?key|access[_-]?token|token|secret|password|passwd|pwd)"
+            r"(?i)(?P<k>(?<![a-z0-9])(?:x-api-key|api[_-]?key|access[_-]?token|secret|password|passwd|pwd)"
             r"['\"]?\s*[:=]\s*['\"]?)[^\s'\",}&]+"
+        ),
+        rf"\g<k>{MASK}",
+    ),
+    # "token": "...", DISCORD_TOKEN=...: only a value that looks generated (8+ characters with
+    # a digit, or 20+), since tokenizer talk ("token: console", "eos token: <|endoftext|>") is
+    # prose here
+    (
+        re.compile(
+            r"(?i)(?P<k>(?<![a-z0-9])token['\"]?\s*[:=]\s*['\"]?)"
+            r"(?:(?=[^\s'\",}&]*[0-9])[^\s'\",}&]{8,}|[^\s'\",}&]{20,})"
         ),
         rf"\g<k>{MASK}",
     ),

@@ -5,6 +5,9 @@ imports the worker (and torch). Cancellation has two stages: a cooperative flag 
 checks between steps (it keeps a final checkpoint and publishes `trainer.job.cancelled.v1`
 with stage "cooperative"), then, for a run still going after a grace period, RQ's stop command
 (stage "forced", published here).
+
+Functions that publish take the caller's `bus`, built from its settings
+(`EventBus.from_settings`); without one they publish on the default stream.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from platform_core.events import (
 from platform_core.json_types import JsonObject
 from platform_core.run_state import RunStateStore, RunStatus
 
-TRAINING_QUEUE = "training"  # long jobs: tokenizers, models, studies
+TRAINING_QUEUE = "training"  # long jobs: tokenizers, models
 INFERENCE_QUEUE = "inference"  # short jobs, so a generate never waits behind a day of training
 
 JOB_FUNCTIONS: dict[JobKind, str] = {
@@ -43,13 +46,11 @@ JOB_FUNCTIONS: dict[JobKind, str] = {
     "evaluate": "trainer_worker.jobs.evaluate",
     "generate": "trainer_worker.jobs.generate",
     "score": "trainer_worker.jobs.score",
-    "study": "trainer_worker.jobs.run_study",
-}
+}  # "study" is an event kind with no job yet: enqueue_job refuses it
 _JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
 _QUEUE_OF: dict[JobKind, str] = {
     "train_tokenizer": TRAINING_QUEUE,
     "train_model": TRAINING_QUEUE,
-    "study": TRAINING_QUEUE,
     "evaluate": INFERENCE_QUEUE,
     "generate": INFERENCE_QUEUE,
     "score": INFERENCE_QUEUE,
@@ -81,9 +82,12 @@ def enqueue_job(
     attempt: int = 1,
     delay_s: float = 0.0,
     description: str = "",
+    bus: EventBus | None = None,
 ) -> None:
     """Put a job on its queue (after `delay_s`, for a retry's backoff), mark the run queued
-    and publish `trainer.job.queued.v1`."""
+    and publish `trainer.job.queued.v1` on `bus` (default: the default stream)."""
+    if kind not in JOB_FUNCTIONS:
+        raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
     if not RUN_ID_PATTERN.fullmatch(run_id):
         raise AppError(
             ErrorCode.INVALID_INPUT,
@@ -111,7 +115,7 @@ def enqueue_job(
         queue.enqueue_in(timedelta(seconds=delay_s), JOB_FUNCTIONS[kind], **arguments)
     else:
         queue.enqueue(JOB_FUNCTIONS[kind], **arguments)
-    EventBus(client).publish(
+    (bus or EventBus(client)).publish(
         JobQueued(
             run_id=run_id,
             user_id=user_id,
@@ -125,7 +129,7 @@ CancelOutcome = Literal["cancelled", "requested", "forced"]
 
 
 def request_cancel(
-    client: redis.Redis, run_id: str, *, user_id: int | None = None
+    client: redis.Redis, run_id: str, *, user_id: int | None = None, bus: EventBus | None = None
 ) -> CancelOutcome:
     """Stage one. A queued run is cancelled at once ("cancelled"); a running one gets the
     cooperative flag ("requested"). A finished or unknown run is CONFLICT / NOT_FOUND."""
@@ -139,7 +143,8 @@ def request_cancel(
     if status is RunStatus.QUEUED:
         _cancel_rq_job(client, store.job_id(run_id) or run_id)
         store.set_status(run_id, RunStatus.CANCELLED, message="cancelled before it started")
-        _publish_cancelled(client, run_id, user_id, "cooperative", "cancelled before it started")
+        event = _cancelled(run_id, user_id, "cooperative", "cancelled before it started")
+        (bus or EventBus(client)).publish(event)
         return "cancelled"
     return "requested"
 
@@ -152,6 +157,7 @@ def force_cancel_if_stuck(
     grace_s: float,
     now: float | None = None,
     user_id: int | None = None,
+    bus: EventBus | None = None,
 ) -> bool:
     """Stage two: when the run is still running `grace_s` after the request, ask RQ to stop
     its work horse, mark it cancelled and publish the forced cancellation. Returns whether it
@@ -167,12 +173,12 @@ def force_cancel_if_stuck(
         _log.warning("stop command found no executing job", extra={"run_id": run_id})
     message = f"did not stop within {grace_s:.0f} s of the request; stopped by force"
     store.set_status(run_id, RunStatus.CANCELLED, message=message)
-    _publish_cancelled(client, run_id, user_id, "forced", message)
+    (bus or EventBus(client)).publish(_cancelled(run_id, user_id, "forced", message))
     return True
 
 
 def sweep_cancellations(
-    client: redis.Redis, *, grace_s: float, now: float | None = None
+    client: redis.Redis, *, grace_s: float, now: float | None = None, bus: EventBus | None = None
 ) -> list[str]:
     """Force-stop every running run whose cancel request is older than `grace_s`; any worker
     runs this periodically. Returns the run ids it stopped."""
@@ -181,14 +187,18 @@ def sweep_cancellations(
     for run_id in store.cancel_requests():
         requested_at = store.cancel_requested_at(run_id)
         if requested_at is not None and force_cancel_if_stuck(
-            client, run_id, requested_at=requested_at, grace_s=grace_s, now=now
+            client, run_id, requested_at=requested_at, grace_s=grace_s, now=now, bus=bus
         ):
             stopped.append(run_id)
     return stopped
 
 
 def requeue_stale_runs(
-    client: redis.Redis, *, stale_after_s: float, now: float | None = None
+    client: redis.Redis,
+    *,
+    stale_after_s: float,
+    now: float | None = None,
+    bus: EventBus | None = None,
 ) -> list[str]:
     """Runs marked running whose heartbeat stopped `stale_after_s` ago lost their worker
     (killed, machine gone): enqueue their next attempt, which resumes from the newest valid
@@ -212,6 +222,7 @@ def requeue_stale_runs(
             user_id=int(user) if user else None,
             attempt=_attempt_of(store.job_id(run_id)) + 1,
             description=f"resume {run_id}",
+            bus=bus,
         )
         _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
         requeued.append(run_id)
@@ -231,17 +242,8 @@ def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
         _log.info("no cancellable RQ job", extra={"event": "queue.cancel_missing"})
 
 
-def _publish_cancelled(
-    client: redis.Redis,
-    run_id: str,
-    user_id: int | None,
-    stage: Literal["cooperative", "forced"],
-    message: str,
-) -> None:
-    EventBus(client).publish(
-        JobCancelled(
-            run_id=run_id,
-            user_id=user_id,
-            payload=JobCancelledPayload(stage=stage, message=message),
-        )
-    )
+def _cancelled(
+    run_id: str, user_id: int | None, stage: Literal["cooperative", "forced"], message: str
+) -> JobCancelled:
+    payload = JobCancelledPayload(stage=stage, message=message)
+    return JobCancelled(run_id=run_id, user_id=user_id, payload=payload)

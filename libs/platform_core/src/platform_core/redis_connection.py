@@ -5,8 +5,9 @@ A configured Redis that cannot be reached is a clear REDIS_UNAVAILABLE error wit
 retries a few times with a short backoff, which rides out a Redis restart without stalling
 a caller for long. Messages never show a URL's password (`mask_url`).
 
-`timeout_s` is also the socket read timeout, so blocking reads (XREAD BLOCK, BLPOP) must block
-for less than it, or the caller passes a larger one; RQ workers raise it themselves.
+`timeout_s` is also the socket read timeout, so blocking reads (XREAD BLOCK) must block for
+less than it. A client that blocks longer (an RQ worker waits up to ~405 s in BLPOP) asks for
+`blocking_reads`: no read timeout once connected (RQ then sets its own, just over its wait).
 """
 
 from __future__ import annotations
@@ -51,8 +52,23 @@ def mask_url(url: str) -> str:
     return _PASSWORD_PARAM.sub(rf"\1{MASK}", url)
 
 
-def connect(url: str, *, timeout_s: float = 2.0) -> redis.Redis:
-    """A client for `url` that has answered PING; REDIS_UNAVAILABLE if it does not."""
+def connect(url: str, *, timeout_s: float = 2.0, blocking_reads: bool = False) -> redis.Redis:
+    """A client for `url` that has answered PING; REDIS_UNAVAILABLE if it does not. With
+    `blocking_reads`, its reads have no timeout; connecting and the PING still do."""
+    client = _pinged(url, timeout_s)
+    if not blocking_reads:
+        return client
+    # the pool would reuse the PING's connection, which reads with timeout_s: start afresh
+    client.close()
+    return redis.Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_s,
+        socket_timeout=None,
+        retry=Retry(_steady_backoff(), _STEADY_RETRIES),
+    )
+
+
+def _pinged(url: str, timeout_s: float) -> redis.Redis:
     try:
         # one attempt: an unreachable Redis fails within timeout_s
         client = redis.Redis.from_url(
@@ -104,13 +120,13 @@ def resolve_redis_url(url: str | None, data_root: Path) -> tuple[str, EmbeddedRe
 
 @contextmanager
 def open_redis(
-    url: str | None, data_root: Path, *, timeout_s: float = 2.0
+    url: str | None, data_root: Path, *, timeout_s: float = 2.0, blocking_reads: bool = False
 ) -> Iterator[redis.Redis]:
     """A connected client for the configured Redis, or for the embedded one when `url` is
     unset (released on exit: the last holder's release stops it)."""
     resolved, embedded = resolve_redis_url(url, data_root)
     try:
-        client = connect(resolved, timeout_s=timeout_s)
+        client = connect(resolved, timeout_s=timeout_s, blocking_reads=blocking_reads)
         try:
             yield client
         finally:

@@ -107,7 +107,10 @@ class TrainConfig:
     eval_batches: int = 20  # holdout micro-batches per evaluation; bounds its cost
     early_stopping_patience: int | None = None  # evals without improvement before stopping
     early_stopping_min_delta: float = 0.0  # improvement smaller than this does not count
-    checkpoint_every: int | None = None  # steps between on_checkpoint calls; None = only at end
+    # steps between interval checkpoints; None = only the final one. 200 bounds what a crash
+    # loses to 200 steps, is a multiple of eval_every (each save carries a fresh eval loss for
+    # keep_best_k) and gives the default 1000-step run 4 saves, of which retention keeps 1-2.
+    checkpoint_every: int | None = 200
     # progress reports: whichever comes first
     progress_every_steps: int = 10  # report at least every this many steps
     progress_every_s: float = 30.0  # and at least this often on slow steps

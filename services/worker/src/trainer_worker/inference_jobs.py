@@ -1,9 +1,9 @@
 """Inference on a trained run: generate, score and evaluate, each answering into the Redis
 result cache (`platform_core.inference_results`) by request id.
 
-The run's weights are its final model, or its newest checkpoint while it still trains. Loaded
-models are kept per worker process (a few, least recently used first out) so a conversation of
-generate requests does not reload weights each time.
+The run's weights are its final model, or its newest checkpoint while it still trains. They are
+loaded for each request: RQ runs every job in a freshly forked work horse, so nothing a job
+loads outlives it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import json
 import logging
 import math
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -46,8 +45,6 @@ from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
 from trainer_worker.tokenizers.protocol import Tokenizer
 
 _log = logging.getLogger(__name__)
-_CACHE_SIZE = 2  # models held per worker; tiny ones cost little, a 124M GPT-2 ~0.5 GB
-_models: OrderedDict[tuple[str, str], tuple[nn.Module, Tokenizer]] = OrderedDict()
 
 Work = Callable[[nn.Module, Tokenizer, JsonObject, TrainRunSpec, Path], JsonObject]
 
@@ -171,11 +168,6 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
             ErrorCode.MODEL_NOT_FOUND, f"run {run_id} has no usable manifest (no valid spec)"
         ) from exc
     weights = _weights_of(folder)
-    key = (run_id, f"{weights}:{weights.stat().st_mtime_ns}")
-    if key in _models:
-        _models.move_to_end(key)
-        model, tokenizer = _models[key]
-        return model, tokenizer, spec, folder
     tokenizer = load_tokenizer(tokenizer_dir(data_root, spec.tokenizer_id))
     model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
     if weights.name == "model.safetensors":
@@ -183,9 +175,6 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
     else:
         load_checkpoint(weights, model)
     model.eval()
-    _models[key] = (model, tokenizer)
-    while len(_models) > _CACHE_SIZE:
-        _models.popitem(last=False)
     return model, tokenizer, spec, folder
 
 

@@ -1,9 +1,10 @@
 """The lifecycle every job goes through: running -> completed | failed | cancelled.
 
-`run_job` marks the run running, publishes `trainer.job.started.v1`, beats from its own
-thread, runs the job's body, and turns the outcome into the terminal status, message and
-event. Failures are classified by their error code (USER_INPUT, TRANSIENT, FATAL); only
-TRANSIENT ones are retried, with backoff and a bound.
+`run_job` marks the run running, publishes `trainer.job.started.v1` (or leaves that to a body
+that first finds the step it resumes from), beats from its own thread, runs the job's body, and
+turns the outcome into the terminal status, message and event. Failures are classified by
+their error code (USER_INPUT, TRANSIENT, FATAL); only TRANSIENT ones are retried, with backoff
+and a bound.
 """
 
 from __future__ import annotations
@@ -54,19 +55,36 @@ class JobContext:
     user_id: int | None
     attempt: int
     data_root: Path
-    client: redis.Redis
-    bus: EventBus
+    bus: EventBus  # on the configured stream; its client is the worker's connection
     store: RunStateStore
     # set by the body
     message: str = ""
     artifact_dir: str | None = None
     cancelled_at_step: int | None = None
     manifest_path: Path | None = None  # where a failure is recorded once the run has one
-    resumed_from_step: int | None = None
     _started: float = field(default_factory=time.monotonic)
+    _announced: bool = False
+
+    @property
+    def client(self) -> redis.Redis:
+        return self.bus.client
 
     def publish(self, event: Event) -> None:
         self.bus.publish(event)
+
+    def announce_start(self, *, resumed_from_step: int | None = None) -> None:
+        """Publish `trainer.job.started.v1`, once per attempt: later calls do nothing."""
+        if self._announced:
+            return
+        self._announced = True
+        payload = JobStartedPayload(
+            kind=self.kind,
+            worker=f"{socket.gethostname()}:{os.getpid()}",
+            attempt=self.attempt,
+            resumed_from_step=resumed_from_step,
+        )
+        self.publish(JobStarted(run_id=self.run_id, user_id=self.user_id, payload=payload))
+        _log.info("job started", extra={"event": "job.started", "attempt": self.attempt})
 
     def should_stop(self) -> bool:
         """The cooperative cancel flag (one Redis round trip)."""
@@ -115,36 +133,31 @@ def run_job(
     spec: JsonObject,
     body: Body,
     *,
-    client: redis.Redis,
+    bus: EventBus,
     data_root: Path,
     attempt: int = 1,
     user_id: int | None = None,
+    body_announces_start: bool = False,
 ) -> JsonObject:
-    """Run `body` inside the lifecycle; return a small JSON-safe result."""
-    store = RunStateStore(client)
+    """Run `body` inside the lifecycle; return a small JSON-safe result. With
+    `body_announces_start` the body calls `context.announce_start` itself, once it knows the
+    step it resumes from (a failure before that announces the start first)."""
+    store = RunStateStore(bus.client)
     context = JobContext(
         run_id=run_id,
         kind=kind,
         user_id=user_id,
         attempt=attempt,
         data_root=data_root,
-        client=client,
-        bus=EventBus(client),
+        bus=bus,
         store=store,
     )
     with log_context(run_id=run_id):
         if store.status(run_id) is RunStatus.CANCELLED:  # cancelled while it waited
             return {"run_id": run_id, "status": RunStatus.CANCELLED.value}
         store.set_status(run_id, RunStatus.RUNNING)
-        worker = f"{socket.gethostname()}:{os.getpid()}"
-        context.publish(
-            JobStarted(
-                run_id=run_id,
-                user_id=user_id,
-                payload=JobStartedPayload(kind=kind, worker=worker, attempt=attempt),
-            )
-        )
-        _log.info("job started", extra={"event": "job.started", "attempt": attempt})
+        if not body_announces_start:
+            context.announce_start()
         try:
             with Heartbeat(store, run_id, defaults.HEARTBEAT_INTERVAL_S):
                 result = body(context)
@@ -181,6 +194,7 @@ def _cancelled(context: JobContext, result: JsonObject) -> JsonObject:
 
 
 def _fail(context: JobContext, spec: JsonObject, error: AppError) -> JsonObject:
+    context.announce_start()  # a body that failed before announcing (a bad spec) started too
     retrying = (
         error.failure_class is FailureClass.TRANSIENT
         and context.attempt < defaults.TRANSIENT_MAX_ATTEMPTS
@@ -208,6 +222,7 @@ def _fail(context: JobContext, spec: JsonObject, error: AppError) -> JsonObject:
             user_id=context.user_id,
             attempt=context.attempt + 1,
             delay_s=delay,
+            bus=context.bus,
         )
     else:
         context.store.set_status(context.run_id, RunStatus.FAILED, message=error.message)

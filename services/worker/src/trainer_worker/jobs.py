@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from rq import get_current_job
 
 from platform_core.errors import AppError, ErrorCode, invalid_input
+from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
 from platform_core.json_types import JsonObject
 from platform_core.settings import load_settings
@@ -62,7 +63,10 @@ def train_model(
     def body(context: JobContext) -> JsonObject:
         return train_model_body(spec, context)
 
-    return _lifecycle("train_model", run_id, spec, body, attempt=attempt, user_id=user_id)
+    # the body announces the start once it knows the step it resumes from
+    return _lifecycle(
+        "train_model", run_id, spec, body, attempt=attempt, user_id=user_id, announces_start=True
+    )
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:
@@ -87,17 +91,26 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
 
 
 def _lifecycle(
-    kind: JobKind, run_id: str, spec: JsonObject, body: Body, *, attempt: int, user_id: int | None
+    kind: JobKind,
+    run_id: str,
+    spec: JsonObject,
+    body: Body,
+    *,
+    attempt: int,
+    user_id: int | None,
+    announces_start: bool = False,
 ) -> JsonObject:
+    settings = load_settings()
     return run_job(
         kind,
         run_id,
         spec,
         body,
-        client=_connection(),
-        data_root=_data_root(),
+        bus=EventBus.from_settings(_connection(), settings.redis),
+        data_root=settings.data_root.resolve(),
         attempt=attempt,
         user_id=user_id,
+        body_announces_start=announces_start,
     )
 
 

@@ -77,11 +77,24 @@ class _Prepared:
 
 
 def train_model_body(spec_json: JsonObject, context: JobContext) -> JsonObject:
+    """The body of a `train_model` job; it announces the job's start itself (`run_job`'s
+    `body_announces_start`), with the step it resumes from."""
     started = time.monotonic()
-    run = _prepare(parse_spec(spec_json), context)
     folder = run_dir(context.data_root, context.run_id)
+    if not folder.exists():  # a first attempt: nothing to resume, announce before preparing
+        context.announce_start()
+    run = _prepare(parse_spec(spec_json), context)
     watermark = _watermark(context)  # read before the resume notice moves the live step
-    resume = _resume_or_start_clean(folder, run, context)
+    resume = _resume_or_start_clean(folder, run)
+    context.announce_start(resumed_from_step=resume.state.step if resume else None)
+    if resume is not None:
+        context.progress(
+            step=resume.state.step,
+            total_steps=run.spec.train.max_steps,
+            epoch=0,
+            eta_s=None,
+            message=_resume_message(resume),
+        )
     (folder / "eval").mkdir(parents=True, exist_ok=True)
     run.manifest["resumed_from_step"] = resume.state.step if resume else None
     context.manifest_path = folder / "manifest.json"
@@ -104,7 +117,7 @@ def _resume_message(resume: ResumePoint) -> str:
     return f"resumed from step {resume.state.step}{skipped}"
 
 
-def _resume_or_start_clean(folder: Path, run: _Prepared, context: JobContext) -> ResumePoint | None:
+def _resume_or_start_clean(folder: Path, run: _Prepared) -> ResumePoint | None:
     """A run folder left by an earlier attempt resumes from its newest valid checkpoint; one
     without any starts over."""
     if not folder.exists():
@@ -112,14 +125,6 @@ def _resume_or_start_clean(folder: Path, run: _Prepared, context: JobContext) ->
     resume = load_resume_point(folder / "checkpoints", run.model)
     if resume is None:
         shutil.rmtree(folder)
-        return None
-    context.progress(
-        step=resume.state.step,
-        total_steps=run.spec.train.max_steps,
-        epoch=0,
-        eta_s=None,
-        message=_resume_message(resume),
-    )
     return resume
 
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from platform_core.errors import AppError, ExitCode
+from platform_core.event_bus import EventBus
 from platform_core.logging import configure_logging
 from platform_core.redis_connection import open_redis
 from platform_core.settings import Settings, load_settings
@@ -88,13 +89,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in ("list-checkpoints", "cleanup"):  # disk only: works while Redis is down
             return _checkpoint_command(settings, args)
         redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
+        is_worker = args.command == "worker"
         with open_redis(
-            redis_url, settings.data_root, timeout_s=settings.redis.connect_timeout_s
+            redis_url,
+            settings.data_root,
+            timeout_s=settings.redis.connect_timeout_s,
+            blocking_reads=is_worker,  # an idle worker waits minutes in one BLPOP
         ) as client:
-            if args.command == "worker":
+            if is_worker:
                 from trainer_worker.worker import run_worker  # noqa: PLC0415 - loads rq
 
-                run_worker(client, args.queues, burst=args.burst, name=args.name)
+                bus = EventBus.from_settings(client, settings.redis)
+                run_worker(client, args.queues, bus=bus, burst=args.burst, name=args.name)
                 return ExitCode.OK
             # the demo's API and worker processes share this Redis; holding it here keeps an
             # embedded one up from the first process's start to the last one's stop
