@@ -12,10 +12,11 @@ as subprocesses on one Redis.
     `time.monotonic_ns()` (CLOCK_MONOTONIC, shared by every process on the host) pushed to
     Redis; the two paths alternate which goes first, one job at a time, each sent once the
     worker is idle again.
-(b) status: `GET /runs/{id}` of a finished run (Redis pipeline + its manifest on disk) against
-    `GET /healthz` (an `async def` that touches nothing) on the same server, requests/s with
-    32 concurrent keep-alive HTTP/1.1 connections from a lean asyncio client (so the client
-    takes little of the two cores from the server); phases alternate; ratio of the medians.
+(b) status: `GET /runs/{id}` of finished runs (their Redis keys + manifests on disk), each
+    client polling a run of its own, against `GET /healthz` (an `async def` that touches
+    nothing) on the same server, requests/s with 32 concurrent keep-alive HTTP/1.1
+    connections from a lean asyncio client (so the client takes little of the two cores from
+    the server); phases alternate; ratio of the medians.
     The API process's CPU time per request is reported too: the load of other processes
     changes it much less than requests/s.
 (c) the API process's VmRSS once `/readyz` answers, and the import time of
@@ -351,16 +352,22 @@ async def _one_client(
     return done
 
 
-async def _requests(stack: Stack, path: str, clients: int, seconds: float) -> tuple[int, float]:
-    """`clients` keep-alive connections each sending `GET path` one after the other for
-    `seconds`; returns the requests answered and the seconds it took."""
-    request = f"GET {path} HTTP/1.1\r\nHost: {stack.host}:{stack.port}\r\n\r\n".encode()
+async def _requests(
+    stack: Stack, paths: list[str], clients: int, seconds: float
+) -> tuple[int, float]:
+    """`clients` keep-alive connections, client k sending `GET paths[k % len(paths)]` one
+    after the other for `seconds`; returns the requests answered and the seconds it took."""
+    host = f"Host: {stack.host}:{stack.port}"
+    requests = [f"GET {path} HTTP/1.1\r\n{host}\r\n\r\n".encode() for path in paths]
     connections = await asyncio.gather(
         *(asyncio.open_connection(stack.host, stack.port) for _ in range(clients))
     )
     start = time.monotonic()
     counts = await asyncio.gather(
-        *(_one_client(streams, request, start + seconds) for streams in connections)
+        *(
+            _one_client(streams, requests[k % len(requests)], start + seconds)
+            for k, streams in enumerate(connections)
+        )
     )
     elapsed = time.monotonic() - start
     for _, writer in connections:
@@ -381,17 +388,18 @@ class Phase:
     cpu_us: float  # the API process's CPU time per request: what the load changes least
 
 
-def phase(stack: Stack, path: str, clients: int, seconds: float) -> Phase:
+def phase(stack: Stack, paths: list[str], clients: int, seconds: float) -> Phase:
     cpu_before = cpu_s(stack.api_pid)
-    count, elapsed = asyncio.run(_requests(stack, path, clients, seconds))
+    count, elapsed = asyncio.run(_requests(stack, paths, clients, seconds))
     return Phase(count / elapsed, (cpu_s(stack.api_pid) - cpu_before) / count * 10**6)
 
 
 def measure_status(
-    stack: Stack, run_id: str, clients: int, phase_s: float, rounds: int
+    stack: Stack, run_ids: list[str], clients: int, phase_s: float, rounds: int
 ) -> dict[str, list[Phase]]:
-    """Each path's phases, alternating which goes first round by round."""
-    paths = {"run": f"/runs/{run_id}", "trivial": "/healthz"}
+    """Each endpoint's phases, alternating which goes first round by round; each client polls
+    its own run (as watchers of different runs do), the trivial endpoint is one path."""
+    paths = {"run": [f"/runs/{run_id}" for run_id in run_ids], "trivial": ["/healthz"]}
     phases: dict[str, list[Phase]] = defaultdict(list)
     for path in paths.values():  # warm-up: the threadpool, the page cache, uvicorn's buffers
         phase(stack, path, clients, 1.0)
@@ -459,9 +467,11 @@ def run(url: str, data_root: Path, args: argparse.Namespace) -> dict[str, object
     with running_stack(url, client, data_root) as stack:
         startup_rss = rss_mb(stack.api_pid)
         ours_ms, raw_ms = measure_dispatch(client, stack, args.samples, args.warmup, prefix)
-        run_id = f"{prefix}-run-{args.warmup}"
-        write_manifest(data_root, run_id)
-        phases = measure_status(stack, run_id, args.clients, args.phase_s, args.rounds)
+        # finished runs of the dispatch phase, one per status client
+        run_ids = [f"{prefix}-run-{i % (args.warmup + args.samples)}" for i in range(args.clients)]
+        for run_id in set(run_ids):
+            write_manifest(data_root, run_id)
+        phases = measure_status(stack, run_ids, args.clients, args.phase_s, args.rounds)
         loaded_rss = rss_mb(stack.api_pid)
     client.close()
     med = statistics.median

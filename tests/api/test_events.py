@@ -16,6 +16,7 @@ from platform_core.errors import ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
 from platform_core.events import (
     Event,
+    JobCancelled,
     JobCompleted,
     JobCompletedPayload,
     JobFailed,
@@ -30,7 +31,7 @@ from platform_core.events import (
 from platform_core.http_client import ApiError, AsyncTrainerClient, StreamedEvent, TrainerClient
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.settings import Settings
-from tests.api.conftest import LiveApi, serve
+from tests.api.conftest import LiveApi, char_tokenizer, serve, tiny_run, work
 from trainer_api import streams
 
 pytestmark = pytest.mark.integration
@@ -184,3 +185,34 @@ def test_a_quiet_stream_sends_keep_alives(
     body = "".join(chunks)
     assert body.startswith(": keep-alive\n\n")
     assert "event:" not in body  # nothing but keep-alives, then the end
+
+
+def test_a_configured_stream_carries_a_submitted_runs_events_end_to_end(
+    api_settings: Settings,
+    redis_client: redis.Redis,
+    monkeypatch: pytest.MonkeyPatch,
+    corpus: str,
+) -> None:
+    """`APP__REDIS__EVENTS_STREAM`: the API queues onto it, the worker's job publishes on it
+    and the events endpoint reads it; the default stream stays empty."""
+    monkeypatch.setenv("APP__REDIS__EVENTS_STREAM", "custom:events")  # read by the job too
+    settings = api_settings.model_copy(
+        update={"redis": api_settings.redis.model_copy(update={"events_stream": "custom:events"})}
+    )
+    for api in serve(settings):
+        with TrainerClient(api.base_url, backoff_s=0.0) as trainer:
+            accepted = trainer.train_tokenizer(char_tokenizer(corpus, "tok-custom"))
+            work(redis_client)
+            streamed = [s.event for s in trainer.stream_events(accepted.run_id)]
+            run = trainer.train_model(tiny_run("tok-custom", corpus, run_id="run-custom"))
+            assert trainer.cancel_run(run.run_id).outcome == "cancelled"  # queued: at once
+    custom = [d.event for d in EventBus(redis_client, stream="custom:events").read()]
+    assert streamed == custom[: len(streamed)]
+    assert [type(e) for e in streamed[:2]] == [JobQueued, JobStarted]
+    assert isinstance(streamed[-1], JobCompleted)
+    # the model run's queued and cancelled events, published by the API's own handlers
+    assert [(type(e), e.run_id) for e in custom[len(streamed) :]] == [
+        (JobQueued, "run-custom"),
+        (JobCancelled, "run-custom"),
+    ]
+    assert redis_client.xlen("trainer:events") == 0

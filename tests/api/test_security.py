@@ -14,6 +14,7 @@ from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
 from platform_core.settings import SecuritySettings, Settings
 from tests.api.conftest import LiveApi, char_tokenizer, serve
+from trainer_api.main import create_app
 from trainer_api.routes import runs
 
 pytestmark = pytest.mark.integration
@@ -65,6 +66,44 @@ def test_the_right_key_passes_and_probes_stay_open(locked_api: LiveApi, corpus: 
         assert anonymous.healthz().status == "ok"
         assert anonymous.readyz().status == "ready"
     assert httpx.get(f"{locked_api.base_url}/openapi.json").status_code == 200
+
+
+def test_without_the_key_nothing_is_read_or_routed(
+    api_settings: Settings, redis_client: redis.Redis
+) -> None:
+    locked = _with_security(api_settings, api_key=SecretStr(API_KEY), max_request_bytes=1024)
+    for api in serve(locked):
+        big = httpx.post(f"{api.base_url}/runs/train", content=b"x" * 5000)
+        unknown = httpx.get(f"{api.base_url}/no/such/route", headers={"X-Request-ID": "u-1"})
+        pages = [httpx.get(f"{api.base_url}{page}") for page in ("/docs", "/redoc")]
+        keyed = httpx.get(f"{api.base_url}/no/such/route", headers={"X-Api-Key": API_KEY})
+    assert big.status_code == 401  # refused before its body is read, so not 413
+    assert unknown.status_code == 401
+    assert unknown.json() == {
+        "code": "UNAUTHORIZED",
+        "message": "missing or invalid X-Api-Key header",
+        "request_id": "u-1",
+    }
+    assert unknown.headers["x-request-id"] == "u-1"
+    assert [page.status_code for page in pages] == [200, 200]
+    assert keyed.status_code == 404
+
+
+def test_the_schema_declares_the_key_on_every_route_but_the_open_ones() -> None:
+    schema = create_app(Settings()).openapi()
+    assert schema["components"]["securitySchemes"]["APIKeyHeader"] == {
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Api-Key",
+    }
+    secured = {
+        path: [operation.get("security") for operation in operations.values()]
+        for path, operations in schema["paths"].items()
+    }
+    assert secured.pop("/healthz") == [None] and secured.pop("/readyz") == [None]
+    assert secured and all(
+        found == [[{"APIKeyHeader": []}]] * len(found) for found in secured.values()
+    )
 
 
 def test_a_body_over_the_limit_is_413(small_api: LiveApi) -> None:

@@ -43,3 +43,27 @@ def test_symlink_leading_out_is_refused(tmp_path: Path) -> None:
     with pytest.raises(AppError) as info:
         resolve_inside(root, "escape/data.txt")
     assert info.value.code is ErrorCode.PATH_OUTSIDE_DATA_ROOT
+
+
+@pytest.mark.parametrize(
+    "user_path",
+    ["runs/r1", "runs/r1/manifest.json", "runs/new/x", "./runs//r1/", "notes.txt/x", "link/r1"],
+)
+def test_the_quick_path_gives_what_resolve_gives(tmp_path: Path, user_path: str) -> None:
+    # plain folders, a missing tail, a file used as a folder, and a link inside the root
+    (tmp_path / "runs" / "r1").mkdir(parents=True)
+    (tmp_path / "runs" / "r1" / "manifest.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "runs")
+    assert resolve_inside(tmp_path, user_path) == (tmp_path / user_path).resolve()
+
+
+def test_a_link_swapped_in_later_is_still_refused(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    (root / "runs" / "r1").mkdir(parents=True)
+    assert resolve_inside(root, "runs/r1") == root.resolve() / "runs" / "r1"
+    (root / "runs" / "r1").rmdir()
+    (root / "runs" / "r1").symlink_to(tmp_path)  # nothing about a path is remembered
+    with pytest.raises(AppError) as info:
+        resolve_inside(root, "runs/r1")
+    assert info.value.code is ErrorCode.PATH_OUTSIDE_DATA_ROOT

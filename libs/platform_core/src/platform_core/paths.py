@@ -6,6 +6,8 @@ typed error, so the API, the worker and the CLI share a single rule.
 
 from __future__ import annotations
 
+import os
+import stat
 from functools import lru_cache
 from pathlib import Path
 
@@ -24,6 +26,8 @@ def resolve_inside(data_root: Path, user_path: str) -> Path:
             f"path {user_path!r} must be relative to the data root",
         )
     root = _resolved_root(data_root)
+    if ".." not in candidate.parts and _plain_below(root, candidate.parts):
+        return root.joinpath(*candidate.parts)  # already what resolve() would give
     resolved = (root / candidate).resolve()
     if resolved != root and root not in resolved.parents:
         raise AppError(
@@ -38,3 +42,22 @@ def _resolved_root(data_root: Path) -> Path:
     """The data root resolved once per process: services check many paths against one root
     (each resolve walks every component of the path with a system call)."""
     return data_root.resolve()
+
+
+def _plain_below(root: Path, parts: tuple[str, ...]) -> bool:
+    """Whether no component of `root/parts` is a symbolic link: then, with no `..` among
+    `parts`, the joined path is already resolved. One `lstat` per component below the root,
+    where `resolve()` walks the root's own components too, in Python: the API checks a run's
+    folder on every poll. False (so the caller resolves) when unsure."""
+    current = str(root)
+    for part in parts:
+        current = f"{current}/{part}"
+        try:
+            mode = os.lstat(current).st_mode
+        except FileNotFoundError:
+            return True  # the rest does not exist, so it holds no link either
+        except OSError:
+            return False
+        if stat.S_ISLNK(mode):
+            return False
+    return True

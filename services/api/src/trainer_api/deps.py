@@ -18,6 +18,7 @@ from fastapi import Depends, Header, Request
 from fastapi import Path as PathParam
 
 from platform_core.api_models import RUN_ID_REGEX
+from platform_core.event_bus import AsyncEventBus, EventBus
 from platform_core.settings import Settings
 
 
@@ -36,6 +37,18 @@ async def get_async_redis(request: Request) -> redis.asyncio.Redis:
     return client
 
 
+async def get_event_bus(request: Request) -> EventBus:
+    """The event bus on the configured stream, for handlers that queue or cancel runs."""
+    bus: EventBus = request.app.state.bus
+    return bus
+
+
+async def get_async_event_bus(request: Request) -> AsyncEventBus:
+    """The asyncio twin of `get_event_bus`, for the event streams."""
+    bus: AsyncEventBus = request.app.state.async_bus
+    return bus
+
+
 async def get_data_root(request: Request) -> Path:
     data_root: Path = request.app.state.data_root  # resolved once, when the app was built
     return data_root
@@ -45,6 +58,8 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 RedisDep = Annotated[redis.Redis, Depends(get_redis)]
 AsyncRedisDep = Annotated[redis.asyncio.Redis, Depends(get_async_redis)]
 DataRootDep = Annotated[Path, Depends(get_data_root)]
+EventBusDep = Annotated[EventBus, Depends(get_event_bus)]
+AsyncEventBusDep = Annotated[AsyncEventBus, Depends(get_async_event_bus)]
 
 # ids in paths follow the run id rule; anything else is a 422 before a handler runs
 RunIdPath = Annotated[str, PathParam(pattern=RUN_ID_REGEX, description="a run id")]

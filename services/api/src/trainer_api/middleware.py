@@ -6,6 +6,9 @@ untouched):
 - `BodySizeLimitMiddleware`: a body larger than `security.max_request_bytes` is refused with
   413 PAYLOAD_TOO_LARGE, whether its Content-Length says so or it only turns out so while it
   streams in (chunked). Bodies are small JSON, so the body is read before the app runs.
+
+(The API key's middleware is in `security.py`.) A refusal here has the body of every other
+error: `{code, message, request_id}`.
 """
 
 from __future__ import annotations
@@ -48,14 +51,15 @@ class RequestIdMiddleware:
 
 
 def _incoming(scope: Scope) -> str | None:
-    return _sane(_header(scope, HEADER.encode()))
+    return _sane(header(scope, HEADER.encode()))
 
 
 def _sane(text: str | None) -> str | None:
     return text if text is not None and _SANE.fullmatch(text) else None
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
+def header(scope: Scope, name: bytes) -> str | None:
+    """The first value of header `name` (lower case, as ASGI gives names) in `scope`."""
     for key, value in scope.get("headers", []):
         if key == name:
             text: str = value.decode("latin-1")
@@ -72,7 +76,7 @@ class BodySizeLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = _header(scope, b"content-length")
+        declared = header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
             await self._refuse(scope, send)
             return
@@ -98,20 +102,31 @@ class BodySizeLimitMiddleware:
             self.max_bytes,
             extra={"event": "api.body_too_large", "path": str(scope.get("path", ""))},
         )
-        request_id = scope.get("state", {}).get("request_id")
-        error = ErrorBody(
-            code=ErrorCode.PAYLOAD_TOO_LARGE.value,
-            message=f"request body larger than {self.max_bytes} bytes",
-            request_id=request_id if isinstance(request_id, str) else None,
-        )
-        payload = error.model_dump_json().encode()
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(payload)).encode()),
-            (b"connection", b"close"),  # the rest of the body is not read
-        ]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
-        await send({"type": "http.response.body", "body": payload})
+        message = f"request body larger than {self.max_bytes} bytes"
+        # the rest of the body is not read, so the connection cannot carry another request
+        await send_error(scope, send, ErrorCode.PAYLOAD_TOO_LARGE, message, close=True)
+
+
+async def send_error(
+    scope: Scope, send: Send, code: ErrorCode, message: str, *, close: bool = False
+) -> None:
+    """Answer from a middleware, before the app (and its exception handlers) runs, with the
+    same `{code, message, request_id}` body as every other error."""
+    request_id = scope.get("state", {}).get("request_id")
+    error = ErrorBody(
+        code=code.value,
+        message=message,
+        request_id=request_id if isinstance(request_id, str) else None,
+    )
+    payload = error.model_dump_json().encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": code.http_status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -1,5 +1,5 @@
-"""What the API knows of a run: its live state in Redis (one pipelined round trip) and, once
-it has them, its artifacts on disk (`runs/<id>/manifest.json`), the source of truth of a
+"""What the API knows of a run: its live state in Redis (`live_state.py`) and, once it has
+them, its artifacts on disk (`runs/<id>/manifest.json`), the source of truth of a
 finished run. Artifacts are read leniently (unknown fields ignored, NaN and infinities as
 None): the worker may add fields, and JSON has no NaN.
 """
@@ -7,42 +7,38 @@ None): the worker may add fields, and JSON has no NaN.
 from __future__ import annotations
 
 import json
-import math
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar, get_args
+from typing import Annotated, TypeVar
 
 import redis
-import redis.asyncio
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic, RunStatusName
 from platform_core.errors import AppError, ErrorCode
 from platform_core.events import JobKind
 from platform_core.paths import resolve_inside
-from platform_core.run_state import (
-    INDEX_KEY,
-    heartbeat_key,
-    message_key,
-    meta_key,
-    progress_key,
-    status_key,
+from platform_core.run_state import INDEX_KEY, meta_key, status_key
+from trainer_api.live_state import (
+    KINDS,
+    STATUSES,
+    LiveState,
+    LiveStateReader,
+    finite,
+    integer,
+    live_state,
+    live_states,
+    number,
+    text,
 )
 
-KINDS: dict[str, JobKind] = {kind: kind for kind in get_args(JobKind)}
-STATUSES: dict[str, RunStatusName] = {status: status for status in get_args(RunStatusName)}
 TERMINAL: frozenset[RunStatusName] = frozenset({"completed", "failed", "cancelled"})
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-Finite = Annotated[float | None, AfterValidator(_finite)]
+Finite = Annotated[float | None, AfterValidator(finite)]
 
 
 class _Lenient(BaseModel):
@@ -136,107 +132,18 @@ def read_manifest(data_root: Path, run_id: str) -> RunManifest | None:
     return _manifests.get(run_folder(data_root, run_id) / "manifest.json")
 
 
-@dataclass(frozen=True, slots=True)
-class LiveState:
-    """A run's keys in Redis, decoded; all None / empty for a run Redis does not know."""
-
-    status: RunStatusName | None
-    message: str | None
-    heartbeat: float | None
-    progress: dict[str, str]
-    meta: dict[str, str]
-
-    @property
-    def kind(self) -> JobKind | None:
-        return KINDS.get(self.meta.get("kind", ""))
-
-
-def _text(raw: object) -> str | None:
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8", errors="replace")
-    return raw if isinstance(raw, str) else None
-
-
-def _texts(raw: object) -> dict[str, str]:
-    if not isinstance(raw, dict):
-        return {}
-    pairs = ((_text(k), _text(v)) for k, v in raw.items())
-    return {k: v for k, v in pairs if k is not None and v is not None}
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return _finite(float(text)) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _integer(text: str | None) -> int | None:
-    number = _number(text)
-    return None if number is None else int(number)
-
-
-# everything Redis knows of a run in one command (one round trip, one reply to parse: the
-# most polled read of the API); a missing key comes back as nil, a hash as a flat list
-_LIVE_LUA = """
-return {redis.call('GET', KEYS[1]), redis.call('GET', KEYS[2]), redis.call('GET', KEYS[3]),
-        redis.call('HGETALL', KEYS[4]), redis.call('HGETALL', KEYS[5])}
-"""
-
-
-def _live_keys(run_id: str) -> list[str]:
-    return [
-        status_key(run_id),
-        message_key(run_id),
-        heartbeat_key(run_id),
-        progress_key(run_id),
-        meta_key(run_id),
-    ]
-
-
-def live_state(client: redis.Redis, run_id: str) -> LiveState:
-    script = client.register_script(_LIVE_LUA)  # EVALSHA, loading the script when missing
-    return _decode_live(script(keys=_live_keys(run_id)))
-
-
-async def live_state_async(client: redis.asyncio.Redis, run_id: str) -> LiveState:
-    """`live_state` on the asyncio client: for handlers that run on the event loop."""
-    script = client.register_script(_LIVE_LUA)
-    return _decode_live(await script(keys=_live_keys(run_id)))
-
-
-def _decode_live(answers: object) -> LiveState:
-    if not isinstance(answers, list) or len(answers) != 5:
-        raise AppError(ErrorCode.INTERNAL, "unexpected reply to the run state script")
-    status, message, heartbeat, progress, meta = answers
-    return LiveState(
-        status=STATUSES.get(_text(status) or ""),
-        message=_text(message),
-        heartbeat=_number(_text(heartbeat)),
-        progress=_pairs(progress),
-        meta=_pairs(meta),
-    )
-
-
-def _pairs(flat: object) -> dict[str, str]:
-    """A hash as Lua returns it, [field, value, field, value, ...], decoded."""
-    if not isinstance(flat, list):
-        return {}
-    return _texts(dict(zip(flat[::2], flat[1::2], strict=True)))
-
-
 def _progress(figures: dict[str, str]) -> RunProgress | None:
     if not figures:
         return None
     return RunProgress(
-        step=_integer(figures.get("step")),
-        total_steps=_integer(figures.get("total_steps")),
-        epoch=_number(figures.get("epoch")),
-        fraction=_number(figures.get("fraction")),
-        eta_s=_number(figures.get("eta_s")),
-        loss=_number(figures.get("loss")),
-        tokens_per_s=_number(figures.get("tokens_per_s")),
-        last_checkpoint_step=_integer(figures.get("last_checkpoint_step")),
+        step=integer(figures.get("step")),
+        total_steps=integer(figures.get("total_steps")),
+        epoch=number(figures.get("epoch")),
+        fraction=number(figures.get("fraction")),
+        eta_s=number(figures.get("eta_s")),
+        loss=number(figures.get("loss")),
+        tokens_per_s=number(figures.get("tokens_per_s")),
+        last_checkpoint_step=integer(figures.get("last_checkpoint_step")),
     )
 
 
@@ -262,9 +169,9 @@ def load_run(client: redis.Redis, data_root: Path, run_id: str) -> RunPublic:
     return run_public(live_state(client, run_id), data_root, run_id)
 
 
-async def load_run_async(client: redis.asyncio.Redis, data_root: Path, run_id: str) -> RunPublic:
-    """`load_run` on the asyncio client (the manifest read is a cached `stat`)."""
-    return run_public(await live_state_async(client, run_id), data_root, run_id)
+async def load_run_async(reader: LiveStateReader, data_root: Path, run_id: str) -> RunPublic:
+    """`load_run` for handlers on the event loop (the manifest read is a cached `stat`)."""
+    return run_public(await reader.read(run_id), data_root, run_id)
 
 
 def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
@@ -283,8 +190,8 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
         kind=kind,
         status=status,
         message=live.message,
-        user_id=_integer(live.meta.get("user_id")),
-        created_at=_number(live.meta.get("created_at")),
+        user_id=integer(live.meta.get("user_id")),
+        created_at=number(live.meta.get("created_at")),
         last_heartbeat=live.heartbeat,
         heartbeat_age_s=None if live.heartbeat is None else max(0.0, time.time() - live.heartbeat),
         eta_s=None if finished or progress is None else progress.eta_s,
@@ -294,12 +201,12 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
 
 
 def list_page(client: redis.Redis, data_root: Path, run_ids: list[str]) -> list[RunPublic]:
-    """The runs of one listing page; an id whose state is gone (Redis flushed, folder
-    removed) is left out rather than failing the page."""
+    """The runs of one listing page (their live state in one round trip); an id whose state
+    is gone (Redis flushed, folder removed) is left out rather than failing the page."""
     found: list[RunPublic] = []
-    for run_id in run_ids:
+    for run_id, live in zip(run_ids, live_states(client, run_ids), strict=True):
         try:
-            found.append(load_run(client, data_root, run_id))
+            found.append(run_public(live, data_root, run_id))
         except AppError:
             continue
     return found
@@ -328,7 +235,7 @@ def matching_run_ids(
     user_id: int | None,
 ) -> list[str]:
     """Ids in the run index, newest first, that match every filter given."""
-    ids = [_text(raw) or "" for raw in client.zrevrange(INDEX_KEY, 0, -1)]
+    ids = [text(raw) or "" for raw in client.zrevrange(INDEX_KEY, 0, -1)]
     if status is None and kind is None and user_id is None:
         return ids
     pipe = client.pipeline(transaction=False)
@@ -340,7 +247,7 @@ def matching_run_ids(
     matching: list[str] = []
     for index, run_id in enumerate(ids):
         found_kind, found_user = answers[2 * index + 1]
-        found = (_text(answers[2 * index]), _text(found_kind), _text(found_user))
+        found = (text(answers[2 * index]), text(found_kind), text(found_user))
         if all(want is None or want == got for want, got in zip(wanted, found, strict=True)):
             matching.append(run_id)
     return matching

@@ -1,45 +1,83 @@
-"""API key check: when `security.api_key` is configured, every route except the health
-probes (`/healthz`, `/readyz`, which orchestrators call without credentials) and the schema
-requires `X-Api-Key` with that value. The comparison takes constant time; a failure is
-logged with the method and path, never with the key that was sent."""
+"""API key check: when `security.api_key` is configured, every route except the open ones
+(the health probes, which orchestrators call without credentials, and the schema and its
+pages) requires `X-Api-Key` with that value. The comparison takes constant time; a failure is
+logged with the method and path, never with the key that was sent.
+
+The check is a pure ASGI middleware rather than a FastAPI dependency: it runs before a body is
+read, and it costs no dependency solving on every request of the most polled route
+(`GET /runs/{id}`, see docs/benchmarks.md). FastAPI documents security only from dependencies,
+so `declare_api_key` adds the scheme to the OpenAPI schema itself.
+"""
 
 from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from collections.abc import Collection, Mapping
 
-from fastapi import Request, Security
-from fastapi.security import APIKeyHeader
+from pydantic import SecretStr
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from platform_core.api_calls import API_KEY_HEADER
-from platform_core.errors import AppError, ErrorCode
-from platform_core.settings import Settings
+from platform_core.errors import ErrorCode
+from trainer_api.middleware import header, send_error
 
+SCHEME = "APIKeyHeader"  # the scheme's name in the OpenAPI schema
+_HEADER = API_KEY_HEADER.lower().encode()  # ASGI header names are lower case
 _log = logging.getLogger(__name__)
-# auto_error=False: a missing key is our typed 401, not FastAPI's 403
-_HEADER = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
 
 
-async def require_api_key(request: Request, sent: Annotated[str | None, Security(_HEADER)]) -> None:
-    """Refuse the request with 401 UNAUTHORIZED unless it carries the configured key."""
-    # the settings straight from the app, not through a dependency: this runs on every
-    # request, and each dependency FastAPI solves costs tens of microseconds
-    settings: Settings = request.app.state.settings
-    expected = settings.security.api_key
-    if expected is None:
-        return
-    if sent is not None and hmac.compare_digest(
-        sent.encode("utf-8"), expected.get_secret_value().encode("utf-8")
-    ):
-        return
-    _log.warning(
-        "authentication failed: %s X-Api-Key",
-        "missing" if sent is None else "wrong",
-        extra={
-            "event": "api.auth_failed",
-            "method": request.method,
-            "path": request.url.path,
-        },
-    )
-    raise AppError(ErrorCode.UNAUTHORIZED, f"missing or invalid {API_KEY_HEADER} header")
+class ApiKeyMiddleware:
+    """Refuses a request to any path but `open_paths` with 401 UNAUTHORIZED unless it carries
+    the configured key. Installed only when a key is configured."""
+
+    def __init__(self, app: ASGIApp, *, api_key: SecretStr, open_paths: Collection[str]) -> None:
+        self.app = app
+        self._expected = api_key
+        self._open = frozenset(open_paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _route_path(scope) in self._open:
+            await self.app(scope, receive, send)
+            return
+        sent = header(scope, _HEADER)
+        expected = self._expected.get_secret_value().encode("utf-8")
+        if sent is not None and hmac.compare_digest(sent.encode("latin-1"), expected):
+            await self.app(scope, receive, send)
+            return
+        _log.warning(
+            "authentication failed: %s X-Api-Key",
+            "missing" if sent is None else "wrong",
+            extra={
+                "event": "api.auth_failed",
+                "method": str(scope.get("method", "")),
+                "path": str(scope.get("path", "")),
+            },
+        )
+        message = f"missing or invalid {API_KEY_HEADER} header"
+        await send_error(scope, send, ErrorCode.UNAUTHORIZED, message)
+
+
+def _route_path(scope: Scope) -> str:
+    """The path as the routes see it: without the `root_path` a proxy mounts the API under."""
+    path = str(scope.get("path", ""))
+    root = str(scope.get("root_path", ""))
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+def declare_api_key(schema: Mapping[str, object], open_paths: Collection[str]) -> None:
+    """Adds the API key scheme to an OpenAPI `schema` (in place) and marks every operation
+    outside `open_paths` as requiring it. Declared whether or not a key is configured: the
+    schema describes the API, and any deployment may turn the key on."""
+    components = schema.get("components")
+    paths = schema.get("paths")
+    if not isinstance(components, dict) or not isinstance(paths, dict):
+        raise ValueError("an OpenAPI schema has components and paths")
+    schemes = components.setdefault("securitySchemes", {})
+    schemes[SCHEME] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
+    for path, operations in paths.items():
+        if path in open_paths or not isinstance(operations, dict):
+            continue
+        for operation in operations.values():
+            if isinstance(operation, dict):
+                operation["security"] = [{SCHEME: []}]

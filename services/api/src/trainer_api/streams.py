@@ -25,8 +25,9 @@ from platform_core.event_bus import AsyncEventBus
 from platform_core.events import TERMINAL_TYPES, Event, JobFailed, encode_event
 from platform_core.run_state import meta_key, status_key
 from platform_core.sse import KEEP_ALIVE, format_sse
+from trainer_api.live_state import STATUSES
 from trainer_api.log_files import read_lines
-from trainer_api.run_views import STATUSES, TERMINAL, run_folder
+from trainer_api.run_views import TERMINAL, run_folder
 
 KEEP_ALIVE_S = 15.0  # well under the client's 60 s read timeout and common proxy idle limits
 FINISH_GRACE_S = 2.0  # the worker publishes its terminal event right after the status
@@ -71,13 +72,12 @@ class _Pace:
 
 
 async def follow_events(
-    client: redis.asyncio.Redis,
+    bus: AsyncEventBus,
     run_id: str,
     after_id: str,
     *,
     block_ms: int,
 ) -> AsyncIterator[bytes]:
-    bus = AsyncEventBus(client)
     pace = _Pace(time.monotonic())
     cursor = after_id
     while True:
@@ -92,7 +92,7 @@ async def follow_events(
                 return
         if mine:
             pace.sent()
-        elif caught_up and await pace.finished(client, run_id):
+        elif caught_up and await pace.finished(bus.client, run_id):
             return
         elif pace.keep_alive_due():
             yield KEEP_ALIVE

@@ -20,13 +20,15 @@ from pydantic import BaseModel
 
 from platform_core.api_models import JobAccepted, RunCreate, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
 from platform_core.json_types import JsonObject
 from platform_core.paths import resolve_inside
 from platform_core.queue import RUN_ID_PATTERN, enqueue_job
 from platform_core.run_state import INDEX_KEY
 from platform_core.specs import CorpusOptions, ModelSpec
 from trainer_api.idempotency import once
-from trainer_api.run_views import live_state, run_folder
+from trainer_api.live_state import live_state
+from trainer_api.run_views import run_folder
 from trainer_api.tokenizer_views import tokenizer_folder
 
 TrainingKind = Literal["train_tokenizer", "train_model"]
@@ -41,30 +43,32 @@ def submit(
     data_root: Path,
     body: TokenizerCreate | RunCreate,
     idempotency_key: str | None,
+    bus: EventBus,
 ) -> JobAccepted:
-    """Queue a tokenizer training or a model run, once per idempotency key."""
+    """Queue a tokenizer training or a model run, once per idempotency key; its queued event
+    goes to `bus` (the configured stream)."""
     scope = "runs" if isinstance(body, RunCreate) else "tokenizers"
     return once(
         client,
         scope,
         idempotency_key=idempotency_key,
         body=body,
-        act=lambda: _checked_submit(client, data_root, body),
+        act=lambda: _checked_submit(client, data_root, body, bus),
         answer_model=JobAccepted,
     )
 
 
 def _checked_submit(
-    client: redis.Redis, data_root: Path, body: TokenizerCreate | RunCreate
+    client: redis.Redis, data_root: Path, body: TokenizerCreate | RunCreate, bus: EventBus
 ) -> JobAccepted:
     check_corpus(data_root, body.spec.corpus)
     if isinstance(body, TokenizerCreate):
         tokenizer_id = body.tokenizer_id or new_id("tok")
-        return _submit(client, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
+        return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
     check_tokenizer(client, data_root, body.spec.tokenizer_id)
     check_pretrained(data_root, body.spec.model)
     run_id = body.run_id or new_id("run")
-    return _submit(client, data_root, "train_model", run_id, body.spec, body.user_id)
+    return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
 
 
 def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:
@@ -105,13 +109,14 @@ def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> 
 
 
 def _submit(  # noqa: PLR0917 - one private call site per kind, each reads as a sentence
-    client: redis.Redis,
+    bus: EventBus,
     data_root: Path,
     kind: TrainingKind,
     run_id: str,
     spec: BaseModel,
     user_id: int | None,
 ) -> JobAccepted:
+    client = bus.client
     # tokenizer and model runs share one id space (RQ job ids, runs:* keys)
     taken = run_folder(data_root, run_id).exists() or tokenizer_folder(data_root, run_id).exists()
     # ZADD NX claims the id atomically: of two requests racing for it, one gets 0
@@ -120,7 +125,13 @@ def _submit(  # noqa: PLR0917 - one private call site per kind, each reads as a 
     spec_json: JsonObject = json.loads(spec.model_dump_json())
     try:
         enqueue_job(
-            client, kind, run_id, spec_json, user_id=user_id, description=f"{kind} {run_id}"
+            client,
+            kind,
+            run_id,
+            spec_json,
+            user_id=user_id,
+            description=f"{kind} {run_id}",
+            bus=bus,
         )
     except BaseException:
         client.zrem(INDEX_KEY, run_id)

@@ -14,7 +14,8 @@ from platform_core.errors import AppError, ErrorCode
 from platform_core.paths import resolve_inside
 from platform_core.run_state import INDEX_KEY, meta_key, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
-from trainer_api.run_views import live_state, read_model
+from trainer_api.live_state import live_state
+from trainer_api.run_views import read_model
 
 
 class _Corpus(BaseModel):

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header
 from fastapi.responses import StreamingResponse
 
-from trainer_api.deps import AsyncRedisDep, DataRootDep, RunIdPath, SettingsDep
+from trainer_api.deps import AsyncEventBusDep, DataRootDep, RunIdPath, SettingsDep
 from trainer_api.errors import error_responses
 from trainer_api.routes.logs import sse_openapi
 from trainer_api.streams import first_event_id, follow_events, require_run, sse_response
@@ -34,15 +34,15 @@ RUN_EVENTS = sse_openapi(
 async def run_events(
     run_id: RunIdPath,
     *,
-    client: AsyncRedisDep,
+    bus: AsyncEventBusDep,
     data_root: DataRootDep,
     settings: SettingsDep,
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
 ) -> StreamingResponse:
     """The run's events from its start (or after `Last-Event-ID`), then live; each `id:` is
     the event's stream id. Ends after the run's terminal event."""
-    await require_run(client, data_root, run_id)
-    start = last_event_id or await first_event_id(client, run_id)
+    await require_run(bus.client, data_root, run_id)
+    start = last_event_id or await first_event_id(bus.client, run_id)
     # a blocking read must end well within the client's socket timeout
     block_ms = max(50, min(1_000, int(settings.redis.connect_timeout_s * 500)))
-    return sse_response(follow_events(client, run_id, start, block_ms=block_ms))
+    return sse_response(follow_events(bus, run_id, start, block_ms=block_ms))

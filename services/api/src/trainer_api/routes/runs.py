@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from platform_core.api_models import (
     CancelResult,
@@ -16,7 +16,7 @@ from platform_core.api_models import (
 )
 from platform_core.queue import request_cancel
 from platform_core.run_state import RunStateStore
-from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RunIdPath
+from trainer_api.deps import DataRootDep, EventBusDep, IdempotencyKeyHeader, RedisDep, RunIdPath
 from trainer_api.errors import error_responses
 from trainer_api.run_views import list_page, load_run_async, matching_run_ids
 from trainer_api.submissions import submit
@@ -33,10 +33,11 @@ def train_model(
     body: RunCreate,
     client: RedisDep,
     data_root: DataRootDep,
+    bus: EventBusDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobAccepted:
     """Queue a model run on a trained (or queued) tokenizer; its id is given or `run-<hex>`."""
-    return submit(client, data_root, body, idempotency_key)
+    return submit(client, data_root, body, idempotency_key, bus)
 
 
 @router.get("", responses=error_responses(422))
@@ -54,20 +55,22 @@ def list_runs(
     )
 
 
-@router.get("/{run_id}", responses=error_responses(404, 422))
-async def get_run(run_id: RunIdPath, request: Request) -> RunPublic:
+@router.get("/{run_id}", response_model=RunPublic, responses=error_responses(404, 422))
+async def get_run(run_id: RunIdPath, request: Request) -> Response:
     """Status, last heartbeat and its age, progress, ETA, message; metrics once finished."""
-    # the most polled endpoint: on the event loop with the asyncio client (no threadpool
-    # hop), and the app's state read directly rather than through two more dependencies
+    # the most polled endpoint: on the event loop, its Redis read sent with those of other
+    # polls (`LiveStateReader`), the app's state read directly rather than through two more
+    # dependencies, and the model serialized here (FastAPI would validate it again first)
     state = request.app.state
-    return await load_run_async(state.redis, state.data_root, run_id)
+    run = await load_run_async(state.live_reader, state.data_root, run_id)
+    return Response(run.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{run_id}/cancel", responses=error_responses(404, 409, 422))
-def cancel_run(run_id: RunIdPath, client: RedisDep) -> CancelResult:
+def cancel_run(run_id: RunIdPath, client: RedisDep, bus: EventBusDep) -> CancelResult:
     """Cancel a queued run at once, or ask a running one to stop; 409 for a finished run."""
     owner = RunStateStore(client).meta(run_id).get("user_id")  # the cancelled event's DM target
-    outcome = request_cancel(client, run_id, user_id=int(owner) if owner else None)
+    outcome = request_cancel(client, run_id, user_id=int(owner) if owner else None, bus=bus)
     return CancelResult(
         run_id=run_id, outcome="cancelled" if outcome == "cancelled" else "requested"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from platform_core.api_models import JobAccepted, TokenizerCreate, TokenizerList, TokenizerPublic
-from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RunIdPath
+from trainer_api.deps import DataRootDep, EventBusDep, IdempotencyKeyHeader, RedisDep, RunIdPath
 from trainer_api.errors import error_responses
 from trainer_api.submissions import submit
 from trainer_api.tokenizer_views import list_tokenizers, load_tokenizer
@@ -22,10 +22,11 @@ def train_tokenizer(
     body: TokenizerCreate,
     client: RedisDep,
     data_root: DataRootDep,
+    bus: EventBusDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobAccepted:
     """Queue a tokenizer training; its id (given or `tok-<hex>`) is its run id."""
-    return submit(client, data_root, body, idempotency_key)
+    return submit(client, data_root, body, idempotency_key, bus)
 
 
 @router.get("")
