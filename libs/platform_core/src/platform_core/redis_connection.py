@@ -28,6 +28,7 @@ from redis.retry import Retry
 
 from platform_core.embedded_redis import EmbeddedRedis
 from platform_core.errors import AppError, ErrorCode
+from platform_core.settings import RedisSettings
 
 MASK: Final = "***"
 _PASSWORD_PARAM = re.compile(r"(?i)([?&]password=)[^&#]*")
@@ -66,6 +67,15 @@ def connect(url: str, *, timeout_s: float = 2.0, blocking_reads: bool = False) -
         socket_timeout=None,
         retry=Retry(_steady_backoff(), _STEADY_RETRIES),
     )
+
+
+def connect_configured(settings: RedisSettings) -> redis.Redis:
+    """A client for the configured Redis, never the embedded one: for health checks, which
+    ask Redis about a running service (starting a Redis for that would answer nothing).
+    CONFIG_INVALID when no Redis is configured."""
+    if settings.url is None:
+        raise AppError(ErrorCode.CONFIG_INVALID, "REDIS_URL is not set; nothing to check")
+    return connect(settings.url.get_secret_value(), timeout_s=settings.connect_timeout_s)
 
 
 def _pinged(url: str, timeout_s: float) -> redis.Redis:

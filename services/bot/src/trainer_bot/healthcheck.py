@@ -12,21 +12,14 @@ import sys
 import time
 
 from platform_core.errors import AppError
-from platform_core.redis_connection import connect
+from platform_core.redis_connection import connect_configured
 from platform_core.settings import load_settings
 from trainer_bot.heartbeat import heartbeat_key, unhealthy_reason
 
 
 def main() -> int:
     try:
-        settings = load_settings()
-        if settings.redis.url is None:
-            # the embedded Redis is not checked: acquiring it here would start one
-            sys.stderr.write("healthcheck: REDIS_URL is not set; nothing to check\n")
-            return 2
-        client = connect(
-            settings.redis.url.get_secret_value(), timeout_s=settings.redis.connect_timeout_s
-        )
+        client = connect_configured(load_settings().redis)
     except AppError as error:
         sys.stderr.write(f"healthcheck: {error.code}: {error.message}\n")
         return error.exit_code

@@ -15,7 +15,7 @@ import redis
 from rq import Worker
 
 from platform_core.errors import AppError
-from platform_core.redis_connection import open_redis
+from platform_core.redis_connection import connect_configured
 from platform_core.settings import load_settings
 
 # RQ refreshes a worker's heartbeat well within its default 420 s worker TTL; a heartbeat
@@ -36,15 +36,7 @@ def healthy_workers(client: redis.Redis, hostname: str, now: datetime) -> list[s
 
 def main() -> int:
     try:
-        settings = load_settings()
-        if settings.redis.url is None:
-            sys.stderr.write("healthcheck: REDIS_URL is not set; nothing to check\n")
-            return 2
-        with open_redis(
-            settings.redis.url.get_secret_value(),
-            settings.data_root,
-            timeout_s=settings.redis.connect_timeout_s,
-        ) as client:
+        with connect_configured(load_settings().redis) as client:
             names = healthy_workers(client, socket.gethostname(), datetime.now(UTC))
     except AppError as error:
         sys.stderr.write(f"healthcheck: {error.code}: {error.message}\n")
