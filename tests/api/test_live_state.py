@@ -11,8 +11,10 @@ import redis.asyncio
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.errors import AppError, ErrorCode
+from platform_core.run_state import RunStateStore, RunStatus, status_key
 from trainer_api.live_state import LiveState, LiveStateReader, live_state, live_states
 
 pytestmark = pytest.mark.integration
@@ -136,7 +138,7 @@ def test_a_redis_failure_reaches_every_read_and_the_next_read_tries_again() -> N
     asyncio.run(unreachable())
 
 
-def test_closing_cancels_reads_in_flight_and_waiting(redis_url: str) -> None:
+def test_closing_fails_reads_in_flight_waiting_and_later(redis_url: str) -> None:
     async def close_midway() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         reader = LiveStateReader(client)
@@ -148,15 +150,18 @@ def test_closing_cancels_reads_in_flight_and_waiting(redis_url: str) -> None:
             await asyncio.sleep(0)
             await reader.aclose()
             for task in (in_flight, waiting):
-                with pytest.raises(asyncio.CancelledError):
+                with pytest.raises(AppError) as failed:
                     await asyncio.wait_for(task, timeout=5)
+                assert failed.value.code is ErrorCode.REDIS_UNAVAILABLE
+            with pytest.raises(AppError):  # at once, not left waiting on a sender that is gone
+                await asyncio.wait_for(reader.read("c"), timeout=5)
         finally:
             await client.aclose()
 
     asyncio.run(close_midway())
 
 
-def test_closing_before_the_sender_ran_cancels_the_waiting_reads(redis_url: str) -> None:
+def test_closing_before_the_sender_ran_fails_the_waiting_reads(redis_url: str) -> None:
     async def close_at_once() -> None:
         client = redis.asyncio.Redis.from_url(redis_url)
         reader = LiveStateReader(client)
@@ -164,9 +169,73 @@ def test_closing_before_the_sender_ran_cancels_the_waiting_reads(redis_url: str)
             waiting = asyncio.create_task(reader.read("a"))
             await asyncio.sleep(0)  # "a" waits; the sender has not run yet
             await reader.aclose()
-            with pytest.raises(asyncio.CancelledError):
+            with pytest.raises(AppError) as failed:
                 await asyncio.wait_for(waiting, timeout=5)
+            assert failed.value.code is ErrorCode.REDIS_UNAVAILABLE
         finally:
             await client.aclose()
 
     asyncio.run(close_at_once())
+
+
+def test_an_outage_fails_the_reads_waiting_behind_the_batch_without_trying_again() -> None:
+    """A Redis that accepts connections and never answers: the batch on its way times out, and
+    the reads that queued behind it fail with it instead of each waiting out a timeout."""
+
+    async def black_hole() -> tuple[list[BaseException | LiveState], int]:
+        held: list[asyncio.StreamWriter] = []
+
+        async def hold(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            held.append(writer)
+
+        server = await asyncio.start_server(hold, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        client = redis.asyncio.Redis(
+            host="127.0.0.1", port=port, socket_timeout=0.5, retry=Retry(NoBackoff(), 0)
+        )
+        reader = LiveStateReader(client)
+        try:
+            first = asyncio.create_task(reader.read("a"))
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)  # "a" is on its way
+            behind = [asyncio.create_task(reader.read(run_id)) for run_id in ("b", "c")]
+            answers = await asyncio.gather(first, *behind, return_exceptions=True)
+            return answers, len(held)
+        finally:
+            await reader.aclose()
+            await client.aclose()
+            for writer in held:
+                writer.close()
+            server.close()
+            await server.wait_closed()
+
+    answers, connections = asyncio.run(black_hole())
+    assert all(isinstance(answer, RedisTimeoutError) for answer in answers)
+    assert len({id(answer) for answer in answers}) == 3  # each its own copy
+    assert connections == 1  # "b" and "c" never went to Redis themselves
+
+
+def test_a_run_whose_keys_have_the_wrong_type_fails_alone(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    ids = _seed(redis_client, 2)
+    redis_client.delete(status_key("broken"))
+    redis_client.hset(status_key("broken"), "not", "a string")
+
+    async def read_both() -> list[BaseException | LiveState]:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        reader = LiveStateReader(client)
+        try:
+            reads = (reader.read(run_id) for run_id in (ids[0], "broken", ids[1]))
+            return await asyncio.gather(*reads, return_exceptions=True)
+        finally:
+            await reader.aclose()
+            await client.aclose()
+
+    good, broken, other = asyncio.run(read_both())
+    assert isinstance(good, LiveState) and good.message == "step 0"
+    assert isinstance(other, LiveState) and other.message == "step 1"
+    assert isinstance(broken, AppError) and broken.code is ErrorCode.INTERNAL
+    with pytest.raises(AppError) as failed:
+        live_states(redis_client, [ids[0], "broken"])
+    assert "broken" in failed.value.message

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 
@@ -9,6 +10,9 @@ import httpx
 import pytest
 import redis
 from pydantic import SecretStr
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from starlette.types import Message, Receive, Scope, Send
 
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
@@ -16,6 +20,7 @@ from platform_core.settings import SecuritySettings, Settings
 from tests.api.conftest import LiveApi, char_tokenizer, serve
 from trainer_api.main import create_app
 from trainer_api.routes import runs
+from trainer_api.security import ApiKeyMiddleware
 
 pytestmark = pytest.mark.integration
 API_KEY = "s3cr3t-key-for-tests"
@@ -148,3 +153,59 @@ def test_an_unexpected_error_is_a_bare_500(
         "request_id": "r-500",
     }
     assert "hunter2" not in response.text and "Traceback" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("scope_type", "path", "root_path", "passes"),
+    [
+        ("http", "/healthz", "", True),
+        ("http", "/api/healthz", "/api", True),  # behind a proxy that mounts the API at /api
+        ("http", "/api/healthz", "/api/", True),
+        ("http", "/apihealthz", "/api", False),  # the root path ends at a segment boundary
+        ("http", "/healthz/", "", False),  # only the exact open paths
+        ("http", "/runs/r1", "", False),
+        ("websocket", "/runs/r1/live", "", False),
+        ("lifespan", "", "", True),
+    ],
+)
+def test_the_key_middleware_opens_only_the_open_paths(
+    scope_type: str, path: str, root_path: str, passes: bool
+) -> None:
+    reached: list[str] = []
+    sent: list[Message] = []
+
+    async def app(scope: Scope, _receive: Receive, _send: Send) -> None:
+        reached.append(str(scope.get("path", "")))
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    middleware = ApiKeyMiddleware(app, api_key=SecretStr(API_KEY), open_paths={"/healthz"})
+    scope: Scope = {"type": scope_type, "path": path, "root_path": root_path, "headers": []}
+    asyncio.run(middleware(scope, receive, send))
+    assert bool(reached) is passes
+    if not passes:
+        first = sent[0]
+        expected = "websocket.close" if scope_type == "websocket" else "http.response.start"
+        assert first["type"] == expected
+        assert first.get("status", 401) == 401 and first.get("code", 1008) == 1008
+
+
+@pytest.mark.parametrize("failure", [RedisConnectionError, RedisTimeoutError])
+def test_an_unreachable_redis_is_a_typed_503(
+    live_api: LiveApi, monkeypatch: pytest.MonkeyPatch, failure: type[Exception]
+) -> None:
+    async def down(*_args: object, **_kwargs: object) -> object:
+        raise failure("Error 111 connecting to redis:6379. Connection refused.")
+
+    monkeypatch.setattr(runs, "load_run_async", down)
+    response = httpx.get(f"{live_api.base_url}/runs/some-run", headers={"X-Request-ID": "r-503"})
+    assert response.status_code == 503
+    assert response.json() == {
+        "code": "REDIS_UNAVAILABLE",
+        "message": "Redis is unreachable; try again shortly",
+        "request_id": "r-503",
+    }

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 import pytest
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from platform_core.errors import AppError, ErrorCode, ExitCode, FailureClass, invalid_input
+from platform_core.events import EventDecodeError
 
 
 def test_every_code_has_a_mapping() -> None:
@@ -67,3 +71,13 @@ def test_invalid_input_caps_the_list() -> None:
     with pytest.raises(ValidationError) as caught:
         Many.model_validate({})
     assert invalid_input(caught.value).message.endswith("; and 2 more")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [AppError(ErrorCode.NOT_FOUND, "run r1 does not exist"), EventDecodeError("bad JSON")],
+)
+def test_errors_survive_copy_and_pickle(error: AppError) -> None:
+    for again in (copy.copy(error), pickle.loads(pickle.dumps(error))):
+        assert again is not error and type(again) is type(error)
+        assert (again.code, again.message, str(again)) == (error.code, error.message, str(error))

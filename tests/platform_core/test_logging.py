@@ -94,6 +94,10 @@ def test_log_context_rejects_unknown_fields() -> None:
         ("DISCORD_TOKEN=abcdef123", "abcdef123"),
         ('{"token": "abc123def456"}', "abc123def456"),
         ("refresh_token=abcdefghijklmnopqrstuvwxyz", "abcdefghijklmnopqrstuvwxyz"),
+        ("refresh_token=abcdefghijklm", "abcdefghijklm"),
+        ('{"token": "s3cr3t"}', "s3cr3t"),
+        ("session-token=QWERTYUIOPASDFG", "QWERTYUIOPASDFG"),
+        ("X-Auth-Token: abcdefghijkl", "abcdefghijkl"),
         ("password: letmein", "letmein"),
         ("mail alice.smith@example.org now", "alice.smith@example.org"),
         ("configured value sup3r-s3cret-value appears", "sup3r-s3cret-value"),
@@ -115,6 +119,8 @@ def test_formatter_masks_secrets(stream: io.StringIO, text: str, leaked: str) ->
         "eos token: <|endoftext|>",
         '{"token": "<unk>"}',
         "token=50256",
+        "eos_token: <|endoftext|>",
+        "pad_token=<pad>",
     ],
 )
 def test_tokenizer_prose_after_token_is_kept(text: str) -> None:

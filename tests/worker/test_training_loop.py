@@ -279,3 +279,16 @@ def test_refused_data() -> None:
     with pytest.raises(AppError) as no_holdout:
         train(_model("char_lstm"), TRAIN_IDS, None, replace(BASE, early_stopping_patience=1))
     assert no_holdout.value.code is ErrorCode.CONFIG_INVALID
+
+
+def test_a_checkpoint_between_evals_carries_no_eval_loss() -> None:
+    """eval every 3 steps, checkpoints every 2: the step-2 and step-4 weights were never
+    evaluated, so they carry no loss (retention must not rank them as best by an older one)."""
+    config = replace(BASE, max_steps=6, eval_every=3, checkpoint_every=2)
+    checkpoints: list[CheckpointInfo] = []
+    _run(_model("char_lstm"), config, Callbacks(on_checkpoint=checkpoints.append))
+    assert [(c.step, c.eval_loss is not None, c.is_best) for c in checkpoints] == [
+        (2, False, False),
+        (4, False, False),
+        (6, True, True),
+    ]

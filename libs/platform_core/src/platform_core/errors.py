@@ -8,6 +8,7 @@ to decide whether a job is retried (only TRANSIENT ones are).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -130,6 +131,20 @@ class AppError(Exception):
 
     def __str__(self) -> str:
         return f"{self.code}: {self.message}"
+
+    def __reduce__(self) -> tuple[_Rebuild, tuple[type[AppError], ErrorCode, str]]:
+        # copy and pickle rebuild it from its code and message, whatever a subclass's
+        # __init__ takes (the default would call it with the message alone)
+        return _rebuilt, (type(self), self.code, self.message)
+
+
+_Rebuild = Callable[[type[AppError], ErrorCode, str], AppError]
+
+
+def _rebuilt(kind: type[AppError], code: ErrorCode, message: str) -> AppError:
+    error = Exception.__new__(kind)
+    AppError.__init__(error, code, message)
+    return error
 
 
 MAX_REPORTED_PROBLEMS = 5  # enough to fix a request; a flood helps nobody

@@ -87,13 +87,22 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
         ),
         rf"\g<k>{MASK}",
     ),
-    # "token": "...", DISCORD_TOKEN=...: only a value that looks generated (8+ characters with
-    # a digit, or 20+), since tokenizer talk ("token: console", "eos token: <|endoftext|>") is
-    # prose here
+    # refresh_token=..., X-Auth-Token: ..., DISCORD_TOKEN=...: a name ending in "token" is a
+    # credential whatever the value, except a tokenizer's special tokens (eos_token, ...)
     (
         re.compile(
-            r"(?i)(?P<k>(?<![a-z0-9])token['\"]?\s*[:=]\s*['\"]?)"
-            r"(?:(?=[^\s'\",}&]*[0-9])[^\s'\",}&]{8,}|[^\s'\",}&]{20,})"
+            r"(?i)(?P<k>(?<![a-z0-9_-])"
+            r"(?!(?:eos|bos|pad|unk|mask|sep|cls|special|start|end|stop)[_-]token)"
+            r"(?:[a-z0-9]+[_-])+token['\"]?\s*[:=]\s*['\"]?)[^\s'\",}&]+"
+        ),
+        rf"\g<k>{MASK}",
+    ),
+    # "token": "...", token=...: the bare word is everyday vocabulary here ("token: console",
+    # "token=50256"), so only a value that looks generated (6+ characters with a digit, or 16+)
+    (
+        re.compile(
+            r"(?i)(?P<k>(?<![a-z0-9_-])token['\"]?\s*[:=]\s*['\"]?)"
+            r"(?:(?=[^\s'\",}&]*[0-9])[^\s'\",}&]{6,}|[^\s'\",}&]{16,})"
         ),
         rf"\g<k>{MASK}",
     ),

@@ -7,6 +7,8 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException
 
 from platform_core.api_models import ErrorBody
@@ -75,6 +77,13 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, exc.status_code, code, str(exc.detail))
 
 
+async def _redis_unreachable(request: Request, exc: Exception) -> JSONResponse:
+    # the message names no host: the client cannot act on it, the log (masked) can
+    _log.warning("redis unreachable: %s", exc, extra={"error_code": "REDIS_UNAVAILABLE"})
+    message = "Redis is unreachable; try again shortly"
+    return error_response(request, 503, ErrorCode.REDIS_UNAVAILABLE, message)
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     _log.exception("unhandled error", extra={"error_code": ErrorCode.INTERNAL.value})
     return error_response(request, 500, ErrorCode.INTERNAL, "internal error; see the API log")
@@ -84,4 +93,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(AppError, _app_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RedisConnectionError, _redis_unreachable)
+    app.add_exception_handler(RedisTimeoutError, _redis_unreachable)
     app.add_exception_handler(Exception, _unexpected)

@@ -12,6 +12,7 @@ docs/benchmarks.md). ioredis calls the same idea auto-pipelining.
 from __future__ import annotations
 
 import asyncio
+import copy
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from typing import get_args
 
 import redis
 import redis.asyncio
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from platform_core.api_models import RunStatusName
 from platform_core.errors import AppError, ErrorCode
@@ -52,19 +55,23 @@ class LiveState:
         return KINDS.get(self.meta.get("kind", ""))
 
 
-# five keys per run; a missing key answers false (nil to the client), a hash a flat list
+# five keys per run; a missing key answers false (nil to the client), a hash a flat list.
+# pcall: a key of the wrong type fails its own run's read (an error in its place), not the
+# whole batch of other requests' runs
 _LIVE_LUA = """
 local out = {}
 for i = 1, #KEYS, 5 do
-  out[#out + 1] = redis.call('GET', KEYS[i])
-  out[#out + 1] = redis.call('GET', KEYS[i + 1])
-  out[#out + 1] = redis.call('GET', KEYS[i + 2])
-  out[#out + 1] = redis.call('HGETALL', KEYS[i + 3])
-  out[#out + 1] = redis.call('HGETALL', KEYS[i + 4])
+  out[#out + 1] = redis.pcall('GET', KEYS[i])
+  out[#out + 1] = redis.pcall('GET', KEYS[i + 1])
+  out[#out + 1] = redis.pcall('GET', KEYS[i + 2])
+  out[#out + 1] = redis.pcall('HGETALL', KEYS[i + 3])
+  out[#out + 1] = redis.pcall('HGETALL', KEYS[i + 4])
 end
 return out
 """
 _PER_RUN = 5
+# failures that every read waiting for the same Redis would meet as well
+_OUTAGES = (RedisConnectionError, RedisTimeoutError)
 
 
 def _keys(run_ids: Sequence[str]) -> list[str]:
@@ -82,15 +89,24 @@ def _keys(run_ids: Sequence[str]) -> list[str]:
 
 
 def live_states(client: redis.Redis, run_ids: Sequence[str]) -> list[LiveState]:
-    """The live state of each of `run_ids`, in order, in one round trip."""
+    """The live state of each of `run_ids`, in order, in one round trip; INTERNAL when a run's
+    keys hold the wrong types."""
     if not run_ids:
         return []
     script = client.register_script(_LIVE_LUA)  # EVALSHA, loading the script when missing
-    return _decode(script(keys=_keys(run_ids)), len(run_ids))
+    found: list[LiveState] = []
+    for state in _decode(script(keys=_keys(run_ids)), run_ids):
+        if isinstance(state, AppError):
+            raise state
+        found.append(state)
+    return found
 
 
 def live_state(client: redis.Redis, run_id: str) -> LiveState:
     return live_states(client, [run_id])[0]
+
+
+Waiter = tuple[str, "asyncio.Future[LiveState]"]
 
 
 class LiveStateReader:
@@ -99,10 +115,13 @@ class LiveStateReader:
 
     def __init__(self, client: redis.asyncio.Redis) -> None:
         self._script = client.register_script(_LIVE_LUA)
-        self._waiting: list[tuple[str, asyncio.Future[LiveState]]] = []
+        self._waiting: list[Waiter] = []
         self._sender: asyncio.Task[None] | None = None
+        self._closed = False
 
     async def read(self, run_id: str) -> LiveState:
+        if self._closed:
+            raise _shutting_down()
         future: asyncio.Future[LiveState] = asyncio.get_running_loop().create_future()
         self._waiting.append((run_id, future))
         if self._sender is None:
@@ -110,13 +129,15 @@ class LiveStateReader:
         return await future
 
     async def aclose(self) -> None:
-        """Stops sending: a batch on its way is abandoned and its reads, like those waiting,
-        are cancelled. For the app's shutdown, once it serves no more requests."""
-        sender = self._sender
+        """Stops sending, for the app's shutdown: reads on their way or waiting, and any read
+        asked for later, fail with REDIS_UNAVAILABLE."""
+        self._closed = True
+        sender, self._sender = self._sender, None
         if sender is not None:
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
-        self._cancel_waiting()  # a sender cancelled before it ran never reached its finally
+        # a sender cancelled before it first ran never reached its `finally`
+        _fail(self._take_waiting(), _shutting_down())
 
     async def _send_all(self) -> None:
         try:
@@ -125,50 +146,70 @@ class LiveStateReader:
                 del self._waiting[:MAX_BATCH]
                 await self._send(batch)
         finally:
-            self._sender = None
-            self._cancel_waiting()  # only left when cancelled: nobody would send them
+            if self._sender is asyncio.current_task():
+                self._sender = None
+            _fail(self._take_waiting(), _shutting_down())  # left only when cancelled
 
-    def _cancel_waiting(self) -> None:
-        for _, future in self._waiting:
-            future.cancel()
-        self._waiting.clear()
-
-    async def _send(self, batch: list[tuple[str, asyncio.Future[LiveState]]]) -> None:
+    async def _send(self, batch: list[Waiter]) -> None:
         wanted = [(run_id, future) for run_id, future in batch if not future.done()]
         if not wanted:  # every asker left (a client that disconnected)
             return
+        run_ids = [run_id for run_id, _ in wanted]
         try:
-            states = _decode(
-                await self._script(keys=_keys([run_id for run_id, _ in wanted])), len(wanted)
-            )
+            found = _decode(await self._script(keys=_keys(run_ids)), run_ids)
         except Exception as error:  # each asker's handler raises it, as it would its own
-            for _, future in wanted:
-                if not future.done():
-                    future.set_exception(error)
+            _fail(wanted, error)
+            if isinstance(error, _OUTAGES):  # the reads still waiting would meet it too
+                _fail(self._take_waiting(), error)
             return
-        except BaseException:  # cancelled mid-flight: the askers must not wait forever
-            for _, future in wanted:
-                future.cancel()
+        except BaseException:  # cancelled on its way: its askers must not wait forever
+            _fail(wanted, _shutting_down())
             raise
-        for (_, future), state in zip(wanted, states, strict=True):
-            if not future.done():
+        for (_, future), state in zip(wanted, found, strict=True):
+            if future.done():
+                continue
+            if isinstance(state, LiveState):
                 future.set_result(state)
+            else:
+                future.set_exception(state)
+
+    def _take_waiting(self) -> list[Waiter]:
+        taken, self._waiting = self._waiting, []
+        return taken
 
 
-def _decode(answers: object, runs: int) -> list[LiveState]:
-    if not isinstance(answers, list) or len(answers) != _PER_RUN * runs:
+def _fail(waiters: list[Waiter], error: Exception) -> None:
+    """Each waiting asker gets its own copy of `error`: concurrent handlers must not share
+    one exception's traceback."""
+    for _, future in waiters:
+        if not future.done():
+            future.set_exception(copy.copy(error))
+
+
+def _shutting_down() -> AppError:
+    return AppError(ErrorCode.REDIS_UNAVAILABLE, "the API is shutting down")
+
+
+def _decode(answers: object, run_ids: Sequence[str]) -> list[LiveState | AppError]:
+    """The script's flat reply, five values a run, as each run's state, or INTERNAL for a run
+    whose keys hold the wrong types (Redis answered an error in their place)."""
+    if not isinstance(answers, list) or len(answers) != _PER_RUN * len(run_ids):
         raise AppError(ErrorCode.INTERNAL, "unexpected reply to the run state script")
-    per_run = zip(*[iter(answers)] * _PER_RUN, strict=True)  # the flat reply, five at a time
-    return [
-        LiveState(
-            status=STATUSES.get(text(status) or ""),
-            message=text(message),
-            heartbeat=number(text(heartbeat)),
-            progress=_pairs(progress),
-            meta=_pairs(meta),
-        )
-        for status, message, heartbeat, progress, meta in per_run
-    ]
+    per_run = zip(*[iter(answers)] * _PER_RUN, strict=True)
+    return [_state(run_id, values) for run_id, values in zip(run_ids, per_run, strict=True)]
+
+
+def _state(run_id: str, values: tuple[object, ...]) -> LiveState | AppError:
+    if any(isinstance(value, Exception) for value in values):
+        return AppError(ErrorCode.INTERNAL, f"run {run_id}'s keys in Redis hold the wrong types")
+    status, message, heartbeat, progress, meta = values
+    return LiveState(
+        status=STATUSES.get(text(status) or ""),
+        message=text(message),
+        heartbeat=number(text(heartbeat)),
+        progress=_pairs(progress),
+        meta=_pairs(meta),
+    )
 
 
 def text(raw: object) -> str | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
 
 from pydantic import SecretStr
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -37,8 +37,8 @@ class ApiKeyMiddleware:
         self._open = frozenset(open_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or _route_path(scope) in self._open:
-            await self.app(scope, receive, send)
+        if scope["type"] not in ("http", "websocket") or _route_path(scope) in self._open:
+            await self.app(scope, receive, send)  # lifespan, and the open paths
             return
         sent = header(scope, _HEADER)
         expected = self._expected.get_secret_value().encode("utf-8")
@@ -54,25 +54,31 @@ class ApiKeyMiddleware:
                 "path": str(scope.get("path", "")),
             },
         )
+        if scope["type"] == "websocket":  # refused before the handshake: the client sees 403
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
         message = f"missing or invalid {API_KEY_HEADER} header"
         await send_error(scope, send, ErrorCode.UNAUTHORIZED, message)
 
 
 def _route_path(scope: Scope) -> str:
-    """The path as the routes see it: without the `root_path` a proxy mounts the API under."""
+    """The path as the routes see it: without the `root_path` a proxy mounts the API under,
+    cut only at a segment boundary (as Starlette's router does)."""
     path = str(scope.get("path", ""))
-    root = str(scope.get("root_path", ""))
-    return path[len(root) :] if root and path.startswith(root) else path
+    root = str(scope.get("root_path", "")).rstrip("/")
+    if root and (path == root or path.startswith(f"{root}/")):
+        return path[len(root) :]
+    return path
 
 
-def declare_api_key(schema: Mapping[str, object], open_paths: Collection[str]) -> None:
+def declare_api_key(schema: dict[str, object], open_paths: Collection[str]) -> None:
     """Adds the API key scheme to an OpenAPI `schema` (in place) and marks every operation
     outside `open_paths` as requiring it. Declared whether or not a key is configured: the
     schema describes the API, and any deployment may turn the key on."""
-    components = schema.get("components")
+    components = schema.setdefault("components", {})
     paths = schema.get("paths")
     if not isinstance(components, dict) or not isinstance(paths, dict):
-        raise ValueError("an OpenAPI schema has components and paths")
+        raise ValueError("an OpenAPI schema's components and paths are objects")
     schemes = components.setdefault("securitySchemes", {})
     schemes[SCHEME] = {"type": "apiKey", "in": "header", "name": API_KEY_HEADER}
     for path, operations in paths.items():

@@ -249,18 +249,17 @@ def _checkpoint(
         best_eval_loss=run.best_eval_loss,
         evals_without_improvement=run.evals_without_improvement,
     )
-    is_best = (
-        run.last_eval_step == run.step
-        and run.last_eval_loss is not None
-        and run.last_eval_loss == run.best_eval_loss
-    )
+    # a checkpoint carries an eval loss only when these weights were evaluated: an earlier
+    # step's loss would let retention keep it as "best" for a loss it never had
+    eval_loss = run.last_eval_loss if run.last_eval_step == run.step else None
+    is_best = eval_loss is not None and eval_loss == run.best_eval_loss
     cb.on_checkpoint(
         CheckpointInfo(
             step=run.step,
             model=run.raw_model,
             state=state,
             reason=reason,
-            eval_loss=run.last_eval_loss,
+            eval_loss=eval_loss,
             is_best=is_best,
         )
     )
