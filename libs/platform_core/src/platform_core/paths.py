@@ -19,16 +19,18 @@ def resolve_inside(data_root: Path, user_path: str) -> Path:
     lies inside `data_root`; raise PATH_OUTSIDE_DATA_ROOT otherwise. The path need not exist."""
     if not user_path or "\x00" in user_path:
         raise AppError(ErrorCode.INVALID_INPUT, "path must be a non-empty string without NUL")
-    candidate = Path(user_path)
-    if candidate.is_absolute():
+    if user_path.startswith("/"):  # POSIX paths: what Path.is_absolute() says
         raise AppError(
             ErrorCode.PATH_OUTSIDE_DATA_ROOT,
             f"path {user_path!r} must be relative to the data root",
         )
     root = _resolved_root(data_root)
-    if ".." not in candidate.parts and _plain_below(root, candidate.parts):
-        return root.joinpath(*candidate.parts)  # already what resolve() would give
-    resolved = (root / candidate).resolve()
+    # as Path would split it (no empty or "." parts), with str operations: the API checks a
+    # run's folder on every poll
+    parts = [part for part in user_path.split("/") if part not in ("", ".")]
+    if ".." not in parts and _plain_below(str(root), parts):
+        return root.joinpath(*parts)  # already what resolve() would give
+    resolved = (root / user_path).resolve()
     if resolved != root and root not in resolved.parents:
         raise AppError(
             ErrorCode.PATH_OUTSIDE_DATA_ROOT,
@@ -44,12 +46,12 @@ def _resolved_root(data_root: Path) -> Path:
     return data_root.resolve()
 
 
-def _plain_below(root: Path, parts: tuple[str, ...]) -> bool:
+def _plain_below(root: str, parts: list[str]) -> bool:
     """Whether no component of `root/parts` is a symbolic link: then, with no `..` among
     `parts`, the joined path is already resolved. One `lstat` per component below the root,
     where `resolve()` walks the root's own components too, in Python: the API checks a run's
     folder on every poll. False (so the caller resolves) when unsure."""
-    current = str(root)
+    current = root
     for part in parts:
         current = f"{current}/{part}"
         try:

@@ -7,9 +7,11 @@ None): the worker may add fields, and JSON has no NaN.
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import OrderedDict
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -70,6 +72,24 @@ class RunManifest(_Lenient):
     metrics: ManifestMetrics | None = None
     durations_s: dict[str, Finite] = {}
 
+    @cached_property
+    def public_metrics(self) -> RunMetrics | None:
+        """The metrics as `GET /runs/{id}` shows them; computed once per parsed manifest (the
+        cache keeps manifests, and polls of a finished run ask again and again)."""
+        if self.metrics is None:
+            return None
+        found = self.metrics
+        return RunMetrics(
+            steps=found.steps,
+            final_loss=found.final_loss,
+            best_eval_loss=found.best_eval_loss,
+            first_perplexity=found.first_perplexity,
+            final_perplexity=found.final_perplexity,
+            tokens_per_s=found.tokens_per_s,
+            duration_s=self.durations_s.get("total"),
+            stop_reason=self.stop_reason,
+        )
+
 
 def read_json(path: Path) -> object | None:
     """The JSON in `path`, or None when it is missing or not JSON (the worker replaces its
@@ -101,25 +121,26 @@ class ManifestCache:
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
-        self._entries: OrderedDict[Path, tuple[tuple[int, int, int], RunManifest | None]]
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], RunManifest | None]]
         self._entries = OrderedDict()
         self._lock = threading.Lock()  # shared by the event loop and the threadpool
 
     def get(self, path: Path) -> RunManifest | None:
+        key = os.fspath(path)  # str keys and os.stat: cheaper than Path's hashing and stat
         try:
-            found = path.stat()
+            found = os.stat(key)
         except OSError:
             return None
         identity = (found.st_ino, found.st_mtime_ns, found.st_size)
         with self._lock:
-            hit = self._entries.get(path)
+            hit = self._entries.get(key)
             if hit is not None and hit[0] == identity:
-                self._entries.move_to_end(path)
+                self._entries.move_to_end(key)
                 return hit[1]
         manifest = read_model(path, RunManifest)
         with self._lock:
-            self._entries[path] = (identity, manifest)
-            self._entries.move_to_end(path)
+            self._entries[key] = (identity, manifest)
+            self._entries.move_to_end(key)
             while len(self._entries) > self._size:
                 self._entries.popitem(last=False)
         return manifest
@@ -144,22 +165,6 @@ def _progress(figures: dict[str, str]) -> RunProgress | None:
         loss=number(figures.get("loss")),
         tokens_per_s=number(figures.get("tokens_per_s")),
         last_checkpoint_step=integer(figures.get("last_checkpoint_step")),
-    )
-
-
-def _metrics(manifest: RunManifest | None) -> RunMetrics | None:
-    if manifest is None or manifest.metrics is None:
-        return None
-    found = manifest.metrics
-    return RunMetrics(
-        steps=found.steps,
-        final_loss=found.final_loss,
-        best_eval_loss=found.best_eval_loss,
-        first_perplexity=found.first_perplexity,
-        final_perplexity=found.final_perplexity,
-        tokens_per_s=found.tokens_per_s,
-        duration_s=manifest.durations_s.get("total"),
-        stop_reason=manifest.stop_reason,
     )
 
 
@@ -196,7 +201,7 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
         heartbeat_age_s=None if live.heartbeat is None else max(0.0, time.time() - live.heartbeat),
         eta_s=None if finished or progress is None else progress.eta_s,
         progress=progress,
-        metrics=_metrics(manifest) if finished else None,
+        metrics=manifest.public_metrics if finished and manifest is not None else None,
     )
 
 
