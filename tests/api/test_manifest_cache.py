@@ -47,4 +47,4 @@ def test_the_cache_keeps_the_most_recently_used_entries(tmp_path: Path) -> None:
     assert cache.get(paths[0]) is kept  # used again: now the newest
     cache.get(paths[2])  # evicts paths[1], the least recently used
     assert cache.get(paths[0]) is kept
-    assert len(cache._entries) == 2 and paths[1] not in cache._entries
+    assert len(cache._entries) == 2 and str(paths[1]) not in cache._entries
