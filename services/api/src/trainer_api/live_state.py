@@ -21,6 +21,7 @@ from typing import get_args
 import redis
 import redis.asyncio
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from platform_core.api_models import RunStatusName
@@ -179,11 +180,14 @@ class LiveStateReader:
 
 
 def _fail(waiters: list[Waiter], error: Exception) -> None:
-    """Each waiting asker gets its own copy of `error`: concurrent handlers must not share
-    one exception's traceback."""
+    """Each waiting asker gets its own copy of `error` (concurrent handlers must not share one
+    exception's traceback) where the copy is known to work: ours and redis-py's rebuild from
+    their arguments; anything else is shared rather than risk a copy that raises, which would
+    leave the askers waiting."""
+    copyable = isinstance(error, AppError | RedisError)
     for _, future in waiters:
         if not future.done():
-            future.set_exception(copy.copy(error))
+            future.set_exception(copy.copy(error) if copyable else error)
 
 
 def _shutting_down() -> AppError:
