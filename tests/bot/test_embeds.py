@@ -4,6 +4,7 @@ import discord
 import pytest
 
 from platform_core.api_models import RunList, RunMetrics, RunProgress, RunPublic
+from platform_core.run_state import RunStatus
 from tests.bot import factories
 from trainer_bot.embeds import (
     NONE,
@@ -133,7 +134,7 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
     live = RunPublic(
         run_id="run-2",
         kind="train_model",
-        status="running",
+        status=RunStatus.RUNNING,
         eta_s=60,
         heartbeat_age_s=3,
         progress=RunProgress(
@@ -153,7 +154,7 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
     }
     done = RunPublic(
         run_id="run-3",
-        status="completed",
+        status=RunStatus.COMPLETED,
         message="finished 10 steps",
         metrics=RunMetrics(final_loss=1.0, final_perplexity=2.7, best_eval_loss=0.9),
     )
@@ -164,8 +165,8 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
 
 def test_runs_embed_pages() -> None:
     runs = [
-        RunPublic(run_id="run-a", status="running", kind="train_model"),
-        RunPublic(run_id="run-b", status="completed"),
+        RunPublic(run_id="run-a", status=RunStatus.RUNNING, kind="train_model"),
+        RunPublic(run_id="run-b", status=RunStatus.COMPLETED),
     ]
     embed = runs_embed(RunList(items=runs, total=12, limit=2, offset=4))
     assert embed.description == "`run-a` · running · train_model\n`run-b` · completed"

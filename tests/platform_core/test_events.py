@@ -10,9 +10,9 @@ import pytest
 
 from platform_core.events import (
     EVENT_TYPES,
-    TERMINAL_TYPES,
     Event,
     EventDecodeError,
+    JobFailed,
     JobStarted,
     JobStartedPayload,
     decode_event,
@@ -58,8 +58,13 @@ def test_events_are_frozen() -> None:
         event.run_id = "other"  # type: ignore[misc]  # assigning to a frozen model is the point
 
 
-def test_terminal_types_are_lifecycle_events() -> None:
-    assert {t.split(".")[2] for t in TERMINAL_TYPES} == {"completed", "failed", "cancelled"}
+def test_only_the_last_lifecycle_event_ends_a_run() -> None:
+    ending = {type(event).__name__ for event in samples() if event.ends_run}
+    assert ending == {"JobCompleted", "JobCancelled", "JobFailed"}
+    failed = next(event for event in samples() if isinstance(event, JobFailed))
+    payload = failed.payload.model_copy(update={"retrying": True})
+    retried = failed.model_copy(update={"payload": payload})
+    assert failed.ends_run != retried.ends_run and not retried.ends_run
 
 
 def _started() -> dict[str, object]:

@@ -11,11 +11,13 @@ None: JSON has no NaN.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Final, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from platform_core.events import JobKind
+from platform_core.layout import ID_REGEX
+from platform_core.run_state import RunStatus
 from platform_core.specs import (
     GenerateRequest,
     GenerateResult,
@@ -27,12 +29,9 @@ from platform_core.specs import (
 )
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
-# the rule of platform_core.queue.RUN_ID_PATTERN (RQ job ids), kept here as text so the
-# client validates ids without importing rq; a test holds the two equal
-RUN_ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-RunStatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
 ArtifactKind = Literal["tokenizers", "runs"]
-InferenceStatusName = Literal["queued", "running", "completed", "failed"]
+# an inference request's record (platform_core.inference_results): no cancellation
+InferenceStatus = Literal["queued", "running", "completed", "failed"]
 
 
 # ---- health ---------------------------------------------------------------------------------
@@ -79,7 +78,7 @@ class TokenizerCreate(BaseModel):
     model_config = STRICT
 
     spec: TokenizerSpec
-    tokenizer_id: str | None = Field(default=None, pattern=RUN_ID_REGEX)  # None: tok-<hex>
+    tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: tok-<hex>
     user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
 
 
@@ -89,7 +88,7 @@ class RunCreate(BaseModel):
     model_config = STRICT
 
     spec: TrainRunSpec
-    run_id: str | None = Field(default=None, pattern=RUN_ID_REGEX)  # None: run-<hex>
+    run_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: run-<hex>
     user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
 
 
@@ -100,7 +99,7 @@ class JobAccepted(BaseModel):
 
     run_id: str
     kind: Literal["train_tokenizer", "train_model"]
-    status: RunStatusName
+    status: RunStatus
 
 
 # ---- tokenizers -----------------------------------------------------------------------------
@@ -125,7 +124,7 @@ class TokenizerPublic(BaseModel):
     model_config = STRICT
 
     tokenizer_id: str
-    status: RunStatusName  # "completed" once its folder holds a manifest
+    status: RunStatus  # "completed" once its folder holds a manifest
     message: str | None = None
     kind: TokenizerKind | None = None
     vocab_size: int | None = None
@@ -184,7 +183,7 @@ class RunPublic(BaseModel):
 
     run_id: str
     kind: JobKind | None = None
-    status: RunStatusName
+    status: RunStatus
     message: str | None = None
     user_id: int | None = None
     created_at: float | None = None  # UNIX seconds
@@ -200,7 +199,7 @@ class RunQuery(BaseModel):
 
     model_config = STRICT
 
-    status: RunStatusName | None = None
+    status: RunStatus | None = None
     kind: JobKind | None = None
     user_id: int | None = Field(default=None, ge=0)  # runs this Discord owner asked for
     limit: int = Field(default=20, ge=1, le=100)
@@ -272,7 +271,7 @@ class InferenceAccepted(BaseModel):
     request_id: str
     run_id: str
     kind: Literal["generate", "score", "evaluate"]
-    status: InferenceStatusName
+    status: InferenceStatus
 
 
 class InferenceFailure(BaseModel):
@@ -299,7 +298,7 @@ class _InferenceRecord(BaseModel):
 
     request_id: str
     run_id: str
-    status: InferenceStatusName
+    status: InferenceStatus
     error: InferenceFailure | None = None
     created_at: float
     finished_at: float | None = None

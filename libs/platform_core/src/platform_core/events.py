@@ -170,6 +170,12 @@ class _Envelope(_Strict):
     user_id: int | None = None
     ts: datetime = Field(default_factory=utc_now)
 
+    @property
+    def ends_run(self) -> bool:
+        """Whether this is the last lifecycle event of its run: the one rule every consumer
+        (the API's streams, `trainctl follow`, the bot) uses to stop following a run."""
+        return False
+
 
 class JobQueued(_Envelope):
     type: Literal["trainer.job.queued.v1"] = "trainer.job.queued.v1"
@@ -190,15 +196,29 @@ class JobCompleted(_Envelope):
     type: Literal["trainer.job.completed.v1"] = "trainer.job.completed.v1"
     payload: JobCompletedPayload
 
+    @property
+    def ends_run(self) -> bool:
+        return True
+
 
 class JobFailed(_Envelope):
     type: Literal["trainer.job.failed.v1"] = "trainer.job.failed.v1"
     payload: JobFailedPayload
 
+    @property
+    def ends_run(self) -> bool:
+        """A failure that will be retried is not the end: the run goes on with another
+        attempt."""
+        return not self.payload.retrying
+
 
 class JobCancelled(_Envelope):
     type: Literal["trainer.job.cancelled.v1"] = "trainer.job.cancelled.v1"
     payload: JobCancelledPayload
+
+    @property
+    def ends_run(self) -> bool:
+        return True
 
 
 class MetricsConfig(_Envelope):
@@ -274,9 +294,6 @@ EVENT_TYPES: tuple[type[_Envelope], ...] = (
     StudyStarted,
     StudyTrialCompleted,
     StudyCompleted,
-)
-TERMINAL_TYPES: frozenset[str] = frozenset(
-    {"trainer.job.completed.v1", "trainer.job.failed.v1", "trainer.job.cancelled.v1"}
 )
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)

@@ -16,12 +16,13 @@ import redis
 from pydantic import BaseModel, ConfigDict, Field
 from rq import Queue
 
+from platform_core.api_models import InferenceStatus
 from platform_core.errors import AppError, ErrorCode
 from platform_core.json_types import JsonObject
-from platform_core.queue import INFERENCE_QUEUE, JOB_FUNCTIONS, RUN_ID_PATTERN
+from platform_core.layout import ID_PATTERN
+from platform_core.queue import INFERENCE_QUEUE, JOB_FUNCTIONS
 
 InferenceKind = Literal["generate", "score", "evaluate"]
-InferenceStatus = Literal["queued", "running", "completed", "failed"]
 RESULT_TTL_S = 24 * 3600  # long enough to read a result the next morning
 
 
@@ -79,7 +80,7 @@ def enqueue_inference(
     """Record the request as queued and put its job on the inference queue. Re-sending the
     same request id returns the existing record instead of running it twice."""
     for name, value in (("run id", run_id), ("request id", request_id)):
-        if not RUN_ID_PATTERN.fullmatch(value):
+        if not ID_PATTERN.fullmatch(value):
             raise AppError(
                 ErrorCode.INVALID_INPUT,
                 f"{name} {value!r} must be 1-64 letters, digits, '_' or '-'",

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from datetime import timedelta
 from typing import Literal
@@ -35,6 +34,7 @@ from platform_core.events import (
     JobQueuedPayload,
 )
 from platform_core.json_types import JsonObject
+from platform_core.layout import check_id
 from platform_core.run_state import RunStateStore, RunStatus
 
 TRAINING_QUEUE = "training"  # long jobs: tokenizers, models
@@ -55,8 +55,6 @@ _QUEUE_OF: dict[JobKind, str] = {
     "generate": INFERENCE_QUEUE,
     "score": INFERENCE_QUEUE,
 }
-# RQ accepts letters, digits, '_' and '-' in job ids; run ids are job ids.
-RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 RESULT_TTL_S = 7 * 24 * 3600  # RQ's own record of a result; the manifest on disk is the truth
 FAILURE_TTL_S = 30 * 24 * 3600
 _log = logging.getLogger(__name__)
@@ -88,12 +86,7 @@ def enqueue_job(
     and publish `trainer.job.queued.v1` on `bus` (default: the default stream)."""
     if kind not in JOB_FUNCTIONS:
         raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
-    if not RUN_ID_PATTERN.fullmatch(run_id):
-        raise AppError(
-            ErrorCode.INVALID_INPUT,
-            f"run id {run_id!r} must be 1-64 letters, digits, '_' or '-', starting with a "
-            "letter or digit",
-        )
+    check_id(run_id)
     queue = Queue(queue_for(kind), connection=client)
     store = RunStateStore(client)
     store.set_status(run_id, RunStatus.QUEUED)

@@ -17,8 +17,8 @@ import redis.asyncio
 from fastapi import Depends, Header, Request
 from fastapi import Path as PathParam
 
-from platform_core.api_models import RUN_ID_REGEX
 from platform_core.event_bus import AsyncEventBus, EventBus
+from platform_core.layout import ID_REGEX
 from platform_core.settings import Settings
 
 
@@ -62,8 +62,8 @@ EventBusDep = Annotated[EventBus, Depends(get_event_bus)]
 AsyncEventBusDep = Annotated[AsyncEventBus, Depends(get_async_event_bus)]
 
 # ids in paths follow the run id rule; anything else is a 422 before a handler runs
-RunIdPath = Annotated[str, PathParam(pattern=RUN_ID_REGEX, description="a run id")]
-RequestIdPath = Annotated[str, PathParam(pattern=RUN_ID_REGEX, description="a request id")]
+RunIdPath = Annotated[str, PathParam(pattern=ID_REGEX, description="a run id")]
+RequestIdPath = Annotated[str, PathParam(pattern=ID_REGEX, description="a request id")]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(

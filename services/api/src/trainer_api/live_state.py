@@ -24,10 +24,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from platform_core.api_models import RunStatusName
 from platform_core.errors import AppError, ErrorCode
 from platform_core.events import JobKind
 from platform_core.run_state import (
+    RunStatus,
     heartbeat_key,
     message_key,
     meta_key,
@@ -36,7 +36,7 @@ from platform_core.run_state import (
 )
 
 KINDS: dict[str, JobKind] = {kind: kind for kind in get_args(JobKind)}
-STATUSES: dict[str, RunStatusName] = {status: status for status in get_args(RunStatusName)}
+STATUSES: dict[str, RunStatus] = {status.value: status for status in RunStatus}
 # most runs one script call reads: bounds the reply a batch waits for
 MAX_BATCH = 256
 
@@ -45,7 +45,7 @@ MAX_BATCH = 256
 class LiveState:
     """A run's keys in Redis, decoded; all None / empty for a run Redis does not know."""
 
-    status: RunStatusName | None
+    status: RunStatus | None
     message: str | None
     heartbeat: float | None
     progress: dict[str, str]

@@ -18,11 +18,11 @@ from typing import Annotated, TypeVar
 import redis
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from platform_core.api_models import RunMetrics, RunProgress, RunPublic, RunStatusName
+from platform_core.api_models import RunMetrics, RunProgress, RunPublic
 from platform_core.errors import AppError, ErrorCode
 from platform_core.events import JobKind
 from platform_core.paths import resolve_inside
-from platform_core.run_state import INDEX_KEY, meta_key, status_key
+from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, status_key
 from trainer_api.live_state import (
     KINDS,
     STATUSES,
@@ -36,7 +36,6 @@ from trainer_api.live_state import (
     text,
 )
 
-TERMINAL: frozenset[RunStatusName] = frozenset({"completed", "failed", "cancelled"})
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
@@ -182,14 +181,14 @@ async def load_run_async(reader: LiveStateReader, data_root: Path, run_id: str) 
 def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
     # the manifest matters once the run has ended (or Redis forgot it): polls of a live run
     # stay one Redis round trip
-    live_only = live.status is not None and live.status not in TERMINAL
+    live_only = live.status is not None and not live.status.is_terminal
     manifest = None if live_only else read_manifest(data_root, run_id)
     status = live.status or (STATUSES.get(manifest.status or "") if manifest else None)
     if status is None:
         raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
     kind = live.kind or (KINDS.get(manifest.kind or "") if manifest else None)
     progress = _progress(live.progress)
-    finished = status in TERMINAL
+    finished = status.is_terminal
     return RunPublic(
         run_id=run_id,
         kind=kind,
@@ -235,7 +234,7 @@ def model_run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
 def matching_run_ids(
     client: redis.Redis,
     *,
-    status: RunStatusName | None,
+    status: RunStatus | None,
     kind: JobKind | None,
     user_id: int | None,
 ) -> list[str]:

@@ -22,24 +22,17 @@ from starlette.responses import StreamingResponse
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import AsyncEventBus
-from platform_core.events import TERMINAL_TYPES, Event, JobFailed, encode_event
+from platform_core.events import encode_event
 from platform_core.run_state import meta_key, status_key
 from platform_core.sse import KEEP_ALIVE, format_sse
 from trainer_api.live_state import STATUSES
 from trainer_api.log_files import read_lines
-from trainer_api.run_views import TERMINAL, run_folder
+from trainer_api.run_views import run_folder
 
 KEEP_ALIVE_S = 15.0  # well under the client's 60 s read timeout and common proxy idle limits
 FINISH_GRACE_S = 2.0  # the worker publishes its terminal event right after the status
 LOG_POLL_S = 0.25  # how often a followed log file is read for new lines
 _READ_COUNT = 500  # entries per XREAD: catching up on a busy stream takes few round trips
-
-
-def ends_run(event: Event) -> bool:
-    """A terminal event; a failure that will be retried is not one."""
-    if isinstance(event, JobFailed) and event.payload.retrying:
-        return False
-    return event.type in TERMINAL_TYPES
 
 
 @dataclass
@@ -61,7 +54,7 @@ class _Pace:
     async def finished(self, client: redis.asyncio.Redis, run_id: str) -> bool:
         raw = await client.get(status_key(run_id))
         status = STATUSES.get(raw.decode()) if isinstance(raw, bytes) else None
-        if status is not None and status not in TERMINAL:
+        if status is not None and not status.is_terminal:
             self.finished_since = None
             return False
         # a run that Redis no longer knows (only its folder does) has nothing live either
@@ -88,7 +81,7 @@ async def follow_events(
         for delivery in mine:
             data = encode_event(delivery.event).decode("utf-8")
             yield format_sse(data, event=delivery.event.type, id=delivery.id)
-            if ends_run(delivery.event):
+            if delivery.event.ends_run:
                 return
         if mine:
             pace.sent()

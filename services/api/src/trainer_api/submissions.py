@@ -22,9 +22,10 @@ from platform_core.api_models import JobAccepted, RunCreate, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.json_types import JsonObject
+from platform_core.layout import ID_PATTERN
 from platform_core.paths import resolve_inside
-from platform_core.queue import RUN_ID_PATTERN, enqueue_job
-from platform_core.run_state import INDEX_KEY
+from platform_core.queue import enqueue_job
+from platform_core.run_state import INDEX_KEY, RunStatus
 from platform_core.specs import CorpusOptions, ModelSpec
 from trainer_api.idempotency import once
 from trainer_api.live_state import live_state
@@ -92,7 +93,7 @@ def check_pretrained(data_root: Path, model: ModelSpec) -> None:
 
 def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:
     """Trained, or queued / training (a model run queued behind its tokenizer's run)."""
-    if not RUN_ID_PATTERN.fullmatch(tokenizer_id):
+    if not ID_PATTERN.fullmatch(tokenizer_id):
         raise AppError(
             ErrorCode.INVALID_INPUT,
             f"spec.tokenizer_id {tokenizer_id!r} must be 1-64 letters, digits, '_' or '-'",
@@ -136,4 +137,4 @@ def _submit(  # noqa: PLR0917 - one private call site per kind, each reads as a 
     except BaseException:
         client.zrem(INDEX_KEY, run_id)
         raise
-    return JobAccepted(run_id=run_id, kind=kind, status="queued")
+    return JobAccepted(run_id=run_id, kind=kind, status=RunStatus.QUEUED)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from platform_core.api_models import TokenizerList, TokenizerPublic, TokenizerStats
 from platform_core.errors import AppError, ErrorCode
 from platform_core.paths import resolve_inside
-from platform_core.run_state import INDEX_KEY, meta_key, spec_key
+from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
 from trainer_api.live_state import live_state
 from trainer_api.run_views import read_model
@@ -64,7 +64,7 @@ def load_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> T
     if manifest is not None:
         return TokenizerPublic(
             tokenizer_id=tokenizer_id,
-            status="completed",
+            status=RunStatus.COMPLETED,
             message=live.message,
             kind=manifest.kind,
             vocab_size=manifest.vocab_size,

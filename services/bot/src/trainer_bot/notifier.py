@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from platform_core.event_bus import AsyncEventBus, Delivery
-from platform_core.events import TERMINAL_TYPES, JobCompleted, JobProgress, MetricsProgress
+from platform_core.events import JobCompleted, JobProgress, MetricsProgress
 from trainer_bot.charts import loss_chart_png
 from trainer_bot.embeds import event_embed, summary_embed
 from trainer_bot.heartbeat import Heartbeat, always_connected
@@ -143,7 +143,7 @@ class Notifier:
             await self._ack(self.outbox.hold_progress(event.run_id, delivery.id))
             return
         ack_ids = [delivery.id]
-        terminal = event.type in TERMINAL_TYPES
+        terminal = event.ends_run
         if terminal:  # the final notice replaces the summary the run would have had
             ack_ids += self.outbox.take_progress(event.run_id)
             del self._snapshots[event.run_id]

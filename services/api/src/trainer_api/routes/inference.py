@@ -11,7 +11,6 @@ from fastapi import APIRouter, Body, Query, status
 from pydantic import BaseModel
 
 from platform_core.api_models import (
-    RUN_ID_REGEX,
     EvaluateRecord,
     EvaluateRequest,
     GenerateRecord,
@@ -22,6 +21,7 @@ from platform_core.api_models import (
 from platform_core.errors import AppError, ErrorCode
 from platform_core.inference_results import InferenceRecord, enqueue_inference, load_record
 from platform_core.json_types import JsonObject
+from platform_core.layout import ID_REGEX
 from platform_core.specs import GenerateRequest, ScoreRequest
 from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RequestIdPath, RunIdPath
 from trainer_api.errors import error_responses
@@ -141,7 +141,7 @@ def get_eval(
     run_id: RunIdPath,
     client: RedisDep,
     data_root: DataRootDep,
-    request_id: Annotated[str | None, Query(pattern=RUN_ID_REGEX)] = None,
+    request_id: Annotated[str | None, Query(pattern=ID_REGEX)] = None,
 ) -> RunEval:
     """Eval history and samples of the training, every evaluation since, and optionally the
     status of one evaluate request."""

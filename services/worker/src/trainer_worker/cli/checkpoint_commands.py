@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platform_core.errors import AppError
-from platform_core.queue import RUN_ID_PATTERN
+from platform_core.layout import ID_PATTERN
 from platform_core.specs import RetentionSpec
 from trainer_worker.checkpoint_retention import apply_plan, best_of, entries_of, plan_retention
 from trainer_worker.checkpoints import CheckpointMeta, list_checkpoints, read_meta
@@ -163,7 +163,7 @@ def _clean_run(folder: Path, job: _Cleanup, *, aggressive: bool, orphaned_only: 
 
 
 def _run_folder(data_root: Path, run_id: str) -> Path | None:
-    if not RUN_ID_PATTERN.fullmatch(run_id):
+    if not ID_PATTERN.fullmatch(run_id):
         return None
     folder = data_root / "runs" / run_id
     return folder if folder.is_dir() else None

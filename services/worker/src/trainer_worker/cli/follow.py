@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable
 
 from platform_core.errors import ErrorCode, ExitCode
-from platform_core.events import TERMINAL_TYPES, Event, JobCancelled, JobFailed
+from platform_core.events import Event, JobCancelled, JobFailed
 from platform_core.http_client import ApiError, TrainerClient
 
 # a dropped stream is resumed from its last event id; this many reconnects in a row without an
@@ -26,7 +26,7 @@ def follow_run(client: TrainerClient, run_id: str, on_event: Callable[[Event], N
             for item in client.stream_events(run_id, last_id):
                 last_id, failures = item.id, 0
                 on_event(item.event)
-                if ends_run(item.event):
+                if item.event.ends_run:
                     return exit_code_of(item.event)
         except ApiError as error:
             if error.status != 0 or failures >= MAX_RECONNECTS:
@@ -37,13 +37,6 @@ def follow_run(client: TrainerClient, run_id: str, on_event: Callable[[Event], N
         # The API ended the stream without a terminal event: the run ended and its terminal
         # event was trimmed from the bus; its status says how.
         return _exit_code_of_status(client.get_run(run_id).status)
-
-
-def ends_run(event: Event) -> bool:
-    """A terminal event; a failure that will be retried is not one."""
-    if isinstance(event, JobFailed) and event.payload.retrying:
-        return False
-    return event.type in TERMINAL_TYPES
 
 
 def exit_code_of(event: Event) -> int:

@@ -33,6 +33,7 @@ from platform_core.api_models import (
 from platform_core.errors import AppError, ErrorCode, ExitCode, invalid_input
 from platform_core.events import Event
 from platform_core.http_client import ApiError, TrainerClient
+from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
 from platform_core.specs import validate_generate_request, validate_score_request
 from trainer_worker.cli.follow import follow_run
@@ -45,7 +46,6 @@ from trainer_worker.cli.progress import (
 
 COMMANDS: Final = ("submit", "runs", "status", "follow", "cancel", "generate", "score", "logs")
 POLL_INTERVAL_S = 0.2  # generate / score results: a tiny model answers within a few polls
-STATUSES = ("queued", "running", "completed", "failed", "cancelled")
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
 RecordT = TypeVar("RecordT", GenerateRecord, ScoreRecord)
@@ -104,7 +104,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_submit_arguments(model, "run")
 
     runs = commands.add_parser("runs", parents=[common], help="list runs, newest first")
-    runs.add_argument("--status", choices=STATUSES)
+    runs.add_argument("--status", choices=[status.value for status in RunStatus])
     runs.add_argument("--kind", choices=["train_tokenizer", "train_model"])
     runs.add_argument("--limit", type=int, default=20)
     runs.add_argument("--offset", type=int, default=0)

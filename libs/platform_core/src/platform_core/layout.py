@@ -1,0 +1,114 @@
+"""Where everything lives under the data root, declared once for the worker, the API and the
+CLI.
+
+```
+<root>/tokenizers/<id>/manifest.json        a trained tokenizer (the folder appears whole)
+<root>/runs/<id>/manifest.json              a run's manifest (platform_core.manifests)
+<root>/runs/<id>/checkpoints/step-NNNNNNNN/ its checkpoints
+<root>/runs/<id>/eval/metrics.json          its metrics summary, eval history, samples
+<root>/runs/<id>/model/                     its final weights
+<root>/runs/<id>/logs.jsonl                 its log
+<root>/studies/<id>/                        a study's report and storage
+```
+
+Ids name folders, so every id is checked against `ID_PATTERN` (the rule of RQ job ids, which
+run ids are) before it becomes a path, and every path is resolved inside the root without
+following a link out of it (`resolve_inside`).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from platform_core.errors import AppError, ErrorCode
+from platform_core.paths import resolve_inside
+
+# letters, digits, '_' and '-', starting with a letter or digit, at most 64: what RQ accepts
+# as a job id, and safe as a folder name on every file system
+ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+ID_PATTERN: Final = re.compile(ID_REGEX)
+
+RUNS: Final = "runs"
+TOKENIZERS: Final = "tokenizers"
+STUDIES: Final = "studies"
+MANIFEST_FILE: Final = "manifest.json"
+LOG_FILE: Final = "logs.jsonl"
+CHECKPOINTS: Final = "checkpoints"
+EVAL: Final = "eval"
+MODEL: Final = "model"
+
+
+def check_id(value: str, *, what: str = "run id") -> str:
+    """`value` when it is a valid id; INVALID_INPUT naming the rule otherwise."""
+    if not ID_PATTERN.fullmatch(value):
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"{what} {value!r} must be 1-64 letters, digits, '_' or '-', starting with a "
+            "letter or digit",
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class DataLayout:
+    """The folders of one data root. Methods that take an id check it and return a path
+    inside the root (a link that leads out of it is PATH_OUTSIDE_DATA_ROOT)."""
+
+    root: Path
+
+    def _inside(self, *parts: str) -> Path:
+        return resolve_inside(self.root, "/".join(parts))
+
+    # ---- runs ----------------------------------------------------------------------------
+
+    @property
+    def runs_dir(self) -> Path:
+        return self.root / RUNS
+
+    def run_dir(self, run_id: str) -> Path:
+        return self._inside(RUNS, check_id(run_id))
+
+    def run_manifest(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / MANIFEST_FILE
+
+    def run_log(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / LOG_FILE
+
+    def checkpoints_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / CHECKPOINTS
+
+    def eval_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / EVAL
+
+    def model_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / MODEL
+
+    # ---- tokenizers ----------------------------------------------------------------------
+
+    @property
+    def tokenizers_dir(self) -> Path:
+        return self.root / TOKENIZERS
+
+    def tokenizer_dir(self, tokenizer_id: str) -> Path:
+        return self._inside(TOKENIZERS, check_id(tokenizer_id, what="tokenizer id"))
+
+    def tokenizer_manifest(self, tokenizer_id: str) -> Path:
+        return self.tokenizer_dir(tokenizer_id) / MANIFEST_FILE
+
+    # ---- studies -------------------------------------------------------------------------
+
+    @property
+    def studies_dir(self) -> Path:
+        return self.root / STUDIES
+
+    def study_dir(self, study_id: str) -> Path:
+        return self._inside(STUDIES, check_id(study_id, what="study id"))
+
+    # ---- what the API names artifacts by -------------------------------------------------
+
+    def relative(self, path: Path) -> str:
+        """`path` relative to the root, as events and manifests name artifacts."""
+        return path.relative_to(resolve_inside(self.root, ".")).as_posix()
