@@ -62,7 +62,7 @@ from platform_core.redis_connection import resolve_redis_url
 from platform_core.specs import ModelSpec, TrainRunSpec
 
 if TYPE_CHECKING:
-    from trainer_worker.job_context import JobContext
+    from trainer_worker.job_context import JobContext, Outcome
 
 STARTED_KEY = "bench:api:started:"  # + job id: the job's start, monotonic ns
 TOKENIZER_ID = "bench-tok"
@@ -82,7 +82,7 @@ def note_start(client: redis.Redis, job_id: str, started_ns: int) -> None:
     client.expire(key, 600)
 
 
-def raw_job(run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | None = None) -> str:
+def raw_job(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> str:
     """The baseline's job function: notes when it starts and returns."""
     started = time.monotonic_ns()
     job = get_current_job()
@@ -92,11 +92,11 @@ def raw_job(run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | N
     return run_id
 
 
-def note_body_start(spec_json: JsonObject, context: JobContext) -> JsonObject:
+def note_body_start(spec_json: JsonObject, context: JobContext) -> Outcome:
     """Stands in for `train_model_body` inside the real job: notes when the body starts."""
     started = time.monotonic_ns()
-    note_start(context.client, context.run_id, started)
-    return {}
+    note_start(context.bus.client, context.run_id, started)
+    return Outcome(result={}, message="noted")
 
 
 def serve_worker(name: str) -> int:

@@ -40,13 +40,14 @@ from rq import Queue, SimpleWorker
 from platform_core.event_bus import EventBus
 from platform_core.events import MetricsProgress
 from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.redis_connection import resolve_redis_url
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.specs import CorpusOptions, ModelFamily, ModelSpec, TrainConfig
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.models.registry import build_model
-from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
+from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.training.data import get_batch
 from trainer_worker.training.evaluate import forward_logits, lm_loss
 from trainer_worker.training.prepare import configure_optimizer
@@ -141,7 +142,7 @@ def job_tokens_per_s(
 def bare_tokens_per_s(data_root: Path, case: Case, tokenizer_id: str, steps: int) -> float:
     """A plain PyTorch loop on the same model, batches and dtype, timed over the window."""
     config = train_config(case, steps)
-    tokenizer = load_tokenizer(tokenizer_dir(data_root, tokenizer_id))
+    tokenizer = load_tokenizer(DataLayout(data_root).tokenizer_dir(tokenizer_id))
     corpus = load_corpus(corpus_spec(CorpusOptions(path="corpus.txt")), data_root)
     ids = torch.tensor(tokenizer.encode(corpus.train_text), dtype=torch.long)  # (N,)
     seed_everything(config.seed)

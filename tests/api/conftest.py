@@ -4,12 +4,12 @@ an in-process worker)."""
 
 from __future__ import annotations
 
-import json
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -23,6 +23,15 @@ from platform_core.event_bus import EventBus
 from platform_core.events import JobCompleted, JobCompletedPayload
 from platform_core.http_client import TrainerClient
 from platform_core.inference_results import enqueue_inference
+from platform_core.manifests import (
+    CorpusRecord,
+    EvalPoint,
+    MetricsSummary,
+    RunManifest,
+    TokenizerManifest,
+    TokenizerStats,
+    write_manifest,
+)
 from platform_core.queue import TRAINING_QUEUE
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.settings import Settings, load_settings
@@ -141,28 +150,47 @@ def known(redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.Monkey
     monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
     tokenizer = data_root / "tokenizers" / "tok-1"
     tokenizer.mkdir(parents=True)
-    stats = {
-        "coverage": 1.0,
-        "oov_rate": 0.0,
-        "tokens_per_char": 1.0,
-        "tokens_per_word": 5.0,
-        "num_holdout_chars": 10,
-        "num_holdout_tokens": 10,
-    }
-    tokenizer_manifest = {
-        "kind": "char",
-        "vocab_size": 40,
-        "stats": stats,
-        "corpus": {"source": "corpus.txt", "sha256": "0" * 64},
-        "created_at": "2026-01-01T00:00:00Z",
-        "duration_s": 0.5,
-    }
-    (tokenizer / "manifest.json").write_text(json.dumps(tokenizer_manifest))
+    stats = TokenizerStats(
+        coverage=1.0,
+        oov_rate=0.0,
+        tokens_per_char=1.0,
+        tokens_per_word=5.0,
+        num_holdout_chars=10,
+        num_holdout_tokens=10,
+    )
+    created = datetime(2026, 1, 1, tzinfo=UTC)
+    tokenizer_manifest = TokenizerManifest(
+        id="tok-1",
+        kind="char",
+        spec=TokenizerSpec(kind="char"),
+        config={},
+        corpus=CorpusRecord(source="corpus.txt", sha256="0" * 64),
+        stats=stats,
+        vocab_size=40,
+        eos_id=None,
+        pad_id=None,
+        unk_id=None,
+        files=[],
+        library_versions={},
+        created_at=created,
+        duration_s=0.5,
+    )
+    write_manifest(tokenizer / "manifest.json", tokenizer_manifest)
     run = data_root / "runs" / "run-1"
     (run / "eval").mkdir(parents=True)
-    metrics = {"steps": 2, "best_eval_loss": 2.0, "eval_history": [{"step": 0, "eval_loss": 2.0}]}
-    (run / "manifest.json").write_text(json.dumps({"status": "completed", "metrics": metrics}))
-    (run / "eval" / "metrics.json").write_text(json.dumps(metrics))
+    metrics = MetricsSummary(
+        steps=2, best_eval_loss=2.0, eval_history=[EvalPoint(step=0, eval_loss=2.0)]
+    )
+    run_manifest = RunManifest(
+        run_id="run-1",
+        kind="train_model",
+        status=RunStatus.COMPLETED,
+        spec={},
+        started_at=created,
+        metrics=metrics,
+    )
+    write_manifest(run / "manifest.json", run_manifest)
+    write_manifest(run / "eval" / "metrics.json", metrics)
     (run / "eval" / "samples.jsonl").write_text('{"prompt": "a", "output": "b", "seed": 1}\n')
     (run / "logs.jsonl").write_text('{"message": "hello", "level": "INFO"}\n')
     store = RunStateStore(redis_client)

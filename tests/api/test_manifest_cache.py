@@ -6,13 +6,21 @@ import json
 import os
 from pathlib import Path
 
-from trainer_api.run_views import ManifestCache
+from platform_core.errors import AppError, ErrorCode
+from trainer_api.run_views import ManifestCache, ManifestView
 
 
-def _write(path: Path, status: str) -> None:
+def _write(path: Path, status: str, run_id: str = "r") -> None:
     """As the worker does: a new file renamed over the old one."""
+    manifest = {
+        "run_id": run_id,
+        "kind": "train_model",
+        "status": status,
+        "spec": {},
+        "started_at": "2026-01-01T00:00:00Z",
+    }
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"status": status, "kind": "train_model"}), encoding="utf-8")
+    tmp.write_text(json.dumps(manifest), encoding="utf-8")
     os.replace(tmp, path)
 
 
@@ -23,18 +31,19 @@ def test_a_hit_is_the_same_parsed_object_and_a_replaced_file_is_read_again(
     path = tmp_path / "manifest.json"
     _write(path, "running")
     first = cache.get(path)
-    assert first is not None and first.status == "running"
+    assert isinstance(first, ManifestView) and first.manifest.status == "running"
     assert cache.get(path) is first  # no second read or parse
-    _write(path, "done!!!")  # same size, new inode: never served stale
+    _write(path, "running", "s")  # same size, new inode: never served stale
     again = cache.get(path)
-    assert again is not None and again.status == "done!!!"
+    assert isinstance(again, ManifestView) and again.manifest.run_id == "s"
 
 
-def test_missing_and_malformed_manifests_are_none(tmp_path: Path) -> None:
+def test_a_missing_manifest_is_none_and_a_malformed_one_its_error(tmp_path: Path) -> None:
     cache = ManifestCache()
     assert cache.get(tmp_path / "absent.json") is None
     (tmp_path / "bad.json").write_text("{not json", encoding="utf-8")
-    assert cache.get(tmp_path / "bad.json") is None
+    error = cache.get(tmp_path / "bad.json")
+    assert isinstance(error, AppError) and error.code is ErrorCode.DATA_INVALID
 
 
 def test_the_cache_keeps_the_most_recently_used_entries(tmp_path: Path) -> None:

@@ -82,13 +82,15 @@ def test_a_finished_run_known_only_from_its_manifest(
 ) -> None:
     folder = data_root / "runs" / "old-run"
     folder.mkdir(parents=True)
-    manifest = {
+    manifest = {  # as a release before manifest versions wrote it: read as version 1
+        "run_id": "old-run",
         "status": "completed",
         "kind": "train_model",
+        "spec": {},
+        "started_at": "2026-01-01T00:00:00+00:00",
         "stop_reason": "max_steps",
-        "durations_s": {"total": 3.5},
+        "durations_s": {"total": 3.5, "training": 3.0},
         "metrics": {"steps": 20, "final_perplexity": 7.5, "first_perplexity": float("inf")},
-        "added_later": {"by": "a newer worker"},
     }
     (folder / "manifest.json").write_text(json.dumps(manifest))
 
@@ -102,6 +104,18 @@ def test_a_finished_run_known_only_from_its_manifest(
     )
     assert run.metrics.first_perplexity is None  # infinity is not JSON
     assert run.metrics.stop_reason == "max_steps"
+
+
+def test_a_manifest_this_release_cannot_read_is_a_clear_error(
+    client: TrainerClient, data_root: Path
+) -> None:
+    folder = data_root / "runs" / "new-run"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"schema_version": 99, "status": "x"}))
+    with pytest.raises(ApiError) as info:
+        client.get_run("new-run")
+    assert info.value.code == ErrorCode.DATA_INVALID
+    assert "schema version 99" in info.value.message
 
 
 def test_a_missing_tokenizer_is_refused_before_queuing(
@@ -281,7 +295,7 @@ def test_unknown_and_malformed_run_ids(client: TrainerClient, live_api: LiveApi)
     assert set(response.json()) == {"code", "message", "request_id"}
 
 
-def test_corrupt_or_newer_artifacts_are_read_leniently(
+def test_a_corrupt_manifest_is_refused_whole_and_eval_lines_are_skipped(
     client: TrainerClient, data_root: Path
 ) -> None:
     broken = data_root / "runs" / "broken"
@@ -289,7 +303,8 @@ def test_corrupt_or_newer_artifacts_are_read_leniently(
     (broken / "manifest.json").write_text(json.dumps({"metrics": "lots"}))
     with pytest.raises(ApiError) as unreadable:
         client.get_run("broken")
-    assert unreadable.value.status == 404
+    assert unreadable.value.code == ErrorCode.DATA_INVALID  # never half-parsed
+    assert "run_id: Field required" in unreadable.value.message
 
     half = data_root / "runs" / "half"
     (half / "eval").mkdir(parents=True)
@@ -305,4 +320,6 @@ def test_corrupt_or_newer_artifacts_are_read_leniently(
     found = client.get_eval("half")
     assert (found.history, found.best_eval_loss) == ([], None)
     assert [(s.prompt, s.output, s.seed) for s in found.samples] == [("p", "o", 1)]
-    assert client.get_run("half").status == "running"
+    with pytest.raises(ApiError) as half_manifest:
+        client.get_run("half")
+    assert half_manifest.value.code == ErrorCode.DATA_INVALID

@@ -29,6 +29,7 @@ def test_every_code_has_a_mapping() -> None:
         (ErrorCode.DATA_NOT_FOUND, 404, ExitCode.DATA, FailureClass.USER_INPUT),
         (ErrorCode.TRAINING_FAILED, 500, ExitCode.TRAINING, FailureClass.FATAL),
         (ErrorCode.STORAGE_FULL, 507, ExitCode.STORAGE, FailureClass.FATAL),
+        (ErrorCode.STORAGE_ERROR, 500, ExitCode.STORAGE, FailureClass.FATAL),
         (ErrorCode.TRACKING_UNAVAILABLE, 503, ExitCode.TRACKING, FailureClass.TRANSIENT),
         (ErrorCode.REDIS_UNAVAILABLE, 503, ExitCode.TRAINING, FailureClass.TRANSIENT),
     ],

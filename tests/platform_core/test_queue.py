@@ -20,6 +20,7 @@ from platform_core.queue import (
     INFERENCE_QUEUE,
     JOB_FUNCTIONS,
     TRAINING_QUEUE,
+    TRANSIENT_RETRY,
     enqueue_job,
     force_cancel_if_stuck,
     job_id_for,
@@ -55,7 +56,7 @@ def test_enqueue_marks_queued_and_publishes(redis_client: redis.Redis) -> None:
     job = Job.fetch("gen-1", connection=redis_client)
     assert job.func_name == JOB_FUNCTIONS["generate"]
     assert job.args == ("gen-1", {"prompt": "hi"})
-    assert job.kwargs == {"attempt": 1, "user_id": 5}
+    assert job.kwargs == {"user_id": 5}
     assert job.origin == INFERENCE_QUEUE
     store = RunStateStore(redis_client)
     assert store.status("gen-1") is RunStatus.QUEUED
@@ -91,12 +92,13 @@ def test_cancel_events_go_to_the_callers_bus(redis_client: redis.Redis) -> None:
     assert EventBus(redis_client).read() == []
 
 
-def test_delayed_enqueue_is_scheduled(redis_client: redis.Redis) -> None:
-    enqueue_job(redis_client, "train_model", "later", {}, attempt=2, delay_s=30)
-    assert (
-        Job.fetch("later--attempt-2", connection=redis_client).get_status() is JobStatus.SCHEDULED
-    )
-    assert Queue(TRAINING_QUEUE, connection=redis_client).count == 0
+def test_jobs_carry_rqs_retry_for_transient_failures(redis_client: redis.Redis) -> None:
+    enqueue_job(redis_client, "train_model", "later", {}, attempt=2)
+    job = Job.fetch("later--attempt-2", connection=redis_client)
+    assert job.get_status() is JobStatus.QUEUED
+    assert job.retries_left == len(TRANSIENT_RETRY)
+    assert job.retry_intervals == list(TRANSIENT_RETRY)
+    assert job.kwargs == {"user_id": None}  # the attempt is counted by the run, not passed
 
 
 @pytest.mark.parametrize("run_id", ["", "a.b", "../x", "-x", "x" * 65, "with space"])
@@ -211,7 +213,7 @@ def test_stale_runs_are_requeued_for_their_next_attempt(redis_client: redis.Redi
     assert store.job_id("lost") == "lost--attempt-2"
     job = Job.fetch("lost--attempt-2", connection=redis_client)
     assert job.args == ("lost", {"model": {}})
-    assert job.kwargs == {"attempt": 2, "user_id": 11}
+    assert job.kwargs == {"user_id": 11}
     assert store.job_id("lost2") == "lost2--attempt-3"
     assert store.status("nospec") is RunStatus.RUNNING
     # a second worker sweeping at the same time finds the lock and leaves it alone

@@ -10,11 +10,12 @@ import redis
 from rq import Queue, SimpleWorker
 from rq.job import Job
 
+from platform_core import queue
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.events import Event, JobFailed, JobStarted
 from platform_core.json_types import JsonObject
-from platform_core.queue import TRAINING_QUEUE, enqueue_job, job_id_for, request_cancel
+from platform_core.queue import TRAINING_QUEUE, enqueue_job, request_cancel
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults, jobs
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
@@ -27,7 +28,7 @@ SPEC: JsonObject = {"kind": "bpe", "vocab_size": 300, "corpus": {"holdout_fracti
 @pytest.fixture(autouse=True)
 def worker_env(monkeypatch: pytest.MonkeyPatch, data_root: Path) -> None:
     monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
-    monkeypatch.setattr(defaults, "TRANSIENT_BACKOFF_S", 0.0)  # retry at once in burst mode
+    monkeypatch.setattr(queue, "TRANSIENT_RETRY", (0, 0))  # retry at once in burst mode
     monkeypatch.setattr(defaults, "HEARTBEAT_INTERVAL_S", 0.05)
 
 
@@ -108,7 +109,6 @@ def test_transient_failure_is_retried_then_succeeds(
         "started",
         "progress",
         "failed",
-        "queued",
         "started",
         "progress",
         "progress",
@@ -116,9 +116,11 @@ def test_transient_failure_is_retried_then_succeeds(
     ]
     failed = events[3]
     assert isinstance(failed, JobFailed) and failed.payload.retrying
-    restarted = events[5]
+    assert not failed.ends_run
+    restarted = events[4]
     assert isinstance(restarted, JobStarted) and restarted.payload.attempt == 2
-    assert Job.fetch(job_id_for("tok-retry", 2), connection=redis_client).return_value() is not None
+    # RQ retried the job itself: one job, one result
+    assert Job.fetch("tok-retry", connection=redis_client).return_value() is not None
 
 
 def test_transient_failures_stop_after_the_bound(
@@ -132,9 +134,7 @@ def test_transient_failures_stop_after_the_bound(
     _work(redis_client)
     assert RunStateStore(redis_client).status("tok-down") is RunStatus.FAILED
     failures = [e for e in _events(redis_client) if isinstance(e, JobFailed)]
-    assert [f.payload.retrying for f in failures] == [True] * (
-        defaults.TRANSIENT_MAX_ATTEMPTS - 1
-    ) + [False]
+    assert [f.payload.retrying for f in failures] == [True] * len(queue.TRANSIENT_RETRY) + [False]
 
 
 def test_a_crash_is_fatal_and_not_retried(

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from platform_core.events import JobKind
 from platform_core.layout import ID_REGEX
+from platform_core.manifests import EvalPoint, TokenizerStats
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
     GenerateRequest,
@@ -103,19 +104,6 @@ class JobAccepted(BaseModel):
 
 
 # ---- tokenizers -----------------------------------------------------------------------------
-
-
-class TokenizerStats(BaseModel):
-    """Quality of a trained tokenizer on its corpus' holdout."""
-
-    model_config = STRICT
-
-    coverage: float
-    oov_rate: float
-    tokens_per_char: float
-    tokens_per_word: float
-    num_holdout_chars: int
-    num_holdout_tokens: int
 
 
 class TokenizerPublic(BaseModel):
@@ -323,14 +311,6 @@ class EvaluateRecord(_InferenceRecord):
 
     request: EvaluateRequest
     result: EvaluationResult | None = None
-
-
-class EvalPoint(BaseModel):
-    model_config = STRICT
-
-    step: int
-    eval_loss: float | None
-    perplexity: float | None
 
 
 class EvalSample(BaseModel):

@@ -58,6 +58,7 @@ class ErrorCode(StrEnum):
     OUT_OF_MEMORY = "OUT_OF_MEMORY"
     CANCELLED = "CANCELLED"
     STORAGE_FULL = "STORAGE_FULL"
+    STORAGE_ERROR = "STORAGE_ERROR"
     CHECKPOINT_CORRUPT = "CHECKPOINT_CORRUPT"
     TRACKING_UNAVAILABLE = "TRACKING_UNAVAILABLE"
     REDIS_UNAVAILABLE = "REDIS_UNAVAILABLE"
@@ -99,6 +100,7 @@ _INFO: dict[ErrorCode, _CodeInfo] = {
     ErrorCode.OUT_OF_MEMORY: _CodeInfo(500, ExitCode.TRAINING, _U),
     ErrorCode.CANCELLED: _CodeInfo(409, ExitCode.TRAINING, _U),
     ErrorCode.STORAGE_FULL: _CodeInfo(507, ExitCode.STORAGE, _F),
+    ErrorCode.STORAGE_ERROR: _CodeInfo(500, ExitCode.STORAGE, _F),
     ErrorCode.CHECKPOINT_CORRUPT: _CodeInfo(500, ExitCode.STORAGE, _F),
     ErrorCode.TRACKING_UNAVAILABLE: _CodeInfo(503, ExitCode.TRACKING, _T),
     ErrorCode.REDIS_UNAVAILABLE: _CodeInfo(503, ExitCode.TRAINING, _T),

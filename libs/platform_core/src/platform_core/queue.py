@@ -15,11 +15,10 @@ from __future__ import annotations
 import json
 import logging
 import time
-from datetime import timedelta
 from typing import Literal
 
 import redis
-from rq import Queue
+from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
@@ -55,6 +54,9 @@ _QUEUE_OF: dict[JobKind, str] = {
     "generate": INFERENCE_QUEUE,
     "score": INFERENCE_QUEUE,
 }
+# A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
+# 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.
+TRANSIENT_RETRY = (5, 10)
 RESULT_TTL_S = 7 * 24 * 3600  # RQ's own record of a result; the manifest on disk is the truth
 FAILURE_TTL_S = 30 * 24 * 3600
 _log = logging.getLogger(__name__)
@@ -65,8 +67,9 @@ def queue_for(kind: JobKind) -> str:
 
 
 def job_id_for(run_id: str, attempt: int) -> str:
-    """The RQ job id of one attempt: the run id, then a suffix per retry (a retry is enqueued
-    from inside the failing attempt, whose RQ job must keep its own record)."""
+    """The RQ job id of a run's job: the run id, then a suffix per requeue of a run whose
+    worker died (the dead attempt's RQ job keeps its own record). RQ's own retries of a
+    transient failure reuse their job."""
     return run_id if attempt == 1 else f"{run_id}--attempt-{attempt}"
 
 
@@ -78,12 +81,12 @@ def enqueue_job(
     *,
     user_id: int | None = None,
     attempt: int = 1,
-    delay_s: float = 0.0,
     description: str = "",
     bus: EventBus | None = None,
 ) -> None:
-    """Put a job on its queue (after `delay_s`, for a retry's backoff), mark the run queued
-    and publish `trainer.job.queued.v1` on `bus` (default: the default stream)."""
+    """Put a job on its queue, mark the run queued and publish `trainer.job.queued.v1` on
+    `bus` (default: the default stream). `attempt` > 1 requeues a run whose worker died.
+    Training jobs carry RQ's `Retry` for transient failures (`TRANSIENT_RETRY`)."""
     if kind not in JOB_FUNCTIONS:
         raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
     check_id(run_id)
@@ -95,19 +98,17 @@ def enqueue_job(
         store.set_meta(run_id, kind=kind, user_id=user_id, spec_json=json.dumps(spec))
     job_id = job_id_for(run_id, attempt)
     store.set_job_id(run_id, job_id)
-    arguments = {
-        "args": (run_id, spec),
-        "kwargs": {"attempt": attempt, "user_id": user_id},
-        "job_id": job_id,
-        "job_timeout": -1,  # training runs for days; liveness is the heartbeat's business
-        "result_ttl": RESULT_TTL_S,
-        "failure_ttl": FAILURE_TTL_S,
-        "description": description or f"{kind} {run_id}",
-    }
-    if delay_s > 0:
-        queue.enqueue_in(timedelta(seconds=delay_s), JOB_FUNCTIONS[kind], **arguments)
-    else:
-        queue.enqueue(JOB_FUNCTIONS[kind], **arguments)
+    queue.enqueue(
+        JOB_FUNCTIONS[kind],
+        args=(run_id, spec),
+        kwargs={"user_id": user_id},
+        job_id=job_id,
+        job_timeout=-1,  # training runs for days; liveness is the heartbeat's business
+        result_ttl=RESULT_TTL_S,
+        failure_ttl=FAILURE_TTL_S,
+        description=description or f"{kind} {run_id}",
+        retry=Retry(max=len(TRANSIENT_RETRY), interval=list(TRANSIENT_RETRY)),
+    )
     (bus or EventBus(client)).publish(
         JobQueued(
             run_id=run_id,

@@ -82,6 +82,23 @@ def spec_key(run_id: str) -> str:
     return f"runs:spec:{run_id}"
 
 
+def attempts_key(run_id: str) -> str:
+    return f"runs:attempts:{run_id}"
+
+
+def published_key(run_id: str) -> str:
+    return f"runs:published:{run_id}"
+
+
+# raise the mark only: a resumed or repeated attempt never moves it back
+_RAISE_MARK = """
+local current = tonumber(redis.call('GET', KEYS[1]) or '-1')
+local step = tonumber(ARGV[1])
+if step > current then redis.call('SET', KEYS[1], ARGV[1]) return step end
+return current
+"""
+
+
 class RunStateStore:
     """Synchronous access to run state (the worker and the CLI)."""
 
@@ -179,6 +196,25 @@ class RunStateStore:
         """Run ids, newest first."""
         raw = self.client.zrevrange(INDEX_KEY, offset, offset + limit - 1)
         return [_text(r) for r in raw if isinstance(r, bytes | str)]
+
+    def next_attempt(self, run_id: str) -> int:
+        """Count one more attempt of the run and return its number (1 for the first): every
+        attempt, whether RQ retried it or a sweep requeued it, counts once."""
+        return int(self.client.incr(attempts_key(run_id)))
+
+    def attempts(self, run_id: str) -> int:
+        raw = self.client.get(attempts_key(run_id))
+        return 0 if raw is None else int(_text(raw))
+
+    def published_step(self, run_id: str) -> int:
+        """The last training step whose figures the run published (-1 before any): a later
+        attempt repeating steps publishes nothing at or below it."""
+        raw = self.client.get(published_key(run_id))
+        return -1 if raw is None else int(_text(raw))
+
+    def mark_published(self, run_id: str, step: int) -> int:
+        """Raise the published mark to `step` (never lower it); the mark after the call."""
+        return int(self.client.eval(_RAISE_MARK, 1, published_key(run_id), step))
 
     def stale_running(self, *, older_than_s: float, now: float | None = None) -> list[str]:
         """Runs marked running whose heartbeat is older than `older_than_s` (or missing):

@@ -11,8 +11,9 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from platform_core.api_models import EvalPoint, EvalSample, EvaluationResult, RunEval
-from trainer_api.run_views import ManifestMetrics, read_model
+from platform_core.api_models import EvalSample, EvaluationResult, RunEval
+from platform_core.errors import AppError
+from platform_core.manifests import MetricsSummary, read_metrics_summary
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -44,11 +45,13 @@ def _parsed(path: Path, model: type[ModelT]) -> list[ModelT]:
 
 def load_eval(folder: Path, run_id: str) -> RunEval:
     """Everything evaluated about the run in `folder` so far (empty lists before that)."""
-    metrics = read_model(folder / "eval" / "metrics.json", ManifestMetrics)
-    history = [] if metrics is None else metrics.eval_history
+    try:
+        metrics: MetricsSummary | None = read_metrics_summary(folder / "eval" / "metrics.json")
+    except AppError:  # not written yet (the run is training), or unreadable
+        metrics = None
     return RunEval(
         run_id=run_id,
-        history=[EvalPoint.model_validate(point.model_dump()) for point in history],
+        history=[] if metrics is None else metrics.eval_history,
         best_eval_loss=None if metrics is None else metrics.best_eval_loss,
         final_perplexity=None if metrics is None else metrics.final_perplexity,
         samples=_parsed(folder / "eval" / "samples.jsonl", EvalSample),

@@ -1,34 +1,28 @@
 """What the API knows of a run: its live state in Redis (`live_state.py`) and, once it has
-them, its artifacts on disk (`runs/<id>/manifest.json`), the source of truth of a
-finished run. Artifacts are read leniently (unknown fields ignored, NaN and infinities as
-None): the worker may add fields, and JSON has no NaN.
+them, its artifacts on disk (`runs/<id>/manifest.json`, read through
+`platform_core.manifests`), the source of truth of a finished run.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import threading
 import time
 from collections import OrderedDict
-from functools import cached_property
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, TypeVar
 
 import redis
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic
 from platform_core.errors import AppError, ErrorCode
 from platform_core.events import JobKind
-from platform_core.paths import resolve_inside
+from platform_core.layout import DataLayout
+from platform_core.manifests import RunManifest, read_run_manifest
 from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, status_key
 from trainer_api.live_state import (
-    KINDS,
-    STATUSES,
     LiveState,
     LiveStateReader,
-    finite,
     integer,
     live_state,
     live_states,
@@ -36,81 +30,36 @@ from trainer_api.live_state import (
     text,
 )
 
-ModelT = TypeVar("ModelT", bound=BaseModel)
 
+@dataclass(frozen=True, slots=True)
+class ManifestView:
+    """A run's manifest and the metrics `GET /runs/{id}` shows, computed once per manifest
+    (the cache keeps them, and polls of a finished run ask again and again)."""
 
-Finite = Annotated[float | None, AfterValidator(finite)]
+    manifest: RunManifest
+    metrics: RunMetrics | None
 
-
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-
-class ManifestEvalPoint(_Lenient):
-    step: int
-    eval_loss: Finite = None
-    perplexity: Finite = None
-
-
-class ManifestMetrics(_Lenient):
-    steps: int | None = None
-    final_loss: Finite = None
-    best_eval_loss: Finite = None
-    first_perplexity: Finite = None
-    final_perplexity: Finite = None
-    tokens_per_s: Finite = None
-    eval_history: list[ManifestEvalPoint] = []
-
-
-class RunManifest(_Lenient):
-    """The part of `runs/<id>/manifest.json` the API shows."""
-
-    status: str | None = None
-    kind: str | None = None
-    stop_reason: str | None = None
-    metrics: ManifestMetrics | None = None
-    durations_s: dict[str, Finite] = {}
-
-    @cached_property
-    def public_metrics(self) -> RunMetrics | None:
-        """The metrics as `GET /runs/{id}` shows them; computed once per parsed manifest (the
-        cache keeps manifests, and polls of a finished run ask again and again)."""
-        if self.metrics is None:
-            return None
-        found = self.metrics
-        return RunMetrics(
+    @classmethod
+    def of(cls, manifest: RunManifest) -> ManifestView:
+        found = manifest.metrics
+        if found is None:
+            return cls(manifest, None)
+        durations = manifest.durations_s
+        metrics = RunMetrics(
             steps=found.steps,
             final_loss=found.final_loss,
             best_eval_loss=found.best_eval_loss,
             first_perplexity=found.first_perplexity,
             final_perplexity=found.final_perplexity,
             tokens_per_s=found.tokens_per_s,
-            duration_s=self.durations_s.get("total"),
-            stop_reason=self.stop_reason,
+            duration_s=None if durations is None else durations.total,
+            stop_reason=manifest.stop_reason,
         )
-
-
-def read_json(path: Path) -> object | None:
-    """The JSON in `path`, or None when it is missing or not JSON (the worker replaces its
-    files atomically, so this means absent or corrupt, not half-written)."""
-    try:
-        parsed: object = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return parsed
+        return cls(manifest, metrics)
 
 
 def run_folder(data_root: Path, run_id: str) -> Path:
-    return resolve_inside(data_root, f"runs/{run_id}")
-
-
-def read_model(path: Path, model: type[ModelT]) -> ModelT | None:
-    """The JSON in `path` as `model`, or None when it is missing or does not fit."""
-    raw = read_json(path)
-    try:
-        return None if raw is None else model.model_validate(raw)
-    except ValidationError:
-        return None
+    return DataLayout(data_root).run_dir(run_id)
 
 
 class ManifestCache:
@@ -120,11 +69,13 @@ class ManifestCache:
 
     def __init__(self, size: int = 512) -> None:
         self._size = size
-        self._entries: OrderedDict[str, tuple[tuple[int, int, int], RunManifest | None]]
+        self._entries: OrderedDict[str, tuple[tuple[int, int, int], ManifestView | AppError]]
         self._entries = OrderedDict()
         self._lock = threading.Lock()  # shared by the event loop and the threadpool
 
-    def get(self, path: Path) -> RunManifest | None:
+    def get(self, path: Path) -> ManifestView | AppError | None:
+        """The manifest at `path`; None when there is none, its error when this release
+        cannot read it."""
         key = os.fspath(path)  # str keys and os.stat: cheaper than Path's hashing and stat
         try:
             found = os.stat(key)
@@ -136,7 +87,7 @@ class ManifestCache:
             if hit is not None and hit[0] == identity:
                 self._entries.move_to_end(key)
                 return hit[1]
-        manifest = read_model(path, RunManifest)
+        manifest = _read_view(path)
         with self._lock:
             self._entries[key] = (identity, manifest)
             self._entries.move_to_end(key)
@@ -145,11 +96,18 @@ class ManifestCache:
         return manifest
 
 
+def _read_view(path: Path) -> ManifestView | AppError:
+    try:
+        return ManifestView.of(read_run_manifest(path))
+    except AppError as error:
+        return error
+
+
 _manifests = ManifestCache()
 
 
-def read_manifest(data_root: Path, run_id: str) -> RunManifest | None:
-    return _manifests.get(run_folder(data_root, run_id) / "manifest.json")
+def read_manifest(data_root: Path, run_id: str) -> ManifestView | AppError | None:
+    return _manifests.get(DataLayout(data_root).run_manifest(run_id))
 
 
 def _progress(figures: dict[str, str]) -> RunProgress | None:
@@ -182,11 +140,14 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
     # the manifest matters once the run has ended (or Redis forgot it): polls of a live run
     # stay one Redis round trip
     live_only = live.status is not None and not live.status.is_terminal
-    manifest = None if live_only else read_manifest(data_root, run_id)
-    status = live.status or (STATUSES.get(manifest.status or "") if manifest else None)
+    found = None if live_only else read_manifest(data_root, run_id)
+    if isinstance(found, AppError) and live.status is None:
+        raise AppError(found.code, f"run {run_id}: {found.message}")
+    view = found if isinstance(found, ManifestView) else None
+    status = live.status or (view.manifest.status if view else None)
     if status is None:
         raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
-    kind = live.kind or (KINDS.get(manifest.kind or "") if manifest else None)
+    kind = live.kind or (view.manifest.kind if view else None)
     progress = _progress(live.progress)
     finished = status.is_terminal
     return RunPublic(
@@ -200,7 +161,7 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
         heartbeat_age_s=None if live.heartbeat is None else max(0.0, time.time() - live.heartbeat),
         eta_s=None if finished or progress is None else progress.eta_s,
         progress=progress,
-        metrics=manifest.public_metrics if finished and manifest is not None else None,
+        metrics=view.metrics if finished and view is not None else None,
     )
 
 
@@ -219,13 +180,13 @@ def list_page(client: redis.Redis, data_root: Path, run_ids: list[str]) -> list[
 def run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
     return (
         bool(client.exists(status_key(run_id)))
-        or (run_folder(data_root, run_id) / "manifest.json").is_file()
+        or DataLayout(data_root).run_manifest(run_id).is_file()
     )
 
 
 def model_run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
     """A model run (not a tokenizer's) that Redis or the data root knows."""
-    if (run_folder(data_root, run_id) / "manifest.json").is_file():
+    if DataLayout(data_root).run_manifest(run_id).is_file():
         return True
     live = live_state(client, run_id)
     return live.status is not None and live.kind == "train_model"

@@ -3,48 +3,30 @@ live state of the run that trains it (a tokenizer's id is its run's id)."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from pathlib import Path
 
 import redis
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ValidationError
 
-from platform_core.api_models import TokenizerList, TokenizerPublic, TokenizerStats
+from platform_core.api_models import TokenizerList, TokenizerPublic
 from platform_core.errors import AppError, ErrorCode
-from platform_core.paths import resolve_inside
+from platform_core.layout import ID_PATTERN, MANIFEST_FILE, DataLayout
+from platform_core.manifests import TokenizerManifest, read_tokenizer_manifest
 from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
 from trainer_api.live_state import live_state
-from trainer_api.run_views import read_model
-
-
-class _Corpus(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    source: str
-    sha256: str
-
-
-class TokenizerManifest(BaseModel):
-    """The part of `tokenizers/<id>/manifest.json` the API shows."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    kind: TokenizerKind
-    vocab_size: int
-    stats: TokenizerStats
-    corpus: _Corpus
-    created_at: datetime
-    duration_s: float
 
 
 def tokenizer_folder(data_root: Path, tokenizer_id: str) -> Path:
-    return resolve_inside(data_root, f"tokenizers/{tokenizer_id}")
+    return DataLayout(data_root).tokenizer_dir(tokenizer_id)
 
 
-def read_tokenizer_manifest(data_root: Path, tokenizer_id: str) -> TokenizerManifest | None:
-    path = tokenizer_folder(data_root, tokenizer_id) / "manifest.json"
-    return read_model(path, TokenizerManifest)
+def read_manifest(data_root: Path, tokenizer_id: str) -> TokenizerManifest | None:
+    """The tokenizer's manifest, or None while it has none (training) or an unreadable one."""
+    try:
+        return read_tokenizer_manifest(DataLayout(data_root).tokenizer_manifest(tokenizer_id))
+    except AppError:
+        return None
 
 
 def _spec_kind(client: redis.Redis, tokenizer_id: str) -> TokenizerKind | None:
@@ -60,7 +42,7 @@ def _spec_kind(client: redis.Redis, tokenizer_id: str) -> TokenizerKind | None:
 def load_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> TokenizerPublic:
     """NOT_FOUND unless trained or being trained."""
     live = live_state(client, tokenizer_id)
-    manifest = read_tokenizer_manifest(data_root, tokenizer_id)
+    manifest = read_manifest(data_root, tokenizer_id)
     if manifest is not None:
         return TokenizerPublic(
             tokenizer_id=tokenizer_id,
@@ -85,11 +67,16 @@ def load_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> T
 
 
 def tokenizer_ids(client: redis.Redis, data_root: Path) -> list[str]:
-    """Folders under `tokenizers/` and tokenizer runs in the run index, sorted."""
+    """Folders under `tokenizers/` and tokenizer runs in the run index, sorted. A folder
+    whose name is not an id (left by hand) is not a tokenizer."""
     ids: set[str] = set()
-    folder = data_root / "tokenizers"
+    folder = DataLayout(data_root).tokenizers_dir
     if folder.is_dir():
-        ids.update(entry.name for entry in folder.iterdir() if (entry / "manifest.json").is_file())
+        ids.update(
+            entry.name
+            for entry in folder.iterdir()
+            if ID_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
+        )
     runs = [raw.decode() for raw in client.zrange(INDEX_KEY, 0, -1) if isinstance(raw, bytes)]
     pipe = client.pipeline(transaction=False)
     for run_id in runs:

@@ -11,9 +11,5 @@ STALE_HEARTBEAT_S = 60.0
 CANCEL_GRACE_S = 60.0
 # Progress events feed DMs and progress bars: faster than a person reads is wasted.
 PROGRESS_EVERY_S = 2.0
-# A transient failure (Redis blip, tracking server restart) is retried twice more,
-# 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.
-TRANSIENT_MAX_ATTEMPTS = 3
-TRANSIENT_BACKOFF_S = 5.0
 # Cancellation sweeps and (later) stale-run checks: cheap scans, so every 10 s.
 MAINTENANCE_INTERVAL_S = 10.0

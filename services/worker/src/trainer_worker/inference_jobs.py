@@ -26,8 +26,10 @@ from platform_core.inference_results import (
     load_record,
     save_record,
 )
-from platform_core.json_types import JsonObject, JsonValue
+from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
 from platform_core.logging import log_context
+from platform_core.manifests import read_run_manifest
 from platform_core.specs import (
     MAX_SCORE_CHARS,
     ScoreRequest,
@@ -39,9 +41,8 @@ from trainer_worker.checkpoints import list_checkpoints, load_checkpoint, load_m
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.inference.score import score
-from trainer_worker.model_run import run_dir
 from trainer_worker.models.registry import build_model
-from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
+from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
 
 _log = logging.getLogger(__name__)
@@ -156,19 +157,19 @@ def _as_json(output: BaseModel) -> JsonObject:
 
 
 def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, TrainRunSpec, Path]:
-    folder = run_dir(data_root, run_id)
-    manifest_path = folder / "manifest.json"
-    if not manifest_path.is_file():
-        raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts")
+    layout = DataLayout(data_root)
+    folder = layout.run_dir(run_id)
     try:
-        manifest: dict[str, JsonValue] = json.loads(manifest_path.read_text(encoding="utf-8"))
-        spec = TrainRunSpec.model_validate(manifest["spec"])
-    except (OSError, ValueError, KeyError, TypeError) as exc:  # ValidationError is a ValueError
+        spec = read_run_manifest(layout.run_manifest(run_id)).train_spec()
+    except AppError as error:
+        if error.code is ErrorCode.DATA_NOT_FOUND:
+            raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts") from error
         raise AppError(
-            ErrorCode.MODEL_NOT_FOUND, f"run {run_id} has no usable manifest (no valid spec)"
-        ) from exc
+            ErrorCode.MODEL_NOT_FOUND,
+            f"run {run_id} has no usable manifest ({error.message})",
+        ) from error
     weights = _weights_of(folder)
-    tokenizer = load_tokenizer(tokenizer_dir(data_root, spec.tokenizer_id))
+    tokenizer = load_tokenizer(layout.tokenizer_dir(spec.tokenizer_id))
     model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
     if weights.name == "model.safetensors":
         load_model_file(model, weights)

@@ -1,24 +1,26 @@
-"""The lifecycle every job goes through: running -> completed | failed | cancelled.
+"""The lifecycle every run goes through: queued -> running -> completed | failed | cancelled.
 
-`run_job` marks the run running, publishes `trainer.job.started.v1` (or leaves that to a body
-that first finds the step it resumes from), beats from its own thread, runs the job's body, and
-turns the outcome into the terminal status, message and event. Failures are classified by
-their error code (USER_INPUT, TRANSIENT, FATAL); only TRANSIENT ones are retried, with backoff
-and a bound.
+`run_job` alone publishes a run's lifecycle events, once each per attempt: it counts the
+attempt, marks the run running, announces the start before the body prepares anything, beats
+from its own thread, runs the body, and turns what the body returned (an `Outcome`) or raised
+(an `AppError`) into the terminal status, the manifest's failure record and the terminal
+event. The body never talks back through the context: it returns.
+
+Failures are classified by their error code (USER_INPUT, TRANSIENT, FATAL). A TRANSIENT one
+is retried by RQ itself (`Retry` on the job, see `platform_core.queue`): the attempt publishes
+its failure with `retrying=True`, puts the run back to queued and raises `RetryLater`, which
+RQ answers by scheduling the next attempt.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-
-import redis
+from datetime import UTC, datetime
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
@@ -37,8 +39,9 @@ from platform_core.events import (
     JobStartedPayload,
 )
 from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
 from platform_core.logging import log_context
-from platform_core.queue import enqueue_job
+from platform_core.manifests import RunFailure, read_run_manifest, storage_error, write_manifest
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults
 from trainer_worker.heartbeat import Heartbeat
@@ -46,45 +49,39 @@ from trainer_worker.heartbeat import Heartbeat
 _log = logging.getLogger(__name__)
 
 
+class RetryLater(Exception):
+    """Raised out of a job so that RQ runs its next attempt (the job's `Retry`)."""
+
+    def __init__(self, error: AppError) -> None:
+        super().__init__(f"{error.code}: {error.message}")
+        self.error = error
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a job's body hands back: its small JSON-safe result and how to describe it."""
+
+    result: JsonObject
+    message: str  # one line for the terminal event, the run's message and DMs
+    artifact_dir: str | None = None  # relative to the data root
+    cancelled_at_step: int | None = None  # set when the body stopped on a cancel request
+
+
 @dataclass
 class JobContext:
-    """What a job's body may use: ids, the data root, the bus and the run state."""
+    """What a job's body may use: ids, the data root's layout, the bus and the run state."""
 
     run_id: str
     kind: JobKind
     user_id: int | None
     attempt: int
-    data_root: Path
+    layout: DataLayout
     bus: EventBus  # on the configured stream; its client is the worker's connection
     store: RunStateStore
-    # set by the body
-    message: str = ""
-    artifact_dir: str | None = None
-    cancelled_at_step: int | None = None
-    manifest_path: Path | None = None  # where a failure is recorded once the run has one
     _started: float = field(default_factory=time.monotonic)
-    _announced: bool = False
-
-    @property
-    def client(self) -> redis.Redis:
-        return self.bus.client
 
     def publish(self, event: Event) -> None:
         self.bus.publish(event)
-
-    def announce_start(self, *, resumed_from_step: int | None = None) -> None:
-        """Publish `trainer.job.started.v1`, once per attempt: later calls do nothing."""
-        if self._announced:
-            return
-        self._announced = True
-        payload = JobStartedPayload(
-            kind=self.kind,
-            worker=f"{socket.gethostname()}:{os.getpid()}",
-            attempt=self.attempt,
-            resumed_from_step=resumed_from_step,
-        )
-        self.publish(JobStarted(run_id=self.run_id, user_id=self.user_id, payload=payload))
-        _log.info("job started", extra={"event": "job.started", "attempt": self.attempt})
 
     def should_stop(self) -> bool:
         """The cooperative cancel flag (one Redis round trip)."""
@@ -124,129 +121,134 @@ class JobContext:
         return time.monotonic() - self._started
 
 
-Body = Callable[[JobContext], JsonObject]
+Body = Callable[[JobContext], Outcome]
+# the step a run resumes from, as far as can be told before preparing anything (None: none)
+ResumeHint = Callable[[DataLayout, str], int | None]
 
 
 def run_job(
     kind: JobKind,
     run_id: str,
-    spec: JsonObject,
     body: Body,
     *,
     bus: EventBus,
-    data_root: Path,
-    attempt: int = 1,
+    layout: DataLayout,
     user_id: int | None = None,
-    body_announces_start: bool = False,
+    can_retry: bool = False,
+    resume_hint: ResumeHint | None = None,
 ) -> JsonObject:
-    """Run `body` inside the lifecycle; return a small JSON-safe result. With
-    `body_announces_start` the body calls `context.announce_start` itself, once it knows the
-    step it resumes from (a failure before that announces the start first)."""
+    """Run `body` inside the lifecycle; return a small JSON-safe result. `can_retry`: RQ has
+    an attempt left for this job, so a TRANSIENT failure raises `RetryLater`."""
     store = RunStateStore(bus.client)
-    context = JobContext(
-        run_id=run_id,
-        kind=kind,
-        user_id=user_id,
-        attempt=attempt,
-        data_root=data_root,
-        bus=bus,
-        store=store,
-    )
     with log_context(run_id=run_id):
         if store.status(run_id) is RunStatus.CANCELLED:  # cancelled while it waited
             return {"run_id": run_id, "status": RunStatus.CANCELLED.value}
+        context = JobContext(
+            run_id=run_id,
+            kind=kind,
+            user_id=user_id,
+            attempt=store.next_attempt(run_id),
+            layout=layout,
+            bus=bus,
+            store=store,
+        )
         store.set_status(run_id, RunStatus.RUNNING)
-        if not body_announces_start:
-            context.announce_start()
+        _announce_start(context, resume_hint(layout, run_id) if resume_hint else None)
         try:
             with Heartbeat(store, run_id, defaults.HEARTBEAT_INTERVAL_S):
-                result = body(context)
+                outcome = body(context)
         except AppError as error:
-            return _fail(context, spec, error)
+            return _fail(context, error, can_retry=can_retry)
+        except OSError as exc:  # a write the body did not wrap: still the storage's fault
+            _log.exception("storage failure", extra={"event": "job.storage_failed"})
+            return _fail(context, storage_error(exc, "writing the run"), can_retry=can_retry)
         except Exception as exc:  # a bug: recorded as FATAL with its traceback in the log
             _log.exception("job crashed", extra={"event": "job.crashed"})
             crash = AppError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}: see worker log")
-            return _fail(context, spec, crash)
-        if context.cancelled_at_step is not None:
-            return _cancelled(context, result)
-        return _completed(context, result)
+            return _fail(context, crash, can_retry=can_retry)
+        if outcome.cancelled_at_step is not None:
+            return _cancelled(context, outcome)
+        return _completed(context, outcome)
 
 
-def _completed(context: JobContext, result: JsonObject) -> JsonObject:
-    message = context.message or f"{context.kind} finished in {context.elapsed_s:.1f} s"
-    context.store.set_status(context.run_id, RunStatus.COMPLETED, message=message)
+def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
+    payload = JobStartedPayload(
+        kind=context.kind,
+        worker=f"{socket.gethostname()}:{os.getpid()}",
+        attempt=context.attempt,
+        resumed_from_step=resumed_from_step,
+    )
+    context.publish(JobStarted(run_id=context.run_id, user_id=context.user_id, payload=payload))
+    _log.info("job started", extra={"event": "job.started", "attempt": context.attempt})
+
+
+def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
+    context.store.set_status(context.run_id, RunStatus.COMPLETED, message=outcome.message)
     payload = JobCompletedPayload(
-        duration_s=context.elapsed_s, message=message, artifact_dir=context.artifact_dir
+        duration_s=context.elapsed_s, message=outcome.message, artifact_dir=outcome.artifact_dir
     )
     context.publish(JobCompleted(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job completed", extra={"event": "job.completed"})
-    return {**result, "run_id": context.run_id, "status": RunStatus.COMPLETED.value}
+    return {**outcome.result, "run_id": context.run_id, "status": RunStatus.COMPLETED.value}
 
 
-def _cancelled(context: JobContext, result: JsonObject) -> JsonObject:
-    step = context.cancelled_at_step
-    message = context.message or f"cancelled at step {step}"
-    context.store.set_status(context.run_id, RunStatus.CANCELLED, message=message)
-    payload = JobCancelledPayload(stage="cooperative", step=step, message=message)
+def _cancelled(context: JobContext, outcome: Outcome) -> JsonObject:
+    step = outcome.cancelled_at_step
+    context.store.set_status(context.run_id, RunStatus.CANCELLED, message=outcome.message)
+    payload = JobCancelledPayload(stage="cooperative", step=step, message=outcome.message)
     context.publish(JobCancelled(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job cancelled", extra={"event": "job.cancelled", "step": step or 0})
-    return {**result, "run_id": context.run_id, "status": RunStatus.CANCELLED.value}
+    return {**outcome.result, "run_id": context.run_id, "status": RunStatus.CANCELLED.value}
 
 
-def _fail(context: JobContext, spec: JsonObject, error: AppError) -> JsonObject:
-    context.announce_start()  # a body that failed before announcing (a bad spec) started too
-    retrying = (
-        error.failure_class is FailureClass.TRANSIENT
-        and context.attempt < defaults.TRANSIENT_MAX_ATTEMPTS
-    )
+def _fail(context: JobContext, error: AppError, *, can_retry: bool) -> JsonObject:
+    retrying = error.failure_class is FailureClass.TRANSIENT and can_retry
     _log.warning(
         "job failed: %s",
         error.message,
         extra={"event": "job.failed", "error_code": error.code.value, "attempt": context.attempt},
     )
-    _record_failure(context, error)
+    if not retrying:
+        _record_failure(context, error)
     payload = JobFailedPayload(
         error_code=error.code,
         failure_class=error.failure_class,
         message=error.message,
         retrying=retrying,
     )
+    # the status first: a reader that sees the terminal event finds the run ended
+    status = RunStatus.QUEUED if retrying else RunStatus.FAILED
+    context.store.set_status(context.run_id, status, message=error.message)
     context.publish(JobFailed(run_id=context.run_id, user_id=context.user_id, payload=payload))
     if retrying:
-        delay = defaults.TRANSIENT_BACKOFF_S * 2 ** (context.attempt - 1)
-        enqueue_job(
-            context.client,
-            context.kind,
-            context.run_id,
-            spec,
-            user_id=context.user_id,
-            attempt=context.attempt + 1,
-            delay_s=delay,
-            bus=context.bus,
-        )
-    else:
-        context.store.set_status(context.run_id, RunStatus.FAILED, message=error.message)
+        raise RetryLater(error)
     return {
         "run_id": context.run_id,
-        "status": RunStatus.QUEUED.value if retrying else RunStatus.FAILED.value,
+        "status": RunStatus.FAILED.value,
         "error_code": error.code.value,
         "failure_class": error.failure_class.value,
     }
 
 
 def _record_failure(context: JobContext, error: AppError) -> None:
-    """Write the failure into the run's manifest when the run got that far."""
-    path = context.manifest_path
-    if path is None or not path.exists():
+    """Write the failure into the run's manifest when the run got that far. A failure that
+    cannot be written (the disk is full) is logged; the event and Redis still tell it."""
+    path = context.layout.run_manifest(context.run_id)
+    if not path.is_file():
         return
-    manifest = json.loads(path.read_text(encoding="utf-8"))
-    manifest["status"] = RunStatus.FAILED.value
-    manifest["failure"] = {
-        "error_code": error.code.value,
-        "failure_class": error.failure_class.value,
-        "message": error.message,
-        "attempt": context.attempt,
-    }
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(manifest, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
+    failure = RunFailure(
+        error_code=error.code,
+        failure_class=error.failure_class,
+        message=error.message,
+        attempt=context.attempt,
+    )
+    try:
+        manifest = read_run_manifest(path)
+        update = {"status": RunStatus.FAILED, "failure": failure, "finished_at": datetime.now(UTC)}
+        write_manifest(path, manifest.model_copy(update=update))
+    except AppError as unwritten:
+        _log.error(
+            "the failure could not be recorded in the manifest: %s",
+            unwritten.message,
+            extra={"event": "manifest.unwritten", "error_code": unwritten.code.value},
+        )

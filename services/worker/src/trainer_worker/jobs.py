@@ -1,8 +1,8 @@
 """RQ jobs: plain top-level functions taking ids and a JSON-safe spec, returning a small dict.
 
 Each one resolves its Redis connection (the worker's) and data root, then hands its body to
-`run_job`, which owns the lifecycle: status, heartbeats, events, failure classification and
-retries.
+`run_job`, which owns the lifecycle: status, heartbeats, events and failure classification;
+RQ retries a transient failure (the job's `Retry`) while the job has attempts left.
 """
 
 from __future__ import annotations
@@ -12,61 +12,58 @@ from pathlib import Path
 import redis
 from pydantic import ValidationError
 from rq import get_current_job
+from rq.job import Job
 
 from platform_core.errors import AppError, ErrorCode, invalid_input
 from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
 from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
 from platform_core.settings import load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
-from trainer_worker.job_context import Body, JobContext, run_job
-from trainer_worker.model_run import train_model_body
+from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
+from trainer_worker.model_run import resume_hint, train_model_body
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 
 
-def train_tokenizer(
-    run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | None = None
-) -> JsonObject:
+def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
     """Train a tokenizer whose id is the run id; artifacts in `tokenizers/<run_id>/`."""
 
-    def body(context: JobContext) -> JsonObject:
+    def body(context: JobContext) -> Outcome:
         try:
             parsed = TokenizerSpec.model_validate(spec)
         except ValidationError as exc:
             raise invalid_input(exc, what="tokenizer spec") from exc
         context.progress(step=0, total_steps=1, epoch=0, eta_s=None, message="training tokenizer")
-        manifest = train_tokenizer_artifact(run_id, parsed, context.data_root)
+        manifest = train_tokenizer_artifact(run_id, parsed, context.layout.root)
         context.progress(step=1, total_steps=1, epoch=1, eta_s=0, message="tokenizer trained")
-        context.artifact_dir = f"tokenizers/{run_id}"
         stats = manifest.stats
-        context.message = (
-            f"{parsed.kind} tokenizer, vocab {manifest.vocab_size}, "
-            f"coverage {stats.coverage:.4f}, {stats.tokens_per_word:.2f} tokens/word"
+        return Outcome(
+            result={
+                "tokenizer_id": run_id,
+                "vocab_size": manifest.vocab_size,
+                "coverage": stats.coverage,
+                "oov_rate": stats.oov_rate,
+                "tokens_per_char": stats.tokens_per_char,
+            },
+            message=(
+                f"{parsed.kind} tokenizer, vocab {manifest.vocab_size}, "
+                f"coverage {stats.coverage:.4f}, {stats.tokens_per_word:.2f} tokens/word"
+            ),
+            artifact_dir=context.layout.relative(context.layout.tokenizer_dir(run_id)),
         )
-        return {
-            "tokenizer_id": run_id,
-            "vocab_size": manifest.vocab_size,
-            "coverage": stats.coverage,
-            "oov_rate": stats.oov_rate,
-            "tokens_per_char": stats.tokens_per_char,
-        }
 
-    return _lifecycle("train_tokenizer", run_id, spec, body, attempt=attempt, user_id=user_id)
+    return _lifecycle("train_tokenizer", run_id, body, user_id=user_id)
 
 
-def train_model(
-    run_id: str, spec: JsonObject, *, attempt: int = 1, user_id: int | None = None
-) -> JsonObject:
+def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
     """Train a model (GPT-2 or Char-LSTM) on a trained tokenizer; artifacts in `runs/<run_id>/`."""
 
-    def body(context: JobContext) -> JsonObject:
+    def body(context: JobContext) -> Outcome:
         return train_model_body(spec, context)
 
-    # the body announces the start once it knows the step it resumes from
-    return _lifecycle(
-        "train_model", run_id, spec, body, attempt=attempt, user_id=user_id, announces_start=True
-    )
+    return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:
@@ -93,32 +90,34 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
 def _lifecycle(
     kind: JobKind,
     run_id: str,
-    spec: JsonObject,
     body: Body,
     *,
-    attempt: int,
     user_id: int | None,
-    announces_start: bool = False,
+    resume_hint: ResumeHint | None = None,
 ) -> JsonObject:
     settings = load_settings()
+    job = _current_job()
     return run_job(
         kind,
         run_id,
-        spec,
         body,
-        bus=EventBus.from_settings(_connection(), settings.redis),
-        data_root=settings.data_root.resolve(),
-        attempt=attempt,
+        bus=EventBus.from_settings(job.connection, settings.redis),
+        layout=DataLayout(settings.data_root.resolve()),
         user_id=user_id,
-        body_announces_start=announces_start,
+        can_retry=bool(job.retries_left),
+        resume_hint=resume_hint,
     )
 
 
-def _connection() -> redis.Redis:
+def _current_job() -> Job:
     job = get_current_job()
     if job is None:
         raise AppError(ErrorCode.INTERNAL, "jobs run inside an RQ worker (trainctl worker)")
-    return job.connection
+    return job
+
+
+def _connection() -> redis.Redis:
+    return _current_job().connection
 
 
 def _data_root() -> Path:

@@ -4,7 +4,8 @@ per-run eval history, cooperative cancellation, and checkpoints under the retent
 
 A resumed run repeats the steps between its last checkpoint and the crash; their progress
 and eval figures were already published, so anything at or before the run's watermark (the
-last step it logged) is not published again.
+last step it published, kept in Redis and only ever raised) is not published again, however
+many attempts crash and wherever they restart.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ class RunCallbacks:
             eta_s=info.eta_s,
             figures={"loss": round(info.loss, 5), "tokens_per_s": round(info.tokens_per_s, 1)},
         )
+        # the run's high-water mark: no later attempt publishes this step again
+        self.watermark = context.store.mark_published(context.run_id, info.step)
 
     def on_eval(self, info: EvalInfo) -> None:
         if info.step <= self.watermark and info.step in {

@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platform_core.errors import AppError
-from platform_core.layout import ID_PATTERN
+from platform_core.layout import MANIFEST_FILE, DataLayout
+from platform_core.manifests import RunManifest, read_run_manifest
+from platform_core.run_state import RunStatus
 from platform_core.specs import RetentionSpec
 from trainer_worker.checkpoint_retention import apply_plan, best_of, entries_of, plan_retention
 from trainer_worker.checkpoints import CheckpointMeta, list_checkpoints, read_meta
@@ -163,30 +165,31 @@ def _clean_run(folder: Path, job: _Cleanup, *, aggressive: bool, orphaned_only: 
 
 
 def _run_folder(data_root: Path, run_id: str) -> Path | None:
-    if not ID_PATTERN.fullmatch(run_id):
+    try:
+        folder = DataLayout(data_root).run_dir(run_id)
+    except AppError:  # not an id, or a link out of the data root
         return None
-    folder = data_root / "runs" / run_id
     return folder if folder.is_dir() else None
 
 
-def _manifest(folder: Path) -> dict[str, object]:
+def _manifest(folder: Path) -> RunManifest | None:
     try:
-        data: dict[str, object] = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data
+        return read_run_manifest(folder / MANIFEST_FILE)
+    except AppError:  # none yet (the run is preparing) or unreadable: defaults apply
+        return None
 
 
-def _status(folder: Path) -> object:
-    return _manifest(folder).get("status")
+def _status(folder: Path) -> RunStatus | None:
+    manifest = _manifest(folder)
+    return None if manifest is None else manifest.status
 
 
 def _retention(folder: Path) -> RetentionSpec:
-    spec = _manifest(folder).get("spec")
-    retention = spec.get("retention") if isinstance(spec, dict) else None
-    return (
-        RetentionSpec.model_validate(retention) if isinstance(retention, dict) else RetentionSpec()
-    )
+    manifest = _manifest(folder)
+    try:
+        return RetentionSpec() if manifest is None else manifest.train_spec().retention
+    except AppError:  # another kind of run, or a spec this release no longer reads
+        return RetentionSpec()
 
 
 def _size(path: Path) -> int:

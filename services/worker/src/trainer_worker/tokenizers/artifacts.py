@@ -9,10 +9,8 @@ leaves no partial tokenizer behind. The manifest is the source of truth for load
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
-import re
 import shutil
 import time
 import uuid
@@ -20,18 +18,19 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Literal
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    JsonValue,
-    ValidationError,
-)
+from pydantic import JsonValue
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import TokenizerKind, TokenizerSpec
+from platform_core.layout import MANIFEST_FILE, DataLayout
+from platform_core.manifests import (
+    CorpusRecord,
+    TokenizerManifest,
+    read_tokenizer_manifest,
+    storage_error,
+    write_manifest,
+)
+from platform_core.specs import TokenizerSpec
 from trainer_worker.data.corpus import Corpus, corpus_spec, load_corpus
 from trainer_worker.tokenizers.bpe import BPEConfig, BPETokenizer
 from trainer_worker.tokenizers.char import CharConfig, CharTokenizer
@@ -40,59 +39,13 @@ from trainer_worker.tokenizers.sentencepiece_tokenizer import (
     SentencePieceConfig,
     SentencePieceTokenizer,
 )
-from trainer_worker.tokenizers.stats import TokenizerStats, compute_stats
+from trainer_worker.tokenizers.stats import compute_stats
 
 logger = logging.getLogger(__name__)
 
-TOKENIZERS_DIR = "tokenizers"
-MANIFEST_FILE = "manifest.json"
-TOKENIZER_ID_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,63}$"
-_TOKENIZER_ID = re.compile(TOKENIZER_ID_PATTERN)
 
 TrainedTokenizer = BPETokenizer | CharTokenizer | SentencePieceTokenizer
 BackendConfig = BPEConfig | CharConfig | SentencePieceConfig
-
-
-class CorpusRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    source: str  # relative path or "demo:pydoc_data.topics"
-    sha256: str  # of the raw corpus bytes: the same digest means the same input
-    num_documents: int
-    num_train_documents: int
-    num_holdout_documents: int
-
-
-class TokenizerManifest(BaseModel):
-    """`manifest.json` of a tokenizer folder."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    format_version: Literal[1] = 1
-    id: str = Field(pattern=TOKENIZER_ID_PATTERN)
-    kind: TokenizerKind
-    spec: TokenizerSpec  # the request as validated
-    config: dict[str, JsonValue]  # the backend config it resolved to
-    corpus: CorpusRecord
-    stats: TokenizerStats  # on the holdout split
-    vocab_size: int
-    eos_id: int | None
-    pad_id: int | None
-    unk_id: int | None
-    files: list[str]  # the backend's files beside this manifest
-    library_versions: dict[str, str]
-    created_at: datetime
-    duration_s: float  # corpus loading + training + statistics
-
-
-def tokenizer_dir(data_root: Path, tokenizer_id: str) -> Path:
-    """`<data_root>/tokenizers/<id>`, after checking the id (INVALID_INPUT otherwise)."""
-    if not _TOKENIZER_ID.fullmatch(tokenizer_id):
-        raise AppError(
-            ErrorCode.INVALID_INPUT,
-            f"tokenizer id {tokenizer_id!r} must match {TOKENIZER_ID_PATTERN}",
-        )
-    return data_root / TOKENIZERS_DIR / tokenizer_id
 
 
 def train_tokenizer_artifact(
@@ -103,7 +56,7 @@ def train_tokenizer_artifact(
     Raises AppError: INVALID_INPUT (bad id), CONFLICT (id taken), the corpus errors of
     `load_corpus`, CONFIG_INVALID / TRAINING_FAILED from a backend, STORAGE_FULL.
     """
-    final_dir = tokenizer_dir(data_root, tokenizer_id)
+    final_dir = DataLayout(data_root).tokenizer_dir(tokenizer_id)
     if final_dir.exists():
         raise AppError(ErrorCode.CONFLICT, f"tokenizer {tokenizer_id!r} already exists")
     started = time.monotonic()
@@ -149,21 +102,9 @@ def train_tokenizer_artifact(
     return manifest
 
 
-def read_manifest(directory: Path) -> TokenizerManifest:
-    path = directory / MANIFEST_FILE
-    if not path.is_file():
-        raise AppError(ErrorCode.DATA_NOT_FOUND, f"no tokenizer manifest in {directory}")
-    try:
-        return TokenizerManifest.model_validate_json(path.read_bytes())
-    except ValidationError as exc:
-        raise AppError(
-            ErrorCode.DATA_INVALID, f"tokenizer manifest in {directory} is invalid"
-        ) from exc
-
-
 def load_tokenizer(directory: Path) -> Tokenizer:
     """Load the tokenizer in `directory`, dispatching on the manifest's kind."""
-    manifest = read_manifest(directory)
+    manifest = read_tokenizer_manifest(directory / MANIFEST_FILE)
     tokenizer: TrainedTokenizer
     if manifest.kind == "bpe":
         tokenizer = BPETokenizer.load(directory)
@@ -221,7 +162,7 @@ def _publish(
         tokenizer.save(staging)
         files = sorted(p.name for p in staging.iterdir())
         manifest = manifest.model_copy(update={"files": files})
-        _write_manifest(staging, manifest)
+        write_manifest(staging / MANIFEST_FILE, manifest)
         _fsync_tree(staging)
         try:
             os.replace(staging, final_dir)
@@ -231,17 +172,11 @@ def _publish(
             ) from exc
     except OSError as exc:
         shutil.rmtree(staging, ignore_errors=True)
-        if exc.errno == errno.ENOSPC:
-            raise AppError(ErrorCode.STORAGE_FULL, "no space left to write the tokenizer") from exc
-        raise
+        raise storage_error(exc, "writing the tokenizer") from exc
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return manifest
-
-
-def _write_manifest(directory: Path, manifest: TokenizerManifest) -> None:
-    (directory / MANIFEST_FILE).write_text(manifest.model_dump_json(indent=2), encoding="utf-8")
 
 
 def _fsync_tree(directory: Path) -> None:

@@ -19,19 +19,9 @@ weighted by frequency, so the cost grows with the vocabulary of the holdout, not
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
 
+from platform_core.manifests import TokenizerStats
 from trainer_worker.tokenizers.protocol import Tokenizer
-
-
-@dataclass(frozen=True, slots=True)
-class TokenizerStats:
-    coverage: float  # share of holdout characters that encode without <unk> and round-trip
-    oov_rate: float  # share of holdout words whose encoding contains <unk>
-    tokens_per_char: float  # holdout tokens / holdout characters
-    tokens_per_word: float  # holdout tokens / holdout whitespace-separated words
-    num_holdout_chars: int  # characters (code points) in the holdout text
-    num_holdout_tokens: int  # tokens the whole holdout text encodes to
 
 
 def compute_stats(tokenizer: Tokenizer, holdout_text: str, unk_id: int | None) -> TokenizerStats:
