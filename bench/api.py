@@ -95,7 +95,7 @@ def raw_job(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> str
 def note_body_start(spec_json: JsonObject, context: JobContext) -> Outcome:
     """Stands in for `train_model_body` inside the real job: notes when the body starts."""
     started = time.monotonic_ns()
-    note_start(context.bus.client, context.run_id, started)
+    note_start(context.store.client, context.run_id, started)
     return Outcome(result={}, message="noted")
 
 

@@ -189,3 +189,17 @@ def test_run_log_keeps_only_that_runs_records(stream: io.StringIO, tmp_path: Pat
     records = [json.loads(line) for line in path.read_text().splitlines()]
     assert [r["message"] for r in records] == [f"step 1 with {MASK}", "tagged"]
     assert all(r["service"] == "worker" for r in records)
+
+
+def test_a_run_log_that_cannot_be_flushed_keeps_the_runs_own_error(
+    stream: io.StringIO, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(_self: logging.FileHandler) -> None:
+        raise OSError(28, "No space left on device")
+
+    log = tmp_path / "logs.jsonl"
+    with pytest.raises(KeyError, match="own error"), run_log(log, "run-9", service="worker"):
+        monkeypatch.setattr(logging.FileHandler, "close", full)
+        raise KeyError("the run's own error")
+    monkeypatch.undo()
+    assert "could not be flushed: No space left on device" in stream.getvalue()

@@ -119,3 +119,19 @@ def test_meta_and_spec(redis_client: redis.Redis) -> None:
     assert store.meta("m")["kind"] == "train_model"
     assert "user_id" not in store.meta("m")
     assert store.spec_json("m") == '{"a": 1}'
+
+
+def test_attempts_are_counted_once_each(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    assert store.attempts("r") == 0
+    assert [store.next_attempt("r"), store.next_attempt("r")] == [1, 2]
+    assert store.attempts("r") == 2
+
+
+def test_the_published_mark_only_ever_rises(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    assert store.published_step("r") == -1
+    assert store.mark_published("r", 40) == 40
+    assert store.mark_published("r", 10) == 40  # a resumed attempt repeating steps
+    assert store.published_step("r") == 40
+    assert store.mark_published("r", 41) == 41

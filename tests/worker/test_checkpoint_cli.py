@@ -7,11 +7,15 @@ import csv
 import io
 import json
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 import torch
 
+from platform_core.json_types import JsonObject
+from platform_core.manifests import RunManifest, write_manifest
+from platform_core.run_state import RunStatus
 from trainer_worker.checkpoints import list_checkpoints, save_checkpoint
 from trainer_worker.cli.main import main
 from trainer_worker.training.seeding import make_generator
@@ -47,8 +51,19 @@ def run_folder(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     )
     for step, loss in LOSSES.items():
         save_checkpoint(folder / "checkpoints", model, replace(state, step=step), eval_loss=loss)
-    manifest = {"status": "completed", "spec": {"retention": {"keep_last_n": 1, "keep_best_k": 1}}}
-    (folder / "manifest.json").write_text(json.dumps(manifest), encoding="utf-8")
+    spec: JsonObject = {
+        "tokenizer_id": "tok",
+        "model": {"family": "gpt2"},
+        "retention": {"keep_last_n": 1, "keep_best_k": 1},
+    }
+    manifest = RunManifest(
+        run_id="run-a",
+        kind="train_model",
+        status=RunStatus.COMPLETED,
+        spec=spec,
+        started_at=datetime.now(UTC),
+    )
+    write_manifest(folder / "manifest.json", manifest)
     return folder
 
 

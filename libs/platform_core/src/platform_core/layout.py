@@ -9,6 +9,7 @@ CLI.
 <root>/runs/<id>/model/                     its final weights
 <root>/runs/<id>/logs.jsonl                 its log
 <root>/studies/<id>/                        a study's report and storage
+<root>/spool/<id>.events.jsonl              a run's events held while Redis was down
 ```
 
 Ids name folders, so every id is checked against `ID_PATTERN` (the rule of RQ job ids, which
@@ -34,6 +35,7 @@ ID_PATTERN: Final = re.compile(ID_REGEX)
 RUNS: Final = "runs"
 TOKENIZERS: Final = "tokenizers"
 STUDIES: Final = "studies"
+SPOOL: Final = "spool"
 MANIFEST_FILE: Final = "manifest.json"
 LOG_FILE: Final = "logs.jsonl"
 CHECKPOINTS: Final = "checkpoints"
@@ -106,6 +108,11 @@ class DataLayout:
 
     def study_dir(self, study_id: str) -> Path:
         return self._inside(STUDIES, check_id(study_id, what="study id"))
+
+    # ---- worker state ---------------------------------------------------------------------
+
+    def spool_file(self, run_id: str) -> Path:
+        return self._inside(SPOOL, f"{check_id(run_id)}.events.jsonl")
 
     # ---- what the API names artifacts by -------------------------------------------------
 

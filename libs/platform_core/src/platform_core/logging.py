@@ -226,7 +226,14 @@ def run_log(
         yield
     finally:
         root.removeHandler(handler)
-        handler.close()
+        try:
+            handler.close()  # flushes: on a full disk the run's own error must stay the one
+        except OSError as exc:
+            logging.getLogger(__name__).warning(
+                "the run log could not be flushed: %s",
+                exc.strerror or type(exc).__name__,
+                extra={"event": "run_log.unflushed", "run_id": run_id},
+            )
 
 
 @contextmanager

@@ -10,6 +10,11 @@ Failures are classified by their error code (USER_INPUT, TRANSIENT, FATAL). A TR
 is retried by RQ itself (`Retry` on the job, see `platform_core.queue`): the attempt publishes
 its failure with `retrying=True`, puts the run back to queued and raises `RetryLater`, which
 RQ answers by scheduling the next attempt.
+
+Redis may blink while a run trains. Events go through the run's `EventSpool` (held on disk
+and sent in order once Redis answers); the live progress figures and the cancel flag are
+skipped while it does not answer; the terminal status is retried until it does (up to
+`FINAL_WRITE_WAIT_S`), so a blip neither fails the run nor loses its ending.
 """
 
 from __future__ import annotations
@@ -44,9 +49,13 @@ from platform_core.logging import log_context
 from platform_core.manifests import RunFailure, read_run_manifest, storage_error, write_manifest
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults
+from trainer_worker.event_spool import REDIS_DOWN, EventSpool
 from trainer_worker.heartbeat import Heartbeat
 
 _log = logging.getLogger(__name__)
+# how long the end of a run waits for Redis to take its status and held events; past it the
+# events stay in the run's spool file for its next attempt
+FINAL_WRITE_WAIT_S = 300.0
 
 
 class RetryLater(Exception):
@@ -69,23 +78,51 @@ class Outcome:
 
 @dataclass
 class JobContext:
-    """What a job's body may use: ids, the data root's layout, the bus and the run state."""
+    """What a job's body may use: ids, the data root's layout, the events and the run
+    state."""
 
     run_id: str
     kind: JobKind
     user_id: int | None
     attempt: int
     layout: DataLayout
-    bus: EventBus  # on the configured stream; its client is the worker's connection
+    spool: EventSpool  # the run's events, on the configured stream
     store: RunStateStore
     _started: float = field(default_factory=time.monotonic)
+    _stop_requested: bool = False
 
     def publish(self, event: Event) -> None:
-        self.bus.publish(event)
+        self.spool.publish(event)
 
     def should_stop(self) -> bool:
-        """The cooperative cancel flag (one Redis round trip)."""
-        return self.store.cancel_requested(self.run_id)
+        """The cooperative cancel flag (one Redis round trip; the last answer while Redis
+        does not answer)."""
+        if self.spool.healthy:
+            try:
+                self._stop_requested = self.store.cancel_requested(self.run_id)
+            except REDIS_DOWN:
+                _log.warning("cancel flag unreadable", extra={"event": "cancel.unreadable"})
+        return self._stop_requested
+
+    def mark_published(self, step: int) -> int:
+        """Raise the run's published mark to `step`; the mark (`step` while Redis is down:
+        this attempt still publishes each step once)."""
+        if self.spool.healthy:
+            try:
+                return self.store.mark_published(self.run_id, step)
+            except REDIS_DOWN:
+                _log.warning("published mark not saved", extra={"event": "mark.unsaved"})
+        return step
+
+    def set_live(self, figures: dict[str, float | int | str]) -> None:
+        """Live figures for GET /runs/{id}; skipped while Redis does not answer (the next
+        report replaces them anyway)."""
+        if not self.spool.healthy:
+            return
+        try:
+            self.store.set_progress(self.run_id, {k: v for k, v in figures.items()})
+        except REDIS_DOWN:
+            _log.warning("live progress not saved", extra={"event": "progress.unsaved"})
 
     def progress(
         self,
@@ -114,7 +151,7 @@ class JobContext:
         if eta_s is not None:
             live["eta_s"] = round(eta_s, 1)
         live.update(figures or {})
-        self.store.set_progress(self.run_id, {k: v for k, v in live.items()})
+        self.set_live(live)
 
     @property
     def elapsed_s(self) -> float:
@@ -149,26 +186,38 @@ def run_job(
             user_id=user_id,
             attempt=store.next_attempt(run_id),
             layout=layout,
-            bus=bus,
+            spool=EventSpool(bus, layout.spool_file(run_id)),
             store=store,
         )
         store.set_status(run_id, RunStatus.RUNNING)
-        _announce_start(context, resume_hint(layout, run_id) if resume_hint else None)
+        context.spool.flush(timeout_s=0.0)  # events an earlier attempt held go first
         try:
-            with Heartbeat(store, run_id, defaults.HEARTBEAT_INTERVAL_S):
-                outcome = body(context)
-        except AppError as error:
-            return _fail(context, error, can_retry=can_retry)
-        except OSError as exc:  # a write the body did not wrap: still the storage's fault
-            _log.exception("storage failure", extra={"event": "job.storage_failed"})
-            return _fail(context, storage_error(exc, "writing the run"), can_retry=can_retry)
-        except Exception as exc:  # a bug: recorded as FATAL with its traceback in the log
-            _log.exception("job crashed", extra={"event": "job.crashed"})
-            crash = AppError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}: see worker log")
-            return _fail(context, crash, can_retry=can_retry)
-        if outcome.cancelled_at_step is not None:
-            return _cancelled(context, outcome)
-        return _completed(context, outcome)
+            return _attempt(context, body, can_retry=can_retry, resume_hint=resume_hint)
+        finally:
+            context.spool.flush(timeout_s=FINAL_WRITE_WAIT_S)
+            context.spool.close()
+
+
+def _attempt(
+    context: JobContext, body: Body, *, can_retry: bool, resume_hint: ResumeHint | None
+) -> JsonObject:
+    layout, run_id = context.layout, context.run_id
+    _announce_start(context, resume_hint(layout, run_id) if resume_hint else None)
+    try:
+        with Heartbeat(context.store, run_id, defaults.HEARTBEAT_INTERVAL_S):
+            outcome = body(context)
+    except AppError as error:
+        return _fail(context, error, can_retry=can_retry)
+    except OSError as exc:  # a write the body did not wrap: still the storage's fault
+        _log.exception("storage failure", extra={"event": "job.storage_failed"})
+        return _fail(context, storage_error(exc, "writing the run"), can_retry=can_retry)
+    except Exception as exc:  # a bug: recorded as FATAL with its traceback in the log
+        _log.exception("job crashed", extra={"event": "job.crashed"})
+        crash = AppError(ErrorCode.INTERNAL, f"unexpected {type(exc).__name__}: see worker log")
+        return _fail(context, crash, can_retry=can_retry)
+    if outcome.cancelled_at_step is not None:
+        return _cancelled(context, outcome)
+    return _completed(context, outcome)
 
 
 def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
@@ -183,7 +232,7 @@ def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
 
 
 def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
-    context.store.set_status(context.run_id, RunStatus.COMPLETED, message=outcome.message)
+    _set_final_status(context, RunStatus.COMPLETED, outcome.message)
     payload = JobCompletedPayload(
         duration_s=context.elapsed_s, message=outcome.message, artifact_dir=outcome.artifact_dir
     )
@@ -194,7 +243,7 @@ def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
 
 def _cancelled(context: JobContext, outcome: Outcome) -> JsonObject:
     step = outcome.cancelled_at_step
-    context.store.set_status(context.run_id, RunStatus.CANCELLED, message=outcome.message)
+    _set_final_status(context, RunStatus.CANCELLED, outcome.message)
     payload = JobCancelledPayload(stage="cooperative", step=step, message=outcome.message)
     context.publish(JobCancelled(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job cancelled", extra={"event": "job.cancelled", "step": step or 0})
@@ -218,7 +267,7 @@ def _fail(context: JobContext, error: AppError, *, can_retry: bool) -> JsonObjec
     )
     # the status first: a reader that sees the terminal event finds the run ended
     status = RunStatus.QUEUED if retrying else RunStatus.FAILED
-    context.store.set_status(context.run_id, status, message=error.message)
+    _set_final_status(context, status, error.message)
     context.publish(JobFailed(run_id=context.run_id, user_id=context.user_id, payload=payload))
     if retrying:
         raise RetryLater(error)
@@ -228,6 +277,22 @@ def _fail(context: JobContext, error: AppError, *, can_retry: bool) -> JsonObjec
         "error_code": error.code.value,
         "failure_class": error.failure_class.value,
     }
+
+
+def _set_final_status(context: JobContext, status: RunStatus, message: str) -> None:
+    """The attempt's last status, retried with back-off while Redis does not answer."""
+    deadline = time.monotonic() + FINAL_WRITE_WAIT_S
+    delay = 0.5
+    while True:
+        try:
+            context.store.set_status(context.run_id, status, message=message)
+            return
+        except REDIS_DOWN:
+            if time.monotonic() + delay > deadline:
+                raise
+            _log.warning("status not saved; retrying", extra={"event": "status.retry"})
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 def _record_failure(context: JobContext, error: AppError) -> None:

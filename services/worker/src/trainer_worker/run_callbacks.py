@@ -104,7 +104,7 @@ class RunCallbacks:
             figures={"loss": round(info.loss, 5), "tokens_per_s": round(info.tokens_per_s, 1)},
         )
         # the run's high-water mark: no later attempt publishes this step again
-        self.watermark = context.store.mark_published(context.run_id, info.step)
+        self.watermark = context.mark_published(info.step)
 
     def on_eval(self, info: EvalInfo) -> None:
         if info.step <= self.watermark and info.step in {
@@ -168,7 +168,7 @@ class RunCallbacks:
         context.publish(
             MetricsCheckpoint(run_id=context.run_id, user_id=context.user_id, payload=payload)
         )
-        context.store.set_progress(context.run_id, {"last_checkpoint_step": meta.step})
+        context.set_live({"last_checkpoint_step": meta.step})
 
     def should_stop(self) -> bool:
         now = time.monotonic()

@@ -1,12 +1,23 @@
 """The worker process: an RQ worker on the project's queues, with RQ's scheduler (delayed
 retries) enabled, and a maintenance thread that requeues runs whose worker died and
-force-stops runs which ignored a cancel request past the grace period."""
+force-stops runs which ignored a cancel request past the grace period.
+
+The process outlives Redis outages: when RQ's own loop gives up on a connection error
+(it does after a job, while recording its result), the worker starts again with back-off.
+Its forked children, RQ's work horse and scheduler, die with it: a child left behind would
+hold the scheduler lock (no scheduler would start again) or keep training a run whose
+worker is gone."""
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import logging
+import os
+import signal
+import sys
 import threading
+import time
 from collections.abc import Sequence
 
 import redis
@@ -33,7 +44,7 @@ def run_worker(
     # transformers, the training code) once here, so no job pays ~6 s of imports itself
     importlib.import_module("trainer_worker.jobs")
     queues = [Queue(queue_name, connection=client) for queue_name in queue_names]
-    worker = Worker(queues, connection=client, name=name)
+    _children_die_with(os.getpid())
     stop = threading.Event()
     maintenance = threading.Thread(
         target=maintain,
@@ -44,10 +55,52 @@ def run_worker(
     maintenance.start()
     _log.info("worker starting", extra={"event": "worker.starting", "category": "worker"})
     try:
-        return bool(worker.work(burst=burst, with_scheduler=True))
+        restarts, delay = 0, RESTART_FIRST_S
+        while True:
+            # a restarted worker registers under a new name: the old one may still be listed
+            worker = Worker(queues, connection=client, name=_named(name, restarts))
+            try:
+                return bool(worker.work(burst=burst, with_scheduler=True))
+            except (redis.ConnectionError, redis.TimeoutError):
+                restarts += 1
+                _log.warning(
+                    "Redis does not answer; the worker starts again in %.0f s",
+                    delay,
+                    extra={"event": "worker.restarting", "category": "worker"},
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, RESTART_MAX_S)
     finally:
         stop.set()
         maintenance.join(timeout=5)
+
+
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_registered_for: set[int] = set()
+
+
+def _named(name: str | None, restarts: int) -> str | None:
+    return name if name is None or restarts == 0 else f"{name}-{restarts}"
+
+
+def _children_die_with(parent: int) -> None:
+    """Every child this process forks from now on gets SIGTERM when it dies (Linux; other
+    systems keep RQ's own behaviour)."""
+    if sys.platform != "linux" or parent in _registered_for:
+        return
+    _registered_for.add(parent)
+    os.register_at_fork(after_in_child=lambda: _die_with_parent(parent))
+
+
+def _die_with_parent(parent: int) -> None:
+    if os.getppid() not in (parent, 1):  # a grandchild: its own parent answers for it
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:  # the worker died before the request took effect
+        os._exit(1)
 
 
 def maintain(bus: EventBus, stop: threading.Event) -> None:
