@@ -15,12 +15,14 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
+from platform_core import queue
 from platform_core.errors import ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.events import (
     Event,
     JobCancelled,
     JobFailed,
+    JobStarted,
     MetricsCheckpoint,
     MetricsCompleted,
     MetricsEval,
@@ -30,8 +32,9 @@ from platform_core.json_types import JsonObject
 from platform_core.logging import configure_logging
 from platform_core.queue import TRAINING_QUEUE, enqueue_job, request_cancel
 from platform_core.run_state import RunStateStore, RunStatus
-from trainer_worker import defaults
+from trainer_worker import defaults, run_callbacks
 from trainer_worker.checkpoints import list_checkpoints, read_meta
+from trainer_worker.training.callbacks import ProgressInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -236,3 +239,41 @@ def test_bad_specs_fail_fast_as_user_input_without_artifacts(
     assert not failed.payload.retrying
     assert RunStateStore(redis_client).status("run-bad") is RunStatus.FAILED
     assert not (data_root / "runs" / "run-bad").exists()
+
+
+class _Crash(BaseException):
+    """Stands in for a worker killed mid-step: nothing in the job catches it."""
+
+
+def test_crashes_before_any_checkpoint_never_publish_a_step_twice(
+    redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two attempts die before their first checkpoint (each restarts from step 0, in the same
+    folder); the third completes. Every step and eval is published once, in order."""
+    monkeypatch.setattr(queue, "TRANSIENT_RETRY", (0, 0))  # RQ retries a crash at once
+    crash_at = [12, 22]  # attempt 1 dies at step 12, attempt 2 at step 22
+    real = run_callbacks.RunCallbacks.on_progress
+
+    def crashing(self: run_callbacks.RunCallbacks, info: ProgressInfo) -> None:
+        real(self, info)
+        if crash_at and info.step == crash_at[0]:
+            crash_at.pop(0)
+            raise _Crash
+
+    monkeypatch.setattr(run_callbacks.RunCallbacks, "on_progress", crashing)
+    tokenizer_id = _tokenizer(redis_client)
+    spec = _spec(tokenizer_id, "char_lstm", progress_every_steps=2, checkpoint_every=1000)
+    enqueue_job(redis_client, "train_model", "run-x", spec)
+    _work(redis_client)
+    store = RunStateStore(redis_client)
+    assert store.status("run-x") is RunStatus.COMPLETED, store.message("run-x")
+    assert store.attempts("run-x") == 3
+    events = _events(redis_client, "run-x")
+    steps = [e.payload.step for e in events if isinstance(e, MetricsProgress)]
+    assert steps == sorted(set(steps)) and steps[-1] == 30
+    evals = [e.payload.step for e in events if isinstance(e, MetricsEval)]
+    assert evals == [0, 15, 30]
+    started = [e.payload.attempt for e in events if isinstance(e, JobStarted)]
+    assert started == [1, 2, 3]
+    folder = data_root / "runs" / "run-x"
+    assert (folder / "logs.jsonl").is_file()  # the folder was kept across the restarts

@@ -169,17 +169,20 @@ def test_killed_worker_resumes_to_the_same_weights_without_repeating_metrics(
     assert progress == sorted(set(progress)), str(progress)  # no step twice
     assert progress[-1] == 400
     assert evals == sorted(set(evals)) and evals[-1] == 400
-    # each attempt announces itself before anything else it publishes, the second one with
-    # the step it resumed from
+    # each attempt announces itself before anything else it publishes (before preparing
+    # anything), the second one with the newest checkpoint it found; the resume notice that
+    # follows names the step it really resumed from (an older one past a corrupt newest)
     starts = [e for e in events if isinstance(e, JobStarted)]
     assert [(e.payload.attempt, e.payload.resumed_from_step) for e in starts] == [
         (1, None),
-        (2, killed_at - 20 if corrupt_newest else killed_at),
+        (2, killed_at),
     ]
     notice = next(
         e for e in events if isinstance(e, JobProgress) and e.payload.message.startswith("resumed")
     )
     assert events.index(notice) > events.index(starts[1])
+    resumed_at = killed_at - 20 if corrupt_newest else killed_at
+    assert notice.payload.step == resumed_at
     history = [
         json.loads(line)["step"]
         for line in (folder / "eval" / "history.jsonl").read_text().splitlines()
@@ -187,8 +190,7 @@ def test_killed_worker_resumes_to_the_same_weights_without_repeating_metrics(
     assert history == sorted(set(history))
     manifest = json.loads((folder / "manifest.json").read_text())
     assert manifest["status"] == "completed"
-    resumed = manifest["resumed_from_step"]
-    assert resumed == (killed_at - 20 if corrupt_newest else killed_at)
+    assert manifest["resumed_from_step"] == resumed_at
     logs = (folder / "logs.jsonl").read_text()
     assert ("skipped corrupt" in logs) is corrupt_newest
 

@@ -47,6 +47,9 @@ class JobStartedPayload(_Strict):
     kind: JobKind
     worker: str
     attempt: int = Field(ge=1)
+    # the newest checkpoint the attempt found when it started, before verifying it; the
+    # progress notice "resumed from step N" that follows names the step it really resumed
+    # from (an older one when the newest was corrupt)
     resumed_from_step: int | None = Field(default=None, ge=0)
 
 
