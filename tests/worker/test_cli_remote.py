@@ -45,6 +45,7 @@ from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.settings import LogFormat
 from tests.api.conftest import LiveApi, char_tokenizer, tiny_run, tiny_run_spec, work
+from tests.manifests import write_run_manifest
 from trainer_api import streams
 from trainer_worker import defaults
 from trainer_worker.cli import follow
@@ -260,9 +261,7 @@ def test_cancel_then_follow_and_the_error_exit_codes(
 
     # a model run known from its manifest, and no worker on the inference queue
     model = Path(live_api.settings.data_root) / "runs" / "on-disk"
-    model.mkdir(parents=True)
-    spec = json.loads(tiny_run_spec("tok", corpus).model_dump_json())
-    (model / "manifest.json").write_text(json.dumps({"status": "completed", "spec": spec}))
+    write_run_manifest(model, json.loads(tiny_run_spec("tok", corpus).model_dump_json()))
     waited = cli("generate", "on-disk", "hi", "--wait", "0")
     assert waited.code == ErrorCode.UPSTREAM_UNAVAILABLE.exit_code == 1
     assert "is a worker running on the inference queue?" in waited.err

@@ -23,6 +23,7 @@ from platform_core.inference_results import (
 from platform_core.json_types import JsonObject
 from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE, enqueue_job
 from platform_core.run_state import RunStateStore, RunStatus
+from tests.manifests import write_run_manifest
 from trainer_worker import defaults
 from trainer_worker.inference_jobs import generate_work, run_inference
 
@@ -150,10 +151,8 @@ def test_a_run_without_weights_yet_is_a_conflict(
     redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
-    folder = data_root / "runs" / "young"
-    folder.mkdir(parents=True)
-    spec = {"model": {"family": "char_lstm"}, "tokenizer_id": "tok"}
-    (folder / "manifest.json").write_text(json.dumps({"spec": spec}))
+    spec: JsonObject = {"model": {"family": "char_lstm"}, "tokenizer_id": "tok"}
+    write_run_manifest(data_root / "runs" / "young", spec)
     record = _ask(redis_client, "score", "y1", {"text": "ab"}, run_id="young")
     assert record.error is not None and record.error.code is ErrorCode.CONFLICT
 
