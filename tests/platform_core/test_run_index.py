@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from redis.typing import EncodableT, FieldT
 
 from platform_core import run_index
 from platform_core.errors import AppError
@@ -255,7 +256,7 @@ def _old_style_run(
 ) -> None:
     """Keys as the store wrote them before the indexes existed (only runs:index)."""
     client.set(f"runs:status:{run_id}", status)
-    meta: dict[str, str] = {"created_at": "500.0"}
+    meta: dict[FieldT, EncodableT] = {"created_at": "500.0"}
     if kind is not None:
         meta["kind"] = kind
     if user is not None:

@@ -205,6 +205,12 @@ if redis.call('SET', KEYS[2], ARGV[2], 'NX', 'PX', ARGV[3]) then return 'mine' e
 return 'wait'
 """
 
+# compare-and-renew: the builder keeps its lock while it works, unless it lost it
+_RENEW_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
 # compare-and-delete: a lock is released only by its holder
 _RELEASE_LUA = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
@@ -356,8 +362,8 @@ def _migrate_batch(
 ) -> int:
     args: list[EncodableT] = [f"{time.time():.3f}", len(ended), *ended, *run_ids]
     run_script(client, _MIGRATE_LUA, args=args)
-    if _text(client.get(MIGRATION_LOCK_KEY)) == token:  # still ours: keep it while we work
-        client.pexpire(MIGRATION_LOCK_KEY, int(MIGRATION_LOCK_TTL_S * 1000))
+    lock_ms = int(MIGRATION_LOCK_TTL_S * 1000)
+    run_script(client, _RENEW_LUA, keys=[MIGRATION_LOCK_KEY], args=[token, lock_ms])
     return len(run_ids)
 
 
@@ -377,6 +383,5 @@ def _text(raw: object) -> str | None:
 
 def _texts(raw: object) -> list[str]:
     """A reply's list of bulk strings as text (a client may decode replies or not)."""
-    if not isinstance(raw, list):
-        return []
-    return [found for item in raw if (found := _text(item)) is not None]
+    items = raw if isinstance(raw, list) else []
+    return [found for item in items if (found := _text(item)) is not None]
