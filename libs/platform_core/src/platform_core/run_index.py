@@ -59,18 +59,18 @@ def index_key(
 # sets of its old values and puts it in those of its new ones, with `score`
 _COMMON_LUA = """
 local function index_keys(status, kind, user)
-  local dims = {}
-  if status then dims[#dims + 1] = 'status:' .. status end
-  if kind then dims[#dims + 1] = 'kind:' .. kind end
-  if user then dims[#dims + 1] = 'user:' .. user end
-  local keys = {}
-  for mask = 1, 2 ^ #dims - 1 do
-    local parts = {'runs:index'}
-    for i = 1, #dims do
-      if math.floor(mask / 2 ^ (i - 1)) % 2 == 1 then parts[#parts + 1] = dims[i] end
+  -- every subset of the dimensions, each in the order status, kind, user
+  local keys = {'runs:index'}
+  local dims = {status and ':status:' .. status, kind and ':kind:' .. kind,
+                user and ':user:' .. user}
+  for d = 1, 3 do  -- not ipairs: a dimension the run lacks is false, a hole
+    local dim = dims[d]
+    if dim then
+      local n = #keys
+      for i = 1, n do keys[n + i] = keys[i] .. dim end
     end
-    keys[#keys + 1] = table.concat(parts, ':')
   end
+  table.remove(keys, 1)  -- runs:index itself is kept by created()
   return keys
 end
 
