@@ -323,3 +323,52 @@ def test_a_corrupt_manifest_is_refused_whole_and_eval_lines_are_skipped(
     with pytest.raises(ApiError) as half_manifest:
         client.get_run("half")
     assert half_manifest.value.code == ErrorCode.DATA_INVALID
+
+
+def test_filtered_listings_page_through_their_own_index(
+    client: TrainerClient, redis_client: redis.Redis
+) -> None:
+    store = RunStateStore(redis_client)
+    for index in range(40):  # owners 0-3, every third a tokenizer run, statuses in turn
+        run_id = f"h{index:02d}"
+        redis_client.zadd(INDEX_KEY, {run_id: 1000 + index})  # claimed, in creation order
+        store.set_status(run_id, RunStatus.RUNNING)
+        kind = "train_tokenizer" if index % 3 == 0 else "train_model"
+        store.set_meta(run_id, kind=kind, user_id=index % 4, spec_json="{}")
+        store.set_status(run_id, (RunStatus.COMPLETED, RunStatus.FAILED)[index % 2])
+
+    def every_page(query: RunQuery) -> tuple[list[str], set[int]]:
+        ids: list[str] = []
+        totals: set[int] = set()
+        while True:
+            found = client.list_runs(query)
+            ids += [run.run_id for run in found.items]
+            totals.add(found.total)
+            if query.offset + query.limit >= found.total:
+                return ids, totals
+            query = query.model_copy(update={"offset": query.offset + query.limit})
+
+    newest_first = [f"h{index:02d}" for index in reversed(range(40))]
+    owner = [r for r in newest_first if int(r[1:]) % 4 == 2]
+    assert every_page(RunQuery(user_id=2, limit=3)) == (owner, {len(owner)})
+    failed_models = [r for r in newest_first if int(r[1:]) % 2 == 1 and int(r[1:]) % 3]
+    query = RunQuery(status=RunStatus.FAILED, kind="train_model", limit=4)
+    assert every_page(query) == (failed_models, {len(failed_models)})
+    # a run that changes status leaves one filter's pages and joins the other's
+    store.set_status("h01", RunStatus.QUEUED)  # an operator's retry
+    assert "h01" not in every_page(query)[0]
+    queued = client.list_runs(RunQuery(status=RunStatus.QUEUED, user_id=1))
+    assert ([run.run_id for run in queued.items], queued.total) == (["h01"], 1)
+
+
+def test_the_api_builds_the_indexes_of_older_runs_when_it_starts(
+    redis_client: redis.Redis, request: pytest.FixtureRequest
+) -> None:
+    for index, status in enumerate(("running", "completed", "running")):
+        redis_client.set(f"runs:status:old{index}", status)  # keys from before the indexes
+        redis_client.hset(f"runs:meta:old{index}", mapping={"kind": "train_model", "user_id": 6})
+        redis_client.zadd(INDEX_KEY, {f"old{index}": index})
+    live_api: LiveApi = request.getfixturevalue("live_api")
+    running = httpx.get(f"{live_api.base_url}/runs", params={"status": "running", "user_id": 6})
+    assert running.status_code == 200
+    assert [run["run_id"] for run in running.json()["items"]] == ["old2", "old0"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from rq.job import Job, JobStatus
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
-from platform_core.events import JobCancelled, JobQueued
+from platform_core.events import Event, JobCancelled, JobQueued
 from platform_core.queue import (
     INFERENCE_QUEUE,
     JOB_FUNCTIONS,
@@ -29,6 +30,7 @@ from platform_core.queue import (
     requeue_stale_runs,
     sweep_cancellations,
 )
+from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 
 pytestmark = pytest.mark.integration
@@ -219,3 +221,143 @@ def test_stale_runs_are_requeued_for_their_next_attempt(redis_client: redis.Redi
     # a second worker sweeping at the same time finds the lock and leaves it alone
     store.set_status("lost", RunStatus.RUNNING)
     assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == []
+
+
+def test_a_run_cancelled_while_its_worker_was_dead_ends_cancelled(
+    redis_client: redis.Redis,
+) -> None:
+    store = RunStateStore(redis_client)
+    enqueue_job(redis_client, "train_model", "dead", {"model": {}}, user_id=4)
+    store.set_status("dead", RunStatus.RUNNING)
+    store.beat("dead", now=100.0)  # then its worker died
+    assert request_cancel(redis_client, "dead") == "requested"  # nobody left to see the flag
+
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == []
+    assert store.status("dead") is RunStatus.CANCELLED
+    assert store.message("dead") == "cancelled while its worker was gone; not resumed"
+    assert store.job_id("dead") == "dead"  # no second attempt was enqueued
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["dead"]
+    assert store.cancel_requests() == []
+    assert store.stale_running(older_than_s=60, now=200.0) == []
+    last = EventBus(redis_client).read()[-1].event
+    assert isinstance(last, JobCancelled)
+    assert (last.payload.stage, last.user_id) == ("forced", 4)
+    # and the next rounds of either sweep leave it alone
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=999.0) == []
+    assert sweep_cancellations(redis_client, grace_s=60, now=999.0) == []
+
+
+def test_workers_sweeping_together_requeue_each_run_once(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    store = RunStateStore(redis_client)
+    runs = [f"lost-{i}" for i in range(10)]
+    for run_id in runs:
+        enqueue_job(redis_client, "train_model", run_id, {})
+        store.set_status(run_id, RunStatus.RUNNING)
+    barrier = threading.Barrier(4)
+    swept: list[str] = []
+
+    def sweep() -> None:
+        client = connect(redis_url)
+        barrier.wait()
+        swept.extend(requeue_stale_runs(client, stale_after_s=60))
+        client.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(swept) == sorted(runs)
+    queued = [d.event.run_id for d in EventBus(redis_client).read(count=100)]
+    assert sorted(queued) == sorted(runs * 2)  # the first enqueue and one resume each
+    second_attempts = Queue(TRAINING_QUEUE, connection=redis_client).job_ids
+    assert sorted(job for job in second_attempts if "--attempt-" in job) == sorted(
+        f"{run_id}--attempt-2" for run_id in runs
+    )
+
+
+class _FinishOnPublish(EventBus):
+    """A bus on which publishing the first event ends another run: that run's own worker
+    finishing while the sweep is busy with the run before it."""
+
+    def __init__(self, client: redis.Redis, finishes: str) -> None:
+        super().__init__(client)
+        self._finishes: str | None = finishes
+
+    def publish(self, event: Event) -> str:
+        if self._finishes is not None:
+            RunStateStore(self.client).set_status(self._finishes, RunStatus.COMPLETED)
+            self._finishes = None
+        return super().publish(event)
+
+
+def test_a_run_that_ends_during_the_sweep_is_not_requeued(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    for run_id in ("first", "second"):  # swept in creation order
+        enqueue_job(redis_client, "train_model", run_id, {})
+        store.set_status(run_id, RunStatus.RUNNING)
+    bus = _FinishOnPublish(redis_client, finishes="second")
+    assert requeue_stale_runs(redis_client, stale_after_s=60, bus=bus) == ["first"]
+    assert store.status("second") is RunStatus.COMPLETED
+    assert store.job_id("second") == "second"
+
+
+def test_sweepers_together_force_a_run_once_and_tell_its_owner(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    store = RunStateStore(redis_client)
+    store.set_meta("stuck", kind="train_model", user_id=8, spec_json="{}")
+    store.set_status("stuck", RunStatus.RUNNING)
+    store.request_cancel("stuck", now=100.0)
+    barrier = threading.Barrier(4)
+    stopped: list[str] = []
+
+    def sweep() -> None:
+        client = connect(redis_url)
+        barrier.wait()
+        stopped.extend(sweep_cancellations(client, grace_s=60, now=200.0))
+        client.close()
+
+    threads = [threading.Thread(target=sweep) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert stopped == ["stuck"]
+    (delivery,) = EventBus(redis_client).read()
+    assert isinstance(delivery.event, JobCancelled) and delivery.event.user_id == 8
+
+
+def test_a_cancellation_another_sweeper_holds_is_left_to_it(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    for run_id in ("held", "unstarted"):
+        store.request_cancel(run_id, now=100.0)
+    store.set_status("held", RunStatus.RUNNING)
+    redis_client.set("runs:sweep-lock:held", "1")  # another worker is sweeping it
+    # the other, never started, has nothing for a forced stop to stop
+    assert sweep_cancellations(redis_client, grace_s=60, now=200.0) == []
+    assert store.status("held") is RunStatus.RUNNING
+    redis_client.delete("runs:sweep-lock:held")
+    assert sweep_cancellations(redis_client, grace_s=60, now=200.0) == ["held"]
+
+
+def test_a_forced_stop_loses_to_a_run_that_ended_meanwhile(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RunStateStore(redis_client)
+    store.set_job_id("ending", "ending")
+    store.set_status("ending", RunStatus.RUNNING)
+    read_status = RunStateStore.status
+
+    def ends_after_the_check(self: RunStateStore, run_id: str) -> RunStatus | None:
+        found = read_status(self, run_id)
+        self.set_status(run_id, RunStatus.COMPLETED)  # its worker finished just then
+        return found
+
+    monkeypatch.setattr(RunStateStore, "status", ends_after_the_check)
+    assert not force_cancel_if_stuck(redis_client, "ending", requested_at=0.0, grace_s=1, now=9.0)
+    monkeypatch.undo()
+    assert store.status("ending") is RunStatus.COMPLETED
+    assert EventBus(redis_client).read() == []  # no forced cancellation announced

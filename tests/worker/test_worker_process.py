@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import redis
+
+from platform_core.run_index import INDEX_VERSION, INDEX_VERSION_KEY, index_key
 
 pytestmark = pytest.mark.integration
 
@@ -30,3 +33,14 @@ def test_the_worker_imports_the_jobs_before_its_work_horses_fork(redis_url: str)
         check=True,
     )
     assert done.stdout.splitlines()[-1].split() == ["True", "True"]  # after RQ's own lines
+
+
+def test_a_starting_worker_builds_the_run_indexes(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    """Its sweeps read the indexes: keys written before they existed are indexed first."""
+    redis_client.set("runs:status:older", "running")
+    redis_client.hset("runs:meta:older", mapping={"kind": "train_model", "user_id": 2})
+    subprocess.run([sys.executable, "-c", PROBE, redis_url], timeout=120, check=True)
+    assert redis_client.get(INDEX_VERSION_KEY) == INDEX_VERSION.encode()
+    assert redis_client.zrange(index_key(status="running", user_id=2), 0, -1) == [b"older"]

@@ -59,6 +59,10 @@ _QUEUE_OF: dict[JobKind, str] = {
 TRANSIENT_RETRY = (5, 10)
 RESULT_TTL_S = 7 * 24 * 3600  # RQ's own record of a result; the manifest on disk is the truth
 FAILURE_TTL_S = 30 * 24 * 3600
+# a sweeper's claim on a run, held until it expires: far longer than one sweep takes
+SWEEP_LOCK_S = 60
+# a stale run whose cancellation is pending ends here: the operator asked, its worker died
+_DEAD_CANCELLED = "cancelled while its worker was gone; not resumed"
 _log = logging.getLogger(__name__)
 
 
@@ -166,7 +170,11 @@ def force_cancel_if_stuck(
     except (InvalidJobOperation, NoSuchJobError):  # not executing: its worker died or it ended
         _log.warning("stop command found no executing job", extra={"run_id": run_id})
     message = f"did not stop within {grace_s:.0f} s of the request; stopped by force"
-    store.set_status(run_id, RunStatus.CANCELLED, message=message)
+    # compare and set: of two sweepers, or a sweeper and the run ending on its own, one wins
+    if store.move(run_id, RunStatus.CANCELLED, expected=RunStatus.RUNNING, message=message) != (
+        "moved"
+    ):
+        return False
     (bus or EventBus(client)).publish(_cancelled(run_id, user_id, "forced", message))
     return True
 
@@ -175,13 +183,23 @@ def sweep_cancellations(
     client: redis.Redis, *, grace_s: float, now: float | None = None, bus: EventBus | None = None
 ) -> list[str]:
     """Force-stop every running run whose cancel request is older than `grace_s`; any worker
-    runs this periodically. Returns the run ids it stopped."""
+    runs this periodically. It reads only the pending cancellations past their grace (one
+    round trip); a per-run lock keeps two workers from stopping the same run. Returns the run
+    ids it stopped."""
     store = RunStateStore(client)
     stopped: list[str] = []
-    for run_id in store.cancel_requests():
-        requested_at = store.cancel_requested_at(run_id)
-        if requested_at is not None and force_cancel_if_stuck(
-            client, run_id, requested_at=requested_at, grace_s=grace_s, now=now, bus=bus
+    for run_id, requested_at in store.due_cancellations(older_than_s=grace_s, now=now):
+        if not _sweep_lock(client, run_id):
+            continue
+        owner = store.meta(run_id).get("user_id")
+        if force_cancel_if_stuck(
+            client,
+            run_id,
+            requested_at=requested_at,
+            grace_s=grace_s,
+            now=now,
+            user_id=int(owner) if owner else None,
+            bus=bus,
         ):
             stopped.append(run_id)
     return stopped
@@ -196,24 +214,41 @@ def requeue_stale_runs(
 ) -> list[str]:
     """Runs marked running whose heartbeat stopped `stale_after_s` ago lost their worker
     (killed, machine gone): enqueue their next attempt, which resumes from the newest valid
-    checkpoint. A short lock keeps two workers from requeueing the same run."""
+    checkpoint, or, when a cancellation of the run is pending, end it cancelled (the operator
+    asked; the dead worker never saw it). Reads only the running runs and their heartbeats
+    (one round trip); a per-run lock keeps two workers from sweeping the same run, and the
+    move out of running is a compare and set. Returns the run ids it requeued."""
     store = RunStateStore(client)
     requeued: list[str] = []
     for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
-        if not client.set(f"runs:requeue-lock:{run_id}", "1", nx=True, ex=60):
+        if not _sweep_lock(client, run_id):
             continue
         meta, spec_json = store.meta(run_id), store.spec_json(run_id)
-        kind = meta.get("kind")
+        kind, owner = meta.get("kind"), meta.get("user_id")
+        user_id = int(owner) if owner else None
         if spec_json is None or kind not in JOB_FUNCTIONS:
             _log.warning("stale run without a spec; cannot requeue", extra={"run_id": run_id})
             continue
-        user = meta.get("user_id")
+        outcome = store.move(
+            run_id,
+            RunStatus.QUEUED,
+            expected=RunStatus.RUNNING,
+            cancelled_instead=_DEAD_CANCELLED,
+        )
+        if outcome == "moved_instead":
+            (bus or EventBus(client)).publish(
+                _cancelled(run_id, user_id, "forced", _DEAD_CANCELLED)
+            )
+            _log.warning("stale run cancelled", extra={"event": "run.cancelled", "run_id": run_id})
+            continue
+        if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
+            continue
         enqueue_job(
             client,
             _JOB_KINDS[kind],
             run_id,
             json.loads(spec_json),
-            user_id=int(user) if user else None,
+            user_id=user_id,
             attempt=_attempt_of(store.job_id(run_id)) + 1,
             description=f"resume {run_id}",
             bus=bus,
@@ -221,6 +256,12 @@ def requeue_stale_runs(
         _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
         requeued.append(run_id)
     return requeued
+
+
+def _sweep_lock(client: redis.Redis, run_id: str) -> bool:
+    """Claim a run for one sweep (SET NX). Not released: it expires, so a run just requeued
+    gets SWEEP_LOCK_S to start and beat before any worker may judge it again."""
+    return bool(client.set(f"runs:sweep-lock:{run_id}", "1", nx=True, ex=SWEEP_LOCK_S))
 
 
 def _attempt_of(job_id: str | None) -> int:

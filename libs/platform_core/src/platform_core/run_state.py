@@ -6,7 +6,9 @@ message), plus `runs:progress:<id>` (a hash with the latest progress figures) an
 `runs:index` (run ids by creation time) so listings need no scan, and `runs:job:<id>` (the RQ
 job id of the current attempt), `runs:meta:<id>` (kind, user id, creation time) and
 `runs:spec:<id>` (the JSON spec, for resuming after a crash). The source of truth for a
-finished run is its manifest.json on disk; these keys are the live view.
+finished run is its manifest.json on disk; these keys are the live view. Status changes, meta
+and cancel requests keep the indexes of `run_index.py` (by status, kind and owner; pending
+cancellations) in step, in the same Redis step.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from enum import StrEnum
 import redis
 from redis.typing import EncodableT, FieldT
 
+from platform_core import run_index
 from platform_core.errors import AppError, ErrorCode
+from platform_core.run_index import MoveOutcome, RunPage, StatusMove
 
-INDEX_KEY = "runs:index"
+INDEX_KEY = run_index.INDEX_KEY
 
 
 class RunStatus(StrEnum):
@@ -110,20 +114,41 @@ class RunStateStore:
         return None if raw is None else RunStatus(_text(raw))
 
     def set_status(self, run_id: str, status: RunStatus, *, message: str | None = None) -> None:
-        """Move a run to `status`; CONFLICT when the transition is not allowed."""
-        current = self.status(run_id)
-        if current is not status and status not in _ALLOWED[current]:
+        """Move a run to `status`; CONFLICT when the transition is not allowed. The check and
+        the move (status, indexes, message) are one step, so racing writers cannot both pass."""
+        allowed = [before for before in _ALLOWED if before is status or status in _ALLOWED[before]]
+        move = StatusMove(status.value, status.is_terminal, message)
+        outcome, before = run_index.move_status(self.client, run_id, move, allowed_from=allowed)
+        if outcome != "moved":
             raise AppError(
-                ErrorCode.CONFLICT,
-                f"run {run_id} cannot go from {current or 'unknown'} to {status}",
+                ErrorCode.CONFLICT, f"run {run_id} cannot go from {before or 'unknown'} to {status}"
             )
-        pipe = self.client.pipeline()
-        pipe.set(status_key(run_id), status.value)
-        if current is None:
-            pipe.zadd(INDEX_KEY, {run_id: time.time()}, nx=True)
-        if message is not None:
-            pipe.set(message_key(run_id), message)
-        pipe.execute()
+
+    def move(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        expected: RunStatus,
+        message: str | None = None,
+        cancelled_instead: str | None = None,
+    ) -> MoveOutcome:
+        """Move a run to `status` only if it is still `expected` (compare and set): "moved",
+        or "conflict" (it is no longer `expected`, or may not go to `status`). With
+        `cancelled_instead` (a message), a run whose cancellation is pending goes to cancelled
+        with that message instead, in the same step: "moved_instead"."""
+        allowed = [expected] if status is expected or status in _ALLOWED[expected] else []
+        instead = None
+        if cancelled_instead is not None:
+            instead = StatusMove(RunStatus.CANCELLED.value, True, cancelled_instead)
+        outcome, _ = run_index.move_status(
+            self.client,
+            run_id,
+            StatusMove(status.value, status.is_terminal, message),
+            allowed_from=allowed,
+            if_cancel_requested=instead,
+        )
+        return outcome
 
     def message(self, run_id: str) -> str | None:
         raw = self.client.get(message_key(run_id))
@@ -137,20 +162,31 @@ class RunStateStore:
         return None if raw is None else float(_text(raw))
 
     def request_cancel(self, run_id: str, *, now: float | None = None) -> None:
-        """Raise the cooperative flag; its value is when it was raised (for the grace period)."""
-        self.client.set(cancel_key(run_id), f"{time.time() if now is None else now:.3f}")
+        """Raise the cooperative flag; its value is when it was raised (for the grace period).
+        The run joins the pending cancellations until the flag is cleared or the run ends."""
+        asked = time.time() if now is None else now
+        pipe = self.client.pipeline()
+        pipe.set(cancel_key(run_id), f"{asked:.3f}")
+        pipe.zadd(run_index.PENDING_CANCEL_KEY, {run_id: asked})
+        pipe.execute()
 
     def cancel_requested_at(self, run_id: str) -> float | None:
         raw = self.client.get(cancel_key(run_id))
         return None if raw is None else float(_text(raw))
 
     def cancel_requests(self) -> list[str]:
-        """Run ids whose cancel flag is raised."""
-        ids = (
-            _text(key)[len("runs:") : -len(":cancelled")]
-            for key in self.client.scan_iter(match="runs:*:cancelled")
-        )
-        return sorted(ids)
+        """Run ids whose cancellation is pending (asked for; not cleared, the run not ended)."""
+        raw = self.client.zrange(run_index.PENDING_CANCEL_KEY, 0, -1)
+        return sorted(_text(r) for r in raw if isinstance(r, bytes | str))
+
+    def due_cancellations(
+        self, *, older_than_s: float, now: float | None = None
+    ) -> list[tuple[str, float]]:
+        """Pending cancellations asked for `older_than_s` ago or earlier, as (run id, when
+        asked), oldest first: the sweep's whole read, one round trip."""
+        cutoff = (time.time() if now is None else now) - older_than_s
+        ended = [status.value for status in _TERMINAL]
+        return run_index.due_cancellations(self.client, cutoff=cutoff, ended=ended)
 
     def set_job_id(self, run_id: str, job_id: str) -> None:
         self.client.set(job_key(run_id), job_id)
@@ -163,13 +199,7 @@ class RunStateStore:
     def set_meta(self, run_id: str, *, kind: str, user_id: int | None, spec_json: str) -> None:
         """What the run is (kind, who asked, when) and its spec, kept so that any process can
         describe it and a worker can resume it after a crash."""
-        meta: dict[FieldT, EncodableT] = {"kind": kind, "created_at": f"{time.time():.3f}"}
-        if user_id is not None:
-            meta["user_id"] = user_id
-        pipe = self.client.pipeline()
-        pipe.hset(meta_key(run_id), mapping=meta)
-        pipe.set(spec_key(run_id), spec_json)
-        pipe.execute()
+        run_index.record_meta(self.client, run_id, kind=kind, user_id=user_id, spec_json=spec_json)
 
     def meta(self, run_id: str) -> dict[str, str]:
         raw = self.client.hgetall(meta_key(run_id))
@@ -180,7 +210,10 @@ class RunStateStore:
         return None if raw is None else _text(raw)
 
     def clear_cancel(self, run_id: str) -> None:
-        self.client.delete(cancel_key(run_id))
+        pipe = self.client.pipeline()
+        pipe.delete(cancel_key(run_id))
+        pipe.zrem(run_index.PENDING_CANCEL_KEY, run_id)
+        pipe.execute()
 
     def cancel_requested(self, run_id: str) -> bool:
         return bool(self.client.exists(cancel_key(run_id)))
@@ -216,18 +249,30 @@ class RunStateStore:
         """Raise the published mark to `step` (never lower it); the mark after the call."""
         return int(self.client.eval(_RAISE_MARK, 1, published_key(run_id), step))
 
+    def page(
+        self,
+        *,
+        status: RunStatus | None = None,
+        kind: str | None = None,
+        user_id: int | None = None,
+        offset: int = 0,
+        limit: int = 20,
+    ) -> RunPage:
+        """Run ids with every value given, newest first, and their total: one index read."""
+        return run_index.page(
+            self.client, status=status, kind=kind, user_id=user_id, offset=offset, limit=limit
+        )
+
     def stale_running(self, *, older_than_s: float, now: float | None = None) -> list[str]:
         """Runs marked running whose heartbeat is older than `older_than_s` (or missing):
-        their worker died."""
+        their worker died. Reads only the running runs, in one round trip."""
         cutoff = (time.time() if now is None else now) - older_than_s
-        stale: list[str] = []
-        for run_id in self.recent(limit=10_000):
-            if self.status(run_id) is not RunStatus.RUNNING:
-                continue
-            beat = self.last_heartbeat(run_id)
-            if beat is None or beat < cutoff:
-                stale.append(run_id)
-        return stale
+        return run_index.stale_running(self.client, cutoff=cutoff)
+
+    def ensure_indexes(self) -> bool:
+        """Build the run indexes from existing keys, once per layout version (at start-up of
+        the API and of each worker); whether this call built them."""
+        return run_index.ensure_indexes(self.client, ended=[s.value for s in _TERMINAL])
 
 
 def _text(raw: bytes | str) -> str:

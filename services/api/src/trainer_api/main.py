@@ -12,6 +12,7 @@ from fastapi import FastAPI
 
 from platform_core.event_bus import AsyncEventBus, EventBus
 from platform_core.redis_connection import connect, connect_async, resolve_redis_url
+from platform_core.run_state import RunStateStore
 from platform_core.settings import Settings, load_settings
 from trainer_api.errors import install_error_handlers
 from trainer_api.live_state import LiveStateReader
@@ -59,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.sync_redis = await anyio.to_thread.run_sync(
             lambda: connect(url, timeout_s=timeout_s)
         )
+        # listings read the run indexes: built from older keys once, by whoever starts first
+        await anyio.to_thread.run_sync(RunStateStore(app.state.sync_redis).ensure_indexes)
         # the configured events stream, for what the API publishes (queued, cancelled) and reads
         app.state.bus = EventBus.from_settings(app.state.sync_redis, resolved.redis)
         app.state.async_bus = AsyncEventBus.from_settings(app.state.redis, resolved.redis)

@@ -16,10 +16,9 @@ import redis
 
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic
 from platform_core.errors import AppError, ErrorCode
-from platform_core.events import JobKind
 from platform_core.layout import DataLayout
 from platform_core.manifests import RunManifest, read_run_manifest
-from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, status_key
+from platform_core.run_state import status_key
 from trainer_api.live_state import (
     LiveState,
     LiveStateReader,
@@ -27,7 +26,6 @@ from trainer_api.live_state import (
     live_state,
     live_states,
     number,
-    text,
 )
 
 
@@ -190,29 +188,3 @@ def model_run_exists(client: redis.Redis, data_root: Path, run_id: str) -> bool:
         return True
     live = live_state(client, run_id)
     return live.status is not None and live.kind == "train_model"
-
-
-def matching_run_ids(
-    client: redis.Redis,
-    *,
-    status: RunStatus | None,
-    kind: JobKind | None,
-    user_id: int | None,
-) -> list[str]:
-    """Ids in the run index, newest first, that match every filter given."""
-    ids = [text(raw) or "" for raw in client.zrevrange(INDEX_KEY, 0, -1)]
-    if status is None and kind is None and user_id is None:
-        return ids
-    pipe = client.pipeline(transaction=False)
-    for run_id in ids:
-        pipe.get(status_key(run_id))
-        pipe.hmget(meta_key(run_id), ["kind", "user_id"])
-    answers = pipe.execute()
-    wanted = (status, kind, None if user_id is None else str(user_id))
-    matching: list[str] = []
-    for index, run_id in enumerate(ids):
-        found_kind, found_user = answers[2 * index + 1]
-        found = (text(answers[2 * index]), text(found_kind), text(found_user))
-        if all(want is None or want == got for want, got in zip(wanted, found, strict=True)):
-            matching.append(run_id)
-    return matching

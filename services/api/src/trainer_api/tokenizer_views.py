@@ -12,7 +12,8 @@ from platform_core.api_models import TokenizerList, TokenizerPublic
 from platform_core.errors import AppError, ErrorCode
 from platform_core.layout import ID_PATTERN, MANIFEST_FILE, DataLayout
 from platform_core.manifests import TokenizerManifest, read_tokenizer_manifest
-from platform_core.run_state import INDEX_KEY, RunStatus, meta_key, spec_key
+from platform_core.run_index import index_key
+from platform_core.run_state import RunStatus, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
 from trainer_api.live_state import live_state
 
@@ -77,14 +78,8 @@ def tokenizer_ids(client: redis.Redis, data_root: Path) -> list[str]:
             for entry in folder.iterdir()
             if ID_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
         )
-    runs = [raw.decode() for raw in client.zrange(INDEX_KEY, 0, -1) if isinstance(raw, bytes)]
-    pipe = client.pipeline(transaction=False)
-    for run_id in runs:
-        pipe.hget(meta_key(run_id), "kind")
-    kinds = pipe.execute()
-    ids.update(
-        run_id for run_id, kind in zip(runs, kinds, strict=True) if kind == b"train_tokenizer"
-    )
+    runs = client.zrange(index_key(kind="train_tokenizer"), 0, -1)
+    ids.update(raw.decode() for raw in runs if isinstance(raw, bytes))
     return sorted(ids)
 
 

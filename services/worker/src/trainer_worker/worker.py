@@ -25,6 +25,7 @@ from rq import Queue, Worker
 
 from platform_core.event_bus import EventBus
 from platform_core.queue import requeue_stale_runs, sweep_cancellations
+from platform_core.run_state import RunStateStore
 from trainer_worker import defaults
 
 _log = logging.getLogger(__name__)
@@ -43,6 +44,8 @@ def run_worker(
     # RQ imports a job's function inside each forked work horse: import the job module (torch,
     # transformers, the training code) once here, so no job pays ~6 s of imports itself
     importlib.import_module("trainer_worker.jobs")
+    # the sweeps read the run indexes: built from older keys once, by whoever starts first
+    RunStateStore(client).ensure_indexes()
     queues = [Queue(queue_name, connection=client) for queue_name in queue_names]
     _children_die_with(os.getpid())
     stop = threading.Event()

@@ -18,7 +18,7 @@ from platform_core.queue import request_cancel
 from platform_core.run_state import RunStateStore
 from trainer_api.deps import DataRootDep, EventBusDep, IdempotencyKeyHeader, RedisDep, RunIdPath
 from trainer_api.errors import error_responses
-from trainer_api.run_views import list_page, load_run_async, matching_run_ids
+from trainer_api.run_views import list_page, load_run_async
 from trainer_api.submissions import submit
 
 router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(401))
@@ -45,11 +45,18 @@ def list_runs(
     query: Annotated[RunQuery, Query()], client: RedisDep, data_root: DataRootDep
 ) -> RunList:
     """Runs newest first, filtered by status, kind and owner, a page at a time."""
-    ids = matching_run_ids(client, status=query.status, kind=query.kind, user_id=query.user_id)
-    page = ids[query.offset : query.offset + query.limit]
+    # one index holds exactly the runs of each combination of filters: the page and its total
+    # are one read, whatever the number of runs (platform_core.run_index)
+    found = RunStateStore(client).page(
+        status=query.status,
+        kind=query.kind,
+        user_id=query.user_id,
+        offset=query.offset,
+        limit=query.limit,
+    )
     return RunList(
-        items=list_page(client, data_root, page),
-        total=len(ids),
+        items=list_page(client, data_root, found.run_ids),
+        total=found.total,
         limit=query.limit,
         offset=query.offset,
     )
