@@ -38,7 +38,7 @@ _CHUNK = PIECE_BYTES  # buffered writes and whole-file reads go in pieces of the
 _MAX_PIECE_BYTES = 64 * 1024 * 1024
 _SMALL = 64 * 1024  # below this a thread hop costs more than hashing in place
 # Hashing threads: every core, at most 16 (a verify holds one piece buffer per thread, + 2).
-_WORKERS = max(1, min(16, len(os.sched_getaffinity(0))))
+HASH_THREADS = max(1, min(16, len(os.sched_getaffinity(0))))
 
 _pool_lock = threading.Lock()
 _pools: list[ThreadPoolExecutor] = []  # created on first use, then the one pool
@@ -49,7 +49,7 @@ def _hash_pool() -> ThreadPoolExecutor:
     inference: the jobs are pure hashing and never wait on each other."""
     with _pool_lock:
         if not _pools:
-            _pools.append(ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="sha256"))
+            _pools.append(ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="sha256"))
         return _pools[0]
 
 
@@ -174,7 +174,7 @@ def _piece_tree_sha256(handle: io.FileIO, size: int, piece_bytes: int) -> str | 
     it is read, so the disk and every core work at once."""
     if piece_bytes > _MAX_PIECE_BYTES:
         return None  # not a size this code writes; refusing beats allocating it
-    buffers = _read_buffers(_WORKERS + 2, piece_bytes)
+    buffers = _read_buffers(HASH_THREADS + 2, piece_bytes)
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(buffers)):
         free.put(index)
