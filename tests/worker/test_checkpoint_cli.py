@@ -128,9 +128,9 @@ def test_cleanup_dry_run_deletes_nothing_then_retention_applies(
     assert [row["step"] for row in index] == [20, 40]
 
 
-def test_cleanup_aggressive_keeps_only_the_best(run_folder: Path) -> None:
+def test_cleanup_aggressive_keeps_the_best_and_the_newest(run_folder: Path) -> None:
     assert main(["cleanup", "--aggressive"]) == 0
-    assert _steps(run_folder) == [20]
+    assert _steps(run_folder) == [20, 40]
 
 
 def test_cleanup_orphaned_only_removes_leftovers_and_unreadable_checkpoints(

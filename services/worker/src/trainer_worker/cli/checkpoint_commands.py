@@ -33,7 +33,7 @@ def add_list_arguments(parser: argparse.ArgumentParser) -> None:
 def add_cleanup_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", default=None, help="one run id (default: every run)")
     parser.add_argument("--dry-run", action="store_true", help="show what would be deleted")
-    parser.add_argument("--aggressive", action="store_true", help="keep only the best checkpoint")
+    parser.add_argument("--aggressive", action="store_true", help="keep only the best and the newest checkpoint")
     parser.add_argument(
         "--orphaned-only",
         action="store_true",
