@@ -9,7 +9,12 @@ import torch
 
 from platform_core.errors import AppError, ErrorCode
 from trainer_worker import resume
-from trainer_worker.checkpoints import list_checkpoints, list_quarantined, save_checkpoint
+from trainer_worker.checkpoints import (
+    list_checkpoints,
+    list_quarantined,
+    load_checkpoint,
+    save_checkpoint,
+)
 from trainer_worker.resume import find_resume_point, load_resume_point
 from trainer_worker.training.seeding import make_generator
 from trainer_worker.training.state import TrainState, capture_train_state
@@ -120,7 +125,7 @@ def test_a_checkpoint_pruned_while_it_was_read_is_not_reported_corrupt(
     saved: tuple[Path, dict[int, torch.Tensor]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     directory, _ = saved
-    real = resume.load_checkpoint
+    real = load_checkpoint
 
     def pruned_meanwhile(checkpoint: Path, model: torch.nn.Module) -> TrainState:
         if checkpoint.name == "step-00000003":
