@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -32,6 +33,7 @@ from trainer_worker.checkpoints import (
     save_checkpoint,
     snapshot,
     verify_checkpoint,
+    verify_model_file,
     write_model,
 )
 from trainer_worker.models.registry import build_model
@@ -342,6 +344,41 @@ def test_write_model_is_atomic_and_loads_back(
     load_model_file(fresh, path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, fresh.state_dict()[name]), name
+
+
+def test_final_model_files_verify_against_their_sha256_once_per_version(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = trained
+    path = tmp_path / "model.safetensors"
+    record = write_model(path, model)
+    expected = str(record["sha256"])
+    hashed: list[Path] = []
+    real = hashed_io.file_digest
+
+    def counting(target: Path, rec: dict[str, int | str]) -> str | None:
+        hashed.append(target)
+        return real(target, rec)
+
+    monkeypatch.setattr(hashed_io, "file_digest", counting)
+    verify_model_file(path, expected)
+    assert hashed == []  # just written: its digest is known
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(path.read_bytes())
+    verify_model_file(copy, expected)
+    verify_model_file(copy, expected)
+    assert hashed == [copy]  # hashed once, then remembered by (path, mtime, size)
+    data = bytearray(copy.read_bytes())
+    data[-3] ^= 0x40  # an exponent bit of the last weight: loads fine, generates garbage
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(1, 1))  # a different version, whatever the clock did
+    with pytest.raises(AppError, match="hash mismatch") as info:
+        verify_model_file(copy, expected)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+    with pytest.raises(AppError, match="hash mismatch"):
+        verify_model_file(copy, expected)  # a failure is never remembered as a pass
+    with pytest.raises(AppError, match="unreadable"):
+        verify_model_file(tmp_path / "missing.safetensors", expected)
 
 
 @pytest.mark.parametrize(
