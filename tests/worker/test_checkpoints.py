@@ -188,12 +188,16 @@ def test_a_failed_write_leaves_nothing_and_disk_full_is_storage_full(
     calls: list[Path] = []
 
     def fail_second(
-        path: Path, fill: Callable[[BinaryIO], object], *, piece_bytes: int | None = None
+        path: Path,
+        fill: Callable[[BinaryIO], object],
+        *,
+        piece_bytes: int | None = None,
+        sync: bool = True,
     ) -> dict[str, int | str]:
         calls.append(path)
         if len(calls) == 2:  # the weights are written, the training state fails
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, fill, piece_bytes=piece_bytes)
+        return real(path, fill, piece_bytes=piece_bytes, sync=sync)
 
     monkeypatch.setattr(hashed_io, "write_hashed", fail_second)
     with pytest.raises(AppError) as info:
@@ -202,7 +206,11 @@ def test_a_failed_write_leaves_nothing_and_disk_full_is_storage_full(
     assert list(tmp_path.iterdir()) == []  # no partial checkpoint, no temporary folder
 
     def interrupted(
-        path: Path, fill: Callable[[BinaryIO], object], *, piece_bytes: int | None = None
+        path: Path,
+        fill: Callable[[BinaryIO], object],
+        *,
+        piece_bytes: int | None = None,
+        sync: bool = True,
     ) -> dict[str, int | str]:
         raise KeyboardInterrupt
 

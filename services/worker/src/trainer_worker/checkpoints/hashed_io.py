@@ -109,16 +109,32 @@ class _HashingRaw(io.RawIOBase):
 
 
 def write_hashed(
-    path: Path, fill: Callable[[BinaryIO], object], *, piece_bytes: int | None = PIECE_BYTES
+    path: Path,
+    fill: Callable[[BinaryIO], object],
+    *,
+    piece_bytes: int | None = PIECE_BYTES,
+    sync: bool = True,
 ) -> FileRecord:
-    """Create `path`, let `fill` write it, fsync it; return the record (digest and size) of
-    the very bytes written, computed as they went out."""
+    """Create `path`, let `fill` write it, fsync it (unless `sync=False`: the caller fsyncs
+    it later, with `fsync_file`); return the record (digest and size) of the very bytes
+    written, computed as they went out."""
     raw = _HashingRaw(path, piece_bytes)
     with io.BufferedWriter(raw, buffer_size=_CHUNK) as out:
         fill(out)
         out.flush()
-        os.fsync(out.fileno())
+        if sync:
+            os.fsync(out.fileno())
     return raw.record()
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file written with `sync=False` to the disk. Several files written first and
+    flushed after keep the disk busy while the next file is still being serialised."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def write_file(path: Path, data: bytes, *, piece_bytes: int | None = PIECE_BYTES) -> FileRecord:

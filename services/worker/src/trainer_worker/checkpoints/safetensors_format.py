@@ -43,8 +43,10 @@ def write_safetensors(
     aliases: dict[str, str],
     *,
     piece_bytes: int | None = PIECE_BYTES,
+    sync: bool = True,
 ) -> FileRecord:
-    """Write `tensors` (contiguous CPU tensors) to `path`, fsynced; return its record."""
+    """Write `tensors` (contiguous CPU tensors) to `path`, fsynced unless `sync=False`;
+    return its record."""
     header: dict[str, object] = {"__metadata__": {"aliases": json.dumps(aliases)}}
     views: list[memoryview] = []
     offset = 0
@@ -67,7 +69,7 @@ def write_safetensors(
         for view in views:
             out.write(view)
 
-    return hashed_io.write_hashed(path, fill, piece_bytes=piece_bytes)
+    return hashed_io.write_hashed(path, fill, piece_bytes=piece_bytes, sync=sync)
 
 
 def tensor_bytes(tensor: torch.Tensor) -> memoryview:

@@ -98,12 +98,16 @@ def write_snapshot(directory: Path, snap: Snapshot, *, eval_loss: float | None) 
     tmp = directory / f".{final.name}.{uuid.uuid4().hex}.tmp"
     tmp.mkdir()
     try:
+        # both files written first, flushed after: the weights go to the disk while the
+        # training state is still being serialised
         files = {
-            MODEL_FILE: write_safetensors(tmp / MODEL_FILE, snap.tensors, snap.aliases),
+            MODEL_FILE: write_safetensors(tmp / MODEL_FILE, snap.tensors, snap.aliases, sync=False),
             STATE_FILE: hashed_io.write_hashed(
-                tmp / STATE_FILE, lambda out: torch.save(snap.state, out)
+                tmp / STATE_FILE, lambda out: torch.save(snap.state, out), sync=False
             ),
         }
+        for name in files:
+            hashed_io.fsync_file(tmp / name)
         meta = CheckpointMeta(snap.step, eval_loss, files, created_at=time.time())
         hashed_io.write_file(tmp / META_FILE, json.dumps(asdict(meta), indent=2).encode())
         hashed_io.fsync_dir(tmp)
