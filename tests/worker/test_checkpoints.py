@@ -14,6 +14,7 @@ from typing import BinaryIO
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.serialization import config as serialization_config
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import ModelSpec, TrainConfig
@@ -99,6 +100,10 @@ def test_a_checkpoints_weights_load_with_the_safetensors_library(
     assert set(loaded) | {"hf.lm_head.weight"} == set(live)
     for name, tensor in loaded.items():
         assert torch.equal(tensor, live[name]), name
+    # the training state (saved without the zip CRC-32s) reads back with a plain torch.load
+    raw = torch.load(tmp_path / meta.name / "train_state.pt", weights_only=True)
+    assert TrainState.from_state_dict(raw).step == state.step
+    assert serialization_config.save.compute_crc32  # the process-wide default is restored
 
 
 def test_checkpoints_with_whole_file_digests_still_verify(
