@@ -81,6 +81,7 @@ def test_list_checkpoints_as_json_marks_best_latest_and_retained(
     assert [r["is_best"] for r in rows] == [False, True, False, False]
     assert [r["is_latest"] for r in rows] == [False, False, False, True]
     assert [r["retained"] for r in rows] == [False, True, False, True]
+    assert [r["status"] for r in rows] == ["valid"] * 4
     assert all(len(r["sha256"]) == 64 and r["size_mb"] > 0 for r in rows)
 
 
@@ -97,6 +98,7 @@ def test_list_checkpoints_as_csv_and_table(
     assert lines[0].split() == [
         "checkpoint",
         "step",
+        "status",
         "is_best",
         "is_latest",
         "retained",
@@ -105,7 +107,7 @@ def test_list_checkpoints_as_csv_and_table(
         "eval_loss",
     ]
     best = next(line for line in lines if line.startswith("step-00000020"))
-    assert best.split()[2:5] == ["True", "False", "True"]
+    assert best.split()[2:6] == ["valid", "True", "False", "True"]
     assert best.split()[-1] == "1.5000"
     assert len(best.split()[-2]) == 12  # hashes are shortened in the table
 
@@ -143,18 +145,66 @@ def test_cleanup_dry_run_deletes_nothing_then_retention_applies(
     assert [row["step"] for row in index] == [20, 40]
 
 
-def test_cleanup_aggressive_keeps_only_the_best(run_folder: Path) -> None:
+def test_cleanup_aggressive_keeps_the_best_and_the_newest(run_folder: Path) -> None:
     assert main(["cleanup", "--aggressive"]) == 0
-    assert _steps(run_folder) == [20]
+    assert _steps(run_folder) == [20, 40]
 
 
-def test_cleanup_orphaned_only_removes_leftovers_and_unreadable_checkpoints(
+def test_cleanup_orphaned_only_removes_corrupt_checkpoints_only_when_asked(
     run_folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     (run_folder / "checkpoints" / "step-00000030" / "meta.json").write_text("{", encoding="utf-8")
     assert main(["cleanup", "--orphaned-only"]) == 0
-    assert "unreadable" in capsys.readouterr().out
+    assert "pass --corrupt to remove it" in capsys.readouterr().out
+    assert _steps(run_folder) == [10, 20, 30, 40]  # corrupt, but kept unless asked
+    assert main(["cleanup", "--orphaned-only", "--corrupt"]) == 0
+    assert "unreadable meta" in capsys.readouterr().out
     assert _steps(run_folder) == [10, 20, 40]  # retention itself is not applied
+
+
+def _flip_a_byte(checkpoint: Path) -> None:
+    path = checkpoint / "model.safetensors"
+    data = bytearray(path.read_bytes())
+    data[-3] ^= 0x40  # an exponent bit of the last weight
+    path.write_bytes(bytes(data))
+
+
+def test_list_checkpoints_verifies_and_marks_corrupt_and_quarantined_ones(
+    run_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    checkpoints = run_folder / "checkpoints"
+    _flip_a_byte(checkpoints / "step-00000040")
+    (checkpoints / "step-00000010").rename(checkpoints / "step-00000010.corrupt-20261204T000000Z")
+    assert main(["list-checkpoints", "--run", "run-a", "--format", "json"]) == 0
+    rows = {r["checkpoint"]: r for r in json.loads(capsys.readouterr().out)}
+    newest = rows["step-00000040"]
+    assert newest["status"] == "corrupt" and not newest["is_latest"] and not newest["retained"]
+    assert rows["step-00000030"]["is_latest"] and rows["step-00000030"]["retained"]
+    assert rows["step-00000020"]["is_best"] and rows["step-00000020"]["status"] == "valid"
+    quarantined = rows["step-00000010.corrupt-20261204T000000Z"]
+    assert quarantined["status"] == "quarantined" and quarantined["step"] == 10
+    assert not quarantined["retained"]
+
+    assert main(["list-checkpoints", "--run", "run-a", "--format", "json", "--no-verify"]) == 0
+    rows = {r["checkpoint"]: r for r in json.loads(capsys.readouterr().out)}
+    assert rows["step-00000040"]["status"] == "unverified"  # not hashed: not known corrupt
+    assert rows["step-00000040"]["is_latest"]
+
+
+def test_cleanup_keeps_the_newest_valid_checkpoint_not_the_newest_by_step(
+    run_folder: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _flip_a_byte(run_folder / "checkpoints" / "step-00000040")
+    assert main(["cleanup", "--aggressive"]) == 0
+    assert "step-00000040 (corrupt" in capsys.readouterr().out
+    assert _steps(run_folder) == [20, 30, 40]  # best, newest valid; the corrupt one waits
+    assert main(["cleanup", "--aggressive", "--corrupt", "--dry-run"]) == 0
+    assert "would delete" in capsys.readouterr().out
+    assert _steps(run_folder) == [20, 30, 40]
+    assert main(["cleanup", "--aggressive", "--corrupt"]) == 0
+    assert _steps(run_folder) == [20, 30]
+    index = json.loads((run_folder / "checkpoints" / "index.json").read_text())
+    assert [row["step"] for row in index] == [20, 30]
 
 
 def test_cleanup_leaves_a_running_run_to_its_own_retention(run_folder: Path) -> None:

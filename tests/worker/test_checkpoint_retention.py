@@ -60,8 +60,8 @@ def test_plans(policy: RetentionSpec, kept: list[int]) -> None:
     assert plan.freed_bytes == MB * len(plan.delete)
 
 
-def test_aggressive_keeps_only_the_best_and_unevaluated_runs_keep_the_newest() -> None:
-    assert _steps(plan_retention(HISTORY, RetentionSpec(), aggressive=True).keep) == [20]
+def test_aggressive_keeps_the_best_and_the_newest_and_unevaluated_runs_the_newest() -> None:
+    assert _steps(plan_retention(HISTORY, RetentionSpec(), aggressive=True).keep) == [20, 50]
     never_evaluated = [_meta(1, None), _meta(2, None)]
     assert best_of(never_evaluated).step == 2
     assert _steps(plan_retention(never_evaluated, RetentionSpec(), aggressive=True).keep) == [2]
@@ -71,6 +71,22 @@ def test_aggressive_keeps_only_the_best_and_unevaluated_runs_keep_the_newest() -
 def test_a_size_cap_never_deletes_the_last_checkpoint() -> None:
     huge = [_meta(1, 1.0, size=10 * MB)]
     assert _steps(plan_retention(huge, RetentionSpec(max_total_size_gb=1e-6)).keep) == [1]
+
+
+def test_the_newest_is_kept_whatever_the_budget_and_a_notice_says_so() -> None:
+    """A budget of 1.5 checkpoints cannot hold the best (step 20) beside the newest (step 50):
+    the newest, the resume point, stays."""
+    policy = RetentionSpec(keep_last_n=1, keep_best_k=1, max_total_size_gb=1.5 * MB / 1024**3)
+    plan = plan_retention(HISTORY, policy)
+    assert _steps(plan.keep) == [50] and plan.keeps(50) and not plan.keeps(20)
+    assert len(plan.notices) == 1 and "step 20" in plan.notices[0]
+    assert "step 50" in plan.notices[0]
+    # the best being the newest needs no notice
+    improving = [_meta(10, 3.0), _meta(20, 2.0)]
+    plan = plan_retention(improving, RetentionSpec(keep_best_k=2, max_total_size_gb=1e-9))
+    assert _steps(plan.keep) == [20] and plan.notices == []
+    # no policy count ever drops the newest, even keep_last_n=1 with a better older best
+    assert 50 in _steps(plan_retention(HISTORY, RetentionSpec(keep_last_n=1)).keep)
 
 
 def test_ties_on_the_metric_keep_the_newest() -> None:
@@ -106,9 +122,9 @@ def test_make_room_prunes_to_the_policy_first(tmp_path: Path) -> None:
         _write(tmp_path, meta)
     # 10 MB disk, 3 MB used elsewhere, 5 MB of checkpoints: a 1 MB write would leave 1 MB < 10%
     freed = make_room(tmp_path, MB, RetentionSpec(keep_last_n=5), probe=FakeDisk(10 * MB, 3 * MB))
-    # the policy keeps all five here, so it took the last resort: only the best is left
-    assert freed == 4 * MB
-    assert _steps(entries_of(tmp_path)) == [20]
+    # the policy keeps all five here, so it went on to the best and the newest
+    assert freed == 3 * MB
+    assert _steps(entries_of(tmp_path)) == [20, 50]
 
 
 def test_make_room_with_enough_space_touches_nothing(tmp_path: Path) -> None:
@@ -126,14 +142,14 @@ def test_make_room_stops_at_the_policy_when_that_is_enough(tmp_path: Path) -> No
     assert _steps(entries_of(tmp_path)) == [20, 50]
 
 
-def test_storage_full_when_even_the_best_alone_leaves_too_little(tmp_path: Path) -> None:
+def test_storage_full_when_even_the_newest_alone_leaves_too_little(tmp_path: Path) -> None:
     for meta in HISTORY:
         _write(tmp_path, meta)
     with pytest.raises(AppError) as info:
         make_room(tmp_path, 4 * MB, RetentionSpec(), probe=FakeDisk(10 * MB, 5 * MB))
     assert info.value.code is ErrorCode.STORAGE_FULL
     assert info.value.exit_code == 4
-    assert _steps(entries_of(tmp_path)) == [20]  # the only valid checkpoint survives
+    assert _steps(entries_of(tmp_path)) == [50]  # the resume point survives, not the best
 
 
 def test_on_a_real_small_filesystem(tmp_path: Path) -> None:
@@ -149,13 +165,13 @@ def test_on_a_real_small_filesystem(tmp_path: Path) -> None:
         folder = mount / "checkpoints"
         for meta in HISTORY[:4]:
             _write(folder, meta)  # 4 MB of checkpoints on a 6 MiB disk
-        # a 2 MB write would leave under 10% free: the last resort keeps only the best
+        # a 2 MB write would leave under 10% free: pruned to the best and the newest
         make_room(folder, 2 * MB, RetentionSpec(keep_last_n=4), probe=probe)
-        assert _steps(entries_of(folder)) == [20]
+        assert _steps(entries_of(folder)) == [20, 40]
         with pytest.raises(AppError) as info:
             make_room(folder, int(5.5 * MB), RetentionSpec(), probe=probe)
         assert info.value.code is ErrorCode.STORAGE_FULL
-        assert _steps(entries_of(folder)) == [20]
+        assert _steps(entries_of(folder)) == [40]
     finally:
         if mounted:
             os.system(f"umount {mount}")

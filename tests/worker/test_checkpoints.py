@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -13,6 +14,7 @@ from typing import BinaryIO
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.utils.serialization import config as serialization_config
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import ModelSpec, TrainConfig
@@ -23,13 +25,16 @@ from trainer_worker.checkpoints import (
     MODEL_FILE,
     CheckpointMeta,
     CheckpointWriter,
+    hashed_io,
     list_checkpoints,
     load_checkpoint,
     load_model_file,
     read_meta,
+    safetensors_format,
     save_checkpoint,
     snapshot,
     verify_checkpoint,
+    verify_model_file,
     write_model,
 )
 from trainer_worker.models.registry import build_model
@@ -84,6 +89,56 @@ def test_round_trip_restores_weights_tied_weights_and_state(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
 
 
+def test_a_checkpoints_weights_load_with_the_safetensors_library(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    loaded = load_file(tmp_path / meta.name / MODEL_FILE)
+    live = model.state_dict()
+    assert "hf.lm_head.weight" not in loaded  # tied to the embedding: stored once
+    assert set(loaded) | {"hf.lm_head.weight"} == set(live)
+    for name, tensor in loaded.items():
+        assert torch.equal(tensor, live[name]), name
+    # the training state (saved without the zip CRC-32s) reads back with a plain torch.load
+    raw = torch.load(tmp_path / meta.name / "train_state.pt", weights_only=True)
+    assert TrainState.from_state_dict(raw).step == state.step
+    assert serialization_config.save.compute_crc32  # the process-wide default is restored
+
+
+def test_checkpoints_with_whole_file_digests_still_verify(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
+) -> None:
+    """Checkpoints written before piece hashing record the SHA-256 of each whole file."""
+    model, state = trained
+    meta = save_checkpoint(tmp_path, model, state, eval_loss=None)
+    folder = tmp_path / meta.name
+    legacy = {
+        name: {
+            "sha256": hashlib.sha256((folder / name).read_bytes()).hexdigest(),
+            "size": rec["size"],
+        }
+        for name, rec in meta.files.items()
+    }
+    raw = json.loads((folder / "meta.json").read_text())
+    (folder / "meta.json").write_text(json.dumps({**raw, "files": legacy}))
+    assert verify_checkpoint(folder).files == legacy
+    load_checkpoint(folder, build_model(ModelSpec(family="gpt2", preset="tiny"), 256, 0))
+    (folder / "meta.json").write_text(
+        json.dumps(
+            {
+                **raw,
+                "files": {
+                    **legacy,
+                    MODEL_FILE: meta.files[MODEL_FILE] | {"sha256": legacy[MODEL_FILE]["sha256"]},
+                },
+            }
+        )
+    )
+    with pytest.raises(AppError, match=r"model\.safetensors: hash mismatch"):
+        verify_checkpoint(folder)  # a whole-file digest labelled as a piece tree never passes
+
+
 def test_index_lists_every_checkpoint(
     tmp_path: Path, trained: tuple[torch.nn.Module, TrainState]
 ) -> None:
@@ -134,32 +189,44 @@ def test_a_failed_write_leaves_nothing_and_disk_full_is_storage_full(
     tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model, state = trained
-    real = checkpoints._write_hashed
+    real = hashed_io.write_hashed
     calls: list[Path] = []
 
-    def fail_second(path: Path, fill: Callable[[BinaryIO], object]) -> dict[str, int | str]:
+    def fail_second(
+        path: Path,
+        fill: Callable[[BinaryIO], object],
+        *,
+        piece_bytes: int | None = None,
+        sync: bool = True,
+    ) -> dict[str, int | str]:
         calls.append(path)
         if len(calls) == 2:  # the weights are written, the training state fails
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(path, fill)
+        return real(path, fill, piece_bytes=piece_bytes, sync=sync)
 
-    monkeypatch.setattr(checkpoints, "_write_hashed", fail_second)
+    monkeypatch.setattr(hashed_io, "write_hashed", fail_second)
     with pytest.raises(AppError) as info:
         save_checkpoint(tmp_path, model, state, eval_loss=None)
     assert info.value.code is ErrorCode.STORAGE_FULL
     assert list(tmp_path.iterdir()) == []  # no partial checkpoint, no temporary folder
 
-    def interrupted(path: Path, fill: Callable[[BinaryIO], object]) -> dict[str, int | str]:
+    def interrupted(
+        path: Path,
+        fill: Callable[[BinaryIO], object],
+        *,
+        piece_bytes: int | None = None,
+        sync: bool = True,
+    ) -> dict[str, int | str]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoints, "_write_hashed", interrupted)
+    monkeypatch.setattr(hashed_io, "write_hashed", interrupted)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path, model, state, eval_loss=None)
     assert list(tmp_path.iterdir()) == []
     monkeypatch.setattr(
-        checkpoints,
-        "_write_hashed",
-        lambda *_: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")),
+        hashed_io,
+        "write_hashed",
+        lambda *_, **__: (_ for _ in ()).throw(OSError(errno.EACCES, "denied")),
     )
     with pytest.raises(AppError) as info:
         save_checkpoint(tmp_path, model, state, eval_loss=None)
@@ -266,7 +333,7 @@ def test_weights_are_standard_safetensors_of_every_dtype(tmp_path: Path) -> None
         "scalar": torch.tensor(2.5),
     }
     path = tmp_path / "w.safetensors"
-    record = checkpoints._write_safetensors(path, tensors, {"alias": "f32"})
+    record = safetensors_format.write_safetensors(path, tensors, {"alias": "f32"}, piece_bytes=None)
     assert record["size"] == path.stat().st_size
     assert record["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
     loaded = load_file(path)
@@ -275,7 +342,7 @@ def test_weights_are_standard_safetensors_of_every_dtype(tmp_path: Path) -> None
     header_len = int.from_bytes(path.read_bytes()[:8], "little")
     assert header_len % 8 == 0  # the data starts 8-byte aligned
     with pytest.raises(AppError, match="cannot save"):
-        checkpoints._write_safetensors(path, {"c": torch.zeros(2, dtype=torch.complex64)}, {})
+        safetensors_format.write_safetensors(path, {"c": torch.zeros(2, dtype=torch.complex64)}, {})
 
 
 def test_write_model_is_atomic_and_loads_back(
@@ -290,6 +357,41 @@ def test_write_model_is_atomic_and_loads_back(
     load_model_file(fresh, path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, fresh.state_dict()[name]), name
+
+
+def test_final_model_files_verify_against_their_sha256_once_per_version(
+    tmp_path: Path, trained: tuple[torch.nn.Module, TrainState], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model, _ = trained
+    path = tmp_path / "model.safetensors"
+    record = write_model(path, model)
+    expected = str(record["sha256"])
+    hashed: list[Path] = []
+    real = hashed_io.file_digest
+
+    def counting(target: Path, rec: dict[str, int | str]) -> str | None:
+        hashed.append(target)
+        return real(target, rec)
+
+    monkeypatch.setattr(hashed_io, "file_digest", counting)
+    verify_model_file(path, expected)
+    assert hashed == []  # just written: its digest is known
+    copy = tmp_path / "copy.safetensors"
+    copy.write_bytes(path.read_bytes())
+    verify_model_file(copy, expected)
+    verify_model_file(copy, expected)
+    assert hashed == [copy]  # hashed once, then remembered by (path, mtime, size)
+    data = bytearray(copy.read_bytes())
+    data[-3] ^= 0x40  # an exponent bit of the last weight: loads fine, generates garbage
+    copy.write_bytes(bytes(data))
+    os.utime(copy, ns=(1, 1))  # a different version, whatever the clock did
+    with pytest.raises(AppError, match="hash mismatch") as info:
+        verify_model_file(copy, expected)
+    assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
+    with pytest.raises(AppError, match="hash mismatch"):
+        verify_model_file(copy, expected)  # a failure is never remembered as a pass
+    with pytest.raises(AppError, match="unreadable"):
+        verify_model_file(tmp_path / "missing.safetensors", expected)
 
 
 @pytest.mark.parametrize(
@@ -355,20 +457,45 @@ def test_a_training_state_that_verifies_but_does_not_load_is_corrupt(
     assert info.value.code is ErrorCode.CHECKPOINT_CORRUPT
 
 
-def test_files_larger_than_one_piece_hash_the_same_as_hashlib(tmp_path: Path) -> None:
-    """Writes and verification cut files into 8 MiB pieces hashed on a helper thread; the
-    digest must still be that of the whole file, in order."""
-    data = torch.randint(0, 256, (20 * 1024 * 1024 + 123,), dtype=torch.uint8).numpy().tobytes()
-    record = checkpoints._write_file(tmp_path / "big.bin", data)
-    expected = hashlib.sha256(data).hexdigest()
-    assert record == {"sha256": expected, "size": len(data)}
-    assert (tmp_path / "big.bin").read_bytes() == data
-    with checkpoints._Hasher() as hasher:
-        assert checkpoints._sha256_of(tmp_path / "big.bin", len(data), hasher) == expected
-        assert checkpoints._sha256_of(tmp_path / "big.bin", len(data) + 1, hasher) is None
-        (tmp_path / "empty.bin").write_bytes(b"")
-        empty = hashlib.sha256(b"").hexdigest()
-        assert checkpoints._sha256_of(tmp_path / "empty.bin", 0, hasher) == empty
+def _piece_tree(data: bytes, piece: int) -> str:
+    digests = b"".join(
+        hashlib.sha256(data[i : i + piece]).digest() for i in range(0, len(data), piece)
+    )
+    return hashlib.sha256(digests).hexdigest()
+
+
+@pytest.mark.parametrize("size", [0, 100, 8 * 1024 * 1024, 20 * 1024 * 1024 + 123])
+def test_pieces_hashed_in_parallel_give_the_documented_digests(tmp_path: Path, size: int) -> None:
+    """Writes cut files into pieces hashed on the pool; the records are the SHA-256 of the
+    concatenated piece digests (piece tree) or of the whole file, and verification agrees."""
+    data = torch.randint(0, 256, (size,), dtype=torch.uint8).numpy().tobytes()
+    path = tmp_path / "big.bin"
+
+    def fill(out: BinaryIO) -> None:  # odd-sized writes straddle piece boundaries
+        view = memoryview(data)
+        for begin, end in ((0, 5), (5, 70_000), (70_000, 9_000_000), (9_000_000, len(data))):
+            out.write(view[min(begin, len(data)) : min(end, len(data))])
+
+    tree = hashed_io.write_hashed(path, fill)
+    assert tree == {
+        "sha256": _piece_tree(data, hashed_io.PIECE_BYTES),
+        "size": size,
+        "piece_bytes": hashed_io.PIECE_BYTES,
+    }
+    assert path.read_bytes() == data
+    whole = hashed_io.write_file(tmp_path / "whole.bin", data, piece_bytes=None)
+    assert whole == {"sha256": hashlib.sha256(data).hexdigest(), "size": size}
+    small_pieces = hashed_io.write_file(tmp_path / "small.bin", data, piece_bytes=1 << 20)
+    assert small_pieces["sha256"] == _piece_tree(data, 1 << 20)
+    for name, record in (("big.bin", tree), ("whole.bin", whole), ("small.bin", small_pieces)):
+        assert hashed_io.verify_file(tmp_path / name, record)
+        assert not hashed_io.verify_file(tmp_path / name, {**record, "size": size + 1})
+    if size:
+        damaged = bytearray(data)
+        damaged[-1] ^= 1
+        path.write_bytes(bytes(damaged))
+        assert not hashed_io.verify_file(path, tree)
+    assert not hashed_io.verify_file(path, {**tree, "piece_bytes": 0})  # never trusted
 
 
 def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None:
@@ -379,8 +506,8 @@ def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None
         "scalar": torch.tensor(2.5),
     }
     path = tmp_path / "w.safetensors"
-    checkpoints._write_safetensors(path, tensors, {"alias": "f32"})
-    parsed, metadata = checkpoints._parse_safetensors(bytearray(path.read_bytes()))
+    safetensors_format.write_safetensors(path, tensors, {"alias": "f32"})
+    parsed, metadata = safetensors_format.parse_safetensors(bytearray(path.read_bytes()))
     assert json.loads(metadata["aliases"]) == {"alias": "f32"}
     for name, tensor in tensors.items():
         assert parsed[name].dtype == tensor.dtype and torch.equal(parsed[name], tensor), name

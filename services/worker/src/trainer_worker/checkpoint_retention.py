@@ -1,12 +1,18 @@
 """Which checkpoints a run keeps, and making room on disk before a write.
 
-The policy (`RetentionSpec`) keeps the newest `keep_last_n` (resume points), the best
+The newest valid checkpoint is the run's resume point and is always kept, whatever the
+policy says. Beside it the policy (`RetentionSpec`) keeps the newest `keep_last_n`, the best
 `keep_best_k` by eval loss, and, when `max_total_size_gb` is set, drops the oldest of the rest
-until the kept ones fit. Before each write the size of the new checkpoint is estimated; when
-the free disk left after it would fall under `min_free_disk_fraction`, checkpoints are pruned
-to the policy and then, as a last resort, down to the single best one. If even that is not
-enough the run stops with STORAGE_FULL (CLI exit code 4) before writing anything. The last
-valid checkpoint is never deleted, and metrics live outside checkpoints, so pruning loses none.
+(the best last) until the kept ones fit; when the budget cannot hold the best and the newest,
+the newest stays and the plan carries a notice saying so. Before each write the size of the
+new checkpoint is estimated; when the free disk left after it would fall under
+`min_free_disk_fraction`, checkpoints are pruned to the policy, then to the best and the
+newest, then to the newest alone. If even that is not enough the run stops with STORAGE_FULL
+(CLI exit code 4) before writing anything. Metrics live outside checkpoints, so pruning loses
+none.
+
+The entries given to a plan must be valid checkpoints: a run plans over the ones it wrote
+(their meta read back), `trainctl cleanup` over the ones that verify.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from platform_core.errors import AppError, ErrorCode
@@ -37,10 +43,14 @@ def disk_usage(path: Path) -> tuple[int, int]:
 class RetentionPlan:
     keep: list[CheckpointMeta]  # oldest first
     delete: list[CheckpointMeta]
+    notices: list[str] = field(default_factory=list)  # what the policy could not honour
 
     @property
     def freed_bytes(self) -> int:
         return sum(e.size_bytes for e in self.delete)
+
+    def keeps(self, step: int) -> bool:
+        return any(e.step == step for e in self.keep)
 
 
 def best_of(entries: list[CheckpointMeta]) -> CheckpointMeta:
@@ -54,31 +64,49 @@ def best_of(entries: list[CheckpointMeta]) -> CheckpointMeta:
 def plan_retention(
     entries: list[CheckpointMeta], policy: RetentionSpec, *, aggressive: bool = False
 ) -> RetentionPlan:
-    """What to keep and delete. `aggressive` keeps only the single best checkpoint."""
+    """What to keep and delete. `aggressive` keeps only the best and the newest."""
     if not entries:
         return RetentionPlan([], [])
     by_step = sorted(entries, key=lambda e: e.step)
+    newest = by_step[-1].step
+    notices: list[str] = []
     if aggressive:
-        keep_steps = {best_of(by_step).step}
+        keep_steps = {best_of(by_step).step, newest}
     else:
-        keep_steps = {e.step for e in by_step[-policy.keep_last_n :]}
+        keep_steps = {e.step for e in by_step[-policy.keep_last_n :]} | {newest}
         evaluated = sorted(
             (e for e in by_step if e.eval_loss is not None), key=lambda e: (e.eval_loss, -e.step)
         )
         keep_steps |= {e.step for e in evaluated[: policy.keep_best_k]}
         if policy.max_total_size_gb is not None:
-            keep_steps = _fit(by_step, keep_steps, int(policy.max_total_size_gb * _GB))
+            keep_steps = _fit(by_step, keep_steps, int(policy.max_total_size_gb * _GB), notices)
     keep = [e for e in by_step if e.step in keep_steps]
-    return RetentionPlan(keep, [e for e in by_step if e.step not in keep_steps])
+    return RetentionPlan(keep, [e for e in by_step if e.step not in keep_steps], notices)
 
 
-def _fit(by_step: list[CheckpointMeta], keep_steps: set[int], limit: int) -> set[int]:
-    """Drop kept checkpoints, oldest non-best first, until they fit (at least one stays)."""
-    best = best_of(by_step).step
+def newest_only(entries: list[CheckpointMeta]) -> RetentionPlan:
+    """The last resort before a write: the resume point alone."""
+    by_step = sorted(entries, key=lambda e: e.step)
+    return RetentionPlan(by_step[-1:], by_step[:-1])
+
+
+def _fit(
+    by_step: list[CheckpointMeta], keep_steps: set[int], limit: int, notices: list[str]
+) -> set[int]:
+    """Drop kept checkpoints until they fit: the oldest that is neither best nor newest
+    first, then the best; the newest (the resume point) always stays."""
+    best, newest = best_of(by_step).step, by_step[-1].step
     kept = [e for e in by_step if e.step in keep_steps]
-    while len(kept) > 1 and sum(e.size_bytes for e in kept) > limit:
-        victim = next(e for e in kept if e.step != best)
+    order = [e for e in kept if e.step not in (best, newest)]
+    order += [e for e in kept if e.step == best and e.step != newest]
+    while order and sum(e.size_bytes for e in kept) > limit:
+        victim = order.pop(0)
         kept.remove(victim)
+        if victim.step == best:
+            notices.append(
+                f"max_total_size_gb cannot hold the best checkpoint (step {best}) beside the "
+                f"newest (step {newest}): kept the newest, the resume point"
+            )
     return {e.step for e in kept}
 
 
@@ -90,7 +118,9 @@ def entries_of(directory: Path) -> list[CheckpointMeta]:
 
 
 def apply_plan(directory: Path, plan: RetentionPlan) -> int:
-    """Delete what the plan says; returns the bytes freed."""
+    """Delete what the plan says and log its notices; returns the bytes freed."""
+    for notice in plan.notices:
+        _log.warning(notice, extra={"event": "checkpoint.retention_notice"})
     for entry in plan.delete:
         shutil.rmtree(directory / entry.name, ignore_errors=True)
         _log.info("checkpoint pruned: %s", entry.name, extra={"event": "checkpoint.pruned"})
@@ -107,17 +137,22 @@ def make_room(
     probe: DiskProbe = disk_usage,
 ) -> int:
     """Ensure a write of `needed_bytes` leaves `min_free_disk_fraction` of the disk free:
-    prune to the policy, then to the single best checkpoint. Returns the bytes freed;
-    STORAGE_FULL when even that is not enough."""
+    prune to the policy, then to the best and the newest, then to the newest alone. Returns
+    the bytes freed; STORAGE_FULL when even that is not enough."""
     directory.mkdir(parents=True, exist_ok=True)
     freed = 0
-    for aggressive in (False, True):
+    stages: list[Callable[[list[CheckpointMeta]], RetentionPlan]] = [
+        lambda entries: plan_retention(entries, policy),
+        lambda entries: plan_retention(entries, policy, aggressive=True),
+        newest_only,
+    ]
+    for stage in stages:
         free, total = probe(directory)
         if free - needed_bytes >= policy.min_free_disk_fraction * total:
             return freed
-        freed += apply_plan(
-            directory, plan_retention(entries_of(directory), policy, aggressive=aggressive)
-        )
+        entries = entries_of(directory)
+        if entries:
+            freed += apply_plan(directory, stage(entries))
     free, total = probe(directory)
     if free - needed_bytes >= policy.min_free_disk_fraction * total:
         return freed

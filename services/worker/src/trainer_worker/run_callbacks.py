@@ -36,7 +36,7 @@ from trainer_worker.checkpoint_retention import (
     make_room,
     plan_retention,
 )
-from trainer_worker.checkpoints import MODEL_FILE, CheckpointMeta, CheckpointWriter
+from trainer_worker.checkpoints import CheckpointMeta, CheckpointWriter
 from trainer_worker.job_context import JobContext
 from trainer_worker.training.callbacks import Callbacks, CheckpointInfo, EvalInfo, ProgressInfo
 
@@ -153,15 +153,18 @@ class RunCallbacks:
         self._last_saved_step = info.step
 
     def _written(self, meta: CheckpointMeta) -> None:
-        """On the writer thread: prune to the policy, then announce the checkpoint."""
+        """On the writer thread: prune to the policy, then announce the checkpoint, only when
+        retention kept it (an announced checkpoint is one a resume can use)."""
         plan = plan_retention(entries_of(self.checkpoints), self.retention)
         apply_plan(self.checkpoints, plan)
+        if not plan.keeps(meta.step):
+            return
         context = self.context
         payload = MetricsCheckpointPayload(
             step=meta.step,
             path=f"runs/{context.run_id}/checkpoints/{meta.name}",
             size_bytes=meta.size_bytes,
-            sha256=str(meta.files[MODEL_FILE]["sha256"]),
+            sha256=meta.model_sha256,
             is_best=best_of(plan.keep).step == meta.step,
             metric=meta.eval_loss,
         )
