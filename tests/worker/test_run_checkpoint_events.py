@@ -11,9 +11,11 @@ import torch
 
 from platform_core.event_bus import EventBus
 from platform_core.events import MetricsCheckpoint
+from platform_core.layout import DataLayout
 from platform_core.run_state import RunStateStore
 from platform_core.specs import RetentionSpec
 from trainer_worker.checkpoints import list_checkpoints, save_checkpoint
+from trainer_worker.event_spool import EventSpool
 from trainer_worker.job_context import JobContext
 from trainer_worker.run_callbacks import RunCallbacks
 from trainer_worker.training.callbacks import CheckpointInfo
@@ -40,14 +42,14 @@ def _model_and_state() -> tuple[torch.nn.Module, TrainState]:
 
 
 def _callbacks(redis_client: redis.Redis, folder: Path, retention: RetentionSpec) -> RunCallbacks:
-    bus = EventBus(redis_client)
+    layout = DataLayout(folder.parent.parent)
     context = JobContext(
         run_id="run-ck",
         kind="train_model",
         user_id=None,
         attempt=1,
-        data_root=folder.parent.parent,
-        bus=bus,
+        layout=layout,
+        spool=EventSpool(EventBus(redis_client), layout.spool_file("run-ck")),
         store=RunStateStore(redis_client),
     )
     return RunCallbacks(context=context, folder=folder, retention=retention)

@@ -27,9 +27,9 @@ from platform_core.inference_results import (
     save_record,
 )
 from platform_core.json_types import JsonObject
-from platform_core.layout import DataLayout
+from platform_core.layout import MODEL, DataLayout
 from platform_core.logging import log_context
-from platform_core.manifests import read_run_manifest
+from platform_core.manifests import RunManifest, read_run_manifest
 from platform_core.specs import (
     MAX_SCORE_CHARS,
     ScoreRequest,
@@ -37,11 +37,17 @@ from platform_core.specs import (
     validate_generate_request,
     validate_score_request,
 )
-from trainer_worker.checkpoints import list_checkpoints, load_checkpoint, load_model_file
+from trainer_worker.checkpoints import (
+    MODEL_FILE,
+    list_checkpoints,
+    load_model_file,
+    verify_model_file,
+)
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.inference.score import score
 from trainer_worker.models.registry import build_model
+from trainer_worker.resume import find_resume_point
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
 
@@ -160,7 +166,8 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
     layout = DataLayout(data_root)
     folder = layout.run_dir(run_id)
     try:
-        spec = read_run_manifest(layout.run_manifest(run_id)).train_spec()
+        manifest = read_run_manifest(layout.run_manifest(run_id))
+        spec = manifest.train_spec()
     except AppError as error:
         if error.code is ErrorCode.DATA_NOT_FOUND:
             raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts") from error
@@ -168,22 +175,46 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
             ErrorCode.MODEL_NOT_FOUND,
             f"run {run_id} has no usable manifest ({error.message})",
         ) from error
-    weights = _weights_of(folder)
+    if not (layout.model_dir(run_id) / MODEL_FILE).is_file() and not list_checkpoints(
+        layout.checkpoints_dir(run_id)
+    ):
+        raise AppError(ErrorCode.CONFLICT, f"run {run_id} has no weights yet; try again later")
     tokenizer = load_tokenizer(layout.tokenizer_dir(spec.tokenizer_id))
     model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
-    if weights.name == "model.safetensors":
-        load_model_file(model, weights)
-    else:
-        load_checkpoint(weights, model)
+    _load_weights(layout, manifest, model)
     model.eval()
     return model, tokenizer, spec, folder
 
 
-def _weights_of(folder: Path) -> Path:
-    final = folder / "model" / "model.safetensors"
+def _load_weights(layout: DataLayout, manifest: RunManifest, model: nn.Module) -> None:
+    """The run's final weights, verified against the SHA-256 its manifest recorded; else
+    (still training, or the final file is damaged) its newest checkpoint that verifies.
+    Corrupt checkpoints are skipped here, never moved: the run's own worker owns them."""
+    run_id = manifest.run_id
+    final = layout.model_dir(run_id) / MODEL_FILE
+    recorded = manifest.model_files.get(f"{MODEL}/{MODEL_FILE}")
     if final.is_file():
-        return final
-    checkpoints = list_checkpoints(folder / "checkpoints")
-    if checkpoints:
-        return checkpoints[-1]
-    raise AppError(ErrorCode.CONFLICT, f"run {folder.name} has no weights yet; try again later")
+        try:
+            if recorded is None:  # a manifest from before model hashes: nothing to check
+                _log.warning("final weights unverified", extra={"event": "model.unverified"})
+            else:
+                verify_model_file(final, recorded)
+            load_model_file(model, final)
+            return
+        except AppError as error:
+            if error.code is not ErrorCode.CHECKPOINT_CORRUPT:
+                raise
+            _log.error("final weights corrupt: %s; trying checkpoints", error.message)
+    search = find_resume_point(layout.checkpoints_dir(run_id), model, quarantine_corrupt=False)
+    if search.point is not None:
+        _log.info(
+            "serving %s",
+            search.point.checkpoint.name,
+            extra={"event": "inference.weights", "skipped": ", ".join(search.skipped)},
+        )
+        return
+    damaged = [*search.skipped, *([MODEL] if final.is_file() else [])]
+    raise AppError(
+        ErrorCode.CHECKPOINT_CORRUPT,
+        f"run {run_id} has no weights that verify (damaged: {', '.join(damaged) or 'none'})",
+    )

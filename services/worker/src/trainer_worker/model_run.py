@@ -54,7 +54,7 @@ from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.models.registry import build_model, count_parameters
-from trainer_worker.resume import ResumePoint, load_resume_point
+from trainer_worker.resume import ResumePoint, ResumeSearch, find_resume_point
 from trainer_worker.run_callbacks import RunCallbacks, read_history
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
@@ -101,14 +101,15 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     started = time.monotonic()
     folder = context.layout.run_dir(context.run_id)
     run = _prepare(parse_spec(spec_json), context)
-    resume = load_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
-    if resume is not None:
+    search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
+    resume = search.point
+    if resume is not None or search.quarantined:
         context.progress(
-            step=resume.state.step,
+            step=resume.state.step if resume else 0,
             total_steps=run.spec.train.max_steps,
             epoch=0,
             eta_s=None,
-            message=_resume_message(resume),
+            message=_resume_message(search),
         )
     (folder / "eval").mkdir(parents=True, exist_ok=True)
     manifest = run.manifest.model_copy(
@@ -116,14 +117,19 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     )
     write_manifest(context.layout.run_manifest(context.run_id), manifest)
     with run_log(context.layout.run_log(context.run_id), context.run_id, service=_SERVICE):
-        if resume is not None:
-            _log.warning(_resume_message(resume), extra={"event": "run.resumed"})
+        if resume is not None or search.quarantined:
+            _log.warning(_resume_message(search), extra={"event": "run.resumed"})
         return _train_and_publish(context, run, manifest, started=started, resume=resume)
 
 
-def _resume_message(resume: ResumePoint) -> str:
-    skipped = f" (skipped corrupt {', '.join(resume.skipped)})" if resume.skipped else ""
-    return f"resumed from step {resume.state.step}{skipped}"
+def _resume_message(search: ResumeSearch) -> str:
+    """What the user is told: where the run resumes, and which corrupt checkpoints were set
+    aside (renamed, kept for inspection)."""
+    aside = ", ".join(f"{q.name} as {q.moved_to}" for q in search.quarantined)
+    skipped = f" (skipped corrupt {aside})" if aside else ""
+    if search.point is None:
+        return f"no checkpoint verifies; training again from step 0{skipped}"
+    return f"resumed from step {search.point.state.step}{skipped}"
 
 
 def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
