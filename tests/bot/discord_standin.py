@@ -3,11 +3,12 @@ HTTP client to talk to (point `discord.http.Route.BASE` at `api_base`).
 
 It serves what login asks (`users/@me`, `oauth2/applications/@me`), opening a DM
 (`users/@me/channels`), posting messages (`channels/{id}/messages`, JSON or multipart with
-files), syncing commands, and the interaction endpoints (`interactions/{id}/{token}/callback`,
-`webhooks/{app}/{token}` follow-ups and `@original` edits). Like Discord it:
+files) and editing them (`PATCH channels/{id}/messages/{id}`), syncing commands, and the
+interaction endpoints (`interactions/{id}/{token}/callback`, `webhooks/{app}/{token}`
+follow-ups and `@original` edits). Like Discord it:
 
 - answers JSON with `Content-Type: application/json` exactly (discord.py parses nothing else);
-- rate-limits the messages route with a fixed-window bucket, advertised through
+- rate-limits the messages route (sends and edits together) with a fixed-window bucket, advertised through
   `X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`, answering 429 with `Via` and a JSON
   `retry_after` when a client sends past it;
 - plays scripted answers first (`script`): 429s with or without `Via` (a Cloudflare ban),
@@ -44,6 +45,7 @@ class Recorded:
     headers: dict[str, str]
     body: dict[str, object] | None  # the JSON object sent, or a multipart's payload_json
     files: dict[str, bytes]  # multipart files by file name
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def embeds(self) -> list[dict[str, object]]:
@@ -123,6 +125,20 @@ class DiscordStandIn:
             if r.path.startswith("/channels/") and r.headers.get("X-Answered") == "200"
         ]
 
+    @property
+    def edits(self) -> list[Recorded]:
+        """Edits of messages in channels that Discord took."""
+        return [
+            r
+            for r in self.posted("/messages/", "PATCH")
+            if r.path.startswith("/channels/") and r.headers.get("X-Answered") == "200"
+        ]
+
+    @property
+    def channel_writes(self) -> list[Recorded]:
+        """Sends and edits that Discord took, in order: what its 5-per-5-s limit counts."""
+        return sorted([*self.messages, *self.edits], key=lambda r: r.at)
+
     def interaction_answers(self) -> list[Recorded]:
         """What the bot answered to interactions, in order: callbacks (defer, message,
         autocomplete), follow-ups and edits of the original response."""
@@ -146,11 +162,12 @@ class DiscordStandIn:
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
+        arrived = time.monotonic()
         sent, files = await _read_body(request)
         body = _OBJECT.validate_python(sent) if isinstance(sent, dict) else None
         response = self._answer(request.method, path, body, sent)
         headers = dict(request.headers) | {"X-Answered": str(response.status)}
-        self.requests.append(Recorded(request.method, path, headers, body, files))
+        self.requests.append(Recorded(request.method, path, headers, body, files, arrived))
         return response
 
     def _answer(
@@ -170,6 +187,8 @@ class DiscordStandIn:
             return json_response(channel | {"recipients": [user(recipient, "owner")]})
         if method == "POST" and parts[0] == "channels" and parts[-1] == "messages":
             return self._post_message(parts[1], body)
+        if method == "PATCH" and parts[0] == "channels" and parts[-2] == "messages":
+            return self._post_message(parts[1], body, message_id=parts[-1])
         if method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
             return json_response(self._sync(sent))
         if method == "POST" and parts[0] == "interactions":
@@ -212,7 +231,10 @@ class DiscordStandIn:
             "resource": {"type": kind},
         }
 
-    def _post_message(self, channel_id: str, body: dict[str, object] | None) -> web.Response:
+    def _post_message(
+        self, channel_id: str, body: dict[str, object] | None, message_id: str | None = None
+    ) -> web.Response:
+        """A new message, or (`message_id`) an edit: both count against the channel's limit."""
         if self.scripts:
             scripted = self.scripts.popleft()
             self.served_429 += scripted.status == 429
@@ -239,7 +261,10 @@ class DiscordStandIn:
             )
         self._used += 1
         headers = self._bucket_headers(self.limit - self._used, reset_after)
-        return json_response(self._message(channel_id, body), headers=headers)
+        message = self._message(channel_id, body)
+        if message_id is not None:
+            message["id"] = message_id
+        return json_response(message, headers=headers)
 
     def _bucket_headers(self, remaining: int, reset_after: float) -> dict[str, str]:
         return {

@@ -28,8 +28,8 @@ from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
 from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
 from trainer_bot import bot as bot_module
+from trainer_bot.actions import BotServices
 from trainer_bot.bot import TrainerBot, main, serve
-from trainer_bot.commands import BotServices
 from trainer_bot.heartbeat import heartbeat_key, unhealthy_reason
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 

@@ -24,7 +24,8 @@ from tests.bot.discord_standin import OWNER_ID, DiscordStandIn, Recorded
 from tests.bot.helpers import WAIT_S, discord_client
 from tests.bot.interactions import GUILD_ID, button, command, interaction
 from trainer_bot import commands
-from trainer_bot.commands import BotClient, BotServices
+from trainer_bot.actions import BotServices
+from trainer_bot.commands import BotClient
 from trainer_bot.guards import REFUSAL
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 

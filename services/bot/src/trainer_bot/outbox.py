@@ -45,6 +45,7 @@ class OutgoingMessage:
     embeds: list[discord.Embed]
     attachments: list[Attachment] = field(default_factory=list)
     ack_ids: list[str] = field(default_factory=list)
+    live: bool = False  # a run's live status message (the console redraws it in place)
 
 
 class Outbox:
