@@ -8,9 +8,9 @@ interaction endpoints (`interactions/{id}/{token}/callback`, `webhooks/{app}/{to
 follow-ups and `@original` edits). Like Discord it:
 
 - answers JSON with `Content-Type: application/json` exactly (discord.py parses nothing else);
-- rate-limits the messages route (sends and edits together) with a fixed-window bucket, advertised through
-  `X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`, answering 429 with `Via` and a JSON
-  `retry_after` when a client sends past it;
+- rate-limits the messages route (sends and edits together) with a fixed-window bucket,
+  advertised through `X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`, answering 429
+  with `Via` and a JSON `retry_after` when a client sends past it;
 - plays scripted answers first (`script`): 429s with or without `Via` (a Cloudflare ban),
   or errors such as 403.
 

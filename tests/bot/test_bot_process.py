@@ -69,6 +69,7 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
     process = subprocess.Popen(
         [sys.executable, "-m", "trainer_bot"],
         env=env,
+        stdin=subprocess.DEVNULL,  # as in a container: no prompt, the notifier alone
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -77,9 +78,9 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
     try:
         for line in process.stderr:
             lines.append(json.loads(line))
-            if lines[-1].get("event") == "bot.dm":
+            if sum(entry.get("event") == "bot.dm" for entry in lines) == 2:
                 break
-        # both notifier loops went round to send that DM, so the container's check passes
+        # both notifier loops went round to send those DMs, so the container's check passes
         check = subprocess.run(
             [sys.executable, "-m", "trainer_bot.healthcheck"],
             env=env,
@@ -95,11 +96,13 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
         process.kill()
     events = [line.get("event") for line in lines]
     assert {"bot.console_mode", "bot.started"} <= set(events)
-    dm = lines[-1]
-    assert dm["user_id"] == OWNER_ID
-    assert dm["service"] == "model-trainer-bot"
-    sent = json.loads(dm["message"].removeprefix("DM "))
-    assert [e["title"] for e in sent["embeds"]] == ["Queued · run-1", "Failed · run-1"]
+    [start] = [line for line in lines if line.get("event") == "bot.console_mode"]
+    assert start["message"].startswith("console mode (DISCORD_TOKEN is not set)")  # unmasked
+    dms = [line for line in lines if line.get("event") == "bot.dm"]
+    assert all(dm["user_id"] == OWNER_ID for dm in dms)
+    assert dms[0]["service"] == "model-trainer-bot"
+    assert dms[0]["message"].startswith("Queued · run-1 · ")
+    assert dms[1]["message"].startswith("Failed · run-1 · CUDA out of memory · Error: ")
 
 
 def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(

@@ -4,6 +4,7 @@ API: login, opening the DM, posting embeds and charts, and 429s (Discord's and C
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import discord
 import pytest
@@ -13,7 +14,16 @@ from platform_core.event_bus import AsyncEventBus
 from platform_core.redis_connection import connect_async
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn, Scripted, rate_limited
-from tests.bot.helpers import FAST, TOKEN, discord_client, publish, run_events, run_until, settled
+from tests.bot.helpers import (
+    FAST,
+    TOKEN,
+    discord_client,
+    max_in_window,
+    publish,
+    run_events,
+    run_until,
+    settled,
+)
 from trainer_bot.notifier import Notifier, NotifierConfig
 from trainer_bot.outbox import OutgoingMessage
 from trainer_bot.senders import (
@@ -40,10 +50,14 @@ async def deliver_all(
         redis_async = await connect_async(redis_url)
         bus = AsyncEventBus(redis_async)
         sender = DiscordSender(client)
-        notifier = Notifier(bus, WatchStore(redis_async), sender, OWNER_ID, config)
+        notifier = Notifier(bus, WatchStore(redis_async), sender, OWNER_ID, config, charts=chart)
         await run_until(notifier, lambda: settled(redis_client))
         await redis_async.aclose()
     return notifier
+
+
+async def chart(run_id: str) -> bytes:
+    return PNG_MAGIC + b"chart"
 
 
 def titles(standin: DiscordStandIn) -> list[str]:
@@ -67,11 +81,12 @@ def test_events_become_dms_through_discord_py(
     [opened] = standin.posted("/users/@me/channels")
     assert opened.body == {"recipient_id": OWNER_ID}
     assert all(r.headers["Authorization"] == f"Bot {TOKEN}" for r in standin.requests)
-    assert titles(standin) == ["Queued · run-1", "Started · run-1", "Completed · run-1"]
+    notices = [t for t in titles(standin) if not t.startswith("run-1 · ")]
+    assert notices == ["Queued · run-1", "Started · run-1", "Completed · run-1"]
     [with_chart] = [m for m in standin.messages if m.files]
-    assert list(with_chart.files) == ["loss-run-1.png"]
-    assert with_chart.files["loss-run-1.png"].startswith(PNG_MAGIC)
-    assert notifier.sent == len(standin.messages)
+    assert list(with_chart.files) == ["chart-run-1.png"]
+    assert with_chart.files["chart-run-1.png"].startswith(PNG_MAGIC)
+    assert notifier.sent == len(standin.channel_writes)
 
 
 def test_a_burst_through_discord_py_honours_every_429(
@@ -84,21 +99,62 @@ def test_a_burst_through_discord_py_honours_every_429(
     # Discord allows 2 messages per 0.2 s here and refuses the first two tries outright
     standin = DiscordStandIn(limit=2, window_s=0.2)
     standin.script(rate_limited(0.05), rate_limited(0.05))
-    config = NotifierConfig(
-        block_ms=20, summary_every_s=0.05, bucket_capacity=5, bucket_refill_per_s=50.0
-    )
 
-    notifier = asyncio.run(deliver_all(redis_url, redis_client, standin, monkeypatch, config))
+    notifier = asyncio.run(deliver_all(redis_url, redis_client, standin, monkeypatch))
 
-    notices = [t for t in titles(standin) if not t.startswith("Progress")]
-    assert len(notices) == 14  # every lifecycle, eval and checkpoint notice, once
+    notices = [t for t in titles(standin) if not t.startswith("run-")]
+    assert len(notices) == 6  # queued, started and completed of each run, once
     assert {"Completed · run-a", "Completed · run-b"} <= set(notices)
     assert standin.served_429 >= 2
-    assert len(standin.messages) <= 20  # 500 events, a handful of messages
+    assert len(standin.channel_writes) <= 12  # 500 events, a handful of messages and edits
     for message in standin.messages:
         assert len(message.embeds) <= 10
-    assert notifier.sent == len(standin.messages)
+    assert notifier.sent == len(standin.channel_writes)
     assert notifier.dropped == 0
+
+
+def test_the_live_message_is_edited_through_discord_py_and_paced_across_a_restart(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, "run-1", "run-2", "run-3")
+    # Discord's real ratio (5 per 5 s) scaled to 5 per 0.5 s, on both sides
+    standin = DiscordStandIn(limit=5, window_s=0.5)
+    config = dataclasses.replace(FAST, dm_window_s=0.5, live_every_s=0.0)
+
+    async def life(client: discord.Client, steps: range, *, throttled_at: int) -> None:
+        redis_async = await connect_async(redis_url)
+        notifier = Notifier(
+            AsyncEventBus(redis_async),
+            WatchStore(redis_async),
+            DiscordSender(client),
+            OWNER_ID,
+            config,
+        )
+        task = asyncio.create_task(notifier.run())
+        for step in steps:
+            if step == throttled_at:
+                standin.script(rate_limited(0.1))
+            for run in ("run-1", "run-2", "run-3"):
+                publish(redis_client, factories.metrics_progress(run, step=step))
+            await asyncio.sleep(0.02)
+        notifier.stop()  # a restart in the middle of it all
+        await task
+        await redis_async.aclose()
+
+    async def scenario() -> None:
+        async with discord_client(standin, monkeypatch) as client:
+            await life(client, range(0, 40), throttled_at=20)
+            await life(client, range(40, 80), throttled_at=60)
+
+    asyncio.run(scenario())
+    writes = standin.channel_writes
+    assert standin.served_429 >= 2
+    assert len(standin.edits) >= 10
+    assert max_in_window([w.at for w in writes], 0.5) <= 5
+    # one live message per run, edited in place, the second life included
+    assert len(standin.messages) == 3
+    edited = {w.path.rsplit("/", 1)[1] for w in standin.edits}
+    assert len(edited) == 3
 
 
 def test_a_cloudflare_429_is_waited_out_by_the_notifier(

@@ -139,8 +139,10 @@ async def serve_console(
         bus, services.watches, sender, recipient, config, charts=chart_source(services)
     )
     _on_stop_signals(notifier.stop)
+    where = "commands at this prompt" if lines is not None else "no prompt (stdin is not one)"
     logger.info(
-        "console mode (DISCORD_TOKEN is not set): commands at this prompt, DMs as text",
+        "console mode (DISCORD_TOKEN is not set): %s, DMs as text",
+        where,
         extra={"event": "bot.console_mode"},
     )
     running = asyncio.create_task(notifier.run())

@@ -14,7 +14,10 @@ Standard input at its end (a container's /dev/null) leaves the notifier running 
 from __future__ import annotations
 
 import asyncio
+import io
+import os
 import shlex
+import stat
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -215,11 +218,17 @@ def _arguments(parameters: tuple[str, ...], required: int, words: list[str]) -> 
 
 
 async def stdin_reader() -> asyncio.StreamReader | None:
-    """Standard input as a stream; None when it cannot be read that way (a regular file)."""
+    """Standard input as a stream; None when it cannot be read that way."""
+    try:
+        fileno = sys.stdin.fileno()
+        mode = os.fstat(fileno).st_mode
+    except (OSError, ValueError, io.UnsupportedOperation):  # closed, or not a real file
+        return None
+    # a terminal, a pipe or a socket; not a regular file nor /dev/null, which the event loop
+    # cannot poll (a container's standard input: the notifier then runs on its own)
+    if not (os.isatty(fileno) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)):
+        return None
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    try:
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    except (ValueError, OSError):
-        return None
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     return reader
