@@ -5,18 +5,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
+import time
 
 import discord
 import pytest
 import redis
 
 from platform_core.event_bus import AsyncEventBus
+from platform_core.events import Event
 from platform_core.redis_connection import connect_async
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn, Scripted, rate_limited
 from tests.bot.helpers import (
     FAST,
     TOKEN,
+    WAIT_S,
     discord_client,
     max_in_window,
     publish,
@@ -211,3 +215,58 @@ def test_discord_sender_reports_an_unreachable_discord(monkeypatch: pytest.Monke
                 await DiscordSender(client).send(OWNER_ID, message())
 
     asyncio.run(scenario())
+
+
+def test_three_parallel_runs_one_queued_each_and_few_messages_per_run(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The issue's proof, in time scaled by 1/100 (10 s of live interval is 0.1 s, Discord's
+    5 per 5 s is 5 per 0.05 s): one "queued" notice per run, and no more than
+    ⌈duration / 10 s⌉ + 6 messages (sends and edits) per run."""
+    scale = 0.01
+    runs = ("run-a", "run-b", "run-c")
+    redis_client.sadd(WATCHING_KEY, *runs)
+    standin = DiscordStandIn(limit=5, window_s=5 * scale)
+    config = dataclasses.replace(FAST, dm_window_s=5 * scale, live_every_s=10 * scale)
+
+    async def scenario() -> float:
+        async with discord_client(standin, monkeypatch) as client:
+            redis_async = await connect_async(redis_url)
+            notifier = Notifier(
+                AsyncEventBus(redis_async),
+                WatchStore(redis_async),
+                DiscordSender(client),
+                OWNER_ID,
+                config,
+                charts=chart,
+            )
+            task = asyncio.create_task(notifier.run())
+            started = time.monotonic()
+            for run in runs:
+                publish(redis_client, factories.queued(run), factories.started(run))
+                publish(redis_client, factories.configured(run))
+            for second in range(150):  # a 150-second run, a progress report a second
+                for run in runs:
+                    events: list[Event] = [factories.metrics_progress(run, step=second)]
+                    if second % 30 == 29:
+                        events += [factories.evaluated(run, step=second), factories.checkpoint(run)]
+                    publish(redis_client, *events)
+                await asyncio.sleep(max(0.0, started + (second + 1) * scale - time.monotonic()))
+            publish(redis_client, *(factories.completed(run) for run in runs))
+            duration_s = (time.monotonic() - started) / scale
+            async with asyncio.timeout(WAIT_S):
+                while not settled(redis_client):
+                    await asyncio.sleep(0.01)
+            notifier.stop()
+            await task
+            await redis_async.aclose()
+        return duration_s
+
+    duration_s = asyncio.run(scenario())
+    writes = standin.channel_writes
+    for run in runs:
+        mine = [w for w in writes if any(run in str(e.get("title")) for e in w.embeds)]
+        assert len(mine) <= math.ceil(duration_s / 10) + 6, (run, len(mine), duration_s)
+        assert [t for t in titles(standin) if t == f"Queued · {run}"] == [f"Queued · {run}"]
+        assert f"Completed · {run}" in titles(standin)
+    assert max_in_window([w.at for w in writes], 5 * scale) <= 5
