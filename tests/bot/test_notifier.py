@@ -153,6 +153,24 @@ def test_notices_and_live_status_reach_the_console_as_readable_lines(
     assert getattr(record, "user_id", None) == OWNER
 
 
+def test_a_run_submitted_for_the_owner_is_watched_from_its_queued_event(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    for_owner = factories.queued("run-cli").model_copy(update={"user_id": OWNER})
+    for_someone = factories.queued("run-other").model_copy(update={"user_id": 1})
+    publish(redis_client, for_owner, for_someone, factories.started("run-cli"))
+    sender = RecordingSender()
+
+    async def scenario() -> None:
+        notifier, client = await notifier_for(redis_url, sender)
+        await run_until(notifier, lambda: settled(redis_client))
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert sender.notices() == ["Queued · run-cli", "Started · run-cli"]
+    assert redis_client.smembers(WATCHING_KEY) == {b"run-cli"}
+
+
 def test_one_live_message_per_run_is_edited_in_place(
     redis_url: str, redis_client: redis.Redis
 ) -> None:

@@ -2,6 +2,8 @@
 
 What the owner sees per run, the way CI bots do it:
 
+- every run submitted for the owner (its `queued` event names the owner's id, as `/train` and
+  `trainctl submit --user-id` do) is watched from that event on; others through `/watch`;
 - a new message only for what needs attention: queued, started, failed, cancelled, completed
   (with the chart of the whole run), a study's milestones, and a new best eval when
   `notify_best_eval` asks for it;
@@ -199,6 +201,10 @@ class Notifier:
         """Route one entry: acknowledge it, fold it into the live message, or queue its
         notice."""
         event = delivery.event
+        if isinstance(event, JobQueued) and event.user_id == self.recipient:
+            # submitted for the owner (`trainctl submit --user-id`, the API): watched from its
+            # first event on, as `/train` does
+            await self.watches.watch(event.run_id)
         if not self.watches.is_watched(event.run_id):
             await self._ack([delivery.id])
             return
