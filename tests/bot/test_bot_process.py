@@ -23,13 +23,13 @@ from platform_core.errors import AppError, ExitCode
 from platform_core.event_bus import AsyncEventBus
 from platform_core.http_client import AsyncTrainerClient
 from platform_core.redis_connection import connect_async
-from platform_core.settings import Settings
+from platform_core.settings import Settings, load_settings
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
 from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
 from trainer_bot import bot as bot_module
 from trainer_bot.actions import BotServices
-from trainer_bot.bot import TrainerBot, main, serve
+from trainer_bot.bot import TrainerBot, main, notifier_config, serve
 from trainer_bot.heartbeat import heartbeat_key, unhealthy_reason
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 
@@ -225,3 +225,13 @@ def test_console_mode_starts_the_embedded_redis_when_none_is_configured(
     caplog.set_level(logging.INFO)
     asyncio.run(scenario())
     assert (data_root / "redis").is_dir()
+
+
+def test_the_live_interval_and_best_eval_notices_are_settings(
+    clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert notifier_config(load_settings()).live_every_s == 10.0
+    monkeypatch.setenv("APP__DISCORD__LIVE_UPDATE_S", "30")
+    monkeypatch.setenv("APP__DISCORD__NOTIFY_BEST_EVAL", "true")
+    config = notifier_config(load_settings())
+    assert (config.live_every_s, config.notify_best_eval) == (30.0, True)

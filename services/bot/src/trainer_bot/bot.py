@@ -157,8 +157,17 @@ async def serve_console(
     await running
 
 
+def notifier_config(settings: Settings) -> NotifierConfig:
+    """The notifier's settings that an operator may change (`APP__DISCORD__...`)."""
+    return NotifierConfig(
+        live_every_s=settings.discord.live_update_s,
+        notify_best_eval=settings.discord.notify_best_eval,
+    )
+
+
 async def serve(settings: Settings, config: NotifierConfig | None = None) -> None:
     """Run the bot until SIGINT or SIGTERM (or /quit at the console's prompt)."""
+    config = config or notifier_config(settings)
     async with bot_services(settings) as (services, bus):
         token = settings.discord.token
         if token is None:
