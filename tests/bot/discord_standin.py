@@ -106,6 +106,7 @@ class DiscordStandIn:
         self._window_start = 0.0
         self._used = 0
         self._runner: web.AppRunner | None = None
+        self.port = 0
 
     # ---- what tests read --------------------------------------------------------------------
 
@@ -146,15 +147,16 @@ class DiscordStandIn:
 
     # ---- serving ----------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Serve on a free port; returns the base URL for `discord.http.Route.BASE`."""
+    async def start(self, port: int = 0) -> str:
+        """Serve on `port` (a free one by default; the same one again to come back after an
+        outage); returns the base URL for `discord.http.Route.BASE`."""
         app = web.Application()
         app.router.add_route("*", "/api/v10/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/api/v10"
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.port = int(self._runner.addresses[0][1])
+        return f"http://127.0.0.1:{self.port}/api/v10"
 
     async def stop(self) -> None:
         if self._runner is not None:

@@ -270,3 +270,46 @@ def test_three_parallel_runs_one_queued_each_and_few_messages_per_run(
         assert [t for t in titles(standin) if t == f"Queued · {run}"] == [f"Queued · {run}"]
         assert f"Completed · {run}" in titles(standin)
     assert max_in_window([w.at for w in writes], 5 * scale) <= 5
+
+
+def test_a_discord_outage_is_retried_on_the_back_off_then_the_backlog_goes_as_digests(
+    redis_url: str, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    redis_client.sadd(WATCHING_KEY, *(f"run-{i}" for i in range(30)))
+    standin = DiscordStandIn()
+    config = dataclasses.replace(FAST, backoff_s=0.1, backoff_max_s=0.4, backoff_jitter=0.1)
+
+    async def scenario() -> tuple[int, float]:
+        async with discord_client(standin, monkeypatch) as client:
+            redis_async = await connect_async(redis_url)
+            notifier = Notifier(
+                AsyncEventBus(redis_async),
+                WatchStore(redis_async),
+                DiscordSender(client),
+                OWNER_ID,
+                config,
+            )
+            await client.create_dm(discord.Object(id=OWNER_ID))  # the DM was open before
+            await standin.stop()  # Discord goes away
+            task = asyncio.create_task(notifier.run())
+            started = time.monotonic()
+            for i in range(30):  # new notices keep arriving during the outage
+                publish(redis_client, factories.queued(f"run-{i}"))
+                await asyncio.sleep(0.04)
+            outage_s = time.monotonic() - started
+            attempts = notifier.attempts
+            await standin.start(standin.port)  # Discord is back
+            async with asyncio.timeout(WAIT_S):
+                while not settled(redis_client):
+                    await asyncio.sleep(0.01)
+            notifier.stop()
+            await task
+            await redis_async.aclose()
+        return attempts, outage_s
+
+    attempts, outage_s = asyncio.run(scenario())
+    # 0.1, 0.2, then every 0.4 s (+10% jitter at most): not one try per new notice
+    assert 2 <= attempts <= 3 + outage_s / 0.4
+    notices = [t for t in titles(standin) if t.startswith("Queued")]
+    assert sorted(notices) == sorted(f"Queued · run-{i}" for i in range(30))
+    assert len(standin.messages) <= 4  # the backlog, 10 embeds a message
