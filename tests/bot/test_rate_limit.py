@@ -41,6 +41,22 @@ def test_a_window_allows_five_then_one_as_each_send_leaves_it() -> None:
     assert window.wait_s() == 0
 
 
+def test_a_send_counts_from_its_answer_so_a_slow_request_never_crowds_the_next_window() -> None:
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    for _ in range(5):
+        pacer.take()
+    clock.now += 0.8  # the last request took 0.8 s to be answered
+    pacer.answered()
+    # the first four leave the window 5 s after they were sent, the fifth 5 s after its answer
+    clock.now = 1_000_005.0
+    for _ in range(4):
+        assert pacer.wait_s() == 0
+        pacer.take()
+        pacer.answered()
+    assert pacer.wait_s() == pytest.approx(0.8)
+
+
 def test_a_long_pause_never_allows_more_than_five_in_a_burst() -> None:
     clock = Clock()
     pacer = Pacer(clock=clock)

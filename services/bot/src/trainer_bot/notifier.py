@@ -315,10 +315,12 @@ class Notifier:
             await self._save_pacing()
             return False
         except DiscordUnreachable as exc:  # not the message's fault: keep it, wait, retry
+            self.pacer.answered()  # it may have reached Discord all the same
             self._back_off(f"DM not sent ({exc}); trying again")
             await self._save_pacing()
             return False
         except DeliveryFailed as exc:
+            self.pacer.answered()
             self._refusals += 1
             if live is not None:  # e.g. the live message was deleted: post a new one
                 live.message_id = None
@@ -330,6 +332,7 @@ class Notifier:
             ack_ids = message.ack_ids if message is not None else self._drop_live(live)
             self.dropped += len(ack_ids)
         else:
+            self.pacer.answered()
             self.sent += 1
         self._outages = self._refusals = 0
         await self._save_pacing()

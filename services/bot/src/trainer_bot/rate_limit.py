@@ -63,6 +63,14 @@ class SlidingWindow:
         """Record a send now (call only when `wait_s()` is 0)."""
         self._times = [*self._times, self._clock()][-self.limit :]
 
+    def restamp_last(self) -> None:
+        """The newest send was answered now: count it from now. Discord counted it somewhere
+        between `take` and its answer; counting from the answer keeps the window true on
+        Discord's side however long the request took."""
+        if self._times:
+            self._times[-1] = max(self._times[-1], self._clock())
+            self._times.sort()
+
     def block_for(self, seconds: float) -> None:
         """Discord said wait (a 429's `retry_after`): nothing before then, and from then the
         window refills from zero, one slot every `window_s / limit` seconds."""
@@ -93,8 +101,14 @@ class Pacer:
         return max(self.channel.wait_s(), self.global_window.wait_s())
 
     def take(self) -> None:
+        """Reserve a send now (when `wait_s()` is 0)."""
         self.channel.take()
         self.global_window.take()
+
+    def answered(self) -> None:
+        """The reserved send was answered (not with a 429): count it from now."""
+        self.channel.restamp_last()
+        self.global_window.restamp_last()
 
     def block_for(self, seconds: float) -> None:
         self.channel.block_for(seconds)
