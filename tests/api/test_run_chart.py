@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,13 +70,3 @@ def test_the_chart_endpoint_draws_the_run(
     with pytest.raises(ApiError) as unknown:
         client.run_chart("ghost")
     assert unknown.value.status == 404
-
-
-def test_the_api_starts_without_matplotlib() -> None:
-    code = (
-        "import sys, trainer_api.main, trainer_api.routes.charts;print('matplotlib' in sys.modules)"
-    )
-    loaded = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert loaded.stdout.strip() == "False"
