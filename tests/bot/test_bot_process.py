@@ -24,9 +24,11 @@ from platform_core.event_bus import AsyncEventBus
 from platform_core.http_client import AsyncTrainerClient
 from platform_core.redis_connection import connect_async
 from platform_core.settings import Settings, load_settings
+from tests.api.conftest import LiveApi
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
 from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
+from tests.bot.test_commands import write_history
 from trainer_bot import bot as bot_module
 from trainer_bot.actions import BotServices
 from trainer_bot.bot import TrainerBot, main, notifier_config, serve
@@ -235,3 +237,42 @@ def test_the_live_interval_and_best_eval_notices_are_settings(
     monkeypatch.setenv("APP__DISCORD__NOTIFY_BEST_EVAL", "true")
     config = notifier_config(load_settings())
     assert (config.live_every_s, config.notify_best_eval) == (30.0, True)
+
+
+def test_python_m_trainer_bot_is_a_prompt_when_stdin_is_one(
+    clean_env: dict[str, str],
+    live_api: LiveApi,
+    known: None,
+    redis_url: str,
+    redis_client: redis.Redis,
+    data_root: Path,
+) -> None:
+    write_history(data_root / "runs" / "run-1", 20)
+    redis_client.sadd(WATCHING_KEY, "run-9")
+    env = clean_env | {
+        "REDIS_URL": redis_url,
+        "DATA_ROOT": str(data_root),
+        "APP__API__BASE_URL": live_api.base_url,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer_bot"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline() == "console mode: type /help for the commands\n"
+        publish(redis_client, factories.queued("run-9"))
+        assert process.stdout.readline().startswith("Queued · run-9 · ")  # a notice
+        process.stdin.write("/status run-1\n/quit\n")
+        process.stdin.flush()
+        assert process.stdout.readline().startswith("run-1 · completed · ")
+        chart = data_root / "bot-charts" / "chart-run-1.png"
+        assert process.stdout.readline() == f"chart saved to {chart}\n"
+        assert chart.read_bytes().startswith(b"\x89PNG")
+        assert process.wait(timeout=WAIT_S) == ExitCode.OK  # /quit ends the bot
+    finally:
+        process.kill()

@@ -133,7 +133,8 @@ async def serve_console(
     recipient = services.owner_id or CONSOLE_RECIPIENT
     lines = await stdin_reader()
     chart_dir = settings.data_root / CHART_FOLDER
-    output = TerminalOutput() if lines is not None and sys.stdin.isatty() else None
+    # with a prompt, notices are printed beside it; without one, they go to the log
+    output = TerminalOutput() if lines is not None else None
     sender = ConsoleSender(output, chart_dir)
     notifier = Notifier(
         bus, services.watches, sender, recipient, config, charts=chart_source(services)
@@ -146,14 +147,14 @@ async def serve_console(
         extra={"event": "bot.console_mode"},
     )
     running = asyncio.create_task(notifier.run())
-    if lines is not None:
-        console = Console(services, recipient, output or TerminalOutput(), chart_dir)
+    if lines is not None and output is not None:
+        console = Console(services, recipient, output, chart_dir)
         prompt = asyncio.create_task(console.run(lines))
         await asyncio.wait([running, prompt], return_when=asyncio.FIRST_COMPLETED)
-        if prompt.done() and prompt.result() is None and output is not None:
-            notifier.stop()  # /quit at an interactive prompt ends the bot
-        elif not prompt.done():
+        if not prompt.done():
             prompt.cancel()
+        elif prompt.result() or sys.stdin.isatty():
+            notifier.stop()  # /quit, or the end of a terminal's input (Ctrl-D), ends the bot
     await running
 
 

@@ -97,16 +97,17 @@ class Console:
             "generate": (("run_id", "prompt", "max_new_tokens"), 2, self._generate),
         }
 
-    async def run(self, lines: asyncio.StreamReader) -> None:
-        """Answer each line until `/quit` or the end of input."""
+    async def run(self, lines: asyncio.StreamReader) -> bool:
+        """Answer each line until `/quit` (True) or the end of input (False)."""
         self.output.notice("console mode: type /help for the commands")
         self._confirm = self._confirm or (lambda question: self._ask(lines, question))
         while raw := await lines.readline():
             line = raw.decode("utf-8", errors="replace").strip()
             if line in {"/quit", "/exit"}:
-                return
+                return True
             if line:
                 await self.execute(line)
+        return False
 
     async def execute(self, line: str) -> None:
         """Run one command line and print what it answers (or why it failed)."""
