@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -40,6 +41,7 @@ logger = logging.getLogger(__name__)
 
 CONSOLE_RECIPIENT = 0  # console mode with no owner configured: DMs are logged to "user 0"
 CHART_FOLDER = "bot-charts"  # console mode saves charts here, under the data root
+CONSOLE_WINDOW_S = 0.001
 
 
 class TrainerBot(BotClient):
@@ -136,6 +138,8 @@ async def serve_console(
     # with a prompt, notices are printed beside it; without one, they go to the log
     output = TerminalOutput() if lines is not None else None
     sender = ConsoleSender(output, chart_dir)
+    # a terminal has no rate limit: Discord's 5-per-5-s window shrinks to 5 per millisecond
+    config = dataclasses.replace(config or NotifierConfig(), dm_window_s=CONSOLE_WINDOW_S)
     notifier = Notifier(
         bus, services.watches, sender, recipient, config, charts=chart_source(services)
     )
