@@ -131,7 +131,7 @@ def test_notices_and_live_status_reach_the_console_as_readable_lines(
             while not lines("bot.live"):
                 await asyncio.sleep(0.01)
             publish(redis_client, factories.completed())
-            while not settled(redis_client):
+            while not settled(redis_client) or notifier.live:  # + the final edit
                 await asyncio.sleep(0.01)
         notifier.stop()
         await task
@@ -189,7 +189,7 @@ def test_one_live_message_per_run_is_edited_in_place(
             while not sender.edits:
                 await asyncio.sleep(0.01)
             publish(redis_client, factories.completed())
-            while not settled(redis_client):
+            while not settled(redis_client) or notifier.live:  # + the final edit
                 await asyncio.sleep(0.01)
         notifier.stop()
         await task
