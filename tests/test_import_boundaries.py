@@ -55,6 +55,7 @@ def test_packages_respect_their_boundaries(package: str, forbidden: tuple[str, .
     assert crossed == [], f"{package} imported {crossed[:5]}"
 
 
-def test_the_bot_loads_matplotlib_only_when_it_draws_a_chart() -> None:
-    loaded = _modules_loaded_by("trainer_bot")
+@pytest.mark.parametrize("package", ["trainer_api", "trainer_bot"])
+def test_matplotlib_is_loaded_only_when_a_chart_is_drawn(package: str) -> None:
+    loaded = _modules_loaded_by(package)  # every submodule, the chart's included
     assert sorted(m for m in loaded if m.split(".")[0] == "matplotlib") == []

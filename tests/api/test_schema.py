@@ -74,6 +74,7 @@ def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
         "/runs/{run_id}/cancel",
         "/runs/{run_id}/logs",
         "/runs/{run_id}/logs/stream",
+        "/runs/{run_id}/chart.png",
         "/runs/{run_id}/events",
         "/runs/{run_id}/evaluate",
         "/runs/{run_id}/eval",

@@ -3,13 +3,14 @@ HTTP client to talk to (point `discord.http.Route.BASE` at `api_base`).
 
 It serves what login asks (`users/@me`, `oauth2/applications/@me`), opening a DM
 (`users/@me/channels`), posting messages (`channels/{id}/messages`, JSON or multipart with
-files), syncing commands, and the interaction endpoints (`interactions/{id}/{token}/callback`,
-`webhooks/{app}/{token}` follow-ups and `@original` edits). Like Discord it:
+files) and editing them (`PATCH channels/{id}/messages/{id}`), syncing commands, and the
+interaction endpoints (`interactions/{id}/{token}/callback`, `webhooks/{app}/{token}`
+follow-ups and `@original` edits). Like Discord it:
 
 - answers JSON with `Content-Type: application/json` exactly (discord.py parses nothing else);
-- rate-limits the messages route with a fixed-window bucket, advertised through
-  `X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`, answering 429 with `Via` and a JSON
-  `retry_after` when a client sends past it;
+- rate-limits the messages route (sends and edits together) with a fixed-window bucket,
+  advertised through `X-RateLimit-Limit/Remaining/Reset/Reset-After/Bucket`, answering 429
+  with `Via` and a JSON `retry_after` when a client sends past it;
 - plays scripted answers first (`script`): 429s with or without `Via` (a Cloudflare ban),
   or errors such as 403.
 
@@ -44,6 +45,7 @@ class Recorded:
     headers: dict[str, str]
     body: dict[str, object] | None  # the JSON object sent, or a multipart's payload_json
     files: dict[str, bytes]  # multipart files by file name
+    at: float = 0.0  # time.monotonic() when it arrived
 
     @property
     def embeds(self) -> list[dict[str, object]]:
@@ -104,6 +106,7 @@ class DiscordStandIn:
         self._window_start = 0.0
         self._used = 0
         self._runner: web.AppRunner | None = None
+        self.port = 0
 
     # ---- what tests read --------------------------------------------------------------------
 
@@ -123,6 +126,20 @@ class DiscordStandIn:
             if r.path.startswith("/channels/") and r.headers.get("X-Answered") == "200"
         ]
 
+    @property
+    def edits(self) -> list[Recorded]:
+        """Edits of messages in channels that Discord took."""
+        return [
+            r
+            for r in self.posted("/messages/", "PATCH")
+            if r.path.startswith("/channels/") and r.headers.get("X-Answered") == "200"
+        ]
+
+    @property
+    def channel_writes(self) -> list[Recorded]:
+        """Sends and edits that Discord took, in order: what its 5-per-5-s limit counts."""
+        return sorted([*self.messages, *self.edits], key=lambda r: r.at)
+
     def interaction_answers(self) -> list[Recorded]:
         """What the bot answered to interactions, in order: callbacks (defer, message,
         autocomplete), follow-ups and edits of the original response."""
@@ -130,15 +147,16 @@ class DiscordStandIn:
 
     # ---- serving ----------------------------------------------------------------------------
 
-    async def start(self) -> str:
-        """Serve on a free port; returns the base URL for `discord.http.Route.BASE`."""
+    async def start(self, port: int = 0) -> str:
+        """Serve on `port` (a free one by default; the same one again to come back after an
+        outage); returns the base URL for `discord.http.Route.BASE`."""
         app = web.Application()
         app.router.add_route("*", "/api/v10/{tail:.*}", self._dispatch)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        port = self._runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}/api/v10"
+        await web.TCPSite(self._runner, "127.0.0.1", port).start()
+        self.port = int(self._runner.addresses[0][1])
+        return f"http://127.0.0.1:{self.port}/api/v10"
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -146,11 +164,12 @@ class DiscordStandIn:
 
     async def _dispatch(self, request: web.Request) -> web.Response:
         path = "/" + request.match_info["tail"]
+        arrived = time.monotonic()
         sent, files = await _read_body(request)
         body = _OBJECT.validate_python(sent) if isinstance(sent, dict) else None
         response = self._answer(request.method, path, body, sent)
         headers = dict(request.headers) | {"X-Answered": str(response.status)}
-        self.requests.append(Recorded(request.method, path, headers, body, files))
+        self.requests.append(Recorded(request.method, path, headers, body, files, arrived))
         return response
 
     def _answer(
@@ -170,6 +189,8 @@ class DiscordStandIn:
             return json_response(channel | {"recipients": [user(recipient, "owner")]})
         if method == "POST" and parts[0] == "channels" and parts[-1] == "messages":
             return self._post_message(parts[1], body)
+        if method == "PATCH" and parts[0] == "channels" and parts[-2] == "messages":
+            return self._post_message(parts[1], body, message_id=parts[-1])
         if method == "PUT" and parts[0] == "applications" and parts[-1] == "commands":
             return json_response(self._sync(sent))
         if method == "POST" and parts[0] == "interactions":
@@ -212,7 +233,10 @@ class DiscordStandIn:
             "resource": {"type": kind},
         }
 
-    def _post_message(self, channel_id: str, body: dict[str, object] | None) -> web.Response:
+    def _post_message(
+        self, channel_id: str, body: dict[str, object] | None, message_id: str | None = None
+    ) -> web.Response:
+        """A new message, or (`message_id`) an edit: both count against the channel's limit."""
         if self.scripts:
             scripted = self.scripts.popleft()
             self.served_429 += scripted.status == 429
@@ -239,7 +263,10 @@ class DiscordStandIn:
             )
         self._used += 1
         headers = self._bucket_headers(self.limit - self._used, reset_after)
-        return json_response(self._message(channel_id, body), headers=headers)
+        message = self._message(channel_id, body)
+        if message_id is not None:
+            message["id"] = message_id
+        return json_response(message, headers=headers)
 
     def _bucket_headers(self, remaining: int, reset_after: float) -> dict[str, str]:
         return {

@@ -22,10 +22,11 @@ TOKEN = "stand-in-token"
 # as with the production defaults, only sooner.
 FAST = NotifierConfig(
     block_ms=20,
-    summary_every_s=3600.0,
-    bucket_capacity=5,
-    bucket_refill_per_s=100.0,
-    failure_backoff_s=0.0,
+    live_every_s=0.05,
+    dm_limit=5,
+    dm_window_s=0.05,
+    backoff_s=0.0,
+    backoff_jitter=0.0,
 )
 WAIT_S = 20.0  # a deadline for "eventually", never an assertion about speed
 
@@ -85,8 +86,20 @@ def settled(client: redis.Redis, group: str = "discord-bot") -> bool:
     return groups[group.encode()]["last-delivered-id"] == newest and pending(client) == 0
 
 
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most of `times` (seconds) that fall in any `window_s`-long window."""
+    ordered = sorted(times)
+    most, start = 0, 0
+    for end, at in enumerate(ordered):
+        while at - ordered[start] >= window_s:
+            start += 1
+        most = max(most, end - start + 1)
+    return most
+
+
 def run_events(run_id: str, progress_steps: int) -> list[Event]:
-    """One run's events: 7 notices and `progress_steps` pairs of progress events."""
+    """One run's events: 3 notices (queued, started, completed), and config, evals,
+    a checkpoint and `progress_steps` pairs of progress events for its live message."""
     events: list[Event] = [factories.queued(run_id), factories.started(run_id)]
     events.append(factories.configured(run_id))
     for step in range(progress_steps):

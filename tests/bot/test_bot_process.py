@@ -23,13 +23,15 @@ from platform_core.errors import AppError, ExitCode
 from platform_core.event_bus import AsyncEventBus
 from platform_core.http_client import AsyncTrainerClient
 from platform_core.redis_connection import connect_async
-from platform_core.settings import Settings
+from platform_core.settings import Settings, load_settings
+from tests.api.conftest import LiveApi
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
 from tests.bot.helpers import FAST, WAIT_S, discord_client, publish
+from tests.bot.test_commands import write_history
 from trainer_bot import bot as bot_module
-from trainer_bot.bot import TrainerBot, main, serve
-from trainer_bot.commands import BotServices
+from trainer_bot.actions import BotServices
+from trainer_bot.bot import TrainerBot, main, notifier_config, serve
 from trainer_bot.heartbeat import heartbeat_key, unhealthy_reason
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 
@@ -69,6 +71,7 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
     process = subprocess.Popen(
         [sys.executable, "-m", "trainer_bot"],
         env=env,
+        stdin=subprocess.DEVNULL,  # as in a container: no prompt, the notifier alone
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -77,9 +80,9 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
     try:
         for line in process.stderr:
             lines.append(json.loads(line))
-            if lines[-1].get("event") == "bot.dm":
+            if sum(entry.get("event") == "bot.dm" for entry in lines) == 2:
                 break
-        # both notifier loops went round to send that DM, so the container's check passes
+        # both notifier loops went round to send those DMs, so the container's check passes
         check = subprocess.run(
             [sys.executable, "-m", "trainer_bot.healthcheck"],
             env=env,
@@ -95,11 +98,13 @@ def test_console_mode_writes_each_dm_to_the_log_and_stops_on_sigterm(
         process.kill()
     events = [line.get("event") for line in lines]
     assert {"bot.console_mode", "bot.started"} <= set(events)
-    dm = lines[-1]
-    assert dm["user_id"] == OWNER_ID
-    assert dm["service"] == "model-trainer-bot"
-    sent = json.loads(dm["message"].removeprefix("DM "))
-    assert [e["title"] for e in sent["embeds"]] == ["Queued · run-1", "Failed · run-1"]
+    [start] = [line for line in lines if line.get("event") == "bot.console_mode"]
+    assert start["message"].startswith("console mode (DISCORD_TOKEN is not set)")  # unmasked
+    dms = [line for line in lines if line.get("event") == "bot.dm"]
+    assert all(dm["user_id"] == OWNER_ID for dm in dms)
+    assert dms[0]["service"] == "model-trainer-bot"
+    assert dms[0]["message"].startswith("Queued · run-1 · ")
+    assert dms[1]["message"].startswith("Failed · run-1 · CUDA out of memory · Error: ")
 
 
 def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
@@ -222,3 +227,52 @@ def test_console_mode_starts_the_embedded_redis_when_none_is_configured(
     caplog.set_level(logging.INFO)
     asyncio.run(scenario())
     assert (data_root / "redis").is_dir()
+
+
+def test_the_live_interval_and_best_eval_notices_are_settings(
+    clean_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert notifier_config(load_settings()).live_every_s == 10.0
+    monkeypatch.setenv("APP__DISCORD__LIVE_UPDATE_S", "30")
+    monkeypatch.setenv("APP__DISCORD__NOTIFY_BEST_EVAL", "true")
+    config = notifier_config(load_settings())
+    assert (config.live_every_s, config.notify_best_eval) == (30.0, True)
+
+
+def test_python_m_trainer_bot_is_a_prompt_when_stdin_is_one(
+    clean_env: dict[str, str],
+    live_api: LiveApi,
+    known: None,
+    redis_url: str,
+    redis_client: redis.Redis,
+    data_root: Path,
+) -> None:
+    write_history(data_root / "runs" / "run-1", 20)
+    redis_client.sadd(WATCHING_KEY, "run-9")
+    env = clean_env | {
+        "REDIS_URL": redis_url,
+        "DATA_ROOT": str(data_root),
+        "APP__API__BASE_URL": live_api.base_url,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "trainer_bot"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        assert process.stdout.readline() == "console mode: type /help for the commands\n"
+        publish(redis_client, factories.queued("run-9"))
+        assert process.stdout.readline().startswith("Queued · run-9 · ")  # a notice
+        process.stdin.write("/status run-1\n/quit\n")
+        process.stdin.flush()
+        assert process.stdout.readline().startswith("run-1 · completed · ")
+        chart = data_root / "bot-charts" / "chart-run-1.png"
+        assert process.stdout.readline() == f"chart saved to {chart}\n"
+        assert chart.read_bytes().startswith(b"\x89PNG")
+        assert process.wait(timeout=WAIT_S) == ExitCode.OK  # /quit ends the bot
+    finally:
+        process.kill()

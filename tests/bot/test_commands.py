@@ -15,17 +15,21 @@ from typing import Protocol
 import pytest
 import redis
 
+from platform_core.event_bus import AsyncEventBus
 from platform_core.http_client import AsyncTrainerClient, TrainerClient
 from platform_core.inference_results import InferenceRecord, load_record, save_record
 from platform_core.redis_connection import connect_async
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.api.conftest import LiveApi
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn, Recorded
-from tests.bot.helpers import WAIT_S, discord_client
+from tests.bot.helpers import FAST, WAIT_S, discord_client, settled
 from tests.bot.interactions import GUILD_ID, button, command, interaction
-from trainer_bot import commands
-from trainer_bot.commands import BotClient, BotServices
+from tests.bot.test_notifier import RecordingSender
+from trainer_bot import actions
+from trainer_bot.actions import BotServices
+from trainer_bot.commands import BotClient
 from trainer_bot.guards import REFUSAL
+from trainer_bot.notifier import Notifier
 from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 
 pytestmark = pytest.mark.integration
@@ -187,12 +191,23 @@ def test_anyone_but_the_owner_in_a_dm_is_refused_and_nothing_runs(
     assert [getattr(r, "user_id", None) for r in refused] == [user_id, user_id]
 
 
-def test_status_defers_then_shows_the_run_and_its_loss_curve(
+def write_history(run_folder: Path, steps: int) -> None:
+    """The worker's record of a run: a `training.progress` log line per step, evals."""
+    lines = [
+        json.dumps({"event": "training.progress", "step": s, "loss": 3.0 - s / steps, "lr": 1e-3})
+        for s in range(steps)
+    ]
+    with (run_folder / "logs.jsonl").open("a") as logs:
+        logs.write("\n".join(lines) + "\n")
+    (run_folder / "eval").mkdir(exist_ok=True)
+    evals = [json.dumps({"step": s, "eval_loss": 2.5, "perplexity": 12.2}) for s in (0, steps - 1)]
+    (run_folder / "eval" / "history.jsonl").write_text("\n".join(evals) + "\n")
+
+
+def test_status_defers_then_shows_the_run_and_its_chart(
     run_bot: BotRunner, known: None, data_root: Path
 ) -> None:
-    lines = [json.dumps({"message": "step", "step": s, "loss": 3.0 - s / 10}) for s in range(5)]
-    with (data_root / "runs" / "run-1" / "logs.jsonl").open("a") as logs:
-        logs.write("\n".join(lines) + "\n")
+    write_history(data_root / "runs" / "run-1", 5)
 
     async def scenario(bot: Bot) -> None:
         await bot.call(command("status", run_id="run-1"))
@@ -202,8 +217,9 @@ def test_status_defers_then_shows_the_run_and_its_loss_curve(
     assert callback(deferred)[0] == DEFERRED  # acknowledged before any API call
     [embed] = shown.embeds
     assert embed["title"] == "run-1 · completed"
-    assert embed["image"] == {"url": "attachment://loss.png"}
-    assert list(shown.files) == ["loss.png"]
+    assert embed["image"] == {"url": "attachment://chart-run-1.png"}
+    assert list(shown.files) == ["chart-run-1.png"]
+    assert shown.files["chart-run-1.png"].startswith(b"\x89PNG")
 
 
 def test_api_errors_reach_the_owner_in_plain_words(run_bot: BotRunner) -> None:
@@ -233,10 +249,10 @@ def test_an_unreachable_api_and_a_bug_are_explained_too(
         "I can't reach the trainer API right now. Is it running? Try again in a moment."
     ]
 
-    def broken_chart(title: str, points: object) -> bytes:
-        raise RuntimeError("matplotlib exploded")
+    def broken_embed(run: object) -> object:
+        raise RuntimeError("embed exploded")
 
-    monkeypatch.setattr(commands, "loss_chart_png", broken_chart)
+    monkeypatch.setattr(actions, "status_embed", broken_embed)
     buggy = run_bot(status)
     assert contents(buggy) == ["Something went wrong on my side; the details are in the bot's log."]
     assert any(getattr(r, "event", None) == "bot.command_failed" for r in caplog.records)
@@ -261,6 +277,52 @@ def test_train_queues_a_run_and_watches_it(
     assert invalid.startswith("invalid training request: model: ")  # the field, in words
     assert "huge" in invalid
     assert invalid.endswith("(INVALID_INPUT)")
+
+
+def test_train_delivers_queued_every_time(
+    run_bot: BotRunner, redis_url: str, redis_client: redis.Redis, known: None
+) -> None:
+    """The watch exists before the API can publish: the notifier, running beside the
+    commands, never acknowledges a run's `queued` event as unwatched."""
+    sender = RecordingSender()
+
+    async def scenario(bot: Bot) -> None:
+        services = bot.client.services
+        bus_client = await connect_async(redis_url)
+        notifier = Notifier(AsyncEventBus(bus_client), services.watches, sender, OWNER_ID, FAST)
+        task = asyncio.create_task(notifier.run())
+        for _ in range(5):
+            await bot.call(command("train", model="char_lstm", tokenizer="tok-1", steps=10))
+        async with asyncio.timeout(WAIT_S):
+            while not settled(redis_client):
+                await asyncio.sleep(0.01)
+        notifier.stop()
+        await task
+        await bus_client.aclose()
+
+    standin = run_bot(scenario)
+    run_ids = [str(c).split("`")[1] for c in contents(standin)]
+    assert len(set(run_ids)) == 5
+    assert sorted(sender.notices()) == sorted(f"Queued · {run_id}" for run_id in run_ids)
+
+
+def test_watch_on_a_running_run_catches_up_from_its_state(
+    run_bot: BotRunner, redis_client: redis.Redis
+) -> None:
+    add_runs(redis_client, "run-live", status=RunStatus.RUNNING)
+    RunStateStore(redis_client).set_progress(
+        "run-live", {"step": 40, "total_steps": 100, "fraction": 0.4, "loss": 2.5}
+    )
+
+    async def scenario(bot: Bot) -> None:
+        await bot.call(command("watch", run_id="run-live"))
+
+    standin = run_bot(scenario)
+    [shown] = followups(standin)
+    assert (shown.body or {})["content"] == "Watching `run-live`."
+    [embed] = shown.embeds
+    assert embed["title"] == "run-live · running"
+    assert embed["description"] == "████████░░░░░░░░░░░░ 40%"
 
 
 def test_watch_and_unwatch(run_bot: BotRunner, redis_client: redis.Redis, known: None) -> None:

@@ -13,10 +13,10 @@ from trainer_bot.embeds import (
     format_duration,
     format_metric,
     format_rate,
+    live_embed,
     progress_bar,
     runs_embed,
     status_embed,
-    summary_embed,
 )
 from trainer_bot.run_tracker import RunSnapshot
 
@@ -113,13 +113,39 @@ def test_a_progress_event_rendered_directly_is_a_plain_update() -> None:
     assert event_embed(factories.metrics_progress()).title == "Update · run-1"
 
 
-def test_summary_shows_bar_loss_rate_and_eta() -> None:
-    snapshot = RunSnapshot("run-1", step=30, total_steps=100, fraction=0.3, eta_s=125, loss=2.25)
-    embed = summary_embed(snapshot)
-    assert embed.title == "Progress · run-1"
+def test_live_embed_shows_bar_step_losses_rate_checkpoint_and_eta() -> None:
+    snapshot = RunSnapshot(
+        "run-1",
+        status="running",
+        step=30,
+        total_steps=100,
+        fraction=0.3,
+        eta_s=125,
+        loss=2.25,
+        eval_loss=2.5,
+        tokens_per_s=1234.4,
+        last_checkpoint_step=25,
+    )
+    embed = live_embed(snapshot)
+    assert embed.title == "run-1 · running"
     assert embed.description == "██████░░░░░░░░░░░░░░ 30%"
-    assert fields(embed)["ETA"] == "2m 05s"
-    assert fields(embed)["Loss"] == "2.25"
+    assert fields(embed) == {
+        "Step": "30 / 100",
+        "Loss": "2.25",
+        "Eval loss": "2.5",
+        "Tokens/s": "1,234",
+        "Last checkpoint": "step 25",
+        "ETA": "2m 05s",
+    }
+
+
+def test_a_finished_runs_live_embed_shows_its_end_time_not_an_eta() -> None:
+    snapshot = RunSnapshot("run-1")
+    snapshot.update(factories.completed())
+    shown = fields(live_embed(snapshot))
+    assert "ETA" not in shown
+    assert shown["Ended"].startswith("<t:")
+    assert snapshot.status == "completed"
 
 
 @pytest.mark.parametrize("status", ["queued", "running", "completed", "failed", "cancelled"])
@@ -127,7 +153,8 @@ def test_status_embed_colours_by_status(status: str) -> None:
     run = RunPublic.model_validate({"run_id": "run-9", "status": status})
     embed = status_embed(run)
     assert embed.title == f"run-9 · {status}"
-    assert fields(embed) == {"ETA": NONE}
+    expected = {"Ended": NONE} if status in {"completed", "failed", "cancelled"} else {"ETA": NONE}
+    assert fields(embed) == expected
 
 
 def test_status_embed_of_a_live_and_a_finished_run() -> None:
@@ -156,11 +183,21 @@ def test_status_embed_of_a_live_and_a_finished_run() -> None:
         run_id="run-3",
         status=RunStatus.COMPLETED,
         message="finished 10 steps",
-        metrics=RunMetrics(final_loss=1.0, final_perplexity=2.7, best_eval_loss=0.9),
+        last_heartbeat=1_796_000_000.0,
+        heartbeat_age_s=510.0,
+        progress=RunProgress(step=10, total_steps=10, tokens_per_s=140.0),
+        metrics=RunMetrics(
+            final_loss=1.0, final_perplexity=2.7, best_eval_loss=0.9, tokens_per_s=120.0
+        ),
     )
     shown = fields(status_embed(done))
     assert shown["Final loss"] == "1"
     assert shown["Message"] == "finished 10 steps"
+    # a finished run: when it ended, not how long ago its heartbeat was; one tokens/s figure
+    assert shown["Ended"] == "<t:1796000000:f> (2026-11-30 00:53:20 UTC)"
+    assert "Last heartbeat" not in shown
+    assert "ETA" not in shown
+    assert shown["Tokens/s"] == "120"
 
 
 def test_runs_embed_pages() -> None:
@@ -176,7 +213,8 @@ def test_runs_embed_pages() -> None:
     assert empty.footer.text == "0-0 of 0"
 
 
-def test_summary_of_a_run_without_figures_yet() -> None:
-    embed = summary_embed(RunSnapshot("run-2"))
+def test_live_embed_of_a_run_without_figures_yet() -> None:
+    embed = live_embed(RunSnapshot("run-2"))
+    assert embed.title == "run-2 · queued"
     assert embed.description == NONE
     assert set(fields(embed).values()) == {NONE}

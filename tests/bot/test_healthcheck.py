@@ -36,9 +36,13 @@ class StuckSender:
     def __init__(self) -> None:
         self.started = asyncio.Event()
 
-    async def send(self, recipient: int, message: OutgoingMessage) -> None:
+    async def send(self, recipient: int, message: OutgoingMessage) -> int:
         self.started.set()
         await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def edit(self, recipient: int, message_id: int, message: OutgoingMessage) -> None:
+        await self.send(recipient, message)
 
 
 def stamps(client: redis.Redis) -> dict[str, float]:

@@ -58,15 +58,3 @@ def test_overflow_drops_the_oldest_non_terminal_notice_never_a_terminal_one() ->
     message = outbox.next_message()
     assert message is not None
     assert message.ack_ids == ["done", "failed", "cancelled", "again"]
-
-
-def test_progress_is_coalesced_per_run_latest_wins() -> None:
-    outbox = Outbox()
-    assert outbox.hold_progress("run-1", "1-0") == []
-    assert outbox.hold_progress("run-1", "2-0") == ["1-0"]
-    assert outbox.hold_progress("run-2", "3-0") == []
-    assert outbox.progress_runs() == ["run-1", "run-2"]
-    assert outbox.take_progress("run-1") == ["2-0"]
-    assert outbox.take_progress("run-1") == []
-    assert outbox.progress_runs() == ["run-2"]
-    assert outbox.next_message() is None

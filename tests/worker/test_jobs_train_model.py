@@ -152,6 +152,8 @@ def test_train_model_end_to_end(
     assert [row["step"] for row in index] == [30]
     logs = [json.loads(line) for line in (folder / "logs.jsonl").read_text().splitlines()]
     assert {"training.started", "training.progress"} <= {r.get("event") for r in logs}
+    progress = [r for r in logs if r.get("event") == "training.progress"]
+    assert all(r["lr"] > 0 for r in progress)  # the chart's learning-rate curve
     assert all(r["run_id"] == "run-a" for r in logs)
 
     # same spec and seed on another run id: identical losses and samples

@@ -155,6 +155,10 @@ def log_stream(run_id: str, *, tail: int = 100) -> StreamCall:
     return StreamCall(_run(run_id, "logs", "stream"), "text/event-stream", {"tail": str(tail)})
 
 
+def run_chart(run_id: str) -> StreamCall:
+    return StreamCall(_run(run_id, "chart.png"), "image/png")
+
+
 def artifact(kind: ArtifactKind, artifact_id: str) -> StreamCall:
     return StreamCall(f"/artifacts/{kind}/{_segment(artifact_id)}", "application/gzip")
 

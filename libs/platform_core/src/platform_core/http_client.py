@@ -224,6 +224,10 @@ class TrainerClient:
         for chunk in self._stream(calls.log_stream(run_id, tail=tail)):
             yield from log_lines_of(parser.feed_bytes(chunk))
 
+    def run_chart(self, run_id: str) -> bytes:
+        """The run's chart (PNG) from its whole metric history."""
+        return b"".join(self._stream(calls.run_chart(run_id)))
+
     def download_artifact(self, kind: ArtifactKind, artifact_id: str, dest: Path) -> Path:
         """Save the tar.gz of a tokenizer or run folder as `dest`."""
         part = _partial(dest)
@@ -372,6 +376,11 @@ class AsyncTrainerClient:
             async for chunk in chunks:
                 for line in log_lines_of(parser.feed_bytes(chunk)):
                     yield line
+
+    async def run_chart(self, run_id: str) -> bytes:
+        """The run's chart (PNG) from its whole metric history."""
+        async with aclosing(self._stream(calls.run_chart(run_id))) as chunks:
+            return b"".join([chunk async for chunk in chunks])
 
     async def download_artifact(self, kind: ArtifactKind, artifact_id: str, dest: Path) -> Path:
         part = _partial(dest)

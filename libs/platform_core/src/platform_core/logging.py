@@ -39,6 +39,7 @@ LOGGING_EXTRA_FIELDS: tuple[str, ...] = (
     "user_id",
     "step",
     "loss",
+    "lr",
     "duration_ms",
     "status_code",
     "method",
@@ -58,6 +59,7 @@ class LoggingExtra(TypedDict, total=False):
     user_id: int
     step: int
     loss: float
+    lr: float
     duration_ms: float
     status_code: int
     method: str

@@ -76,6 +76,9 @@ class ApiSettings(_Section):
 class DiscordSettings(_Section):
     token: SecretStr | None = None  # unset: console mode, DMs are written to the log
     owner_id: int | None = Field(default=None, ge=1)
+    # a run's live status message is edited at most this often (seconds)
+    live_update_s: float = Field(default=10.0, ge=1)
+    notify_best_eval: bool = False  # a new best eval loss gets a message of its own
 
 
 class Settings(BaseSettings):

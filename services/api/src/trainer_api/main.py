@@ -17,7 +17,16 @@ from platform_core.settings import Settings, load_settings
 from trainer_api.errors import install_error_handlers
 from trainer_api.live_state import LiveStateReader
 from trainer_api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
-from trainer_api.routes import artifacts, events, health, inference, logs, runs, tokenizers
+from trainer_api.routes import (
+    artifacts,
+    charts,
+    events,
+    health,
+    inference,
+    logs,
+    runs,
+    tokenizers,
+)
 from trainer_api.security import ApiKeyMiddleware, declare_api_key
 
 _log = logging.getLogger(__name__)
@@ -95,6 +104,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         events.router,
         inference.router,
         artifacts.router,
+        charts.router,
     ):
         app.include_router(router)
     return app

@@ -2,8 +2,10 @@
 
 - Discord mode (`DISCORD_TOKEN` set): `TrainerBot` logs in, syncs its commands, answers
   interactions through the gateway, and its notifier sends DMs over REST.
-- Console mode (no token, the embedded default): only the notifier runs, and each DM it would
-  send is a structured log line (`bot.dm`).
+- Console mode (no token, the embedded default): the same commands at a terminal prompt
+  (`console`), notices as readable lines, charts saved as PNG files under
+  `<data root>/bot-charts/`. With standard input at its end (a container), the notifier runs
+  alone and writes each notice to the log (`bot.dm`, live updates `bot.live`).
 
 Either way the watches and the event stream's position live in Redis, so a restart picks up
 where the last run stopped.
@@ -13,8 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
+import sys
 from collections.abc import AsyncIterator, Callable
 
 import discord
@@ -25,14 +29,19 @@ from platform_core.http_client import AsyncTrainerClient
 from platform_core.logging import configure_logging
 from platform_core.redis_connection import connect_async, resolve_redis_url
 from platform_core.settings import Settings, load_settings
-from trainer_bot.commands import BotClient, BotServices
-from trainer_bot.notifier import Notifier, NotifierConfig
+from trainer_bot import actions
+from trainer_bot.actions import BotServices
+from trainer_bot.commands import BotClient
+from trainer_bot.console import Console, TerminalOutput, stdin_reader
+from trainer_bot.notifier import ChartSource, Notifier, NotifierConfig
 from trainer_bot.senders import ConsoleSender, DiscordSender
 from trainer_bot.watch_store import WatchStore
 
 logger = logging.getLogger(__name__)
 
 CONSOLE_RECIPIENT = 0  # console mode with no owner configured: DMs are logged to "user 0"
+CHART_FOLDER = "bot-charts"  # console mode saves charts here, under the data root
+CONSOLE_WINDOW_S = 0.001
 
 
 class TrainerBot(BotClient):
@@ -48,7 +57,13 @@ class TrainerBot(BotClient):
             )
         sender = DiscordSender(self)
         self.notifier = Notifier(
-            bus, services.watches, sender, services.owner_id, config, connected=self.connected
+            bus,
+            services.watches,
+            sender,
+            services.owner_id,
+            config,
+            connected=self.connected,
+            charts=chart_source(services),
         )
         self._notifier_task: asyncio.Task[None] | None = None
 
@@ -100,19 +115,68 @@ def _on_stop_signals(callback: Callable[[], None]) -> None:
         loop.add_signal_handler(stop_signal, callback)
 
 
+def chart_source(services: BotServices) -> ChartSource:
+    """Completion charts from the API (`GET /runs/{id}/chart.png`): the whole run's history."""
+
+    async def chart(run_id: str) -> bytes | None:
+        attachment = await actions.chart_of(services, run_id)
+        return None if attachment is None else attachment.data
+
+    return chart
+
+
+async def serve_console(
+    settings: Settings,
+    services: BotServices,
+    bus: AsyncEventBus,
+    config: NotifierConfig | None = None,
+) -> None:
+    """Console mode: the prompt on standard input, the notifier beside it."""
+    recipient = services.owner_id or CONSOLE_RECIPIENT
+    lines = await stdin_reader()
+    chart_dir = settings.data_root / CHART_FOLDER
+    # with a prompt, notices are printed beside it; without one, they go to the log
+    output = TerminalOutput() if lines is not None else None
+    sender = ConsoleSender(output, chart_dir)
+    # a terminal has no rate limit: Discord's 5-per-5-s window shrinks to 5 per millisecond
+    config = dataclasses.replace(config or NotifierConfig(), dm_window_s=CONSOLE_WINDOW_S)
+    notifier = Notifier(
+        bus, services.watches, sender, recipient, config, charts=chart_source(services)
+    )
+    _on_stop_signals(notifier.stop)
+    where = "commands at this prompt" if lines is not None else "no prompt (stdin is not one)"
+    logger.info(
+        "console mode (DISCORD_TOKEN is not set): %s, DMs as text",
+        where,
+        extra={"event": "bot.console_mode"},
+    )
+    running = asyncio.create_task(notifier.run())
+    if lines is not None and output is not None:
+        console = Console(services, recipient, output, chart_dir)
+        prompt = asyncio.create_task(console.run(lines))
+        await asyncio.wait([running, prompt], return_when=asyncio.FIRST_COMPLETED)
+        if not prompt.done():
+            prompt.cancel()
+        elif prompt.result() or sys.stdin.isatty():
+            notifier.stop()  # /quit, or the end of a terminal's input (Ctrl-D), ends the bot
+    await running
+
+
+def notifier_config(settings: Settings) -> NotifierConfig:
+    """The notifier's settings that an operator may change (`APP__DISCORD__...`)."""
+    return NotifierConfig(
+        live_every_s=settings.discord.live_update_s,
+        notify_best_eval=settings.discord.notify_best_eval,
+    )
+
+
 async def serve(settings: Settings, config: NotifierConfig | None = None) -> None:
-    """Run the bot until SIGINT or SIGTERM."""
+    """Run the bot until SIGINT or SIGTERM (or /quit at the console's prompt)."""
+    config = config or notifier_config(settings)
     async with bot_services(settings) as (services, bus):
         token = settings.discord.token
         if token is None:
-            recipient = services.owner_id or CONSOLE_RECIPIENT
-            notifier = Notifier(bus, services.watches, ConsoleSender(), recipient, config)
-            _on_stop_signals(notifier.stop)
-            logger.info(
-                "no DISCORD_TOKEN: console mode, DMs are written to this log",
-                extra={"event": "bot.console_mode"},
-            )
-            await notifier.run()
+            await serve_console(settings, services, bus, config)
             return
         bot = TrainerBot(services, bus, config)
         closing: set[asyncio.Task[None]] = set()

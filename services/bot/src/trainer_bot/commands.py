@@ -9,39 +9,20 @@ logged. Failures reach the owner in plain words (`guards.report_failure`).
 
 from __future__ import annotations
 
-import asyncio
 import io
-from dataclasses import dataclass
 
 import discord
 from discord import app_commands
-from pydantic import ValidationError
 
-from platform_core.api_models import RunCreate, RunQuery
-from platform_core.errors import invalid_input
-from platform_core.http_client import ApiError, AsyncTrainerClient
-from platform_core.specs import GenerateRequest, ModelFamily, PrecisionChoice, TrainRunSpec
-from trainer_bot.charts import loss_chart_png
-from trainer_bot.embeds import status_embed
+from platform_core.api_models import RunQuery
+from platform_core.http_client import ApiError
+from platform_core.specs import ModelFamily, PrecisionChoice
+from trainer_bot import actions
+from trainer_bot.actions import BotServices
 from trainer_bot.guards import owner_only, report_failure
-from trainer_bot.limits import truncate
 from trainer_bot.views import ConfirmCancel, RunsPager
-from trainer_bot.watch_store import WatchStore
 
 AUTOCOMPLETE_MAX = 25  # Discord shows at most 25 choices
-LOG_LINES_FOR_CHART = 1_000  # /status draws the loss curve from the run's last log lines
-MESSAGE_MAX = 2_000  # characters in a message's content
-
-
-@dataclass(frozen=True)
-class BotServices:
-    """What the commands use; built once by the entry point."""
-
-    api: AsyncTrainerClient
-    watches: WatchStore
-    owner_id: int | None  # None: nobody is the owner, every interaction is refused
-    generate_timeout_s: float = 120.0  # /generate waits this long for the worker's answer
-    poll_interval_s: float = 0.5  # and asks for it this often
 
 
 class TrainerTree(app_commands.CommandTree[discord.Client]):
@@ -97,6 +78,15 @@ async def run_ids(interaction: Interaction, current: str) -> list[app_commands.C
     ]
 
 
+async def answer(interaction: Interaction, reply: actions.Reply) -> None:
+    """Send `reply` as the deferred interaction's follow-up."""
+    files = []
+    if reply.chart is not None:
+        files.append(discord.File(io.BytesIO(reply.chart.data), filename=reply.chart.filename))
+    embeds = [] if reply.embed is None else [reply.embed]
+    await interaction.followup.send(reply.text or "", embeds=embeds, files=files)
+
+
 @app_commands.command()
 @app_commands.describe(
     model="Model family",
@@ -118,45 +108,27 @@ async def train(
 ) -> None:
     """Start training a model."""
     await interaction.response.defer(thinking=True)
-    services = interaction.client.services
-    wanted = {
-        "model": {"family": model, "preset": preset},
-        "tokenizer_id": tokenizer,
-        "corpus": {"path": corpus},
-        "train": {"max_steps": steps, "precision": precision},
-    }
-    try:
-        spec = TrainRunSpec.model_validate(wanted)
-    except ValidationError as exc:
-        raise invalid_input(exc, what="training request") from exc
-    body = RunCreate(spec=spec, user_id=interaction.user.id)
-    accepted = await services.api.train_model(body, idempotency_key=f"discord-{interaction.id}")
-    await services.watches.watch(accepted.run_id)
-    await interaction.followup.send(
-        f"Queued `{accepted.run_id}`. I'm watching it and will post updates here."
+    reply = await actions.train(
+        interaction.client.services,
+        user_id=interaction.user.id,
+        model=model,
+        tokenizer=tokenizer,
+        preset=preset,
+        corpus=corpus,
+        steps=steps,
+        precision=precision,
+        idempotency_key=f"discord-{interaction.id}",
     )
+    await answer(interaction, reply)
 
 
 @app_commands.command()
 @app_commands.describe(run_id="The run")
 @app_commands.autocomplete(run_id=run_ids)
 async def status(interaction: Interaction, run_id: str) -> None:
-    """State, progress, loss and ETA of a run, with its loss curve."""
+    """State, progress, loss and ETA of a run, with its chart."""
     await interaction.response.defer(thinking=True)
-    api = interaction.client.services.api
-    embed = status_embed(await api.get_run(run_id))
-    logs = await api.run_logs(run_id, tail=LOG_LINES_FOR_CHART)
-    points = [
-        (line.step, line.loss)
-        for line in logs.lines
-        if line.step is not None and line.loss is not None
-    ]
-    png = await asyncio.to_thread(loss_chart_png, f"{run_id} · training loss", points)
-    files = []
-    if png is not None:
-        files.append(discord.File(io.BytesIO(png), filename="loss.png"))
-        embed.set_image(url="attachment://loss.png")
-    await interaction.followup.send(embed=embed, files=files)
+    await answer(interaction, await actions.status(interaction.client.services, run_id))
 
 
 @app_commands.command()
@@ -172,12 +144,9 @@ async def runs(interaction: Interaction) -> None:
 @app_commands.describe(run_id="The run to follow")
 @app_commands.autocomplete(run_id=run_ids)
 async def watch(interaction: Interaction, run_id: str) -> None:
-    """Send this run's updates to this DM."""
+    """Send this run's updates to this DM, starting with where it is now."""
     await interaction.response.defer(thinking=True)
-    services = interaction.client.services
-    await services.api.get_run(run_id)  # an unknown run is refused in the API's words
-    added = await services.watches.watch(run_id)
-    await interaction.followup.send(f"{'Watching' if added else 'Already watching'} `{run_id}`.")
+    await answer(interaction, await actions.watch(interaction.client.services, run_id))
 
 
 @app_commands.command()
@@ -186,9 +155,7 @@ async def watch(interaction: Interaction, run_id: str) -> None:
 async def unwatch(interaction: Interaction, run_id: str) -> None:
     """Stop sending this run's updates."""
     await interaction.response.defer(thinking=True)
-    removed = await interaction.client.services.watches.unwatch(run_id)
-    text = f"Stopped watching `{run_id}`." if removed else f"I wasn't watching `{run_id}`."
-    await interaction.followup.send(text)
+    await answer(interaction, await actions.unwatch(interaction.client.services, run_id))
 
 
 @app_commands.command()
@@ -198,9 +165,9 @@ async def cancel(interaction: Interaction, run_id: str) -> None:
     """Cancel a run (after you confirm)."""
     await interaction.response.defer(thinking=True)
     services = interaction.client.services
-    run = await services.api.get_run(run_id)
-    if run.status not in {"queued", "running"}:
-        await interaction.followup.send(f"`{run_id}` is already {run.status}.")
+    run, refusal = await actions.cancellable(services, run_id)
+    if refusal is not None:
+        await interaction.followup.send(refusal)
         return
     view = ConfirmCancel(services.api, services.owner_id, run_id)
     await interaction.followup.send(f"Cancel `{run_id}` ({run.status})?", view=view)
@@ -219,21 +186,11 @@ async def generate(
 ) -> None:
     """Generate text with a run's model."""
     await interaction.response.defer(thinking=True)
-    services = interaction.client.services
-    request = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens)
     key = f"discord-{interaction.id}"
-    accepted = await services.api.generate(run_id, request, idempotency_key=key)
-    async with asyncio.timeout(services.generate_timeout_s):
-        record = await services.api.get_generate(run_id, accepted.request_id)
-        while record.status in {"queued", "running"}:
-            await asyncio.sleep(services.poll_interval_s)
-            record = await services.api.get_generate(run_id, accepted.request_id)
-    if record.result is None:
-        reason = record.error.message if record.error else "the worker gave no output"
-        await interaction.followup.send(f"Generation failed: {reason}")
-        return
-    text = truncate(record.result.outputs[0], MESSAGE_MAX - len("```\n\n```"))
-    await interaction.followup.send(f"```\n{text}\n```")
+    reply = await actions.generate(
+        interaction.client.services, run_id, prompt, max_new_tokens, idempotency_key=key
+    )
+    await answer(interaction, reply)
 
 
 def add_commands(tree: TrainerTree) -> None:

@@ -7,6 +7,7 @@ is ever rendered: events carry none, and run messages are the API's own words.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from pathlib import PurePath
 
 import discord
@@ -224,16 +225,34 @@ def _add_figures(embed: discord.Embed, snapshot: RunSnapshot) -> None:
     embed.add_field(name="Tokens/s", value=format_rate(snapshot.tokens_per_s))
 
 
-def summary_embed(snapshot: RunSnapshot) -> discord.Embed:
-    """The periodic summary of a run's latest progress (many progress events, one embed)."""
+def live_embed(snapshot: RunSnapshot) -> discord.Embed:
+    """A run's live status message, edited in place as it trains: progress bar, step, loss,
+    eval loss, ETA, tokens/s and the last checkpoint; its end time once it has finished."""
     embed = discord.Embed(
-        title=f"Progress · {snapshot.run_id}",
+        title=f"{snapshot.run_id} · {snapshot.status}",
         description=progress_bar(snapshot.fraction),
-        colour=RUNNING,
+        colour=STATUS_COLOURS.get(snapshot.status, RUNNING),
     )
-    _add_figures(embed, snapshot)
-    embed.add_field(name="ETA", value=format_duration(snapshot.eta_s))
+    embed.add_field(name="Step", value=_step(snapshot.step, snapshot.total_steps))
+    embed.add_field(name="Loss", value=format_metric(snapshot.loss))
+    embed.add_field(name="Eval loss", value=format_metric(snapshot.eval_loss))
+    embed.add_field(name="Tokens/s", value=format_rate(snapshot.tokens_per_s))
+    checkpoint = snapshot.last_checkpoint_step
+    embed.add_field(
+        name="Last checkpoint", value=NONE if checkpoint is None else f"step {checkpoint:,}"
+    )
+    if snapshot.ended_at is None:
+        embed.add_field(name="ETA", value=format_duration(snapshot.eta_s))
+    else:
+        embed.add_field(name="Ended", value=format_time(snapshot.ended_at))
     return clamp_embed(embed)
+
+
+def format_time(unix_s: float) -> str:
+    """A moment as Discord shows it in the reader's own time zone, with the UTC time after
+    it for places that do not render Discord's markup (the console)."""
+    utc = datetime.fromtimestamp(unix_s, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return f"<t:{int(unix_s)}:f> ({utc})"
 
 
 # ---- API answers ----------------------------------------------------------------------------
@@ -253,12 +272,21 @@ def status_embed(run: RunPublic) -> discord.Embed:
     if progress is not None:
         embed.add_field(name="Step", value=_step(progress.step, progress.total_steps))
         embed.add_field(name="Loss", value=format_metric(progress.loss))
-        embed.add_field(name="Tokens/s", value=format_rate(progress.tokens_per_s))
+        # one throughput: the whole run's average once it has one, the latest rate before
+        average = run.metrics.tokens_per_s if run.metrics is not None else None
+        embed.add_field(name="Tokens/s", value=format_rate(average or progress.tokens_per_s))
         if progress.last_checkpoint_step is not None:
             embed.add_field(name="Last checkpoint", value=f"step {progress.last_checkpoint_step}")
-    embed.add_field(name="ETA", value=format_duration(run.eta_s))
-    if run.heartbeat_age_s is not None:
-        embed.add_field(name="Last heartbeat", value=f"{format_duration(run.heartbeat_age_s)} ago")
+    if run.status.is_terminal:
+        ended = run.last_heartbeat
+        if ended is None and run.created_at is not None and run.metrics is not None:
+            ended = run.created_at + (run.metrics.duration_s or 0.0)
+        embed.add_field(name="Ended", value=NONE if ended is None else format_time(ended))
+    else:
+        embed.add_field(name="ETA", value=format_duration(run.eta_s))
+        if run.heartbeat_age_s is not None:
+            age = format_duration(run.heartbeat_age_s)
+            embed.add_field(name="Last heartbeat", value=f"{age} ago")
     if run.metrics is not None:
         embed.add_field(name="Final loss", value=format_metric(run.metrics.final_loss))
         embed.add_field(name="Perplexity", value=format_metric(run.metrics.final_perplexity))

@@ -1,15 +1,15 @@
 """What waits to be sent to the owner's DM, and how it is batched.
 
-- Notices (one embed per lifecycle, eval or checkpoint event) queue in order and are packed
-  into messages of up to 10 embeds and 6,000 characters.
-- Progress events are not sent one by one: the outbox holds the newest per run (the latest
-  wins) until the periodic summary or the run's end takes it.
+- Notices (one embed per event that needs attention: queued, started, failed, completed...)
+  queue in order and are packed into messages of up to 10 embeds and 6,000 characters, so a
+  backlog after an outage goes out as a few digests. (Progress, evals and checkpoints are not
+  notices: they edit the run's live message, see `notifier`.)
 - When notices pile up past `max_notices` (Discord refusing, a long outage), the oldest
   non-terminal ones are dropped; a terminal notice (completed, failed, cancelled) never is.
 
-Each notice and held progress keeps the ids of the bus entries it stands for: the notifier
-acknowledges them once the message is sent (or the entry was superseded or dropped), so a
-restart re-delivers everything that had not reached Discord yet.
+Each notice keeps the ids of the bus entries it stands for: the notifier acknowledges them
+once the message is sent (or the notice was dropped), so a restart re-delivers everything
+that had not reached Discord yet.
 """
 
 from __future__ import annotations
@@ -45,13 +45,13 @@ class OutgoingMessage:
     embeds: list[discord.Embed]
     attachments: list[Attachment] = field(default_factory=list)
     ack_ids: list[str] = field(default_factory=list)
+    live: bool = False  # a run's live status message (the console redraws it in place)
 
 
 class Outbox:
     def __init__(self, max_notices: int = MAX_NOTICES) -> None:
         self.max_notices = max_notices
         self._notices: deque[Notice] = deque()
-        self._progress: dict[str, list[str]] = {}  # run id -> ids of its held progress entries
 
     def __len__(self) -> int:
         return len(self._notices)
@@ -67,20 +67,6 @@ class Outbox:
             self._notices.remove(victim)
             dropped.extend(victim.ack_ids)
         return dropped
-
-    def hold_progress(self, run_id: str, ack_id: str) -> list[str]:
-        """Hold the newest progress entry of `run_id`; returns the ids it supersedes."""
-        superseded = self._progress.get(run_id, [])
-        self._progress[run_id] = [ack_id]
-        return superseded
-
-    def take_progress(self, run_id: str) -> list[str]:
-        """Release the progress held for `run_id` (summarised or ended)."""
-        return self._progress.pop(run_id, [])
-
-    def progress_runs(self) -> list[str]:
-        """Runs with progress not summarised yet."""
-        return list(self._progress)
 
     def next_message(self) -> OutgoingMessage | None:
         """Pop the longest run of queued notices that fits in one message."""

@@ -82,7 +82,12 @@ class RunCallbacks:
             info.step,
             info.max_steps,
             info.loss,
-            extra={"event": "training.progress", "step": info.step, "loss": info.loss},
+            extra={
+                "event": "training.progress",
+                "step": info.step,
+                "loss": info.loss,
+                "lr": info.lr,
+            },
         )
         payload = MetricsProgressPayload(
             step=info.step,

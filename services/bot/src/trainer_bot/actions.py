@@ -1,0 +1,160 @@
+"""What each command does, apart from where it was typed: the Discord commands (`commands`)
+and the console's prompt (`console`) both call these, and show the `Reply` each answers in
+their own way (a DM follow-up, or lines on a terminal and PNG files)."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from dataclasses import dataclass
+
+import discord
+from pydantic import ValidationError
+
+from platform_core.api_models import RunCreate, RunPublic, RunQuery
+from platform_core.errors import invalid_input
+from platform_core.http_client import ApiError, AsyncTrainerClient
+from platform_core.specs import GenerateRequest, TrainRunSpec
+from trainer_bot.embeds import runs_embed, status_embed
+from trainer_bot.limits import truncate
+from trainer_bot.outbox import Attachment
+from trainer_bot.watch_store import WatchStore
+
+MESSAGE_MAX = 2_000  # characters in a message's content
+RUNS_PAGE_SIZE = 10
+NOT_FOUND = 404
+
+
+@dataclass(frozen=True)
+class BotServices:
+    """What the commands use; built once by the entry point."""
+
+    api: AsyncTrainerClient
+    watches: WatchStore
+    owner_id: int | None  # None: nobody is the owner, every interaction is refused
+    generate_timeout_s: float = 120.0  # /generate waits this long for the worker's answer
+    poll_interval_s: float = 0.5  # and asks for it this often
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None = None
+    embed: discord.Embed | None = None
+    chart: Attachment | None = None
+
+
+def new_run_id() -> str:
+    """A run id chosen here, so the watch exists before the API can publish the run's first
+    event (the API takes the id it is given)."""
+    return f"run-{secrets.token_hex(6)}"
+
+
+async def train(
+    services: BotServices,
+    *,
+    user_id: int,
+    model: str,  # a ModelFamily; the spec validates it, as every other field
+    tokenizer: str,
+    preset: str = "tiny",
+    corpus: str | None = None,
+    steps: int = 1_000,
+    precision: str = "auto",
+    idempotency_key: str | None = None,
+) -> Reply:
+    """Queue a model run, watched from before it exists: its "queued" notice is never missed."""
+    wanted = {
+        "model": {"family": model, "preset": preset},
+        "tokenizer_id": tokenizer,
+        "corpus": {"path": corpus},
+        "train": {"max_steps": steps, "precision": precision},
+    }
+    try:
+        spec = TrainRunSpec.model_validate(wanted)
+    except ValidationError as exc:
+        raise invalid_input(exc, what="training request") from exc
+    run_id = new_run_id()
+    await services.watches.watch(run_id)
+    try:
+        body = RunCreate(spec=spec, run_id=run_id, user_id=user_id)
+        accepted = await services.api.train_model(body, idempotency_key=idempotency_key)
+    except BaseException:
+        await services.watches.unwatch(run_id)  # no run: nothing to watch
+        raise
+    if accepted.run_id != run_id:  # an idempotent replay answered an earlier submission
+        await services.watches.unwatch(run_id)
+        await services.watches.watch(accepted.run_id)
+    return Reply(f"Queued `{accepted.run_id}`. I'm watching it and will post updates here.")
+
+
+async def chart_of(services: BotServices, run_id: str) -> Attachment | None:
+    """The run's chart from the API (its whole history); None before it has one."""
+    try:
+        png = await services.api.run_chart(run_id)
+    except ApiError as exc:
+        if exc.status == NOT_FOUND:
+            return None
+        raise
+    return Attachment(f"chart-{run_id}.png", png)
+
+
+async def status(services: BotServices, run_id: str) -> Reply:
+    """State, progress, loss and ETA (or end time) of a run, with its chart."""
+    embed = status_embed(await services.api.get_run(run_id))
+    chart = await chart_of(services, run_id)
+    if chart is not None:
+        embed.set_image(url=f"attachment://{chart.filename}")
+    return Reply(embed=embed, chart=chart)
+
+
+async def runs(services: BotServices, offset: int = 0) -> Reply:
+    page = await services.api.list_runs(RunQuery(limit=RUNS_PAGE_SIZE, offset=offset))
+    return Reply(embed=runs_embed(page))
+
+
+async def watch(services: BotServices, run_id: str) -> Reply:
+    """Watch a run, with one catch-up message from its state: what it did before the watch."""
+    run = await services.api.get_run(run_id)  # an unknown run is refused in the API's words
+    added = await services.watches.watch(run_id)
+    text = f"{'Watching' if added else 'Already watching'} `{run_id}`."
+    return Reply(text, embed=status_embed(run))
+
+
+async def unwatch(services: BotServices, run_id: str) -> Reply:
+    removed = await services.watches.unwatch(run_id)
+    return Reply(f"Stopped watching `{run_id}`." if removed else f"I wasn't watching `{run_id}`.")
+
+
+async def cancellable(services: BotServices, run_id: str) -> tuple[RunPublic, str | None]:
+    """The run, and why it cannot be cancelled (None when it can)."""
+    run = await services.api.get_run(run_id)
+    if run.status.is_terminal:
+        return run, f"`{run_id}` is already {run.status}."
+    return run, None
+
+
+async def cancel(services: BotServices, run_id: str) -> str:
+    result = await services.api.cancel_run(run_id)
+    if result.outcome == "cancelled":
+        return f"Cancelled `{run_id}`."
+    return f"Asked `{run_id}` to stop; it keeps a final checkpoint."
+
+
+async def generate(
+    services: BotServices,
+    run_id: str,
+    prompt: str,
+    max_new_tokens: int = 64,
+    idempotency_key: str | None = None,
+) -> Reply:
+    request = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens)
+    accepted = await services.api.generate(run_id, request, idempotency_key=idempotency_key)
+    async with asyncio.timeout(services.generate_timeout_s):
+        record = await services.api.get_generate(run_id, accepted.request_id)
+        while record.status in {"queued", "running"}:
+            await asyncio.sleep(services.poll_interval_s)
+            record = await services.api.get_generate(run_id, accepted.request_id)
+    if record.result is None:
+        reason = record.error.message if record.error else "the worker gave no output"
+        return Reply(f"Generation failed: {reason}")
+    text = truncate(record.result.outputs[0], MESSAGE_MAX - len("```\n\n```"))
+    return Reply(f"```\n{text}\n```")
