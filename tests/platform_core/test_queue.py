@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
-from platform_core.events import Event, JobCancelled, JobQueued
+from platform_core.events import Event, JobCancelled, JobFailed, JobQueued
 from platform_core.queue import (
     INFERENCE_QUEUE,
     JOB_FUNCTIONS,
@@ -361,3 +361,24 @@ def test_a_forced_stop_loses_to_a_run_that_ended_meanwhile(
     monkeypatch.undo()
     assert store.status("ending") is RunStatus.COMPLETED
     assert EventBus(redis_client).read() == []  # no forced cancellation announced
+
+
+def test_a_run_whose_worker_died_every_attempt_ends_failed(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    enqueue_job(redis_client, "train_model", "doomed", {"model": {}}, user_id=6)
+    for _ in range(2):
+        store.next_attempt("doomed")  # two attempts started and died
+    store.set_status("doomed", RunStatus.RUNNING)
+    store.beat("doomed", now=100.0)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=3) == [
+        "doomed"
+    ]
+    store.next_attempt("doomed")  # the third attempt starts, and dies too
+    store.set_status("doomed", RunStatus.RUNNING)
+    redis_client.delete("runs:sweep-lock:doomed")  # the lock expired
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=300.0, max_attempts=3) == []
+    assert store.status("doomed") is RunStatus.FAILED
+    assert "during each of its 3 attempts" in (store.message("doomed") or "")
+    failed = [d.event for d in EventBus(redis_client).read(count=100)][-1]
+    assert isinstance(failed, JobFailed) and failed.ends_run
+    assert failed.payload.error_code is ErrorCode.TRAINING_FAILED and failed.user_id == 6

@@ -166,6 +166,7 @@ class RunManifest(BaseModel):
     run_id: str
     kind: JobKind
     status: RunStatus
+    user_id: int | None = None  # the Discord owner that asked, notified of the run's events
     spec: dict[str, JsonValue]  # the kind's spec as validated (e.g. a TrainRunSpec)
     seed: int | None = None
     device: str | None = None

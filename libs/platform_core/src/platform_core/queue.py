@@ -23,11 +23,13 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
 
-from platform_core.errors import AppError, ErrorCode
+from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
 from platform_core.events import (
     JobCancelled,
     JobCancelledPayload,
+    JobFailed,
+    JobFailedPayload,
     JobKind,
     JobQueued,
     JobQueuedPayload,
@@ -57,6 +59,7 @@ _QUEUE_OF: dict[JobKind, str] = {
 # A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
 # 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.
 TRANSIENT_RETRY = (5, 10)
+DEFAULT_MAX_ATTEMPTS = 3  # settings.WorkerSettings.max_attempts says why
 RESULT_TTL_S = 7 * 24 * 3600  # RQ's own record of a result; the manifest on disk is the truth
 FAILURE_TTL_S = 30 * 24 * 3600
 # a sweeper's claim on a run, held until it expires: far longer than one sweep takes
@@ -211,13 +214,16 @@ def requeue_stale_runs(
     stale_after_s: float,
     now: float | None = None,
     bus: EventBus | None = None,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> list[str]:
     """Runs marked running whose heartbeat stopped `stale_after_s` ago lost their worker
     (killed, machine gone): enqueue their next attempt, which resumes from the newest valid
     checkpoint, or, when a cancellation of the run is pending, end it cancelled (the operator
     asked; the dead worker never saw it). Reads only the running runs and their heartbeats
     (one round trip); a per-run lock keeps two workers from sweeping the same run, and the
-    move out of running is a compare and set. Returns the run ids it requeued."""
+    move out of running is a compare and set. A run that already started `max_attempts`
+    attempts is not requeued: it ends failed with the reason. Returns the run ids it
+    requeued."""
     store = RunStateStore(client)
     requeued: list[str] = []
     for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
@@ -243,6 +249,10 @@ def requeue_stale_runs(
             continue
         if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
             continue
+        attempts = store.attempts(run_id)
+        if attempts >= max_attempts:
+            _give_up(store, run_id, user_id, attempts, bus or EventBus(client))
+            continue
         enqueue_job(
             client,
             _JOB_KINDS[kind],
@@ -262,6 +272,26 @@ def _sweep_lock(client: redis.Redis, run_id: str) -> bool:
     """Claim a run for one sweep (SET NX). Not released: it expires, so a run just requeued
     gets SWEEP_LOCK_S to start and beat before any worker may judge it again."""
     return bool(client.set(f"runs:sweep-lock:{run_id}", "1", nx=True, ex=SWEEP_LOCK_S))
+
+
+def _give_up(
+    store: RunStateStore, run_id: str, user_id: int | None, attempts: int, bus: EventBus
+) -> None:
+    """End a run whose attempts all died with their worker: failed, with the reason."""
+    message = (
+        f"its worker died during each of its {attempts} attempts; not requeued again "
+        "(APP__WORKER__MAX_ATTEMPTS); see the run's logs.jsonl"
+    )
+    # queued by the sweep a moment ago: nobody else took it yet, so this cannot race
+    store.set_status(run_id, RunStatus.FAILED, message=message)
+    payload = JobFailedPayload(
+        error_code=ErrorCode.TRAINING_FAILED,
+        failure_class=FailureClass.FATAL,
+        message=message,
+        retrying=False,
+    )
+    bus.publish(JobFailed(run_id=run_id, user_id=user_id, payload=payload))
+    _log.error("stale run failed for good", extra={"event": "run.abandoned", "run_id": run_id})
 
 
 def _attempt_of(job_id: str | None) -> int:

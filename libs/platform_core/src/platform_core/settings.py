@@ -81,6 +81,14 @@ class DiscordSettings(_Section):
     notify_best_eval: bool = False  # a new best eval loss gets a message of its own
 
 
+class WorkerSettings(_Section):
+    # attempts a run may start in all (RQ's retries of a transient failure and requeues after
+    # a dead worker alike) before a requeue gives up and ends it failed: a run that crashes
+    # its worker every time (a full disk, a poisoned input) must not loop for ever; raise it
+    # for preemptible machines that die often
+    max_attempts: int = Field(default=3, ge=1, le=1_000)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP__",
@@ -101,6 +109,7 @@ class Settings(BaseSettings):
     security: SecuritySettings = SecuritySettings()
     api: ApiSettings = ApiSettings()
     discord: DiscordSettings = DiscordSettings()
+    worker: WorkerSettings = WorkerSettings()
 
     @field_validator("data_root")
     @classmethod

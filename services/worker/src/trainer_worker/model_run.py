@@ -147,6 +147,7 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
         run_id=context.run_id,
         kind="train_model",
         status=RunStatus.RUNNING,
+        user_id=context.user_id,
         spec=json.loads(spec.model_dump_json()),
         seed=spec.train.seed,
         device=str(setup.device),

@@ -24,8 +24,11 @@ import redis
 from rq import Queue, Worker
 
 from platform_core.event_bus import EventBus
+from platform_core.layout import DataLayout
 from platform_core.queue import requeue_stale_runs, sweep_cancellations
+from platform_core.recovery import recover_runs
 from platform_core.run_state import RunStateStore
+from platform_core.settings import load_settings
 from trainer_worker import defaults
 
 _log = logging.getLogger(__name__)
@@ -48,6 +51,7 @@ def run_worker(
     RunStateStore(client).ensure_indexes()
     queues = [Queue(queue_name, connection=client) for queue_name in queue_names]
     _children_die_with(os.getpid())
+    recover_runs(client, DataLayout(load_settings().data_root))
     stop = threading.Event()
     maintenance = threading.Thread(
         target=maintain,
@@ -110,9 +114,15 @@ def maintain(bus: EventBus, stop: threading.Event) -> None:
     """At start and then every MAINTENANCE_INTERVAL_S until `stop`: requeue runs whose
     worker died (they resume from their checkpoints) and force-stop runs that ignored a
     cancel request past the grace period."""
+    max_attempts = load_settings().worker.max_attempts
     while True:
         try:
-            requeue_stale_runs(bus.client, stale_after_s=defaults.STALE_HEARTBEAT_S, bus=bus)
+            requeue_stale_runs(
+                bus.client,
+                stale_after_s=defaults.STALE_HEARTBEAT_S,
+                bus=bus,
+                max_attempts=max_attempts,
+            )
             for run_id in sweep_cancellations(bus.client, grace_s=defaults.CANCEL_GRACE_S, bus=bus):
                 _log.warning(
                     "run force-stopped", extra={"event": "cancel.forced", "run_id": run_id}
