@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -44,3 +47,53 @@ def test_a_starting_worker_builds_the_run_indexes(
     subprocess.run([sys.executable, "-c", PROBE, redis_url], timeout=120, check=True)
     assert redis_client.get(INDEX_VERSION_KEY) == INDEX_VERSION.encode()
     assert redis_client.zrange(index_key(status="running", user_id=2), 0, -1) == [b"older"]
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal")
+def test_a_killed_workers_scheduler_dies_with_it_and_frees_its_lock(
+    redis_url: str, redis_client: redis.Redis, tmp_path: Path
+) -> None:
+    """Killing only the worker process must not leave RQ's scheduler behind holding the
+    scheduler lock: the next worker would start no scheduler, and delayed retries stall."""
+    env = {**os.environ, "REDIS_URL": redis_url, "APP__DATA_ROOT": str(tmp_path)}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "trainer_worker.cli.main", "worker", "--queues", "probe-q"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (redis_client.exists("rq:scheduler-lock:probe-q") and _children(worker.pid)):
+            assert time.monotonic() < deadline, "the worker never started its scheduler"
+            time.sleep(0.1)
+        children = _children(worker.pid)
+    finally:
+        worker.kill()
+        worker.wait(10)
+    deadline = time.monotonic() + 15
+    while any(_alive(child) for child in children) or redis_client.exists(
+        "rq:scheduler-lock:probe-q"
+    ):
+        assert time.monotonic() < deadline, "the scheduler outlived its worker"
+        time.sleep(0.1)
