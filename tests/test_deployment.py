@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from platform_core.json_types import JsonObject, JsonValue
-from trainer_worker.cli.main import build_parser
+from trainer_cli.main import build_parser
 
 ROOT = Path(__file__).parents[1]
 DOCKERFILES = {

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from trainer_cli.main import main
 from trainer_worker.checkpoints import list_checkpoints, save_checkpoint
-from trainer_worker.cli.main import main
 from trainer_worker.training.seeding import make_generator
 from trainer_worker.training.state import capture_train_state
 

@@ -1,0 +1,76 @@
+"""The worker-side commands (`trainctl worker`, `list-checkpoints`, `cleanup`), found in the
+worker package when it is installed.
+
+They need torch and the training engine, which an operator's laptop does not: this package
+never imports the worker. The worker declares each command as an entry point of the group
+`trainctl.commands`; the entry point is loaded only once its command is chosen, called with
+the command's parser (it adds its arguments) and returns the function that runs the command
+with the settings and the parsed arguments. Without the worker package the command still
+exists, and says how to install it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from importlib.metadata import EntryPoint, entry_points
+from typing import Final
+
+from platform_core.errors import AppError, ErrorCode, ExitCode
+from platform_core.settings import Settings
+
+GROUP: Final = "trainctl.commands"
+Runner = Callable[[Settings, argparse.Namespace], int]
+# The worker's commands, listed by `trainctl --help` whether or not the worker is installed.
+WORKER_COMMANDS: Final = {
+    "worker": "run a worker on the training and inference queues",
+    "list-checkpoints": "a run's checkpoints and their retention",
+    "cleanup": "apply retention, remove unfinished or corrupt writes",
+}
+INSTALL_HINT: Final = (
+    "pip install ./libs/platform_core ./services/worker (from a checkout of the repository; "
+    "it brings torch), or run the command where a worker is installed"
+)
+
+
+def installed() -> dict[str, EntryPoint]:
+    """The commands that installed packages declare, by name."""
+    return {entry.name: entry for entry in entry_points(group=GROUP)}
+
+
+def help_of(name: str, entry: EntryPoint | None) -> str:
+    if name in WORKER_COMMANDS:
+        return WORKER_COMMANDS[name]
+    return f"from {entry.dist.name}" if entry is not None and entry.dist else name
+
+
+def configure(name: str, entry: EntryPoint | None) -> Callable[[argparse.ArgumentParser], Runner]:
+    """What adds the command's arguments once it is chosen, and returns its runner."""
+
+    def add_arguments(parser: argparse.ArgumentParser) -> Runner:
+        if entry is None:
+            # any arguments: the answer is the same, and not an argparse usage error
+            parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+            return lambda settings, args: not_installed(name)
+        loaded: object = entry.load()
+        if not callable(loaded):
+            raise AppError(ErrorCode.INTERNAL, f"{entry.value} ({GROUP}) is not callable")
+        runner: object = loaded(parser)
+        if not callable(runner):
+            raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned no command to run")
+
+        def run(settings: Settings, args: argparse.Namespace) -> int:
+            code = runner(settings, args)
+            if not isinstance(code, int):
+                raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned {code!r}, no exit code")
+            return code
+
+        return run
+
+    return add_arguments
+
+
+def not_installed(name: str) -> int:
+    print(f"trainctl: `trainctl {name}` needs the worker package: {INSTALL_HINT}", file=sys.stderr)
+    return ExitCode.CONFIG
