@@ -29,10 +29,12 @@ else:  # not subscriptable at run time
 
 class _Subcommands(_SubParsersAction):
     """Subcommands, each with the function that runs it; a `deferred` one gets its arguments
-    (and its runner) only once it is chosen."""
+    (and its runner) only once it is chosen; an `absent` one (its package is not installed)
+    takes any arguments, which are its package's to define."""
 
     deferred: dict[str, Configure]
     runners: dict[str, Runner]
+    absent: set[str]
 
     def __call__(
         self,
@@ -44,6 +46,8 @@ class _Subcommands(_SubParsersAction):
         if isinstance(values, list) and values and values[0] in self.deferred:
             name = values[0]
             self.runners[name] = self.deferred.pop(name)(self.choices[name])
+        elif isinstance(values, list) and values and values[0] in self.absent:
+            values = values[:1]  # its runner says what to install, whatever was asked
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -55,12 +59,16 @@ def _build() -> tuple[argparse.ArgumentParser, _Subcommands]:
     demo.add_arguments(commands.add_parser("demo", help=demo.__doc__.splitlines()[0]))
     commands.runners = {name: remote.run for name in remote.COMMANDS}
     commands.runners["demo"] = demo.run
-    commands.deferred = {}
+    commands.deferred, commands.absent = {}, set()
     installed = worker_commands.installed()
     for name in worker_commands.WORKER_COMMANDS | installed:
         entry = installed.get(name)
-        commands.add_parser(name, help=worker_commands.help_of(name, entry))
-        commands.deferred[name] = worker_commands.configure(name, entry)
+        commands.add_parser(name, help=worker_commands.help_of(name, entry), add_help=bool(entry))
+        if entry is None:
+            commands.absent.add(name)
+            commands.runners[name] = worker_commands.not_installed(name)
+        else:
+            commands.deferred[name] = worker_commands.configure(entry)
     return parser, commands
 
 

@@ -45,14 +45,10 @@ def help_of(name: str, entry: EntryPoint | None) -> str:
     return f"from {entry.dist.name}" if entry is not None and entry.dist else name
 
 
-def configure(name: str, entry: EntryPoint | None) -> Callable[[argparse.ArgumentParser], Runner]:
+def configure(entry: EntryPoint) -> Callable[[argparse.ArgumentParser], Runner]:
     """What adds the command's arguments once it is chosen, and returns its runner."""
 
     def add_arguments(parser: argparse.ArgumentParser) -> Runner:
-        if entry is None:
-            # any arguments: the answer is the same, and not an argparse usage error
-            parser.add_argument("arguments", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-            return lambda settings, args: not_installed(name)
         loaded: object = entry.load()
         if not callable(loaded):
             raise AppError(ErrorCode.INTERNAL, f"{entry.value} ({GROUP}) is not callable")
@@ -71,6 +67,12 @@ def configure(name: str, entry: EntryPoint | None) -> Callable[[argparse.Argumen
     return add_arguments
 
 
-def not_installed(name: str) -> int:
-    print(f"trainctl: `trainctl {name}` needs the worker package: {INSTALL_HINT}", file=sys.stderr)
-    return ExitCode.CONFIG
+def not_installed(name: str) -> Runner:
+    """The runner of a command whose package is not installed: it says what to install."""
+
+    def explain(settings: Settings, args: argparse.Namespace) -> int:
+        message = f"trainctl: `trainctl {name}` needs the worker package: {INSTALL_HINT}"
+        print(message, file=sys.stderr)
+        return ExitCode.CONFIG
+
+    return explain
