@@ -37,9 +37,9 @@ from platform_core.http_client import ApiError, TrainerClient
 from platform_core.redis_connection import open_redis
 from platform_core.settings import Settings
 from platform_core.specs import ModelSpec, TokenizerSpec, TrainConfig, TrainRunSpec
+from trainer_cli import worker_commands
 from trainer_cli.follow import follow_run
 from trainer_cli.progress import ProgressView, format_number
-from trainer_cli.worker_commands import installed
 
 READY_TIMEOUT_S = 60.0  # the API imports FastAPI and connects to Redis: a second or two
 WATCH_INTERVAL_S = 0.5  # how often the API and worker processes are checked while following
@@ -98,7 +98,7 @@ def _check_installed(*, with_worker: bool) -> None:
             "`trainctl demo` starts an API and needs the API package: "
             "pip install ./libs/platform_core ./services/api",
         )
-    if with_worker and "worker" not in installed():
+    if with_worker and worker_commands.find("worker") is None:
         raise AppError(
             ErrorCode.CONFIG_INVALID,
             "`trainctl demo` starts a worker and needs the worker package: "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from platform_core.errors import AppError
@@ -20,7 +20,6 @@ from platform_core.settings import Settings, load_settings
 from trainer_cli import demo, remote, worker_commands
 from trainer_cli.worker_commands import Runner
 
-Configure = Callable[[argparse.ArgumentParser], Runner]
 if TYPE_CHECKING:
     _SubParsersAction = argparse._SubParsersAction[argparse.ArgumentParser]
 else:  # not subscriptable at run time
@@ -28,13 +27,12 @@ else:  # not subscriptable at run time
 
 
 class _Subcommands(_SubParsersAction):
-    """Subcommands, each with the function that runs it; a `deferred` one gets its arguments
-    (and its runner) only once it is chosen; an `absent` one (its package is not installed)
-    takes any arguments, which are its package's to define."""
+    """Subcommands, each with the function that runs it. A worker command is looked up only
+    once it is chosen (so the others never scan the installed packages); it then gets its
+    arguments and runner from the worker package, or, without it, a runner that says what to
+    install whatever the arguments."""
 
-    deferred: dict[str, Configure]
     runners: dict[str, Runner]
-    absent: set[str]
 
     def __call__(
         self,
@@ -43,11 +41,14 @@ class _Subcommands(_SubParsersAction):
         values: str | Sequence[object] | None,
         option_string: str | None = None,
     ) -> None:
-        if isinstance(values, list) and values and values[0] in self.deferred:
+        if isinstance(values, list) and values and values[0] in worker_commands.WORKER_COMMANDS:
             name = values[0]
-            self.runners[name] = self.deferred.pop(name)(self.choices[name])
-        elif isinstance(values, list) and values and values[0] in self.absent:
-            values = values[:1]  # its runner says what to install, whatever was asked
+            entry = worker_commands.find(name)
+            if entry is None:
+                self.runners[name] = worker_commands.not_installed(name)
+                values = values[:1]  # its arguments are the absent package's to define
+            else:
+                self.runners[name] = worker_commands.configure(entry)(self.choices[name])
         super().__call__(parser, namespace, values, option_string)
 
 
@@ -59,16 +60,8 @@ def _build() -> tuple[argparse.ArgumentParser, _Subcommands]:
     demo.add_arguments(commands.add_parser("demo", help=demo.__doc__.splitlines()[0]))
     commands.runners = {name: remote.run for name in remote.COMMANDS}
     commands.runners["demo"] = demo.run
-    commands.deferred, commands.absent = {}, set()
-    installed = worker_commands.installed()
-    for name in worker_commands.WORKER_COMMANDS | installed:
-        entry = installed.get(name)
-        commands.add_parser(name, help=worker_commands.help_of(name, entry), add_help=bool(entry))
-        if entry is None:
-            commands.absent.add(name)
-            commands.runners[name] = worker_commands.not_installed(name)
-        else:
-            commands.deferred[name] = worker_commands.configure(entry)
+    for name, text in worker_commands.WORKER_COMMANDS.items():
+        commands.add_parser(name, help=text)
     return parser, commands
 
 
@@ -78,8 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser, commands = _build()
-    args = parser.parse_args(argv)
     try:
+        args = parser.parse_args(argv)  # a chosen worker command is loaded here
         settings = load_settings()
         _configure_logging(settings)
         return commands.runners[args.command](settings, args)

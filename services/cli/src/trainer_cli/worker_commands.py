@@ -3,10 +3,10 @@ worker package when it is installed.
 
 They need torch and the training engine, which an operator's laptop does not: this package
 never imports the worker. The worker declares each command as an entry point of the group
-`trainctl.commands`; the entry point is loaded only once its command is chosen, called with
-the command's parser (it adds its arguments) and returns the function that runs the command
-with the settings and the parsed arguments. Without the worker package the command still
-exists, and says how to install it.
+`trainctl.commands`; the installed packages are searched for it, and it is loaded, only once
+its command is chosen: it is called with the command's parser (it adds its arguments) and
+returns the function that runs the command with the settings and the parsed arguments.
+Without the worker package the command still exists, and says how to install it.
 """
 
 from __future__ import annotations
@@ -34,15 +34,11 @@ INSTALL_HINT: Final = (
 )
 
 
-def installed() -> dict[str, EntryPoint]:
-    """The commands that installed packages declare, by name."""
-    return {entry.name: entry for entry in entry_points(group=GROUP)}
-
-
-def help_of(name: str, entry: EntryPoint | None) -> str:
-    if name in WORKER_COMMANDS:
-        return WORKER_COMMANDS[name]
-    return f"from {entry.dist.name}" if entry is not None and entry.dist else name
+def find(name: str) -> EntryPoint | None:
+    """The entry point of the command `name`, when an installed package declares it."""
+    for entry in entry_points(group=GROUP, name=name):
+        return entry
+    return None
 
 
 def configure(entry: EntryPoint) -> Callable[[argparse.ArgumentParser], Runner]:
