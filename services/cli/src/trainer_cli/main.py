@@ -48,7 +48,7 @@ class _Subcommands(_SubParsersAction):
                 self.runners[name] = worker_commands.not_installed(name)
                 values = values[:1]  # its arguments are the absent package's to define
             else:
-                self.runners[name] = worker_commands.configure(entry)(self.choices[name])
+                self.runners[name] = worker_commands.load(entry, self.choices[name])
         super().__call__(parser, namespace, values, option_string)
 
 

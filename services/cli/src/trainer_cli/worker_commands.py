@@ -41,26 +41,22 @@ def find(name: str) -> EntryPoint | None:
     return None
 
 
-def configure(entry: EntryPoint) -> Callable[[argparse.ArgumentParser], Runner]:
-    """What adds the command's arguments once it is chosen, and returns its runner."""
+def load(entry: EntryPoint, parser: argparse.ArgumentParser) -> Runner:
+    """Load a chosen command: it adds its arguments to `parser` and returns its runner."""
+    loaded: object = entry.load()
+    if not callable(loaded):
+        raise AppError(ErrorCode.INTERNAL, f"{entry.value} ({GROUP}) is not callable")
+    runner: object = loaded(parser)
+    if not callable(runner):
+        raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned no command to run")
 
-    def add_arguments(parser: argparse.ArgumentParser) -> Runner:
-        loaded: object = entry.load()
-        if not callable(loaded):
-            raise AppError(ErrorCode.INTERNAL, f"{entry.value} ({GROUP}) is not callable")
-        runner: object = loaded(parser)
-        if not callable(runner):
-            raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned no command to run")
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        code = runner(settings, args)
+        if not isinstance(code, int):
+            raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned {code!r}, no exit code")
+        return code
 
-        def run(settings: Settings, args: argparse.Namespace) -> int:
-            code = runner(settings, args)
-            if not isinstance(code, int):
-                raise AppError(ErrorCode.INTERNAL, f"{entry.value} returned {code!r}, no exit code")
-            return code
-
-        return run
-
-    return add_arguments
+    return run
 
 
 def not_installed(name: str) -> Runner:
