@@ -105,8 +105,8 @@ def serve_worker(name: str) -> int:
     `trainctl worker` alone does not, and each of its work horses imports it (torch,
     transformers: seconds) before the job starts. Both paths here run on the warm one."""
     # only this process loads torch (through the worker's modules), not the bench itself
+    from trainer_cli.main import main as trainctl  # noqa: PLC0415
     from trainer_worker import jobs  # noqa: PLC0415
-    from trainer_worker.cli.main import main as trainctl  # noqa: PLC0415
 
     # train_model calls the module's name at run time; it is imported there, not exported
     vars(jobs)["train_model_body"] = note_body_start

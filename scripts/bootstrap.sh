@@ -13,7 +13,8 @@ if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 
 stamp_inputs=(constraints.txt requirements-dev.txt libs/platform_core/pyproject.toml
-    services/api/pyproject.toml services/worker/pyproject.toml services/bot/pyproject.toml)
+    services/api/pyproject.toml services/worker/pyproject.toml services/bot/pyproject.toml
+    services/cli/pyproject.toml)
 stamp="$(cat "${stamp_inputs[@]}" | sha256sum | cut -d' ' -f1)"
 if [[ -x .venv/bin/python && -f .venv/.bootstrap-stamp && "$(cat .venv/.bootstrap-stamp)" == "$stamp" ]]; then
     exit 0
@@ -24,6 +25,10 @@ echo "bootstrap: creating .venv and installing packages (first run takes a few m
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch is pinned exactly (constraints.txt); an open range would pull a multi-GB CUDA build.
 .venv/bin/python -m pip install --quiet -c constraints.txt -r requirements-dev.txt \
-    -e libs/platform_core -e services/api -e services/worker -e services/bot
+    -e libs/platform_core -e services/api -e services/worker -e services/bot -e services/cli
+# an older venv's worker package owned the trainctl script; replacing that package can
+# remove the script the CLI package just installed
+[[ -x .venv/bin/trainctl ]] || .venv/bin/python -m pip install --quiet --no-deps \
+    --force-reinstall -e services/cli
 echo "$stamp" > .venv/.bootstrap-stamp
 echo "bootstrap: done" >&2

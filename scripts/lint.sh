@@ -11,4 +11,5 @@ ruff check .
 ruff format --check .
 
 echo "== mypy (strict)"
-mypy libs/platform_core/src services/api/src services/worker/src services/bot/src tests bench
+mypy libs/platform_core/src services/api/src services/worker/src services/bot/src \
+    services/cli/src tests bench

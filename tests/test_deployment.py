@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from platform_core.json_types import JsonObject, JsonValue
-from trainer_worker.cli.main import build_parser
+from trainer_cli.main import build_parser
 
 ROOT = Path(__file__).parents[1]
 DOCKERFILES = {
@@ -169,6 +169,27 @@ def test_api_and_bot_images_carry_no_torch(service: str) -> None:
         meta = tomllib.loads((ROOT / package / "pyproject.toml").read_text(encoding="utf-8"))
         dependencies = meta["project"]["dependencies"]
         assert not [d for d in dependencies if d.startswith(("torch", "transformers"))], package
+
+
+def test_images_that_run_trainctl_install_the_cli_and_the_worker(compose: JsonObject) -> None:
+    """`trainctl` is the CLI package's script; `trainctl worker` needs the worker package."""
+    for name, service in _services(compose).items():
+        command = service.get("command")
+        if not (isinstance(command, list) and command[:1] == ["trainctl"]):
+            continue
+        dockerfile = ROOT / str(_object(service["build"])["dockerfile"])
+        text = dockerfile.read_text(encoding="utf-8")
+        packages = re.findall(r"^RUN pip install -c \S+ (.+)$", text, re.MULTILINE)[0].split()
+        assert {"./services/cli", "./services/worker"} <= set(packages), name
+
+
+def test_one_package_declares_the_trainctl_script() -> None:
+    declaring = []
+    for pyproject in sorted(ROOT.glob("*/*/pyproject.toml")):
+        meta = tomllib.loads(pyproject.read_text(encoding="utf-8"))
+        if "trainctl" in meta["project"].get("scripts", {}):
+            declaring.append(pyproject.parent.relative_to(ROOT).as_posix())
+    assert declaring == ["services/cli"]
 
 
 def test_the_worker_image_pins_torch_from_the_constraints() -> None:

@@ -1,4 +1,4 @@
-"""The API, the bot and platform_core start fast because they never load torch,
+"""The API, the bot, trainctl and platform_core start fast because they never load torch,
 transformers or mlflow; services never import each other (ARCHITECTURE.md)."""
 
 from __future__ import annotations
@@ -12,6 +12,12 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 HEAVY = ("torch", "transformers", "mlflow")
+SERVICES = ("trainer_api", "trainer_worker", "trainer_bot", "trainer_cli")
+
+
+def _others(service: str) -> tuple[str, ...]:
+    return tuple(name for name in SERVICES if name != service)
+
 
 _PROBE = """
 import importlib, json, pkgutil, sys
@@ -33,7 +39,7 @@ def _modules_loaded_by(package: str) -> set[str]:
     return set(json.loads(out))
 
 
-@pytest.mark.parametrize("package", ["platform_core", "trainer_api", "trainer_bot"])
+@pytest.mark.parametrize("package", ["platform_core", "trainer_api", "trainer_bot", "trainer_cli"])
 def test_light_packages_never_load_heavy_libraries(package: str) -> None:
     loaded = _modules_loaded_by(package)
     heavy = sorted(m for m in loaded if m.split(".")[0] in HEAVY)
@@ -43,10 +49,12 @@ def test_light_packages_never_load_heavy_libraries(package: str) -> None:
 @pytest.mark.parametrize(
     ("package", "forbidden"),
     [
-        ("platform_core", ("fastapi", "discord", "trainer_api", "trainer_worker", "trainer_bot")),
-        ("trainer_api", ("discord", "trainer_worker", "trainer_bot")),
-        ("trainer_bot", ("fastapi", "trainer_api", "trainer_worker")),
-        ("trainer_worker", ("fastapi", "discord", "trainer_api", "trainer_bot")),
+        ("platform_core", ("fastapi", "discord", *SERVICES)),
+        ("trainer_api", ("discord", *_others("trainer_api"))),
+        ("trainer_bot", ("fastapi", *_others("trainer_bot"))),
+        ("trainer_worker", ("fastapi", "discord", *_others("trainer_worker"))),
+        # an operator's CLI: no server frameworks, and no rq (it talks to the API only)
+        ("trainer_cli", ("fastapi", "uvicorn", "discord", "rq", *_others("trainer_cli"))),
     ],
 )
 def test_packages_respect_their_boundaries(package: str, forbidden: tuple[str, ...]) -> None:

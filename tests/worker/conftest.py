@@ -1,5 +1,5 @@
 """The API test fixtures (a live uvicorn server on the real Redis, the project's client on it,
-a corpus), for trainctl's API commands and the demo."""
+a corpus), for the worker's jobs and inference tests."""
 
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ import torch
 from platform_core.json_types import JsonObject
 from platform_core.manifests import RunManifest, write_manifest
 from platform_core.run_state import RunStatus
+from trainer_cli.main import main
 from trainer_worker.checkpoints import list_checkpoints, save_checkpoint
-from trainer_worker.cli.main import main
 from trainer_worker.training.seeding import make_generator
 from trainer_worker.training.state import capture_train_state
 

@@ -39,7 +39,7 @@ def _worker(data_root: Path, redis_url: str, *, burst: bool) -> subprocess.Popen
     command = [
         sys.executable,
         "-m",
-        "trainer_worker.cli.main",
+        "trainer_cli",
         "worker",
         "--queues",
         TRAINING_QUEUE,

@@ -77,7 +77,7 @@ def test_a_killed_workers_scheduler_dies_with_it_and_frees_its_lock(
     scheduler lock: the next worker would start no scheduler, and delayed retries stall."""
     env = {**os.environ, "REDIS_URL": redis_url, "APP__DATA_ROOT": str(tmp_path)}
     worker = subprocess.Popen(
-        [sys.executable, "-m", "trainer_worker.cli.main", "worker", "--queues", "probe-q"],
+        [sys.executable, "-m", "trainer_cli", "worker", "--queues", "probe-q"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,1 +1,2 @@
-"""trainctl: the operator CLI (worker, demo; remote commands through the API)."""
+"""trainctl's worker-side commands (`worker`, `list-checkpoints`, `cleanup`); the operator
+commands over the API are the trainer-cli package's."""

@@ -6,11 +6,16 @@ submits the two runs with the project's HTTP client, follows each one's event st
 with a progress bar, and prints the first and final eval perplexity and a sample. The API and
 the worker are stopped at the end, after an error, and on Ctrl-C (which first cancels the run
 under way, so it stops at its next step and keeps a checkpoint).
+
+It runs the API and the worker from this environment: without the API package, or without
+the worker package (unless `--no-worker`), it says which to install and exits before
+starting anything.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import signal
 import socket
@@ -29,10 +34,12 @@ from pydantic import ValidationError
 from platform_core.api_models import JobAccepted, RunCreate, RunMetrics, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode, ExitCode, invalid_input
 from platform_core.http_client import ApiError, TrainerClient
+from platform_core.redis_connection import open_redis
 from platform_core.settings import Settings
 from platform_core.specs import ModelSpec, TokenizerSpec, TrainConfig, TrainRunSpec
-from trainer_worker.cli.follow import follow_run
-from trainer_worker.cli.progress import ProgressView, format_number
+from trainer_cli import worker_commands
+from trainer_cli.follow import follow_run
+from trainer_cli.progress import ProgressView, format_number
 
 READY_TIMEOUT_S = 60.0  # the API imports FastAPI and connects to Redis: a second or two
 WATCH_INTERVAL_S = 0.5  # how often the API and worker processes are checked while following
@@ -65,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    """The demo, with its settings and installation checked before anything starts."""
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tokenizer_id, run_id = f"demo-bpe-{stamp}", f"demo-gpt2-{stamp}"
     try:  # checked before anything starts
@@ -74,6 +82,40 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         model = RunCreate(spec=_model_spec(tokenizer_id, args), run_id=run_id)
     except ValidationError as exc:
         raise invalid_input(exc, what="demo arguments") from exc
+    _check_installed(with_worker=not args.no_worker)
+    redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
+    # the API and worker processes share this Redis; holding it here keeps an embedded one up
+    # from the first process's start to the last one's stop
+    with open_redis(redis_url, settings.data_root, timeout_s=settings.redis.connect_timeout_s):
+        return _run(settings, args, tokenizer=tokenizer, model=model, ids=(tokenizer_id, run_id))
+
+
+def _check_installed(*, with_worker: bool) -> None:
+    """The demo starts the API and a worker with this interpreter: both must be installed."""
+    if importlib.util.find_spec("trainer_api") is None:
+        raise AppError(
+            ErrorCode.CONFIG_INVALID,
+            "`trainctl demo` starts an API and needs the API package: "
+            "pip install ./libs/platform_core ./services/api",
+        )
+    if with_worker and worker_commands.find("worker") is None:
+        raise AppError(
+            ErrorCode.CONFIG_INVALID,
+            "`trainctl demo` starts a worker and needs the worker package: "
+            "pip install ./libs/platform_core ./services/worker (it brings torch); "
+            "or pass --no-worker when workers on this Redis already run",
+        )
+
+
+def _run(
+    settings: Settings,
+    args: argparse.Namespace,
+    *,
+    tokenizer: TokenizerCreate,
+    model: RunCreate,
+    ids: tuple[str, str],
+) -> int:
+    tokenizer_id, run_id = ids
     children: list[Child] = []
     try:
         port = _free_port()
@@ -83,7 +125,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         wait_until_ready(url, children[0], READY_TIMEOUT_S)
         print(f"API ready at {url}")
         if not args.no_worker:
-            worker = ["-m", "trainer_worker.cli.main", "worker"]
+            worker = ["-m", "trainer_cli", "worker"]
             children.append(spawn(settings, "worker", worker, {}))
         api_key = settings.security.api_key
         secret = api_key.get_secret_value() if api_key is not None else None

@@ -47,11 +47,11 @@ from platform_core.settings import LogFormat
 from tests.api.conftest import LiveApi, char_tokenizer, tiny_run, tiny_run_spec, work
 from tests.manifests import write_run_manifest
 from trainer_api import streams
+from trainer_cli import follow
+from trainer_cli.follow import follow_run
+from trainer_cli.main import main
+from trainer_cli.remote import exit_code_for
 from trainer_worker import defaults
-from trainer_worker.cli import follow
-from trainer_worker.cli.follow import follow_run
-from trainer_worker.cli.main import main
-from trainer_worker.cli.remote import exit_code_for
 
 pytestmark = pytest.mark.integration
 HEAVY = ("torch", "transformers", "mlflow")
@@ -332,7 +332,7 @@ def test_exit_codes_of_error_codes() -> None:
 def test_api_commands_never_load_torch(live_api: LiveApi, tmp_path: Path) -> None:
     probe = (
         "import json, sys\n"
-        "from trainer_worker.cli.main import main\n"
+        "from trainer_cli.main import main\n"
         "code = main(sys.argv[1:])\n"
         f"print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in {HEAVY!r})))\n"
         "sys.exit(code)\n"
@@ -346,18 +346,6 @@ def test_api_commands_never_load_torch(live_api: LiveApi, tmp_path: Path) -> Non
     listing, heavy = done.stdout.strip().rsplit("\n", 1)
     assert RunList.model_validate_json(listing).total == 0
     assert json.loads(heavy) == []
-
-
-def test_the_checkpoint_commands_get_their_arguments_when_chosen(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], data_root: Path
-) -> None:
-    monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
-    assert main(["list-checkpoints", "--run", "missing"]) == 1
-    assert "not found" in capsys.readouterr().err
-    assert main(["cleanup", "--dry-run"]) == 0
-    with pytest.raises(SystemExit):
-        main(["cleanup", "--no-such-flag"])
-    assert "--no-such-flag" in capsys.readouterr().err
 
 
 # ---- following: outcomes, a dropped stream, a gone API ---------------------------------------

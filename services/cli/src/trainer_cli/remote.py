@@ -36,8 +36,8 @@ from platform_core.http_client import ApiError, TrainerClient
 from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
 from platform_core.specs import validate_generate_request, validate_score_request
-from trainer_worker.cli.follow import follow_run
-from trainer_worker.cli.progress import (
+from trainer_cli.follow import follow_run
+from trainer_cli.progress import (
     ProgressView,
     format_duration,
     format_number,
