@@ -227,13 +227,14 @@ def requeue_stale_runs(
     store = RunStateStore(client)
     requeued: list[str] = []
     for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
-        if not _sweep_lock(client, run_id):
-            continue
         meta, spec_json = store.meta(run_id), store.spec_json(run_id)
         kind, owner = meta.get("kind"), meta.get("user_id")
         user_id = int(owner) if owner else None
         if spec_json is None or kind not in JOB_FUNCTIONS:
+            # not ours to resume; left unlocked, so the cancellation sweep may still stop it
             _log.warning("stale run without a spec; cannot requeue", extra={"run_id": run_id})
+            continue
+        if not _sweep_lock(client, run_id):
             continue
         outcome = store.move(
             run_id,
