@@ -47,6 +47,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -57,8 +58,12 @@ from rq import Queue, Worker, get_current_job
 from platform_core.api_models import RunCreate
 from platform_core.http_client import TrainerClient
 from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
+from platform_core.manifests import EvalPoint, MetricsSummary, RunDurations, RunManifest
+from platform_core.manifests import write_manifest as write_run_manifest
 from platform_core.queue import FAILURE_TTL_S, RESULT_TTL_S, TRAINING_QUEUE
 from platform_core.redis_connection import resolve_redis_url
+from platform_core.run_state import RunStatus
 from platform_core.specs import ModelSpec, TrainRunSpec
 
 if TYPE_CHECKING:
@@ -232,9 +237,9 @@ def bench_spec() -> TrainRunSpec:
 
 def make_tokenizer(data_root: Path) -> None:
     """What `check_tokenizer` looks for: a trained tokenizer's manifest (never loaded here)."""
-    folder = data_root / "tokenizers" / TOKENIZER_ID
-    folder.mkdir(parents=True)
-    (folder / "manifest.json").write_text("{}", encoding="utf-8")
+    path = DataLayout(data_root).tokenizer_manifest(TOKENIZER_ID)
+    path.parent.mkdir(parents=True)
+    path.write_text("{}", encoding="utf-8")
 
 
 def _started_after(client: redis.Redis, stack: Stack, job_id: str, sent_ns: int) -> float:
@@ -302,31 +307,32 @@ def measure_dispatch(
 
 def write_manifest(data_root: Path, run_id: str) -> None:
     """A finished run's manifest of the usual size (GET /runs/{id} reads it)."""
-    history: list[JsonObject] = [
-        {"step": 100 * (k + 1), "eval_loss": 3.0 - 0.1 * k, "perplexity": 20.0 - k}
+    history = [
+        EvalPoint(step=100 * (k + 1), eval_loss=3.0 - 0.1 * k, perplexity=20.0 - k)
         for k in range(20)
     ]
-    manifest: JsonObject = {
-        "run_id": run_id,
-        "kind": "train_model",
-        "status": "completed",
-        "stop_reason": "max_steps",
-        "config": json.loads(bench_spec().model_dump_json()),
-        "metrics": {
-            "steps": 2000,
-            "final_loss": 1.2,
-            "best_eval_loss": 1.1,
-            "first_perplexity": 20.0,
-            "final_perplexity": 3.1,
-            "tokens_per_s": 15000.0,
-            "eval_history": [*history],
-        },
-        "durations_s": {"total": 120.0, "train": 110.0},
-        "versions": {"torch": "2.13.0", "tokenizers": "0.22"},
-    }
-    folder = data_root / "runs" / run_id
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2), encoding="utf-8")
+    manifest = RunManifest(
+        run_id=run_id,
+        kind="train_model",
+        status=RunStatus.COMPLETED,
+        stop_reason="max_steps",
+        spec=json.loads(bench_spec().model_dump_json()),
+        started_at=datetime.now(UTC),
+        metrics=MetricsSummary(
+            steps=2000,
+            final_loss=1.2,
+            best_eval_loss=1.1,
+            first_perplexity=20.0,
+            final_perplexity=3.1,
+            tokens_per_s=15000.0,
+            eval_history=history,
+        ),
+        durations_s=RunDurations(total=120.0, training=110.0),
+        library_versions={"torch": "2.13.0", "tokenizers": "0.22"},
+    )
+    layout = DataLayout(data_root)
+    layout.run_dir(run_id).mkdir(parents=True, exist_ok=True)
+    write_run_manifest(layout.run_manifest(run_id), manifest)
 
 
 def _content_length(head: bytes) -> int:

@@ -19,6 +19,18 @@ def test_every_folder_of_a_run_and_a_tokenizer(tmp_path: Path) -> None:
     assert layout.checkpoints_dir("run-1") == root / "runs" / "run-1" / "checkpoints"
     assert layout.eval_dir("run-1") == root / "runs" / "run-1" / "eval"
     assert layout.model_dir("run-1") == root / "runs" / "run-1" / "model"
+    evals = root / "runs" / "run-1" / "eval"
+    assert [
+        layout.eval_history("run-1"),
+        layout.eval_metrics("run-1"),
+        layout.eval_samples("run-1"),
+        layout.evaluations("run-1"),
+    ] == [
+        evals / "history.jsonl",
+        evals / "metrics.json",
+        evals / "samples.jsonl",
+        evals / "evaluations.jsonl",
+    ]
     assert layout.tokenizer_manifest("tok") == root / "tokenizers" / "tok" / "manifest.json"
     assert layout.study_dir("s_1") == root / "studies" / "s_1"
     assert layout.spool_file("run-1") == root / "spool" / "run-1.events.jsonl"

@@ -5,7 +5,8 @@ CLI.
 <root>/tokenizers/<id>/manifest.json        a trained tokenizer (the folder appears whole)
 <root>/runs/<id>/manifest.json              a run's manifest (platform_core.manifests)
 <root>/runs/<id>/checkpoints/step-NNNNNNNN/ its checkpoints
-<root>/runs/<id>/eval/metrics.json          its metrics summary, eval history, samples
+<root>/runs/<id>/eval/                      metrics.json (summary), history.jsonl (every eval),
+                                            samples.jsonl, evaluations.jsonl (later evaluations)
 <root>/runs/<id>/model/                     its final weights
 <root>/runs/<id>/logs.jsonl                 its log
 <root>/studies/<id>/                        a study's report and storage
@@ -87,6 +88,18 @@ class DataLayout:
 
     def model_dir(self, run_id: str) -> Path:
         return self.run_dir(run_id) / MODEL
+
+    def eval_history(self, run_id: str) -> Path:
+        return self.eval_dir(run_id) / "history.jsonl"
+
+    def eval_metrics(self, run_id: str) -> Path:
+        return self.eval_dir(run_id) / "metrics.json"
+
+    def eval_samples(self, run_id: str) -> Path:
+        return self.eval_dir(run_id) / "samples.jsonl"
+
+    def evaluations(self, run_id: str) -> Path:
+        return self.eval_dir(run_id) / "evaluations.jsonl"
 
     # ---- tokenizers ----------------------------------------------------------------------
 

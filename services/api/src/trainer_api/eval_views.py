@@ -13,6 +13,7 @@ from pydantic import BaseModel, ValidationError
 
 from platform_core.api_models import EvalSample, EvaluationResult, RunEval
 from platform_core.errors import AppError
+from platform_core.layout import EVAL
 from platform_core.manifests import MetricsSummary, read_metrics_summary
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -46,7 +47,7 @@ def _parsed(path: Path, model: type[ModelT]) -> list[ModelT]:
 def load_eval(folder: Path, run_id: str) -> RunEval:
     """Everything evaluated about the run in `folder` so far (empty lists before that)."""
     try:
-        metrics: MetricsSummary | None = read_metrics_summary(folder / "eval" / "metrics.json")
+        metrics: MetricsSummary | None = read_metrics_summary(folder / EVAL / "metrics.json")
     except AppError:  # not written yet (the run is training), or unreadable
         metrics = None
     return RunEval(
@@ -54,6 +55,6 @@ def load_eval(folder: Path, run_id: str) -> RunEval:
         history=[] if metrics is None else metrics.eval_history,
         best_eval_loss=None if metrics is None else metrics.best_eval_loss,
         final_perplexity=None if metrics is None else metrics.final_perplexity,
-        samples=_parsed(folder / "eval" / "samples.jsonl", EvalSample),
-        evaluations=_parsed(folder / "eval" / "evaluations.jsonl", EvaluationResult),
+        samples=_parsed(folder / EVAL / "samples.jsonl", EvalSample),
+        evaluations=_parsed(folder / EVAL / "evaluations.jsonl", EvaluationResult),
     )

@@ -23,11 +23,11 @@ from starlette.responses import StreamingResponse
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import AsyncEventBus
 from platform_core.events import encode_event
+from platform_core.layout import DataLayout
 from platform_core.run_state import meta_key, status_key
 from platform_core.sse import KEEP_ALIVE, format_sse
 from trainer_api.live_state import STATUSES
 from trainer_api.log_files import read_lines
-from trainer_api.run_views import run_folder
 
 KEEP_ALIVE_S = 15.0  # well under the client's 60 s read timeout and common proxy idle limits
 FINISH_GRACE_S = 2.0  # the worker publishes its terminal event right after the status
@@ -113,7 +113,7 @@ async def require_run(client: redis.asyncio.Redis, data_root: Path, run_id: str)
     """NOT_FOUND unless Redis or the data root knows the run (run_views.run_exists, async)."""
     if await client.exists(status_key(run_id)):
         return
-    if not (run_folder(data_root, run_id) / "manifest.json").is_file():
+    if not DataLayout(data_root).run_manifest(run_id).is_file():
         raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
 
 

@@ -22,7 +22,7 @@ from platform_core.api_models import JobAccepted, RunCreate, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.json_types import JsonObject
-from platform_core.layout import ID_PATTERN
+from platform_core.layout import ID_PATTERN, DataLayout
 from platform_core.paths import resolve_inside
 from platform_core.queue import enqueue_job
 from platform_core.run_state import INDEX_KEY, RunStatus
@@ -98,7 +98,7 @@ def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> 
             ErrorCode.INVALID_INPUT,
             f"spec.tokenizer_id {tokenizer_id!r} must be 1-64 letters, digits, '_' or '-'",
         )
-    if (tokenizer_folder(data_root, tokenizer_id) / "manifest.json").is_file():
+    if DataLayout(data_root).tokenizer_manifest(tokenizer_id).is_file():
         return
     live = live_state(client, tokenizer_id)
     if live.kind == "train_tokenizer" and live.status in ("queued", "running"):

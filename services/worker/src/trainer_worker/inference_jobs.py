@@ -27,7 +27,7 @@ from platform_core.inference_results import (
     save_record,
 )
 from platform_core.json_types import JsonObject
-from platform_core.layout import MODEL, DataLayout
+from platform_core.layout import EVAL, MODEL, DataLayout
 from platform_core.logging import log_context
 from platform_core.manifests import RunManifest, read_run_manifest
 from platform_core.specs import (
@@ -140,7 +140,7 @@ def evaluate_work(
         "corpus_sha256": corpus.sha256,
         "evaluated_at": time.time(),
     }
-    with (folder / "eval" / "evaluations.jsonl").open("a", encoding="utf-8") as handle:
+    with (folder / EVAL / "evaluations.jsonl").open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(result) + "\n")
     return result
 

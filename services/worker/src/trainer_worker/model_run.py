@@ -99,7 +99,6 @@ def resume_hint(layout: DataLayout, run_id: str) -> int | None:
 def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     """The body of a `train_model` job: prepare, resume or start, train, publish."""
     started = time.monotonic()
-    folder = context.layout.run_dir(context.run_id)
     run = _prepare(parse_spec(spec_json), context)
     search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
     resume = search.point
@@ -111,7 +110,7 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
             eta_s=None,
             message=_resume_message(search),
         )
-    (folder / "eval").mkdir(parents=True, exist_ok=True)
+    context.layout.eval_dir(context.run_id).mkdir(parents=True, exist_ok=True)
     manifest = run.manifest.model_copy(
         update={"resumed_from_step": resume.state.step if resume else None}
     )
@@ -223,11 +222,9 @@ def _train_and_publish(
 
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
-    _write_jsonl(layout.eval_dir(run_id) / "samples.jsonl", samples)
+    _write_jsonl(layout.eval_samples(run_id), samples)
     metrics = _metrics(result, read_history(folder))
-    write_atomic(
-        layout.eval_dir(run_id) / "metrics.json", metrics.model_dump_json(indent=2).encode()
-    )
+    write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
     layout.model_dir(run_id).mkdir(exist_ok=True)
     weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
     duration = time.monotonic() - started
@@ -284,7 +281,7 @@ def _param_bytes(model: torch.nn.Module) -> int:
 
 def _load_tokenizer(layout: DataLayout, tokenizer_id: str) -> Tokenizer:
     directory = layout.tokenizer_dir(tokenizer_id)
-    if not (directory / "manifest.json").is_file():
+    if not layout.tokenizer_manifest(tokenizer_id).is_file():
         raise AppError(
             ErrorCode.DATA_NOT_FOUND,
             f"tokenizer {tokenizer_id!r} not found; train one first (train_tokenizer)",

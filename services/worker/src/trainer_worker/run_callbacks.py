@@ -25,6 +25,7 @@ from platform_core.events import (
     MetricsProgressPayload,
 )
 from platform_core.json_types import JsonObject
+from platform_core.layout import CHECKPOINTS, EVAL
 from platform_core.specs import RetentionSpec
 from trainer_worker import checkpoint_retention
 from trainer_worker.checkpoint_retention import (
@@ -44,7 +45,7 @@ _log = logging.getLogger(__name__)
 # The flag is one Redis read (~0.5 ms): every 50 ms costs ~1% and stops a run of fast
 # steps within a handful of them.
 CANCEL_POLL_S = 0.05
-HISTORY_FILE = "history.jsonl"
+HISTORY_FILE = "history.jsonl"  # in EVAL: DataLayout.eval_history
 
 
 @dataclass
@@ -64,7 +65,7 @@ class RunCallbacks:
 
     @property
     def checkpoints(self) -> Path:
-        return self.folder / "checkpoints"
+        return self.folder / CHECKPOINTS
 
     def callbacks(self) -> Callbacks:
         return Callbacks(
@@ -121,7 +122,7 @@ class RunCallbacks:
             "eval_loss": info.eval_loss,
             "perplexity": info.perplexity,
         }
-        with (self.folder / "eval" / HISTORY_FILE).open("a", encoding="utf-8") as handle:
+        with (self.folder / EVAL / HISTORY_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         payload = MetricsEvalPayload(
             step=info.step, eval_loss=info.eval_loss, perplexity=info.perplexity
@@ -167,7 +168,7 @@ class RunCallbacks:
         context = self.context
         payload = MetricsCheckpointPayload(
             step=meta.step,
-            path=f"runs/{context.run_id}/checkpoints/{meta.name}",
+            path=context.layout.relative(self.checkpoints / meta.name),
             size_bytes=meta.size_bytes,
             sha256=meta.model_sha256,
             is_best=best_of(plan.keep).step == meta.step,
@@ -187,7 +188,7 @@ class RunCallbacks:
 
 def read_history(folder: Path) -> list[JsonObject]:
     """The run's eval history (every eval of every attempt, one row per step)."""
-    path = folder / "eval" / HISTORY_FILE
+    path = folder / EVAL / HISTORY_FILE
     if not path.is_file():
         return []
     rows: dict[int, JsonObject] = {}

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from platform_core.errors import AppError
-from platform_core.layout import MANIFEST_FILE, DataLayout
+from platform_core.layout import CHECKPOINTS, MANIFEST_FILE, DataLayout
 from platform_core.manifests import RunManifest, read_run_manifest
 from platform_core.run_state import RunStatus
 from platform_core.specs import RetentionSpec
@@ -110,7 +110,7 @@ def list_checkpoints_command(data_root: Path, args: argparse.Namespace) -> int:
     if folder is None:
         print(f"trainctl: run folder for {args.run!r} not found", file=sys.stderr)
         return 1
-    checked = _check(folder / "checkpoints", verify=not args.no_verify)
+    checked = _check(folder / CHECKPOINTS, verify=not args.no_verify)
     entries = _usable(checked)
     kept = {e.step for e in plan_retention(entries, _retention(folder)).keep}
     best = best_of(entries).step if entries else None
@@ -193,7 +193,7 @@ def cleanup_command(data_root: Path, args: argparse.Namespace) -> int:
             return NOT_FOUND
         folders = [folder]
     else:
-        runs = data_root / "runs"
+        runs = DataLayout(data_root).runs_dir
         folders = sorted(p for p in runs.iterdir() if p.is_dir()) if runs.is_dir() else []
     job = _Cleanup(dry_run=args.dry_run)
     try:
@@ -216,7 +216,7 @@ def cleanup_command(data_root: Path, args: argparse.Namespace) -> int:
 def _clean_run(
     folder: Path, job: _Cleanup, *, aggressive: bool, orphaned_only: bool, corrupt: bool
 ) -> None:
-    checkpoints = folder / "checkpoints"
+    checkpoints = folder / CHECKPOINTS
     if not checkpoints.is_dir() or _status(folder) == "running":
         return  # a live run prunes itself (and may be writing): cleanup leaves it alone
     for leftover in sorted(checkpoints.glob(".*.tmp")):  # writes that never finished
