@@ -495,7 +495,8 @@ def test_pieces_hashed_in_parallel_give_the_documented_digests(tmp_path: Path, s
         damaged[-1] ^= 1
         path.write_bytes(bytes(damaged))
         assert not hashed_io.verify_file(path, tree)
-    assert not hashed_io.verify_file(path, {**tree, "piece_bytes": 0})  # never trusted
+    for refused in (0, 1, True, 1 << 30, "8388608"):  # sizes this code never writes
+        assert not hashed_io.verify_file(path, {**tree, "piece_bytes": refused})
 
 
 def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None:
