@@ -44,17 +44,33 @@ _SMALL = 64 * 1024  # below this a thread hop costs more than hashing in place
 # Hashing threads: every core, at most 16.
 HASH_THREADS = max(1, min(16, len(os.sched_getaffinity(0))))
 
-_pool_lock = threading.Lock()
-_pools: list[ThreadPoolExecutor] = []  # created on first use, then the one pool
+
+class _Pool:
+    """One hashing pool per process, shared by the training thread, the checkpoint writer
+    and inference: the jobs are pure hashing and never wait on each other. A forked child
+    (RQ's work horse) gets a pool of its own: the parent's threads do not exist there."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256")
+            return self.executor
+
+    def forget_after_fork(self) -> None:
+        self.lock = threading.Lock()  # a lock held by a parent's thread stays held otherwise
+        self.executor = None
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget_after_fork)
 
 
 def _hash_pool() -> ThreadPoolExecutor:
-    """One pool for the process, shared by the training thread, the checkpoint writer and
-    inference: the jobs are pure hashing and never wait on each other."""
-    with _pool_lock:
-        if not _pools:
-            _pools.append(ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="sha256"))
-        return _pools[0]
+    return _pool.get()
 
 
 class _HashingRaw(io.RawIOBase):
