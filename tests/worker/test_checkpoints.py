@@ -7,6 +7,8 @@ import errno
 import hashlib
 import json
 import os
+import signal
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
@@ -495,7 +497,8 @@ def test_pieces_hashed_in_parallel_give_the_documented_digests(tmp_path: Path, s
         damaged[-1] ^= 1
         path.write_bytes(bytes(damaged))
         assert not hashed_io.verify_file(path, tree)
-    assert not hashed_io.verify_file(path, {**tree, "piece_bytes": 0})  # never trusted
+    for refused in (0, 1, True, 1 << 30, "8388608"):  # sizes this code never writes
+        assert not hashed_io.verify_file(path, {**tree, "piece_bytes": refused})
 
 
 def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None:
@@ -511,3 +514,24 @@ def test_our_reader_parses_every_dtype_the_writer_writes(tmp_path: Path) -> None
     assert json.loads(metadata["aliases"]) == {"alias": "f32"}
     for name, tensor in tensors.items():
         assert parsed[name].dtype == tensor.dtype and torch.equal(parsed[name], tensor), name
+
+
+def test_a_forked_child_hashes_with_a_pool_of_its_own(tmp_path: Path) -> None:
+    """RQ forks the work horse from a worker that may have hashed already: the child must
+    not wait on the parent's pool threads, which do not exist in it."""
+    data = bytes(range(256)) * 40_000  # 10 MB: more than one piece, on the pool
+    record = hashed_io.write_file(tmp_path / "parent.bin", data)  # the parent's pool runs
+    pid = os.fork()
+    if pid == 0:  # the child: exit 0 only if hashing completes and agrees
+        ok = hashed_io.verify_file(tmp_path / "parent.bin", record)
+        os._exit(0 if ok else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("the forked child hung on the parent's hashing pool")

@@ -35,22 +35,42 @@ FileRecord = dict[str, int | str]  # {"sha256": hex, "size": bytes[, "piece_byte
 # small enough that a 100 MB file still spreads over a dozen cores.
 PIECE_BYTES = 8 * 1024 * 1024
 _CHUNK = PIECE_BYTES  # buffered writes and whole-file reads go in pieces of the same size
-_MAX_PIECE_BYTES = 64 * 1024 * 1024
+# piece sizes a record may name: outside them a read would allocate too much or hash too
+# many tiny pieces, so such a record is refused
+_MIN_PIECE, _MAX_PIECE = 64 * 1024, 64 * 1024 * 1024
+# pieces read ahead at most: eight hashing cores outrun any single disk
+_MAX_READ_BUFFERS = 10
 _SMALL = 64 * 1024  # below this a thread hop costs more than hashing in place
-# Hashing threads: every core, at most 16 (a verify holds one piece buffer per thread, + 2).
+# Hashing threads: every core, at most 16.
 HASH_THREADS = max(1, min(16, len(os.sched_getaffinity(0))))
 
-_pool_lock = threading.Lock()
-_pools: list[ThreadPoolExecutor] = []  # created on first use, then the one pool
+
+class _Pool:
+    """One hashing pool per process, shared by the training thread, the checkpoint writer
+    and inference: the jobs are pure hashing and never wait on each other. A forked child
+    (RQ's work horse) gets a pool of its own: the parent's threads do not exist there."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.executor: ThreadPoolExecutor | None = None
+
+    def get(self) -> ThreadPoolExecutor:
+        with self.lock:
+            if self.executor is None:
+                self.executor = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="sha256")
+            return self.executor
+
+    def forget_after_fork(self) -> None:
+        self.lock = threading.Lock()  # a lock held by a parent's thread stays held otherwise
+        self.executor = None
+
+
+_pool = _Pool()
+os.register_at_fork(after_in_child=_pool.forget_after_fork)
 
 
 def _hash_pool() -> ThreadPoolExecutor:
-    """One pool for the process, shared by the training thread, the checkpoint writer and
-    inference: the jobs are pure hashing and never wait on each other."""
-    with _pool_lock:
-        if not _pools:
-            _pools.append(ThreadPoolExecutor(max_workers=HASH_THREADS, thread_name_prefix="sha256"))
-        return _pools[0]
+    return _pool.get()
 
 
 class _HashingRaw(io.RawIOBase):
@@ -157,8 +177,8 @@ def file_digest(path: Path, record: FileRecord) -> str | None:
             return None
         if piece_bytes is None:
             return _whole_sha256(handle, size)
-        if not isinstance(piece_bytes, int) or piece_bytes <= 0:
-            return None  # a record this code did not write: never trusted
+        if not isinstance(piece_bytes, int) or not _MIN_PIECE <= piece_bytes <= _MAX_PIECE:
+            return None  # not a piece size this code writes: refused, never trusted
         return _piece_tree_sha256(handle, size, piece_bytes)
 
 
@@ -188,9 +208,7 @@ def _whole_sha256(handle: io.FileIO, size: int) -> str | None:
 def _piece_tree_sha256(handle: io.FileIO, size: int, piece_bytes: int) -> str | None:
     """Read the pieces in order into a ring of buffers; each is hashed on the pool as soon as
     it is read, so the disk and every core work at once."""
-    if piece_bytes > _MAX_PIECE_BYTES:
-        return None  # not a size this code writes; refusing beats allocating it
-    buffers = _read_buffers(HASH_THREADS + 2, piece_bytes)
+    buffers = _read_buffers(min(HASH_THREADS + 2, _MAX_READ_BUFFERS), piece_bytes)
     free: queue.SimpleQueue[int] = queue.SimpleQueue()
     for index in range(len(buffers)):
         free.put(index)
