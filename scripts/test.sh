@@ -8,7 +8,7 @@ bash scripts/bootstrap.sh
 # shellcheck disable=SC1091
 source .venv/bin/activate
 
-# Coverage floors: platform_core is held at 100% (seed 003 §22); the project-wide floor is
+# Coverage floors: platform_core (every service builds on it) is held at 100%; the project-wide floor is
 # raised as the project grows and never lowered.
 PLATFORM_CORE_FLOOR=100
 PROJECT_FLOOR=96

@@ -1,5 +1,5 @@
 """The API, the bot, trainctl and platform_core start fast because they never load torch,
-transformers or mlflow; services never import each other (ARCHITECTURE.md)."""
+transformers or mlflow; services never import each other."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Error codes map to HTTP statuses, CLI exit codes (seed 002) and failure classes."""
+"""Error codes map to HTTP statuses, CLI exit codes and failure classes."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """One error vocabulary for every service.
 
 `ErrorCode` names what went wrong; each code carries the HTTP status the API answers with,
-the exit code of the CLI contract (seed 002: 0 ok, 1 training error, 2 configuration error,
+the exit code of the CLI contract (0 ok, 1 training error, 2 configuration error,
 3 data loading error, 4 storage error, 5 tracking error) and the failure class the worker uses
 to decide whether a job is retried (only TRANSIENT ones are).
 """
@@ -22,7 +22,7 @@ class FailureClass(StrEnum):
 
 
 class ExitCode:
-    """CLI exit codes of the seeds' CLI contract."""
+    """CLI exit codes: what scripts around `trainctl` branch on."""
 
     OK = 0
     TRAINING = 1

@@ -1,6 +1,6 @@
 """Live run state in Redis, shared by the worker (writer) and the API and bot (readers).
 
-Keys (ARCHITECTURE.md): `runs:status:<id>` (a RunStatus), `runs:hb:<id>` (last heartbeat,
+Keys: `runs:status:<id>` (a RunStatus), `runs:hb:<id>` (last heartbeat,
 UNIX seconds), `runs:<id>:cancelled` (cancel flag), `runs:msg:<id>` (a human-readable
 message), plus `runs:progress:<id>` (a hash with the latest progress figures) and the sorted set
 `runs:index` (run ids by creation time) so listings need no scan, and `runs:job:<id>` (the RQ

@@ -25,7 +25,7 @@ from pydantic_settings import (
 
 from platform_core.errors import AppError, ErrorCode
 
-# Flat names kept for operators and container platforms (seed 003 §34) -> nested field path.
+# Flat names that operators and container platforms set by habit -> nested field path.
 FLAT_ALIASES: dict[str, tuple[str, str | None]] = {
     "REDIS_URL": ("redis", "url"),
     "DISCORD_TOKEN": ("discord", "token"),

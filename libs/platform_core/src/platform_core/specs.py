@@ -329,8 +329,8 @@ DEFAULT_PROMPTS = ("The ", "In Python, ", "A function ")
 
 
 class RetentionSpec(BaseModel):
-    """Which checkpoints a run keeps (seed 000/002's retention parameters). The best ones
-    are judged by eval loss (lower is better)."""
+    """Which checkpoints a run keeps. The best ones are judged by eval loss (lower is
+    better)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 

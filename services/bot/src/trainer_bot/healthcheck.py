@@ -2,7 +2,7 @@
 
 Healthy means the bot on this host stamped its heartbeat (see `heartbeat`) recently from both
 notifier loops and its session is connected. Exit 0 healthy, 1 unhealthy (the reason on one
-line), 2 configuration error (the seeds' CLI contract), like the worker's check.
+line), 2 configuration error (trainctl's exit codes), like the worker's check.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The runs whose events go to the owner's DM: a Redis set (`discord:watching`, seed 003 §29),
+"""The runs whose events go to the owner's DM: a Redis set (`discord:watching`),
 read once at start-up and kept in memory, so the notifier checks a watch without a round trip
 for every event."""
 

@@ -1,6 +1,6 @@
 """trainctl: submit, follow and inspect runs through the trainer API; the demo; run workers.
 
-Exit codes follow the seeds' CLI contract: 0 ok, 1 training error, 2 configuration error,
+Exit codes: 0 ok, 1 training error, 2 configuration error,
 3 data error, 4 storage error, 5 tracking error.
 
 The API commands must start fast and install without torch: the worker-side commands come

@@ -4,8 +4,8 @@ cancel, generate, score, logs.
 They reach the API at APP__API__BASE_URL (default http://APP__API__HOST:APP__API__PORT) with
 APP__SECURITY__API_KEY when set, print readable text, or with `--json` the API's answer as
 JSON (event and log streams: one JSON document a line). A failed call prints its error code
-and message and exits with the code's exit code (seed 002's CLI contract). Nothing here loads
-torch: these commands start in well under a second.
+and message and exits with the code's exit code (`platform_core.errors`). Nothing here
+loads torch: these commands start in well under a second.
 """
 
 from __future__ import annotations

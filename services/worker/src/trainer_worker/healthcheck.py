@@ -2,7 +2,7 @@
 
 Healthy means an RQ worker started on this host is registered in Redis and its heartbeat is
 fresh: the process is alive and can still reach the queue. Exit 0 healthy, 1 unhealthy,
-2 configuration error (the seeds' CLI contract).
+2 configuration error (trainctl's exit codes).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from platform_core.specs import DeviceChoice, PrecisionChoice
 
 Precision = Literal["fp16", "bf16", "fp32"]
 
-# GPU batch sizes below these leave most of the device idle (seed 003, section 12)
+# GPU batch sizes below these leave most of the device idle
 CUDA_MIN_BATCH_SIZE: dict[str, int] = {"gpt2": 32, "char_lstm": 64}
 CUDA_MIN_BATCH_SIZE_OTHER = 16
 
