@@ -10,16 +10,28 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
+from safetensors.torch import load_file
 
 from platform_core.event_bus import EventBus
-from platform_core.events import Event, JobProgress, JobProgressPayload
+from platform_core.events import (
+    Event,
+    JobProgress,
+    JobProgressPayload,
+    MetricsEval,
+    MetricsProgress,
+)
+from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.specs import TokenizerSpec
 from tests.redis_server import StoppableRedis
 from trainer_worker import event_spool, job_context
 from trainer_worker.event_spool import EventSpool
 from trainer_worker.job_context import JobContext, Outcome, run_job
+from trainer_worker.model_run import train_model_body
+from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 
 pytestmark = pytest.mark.integration
 
@@ -162,3 +174,87 @@ def test_the_worker_skips_live_calls_while_held(
     assert context.mark_published(2) == 2
     assert calls == []
     spool.close()
+
+
+def _train_spec() -> JsonObject:
+    train: JsonObject = {
+        "max_steps": 120,
+        "batch_size": 8,
+        "block_size": 32,
+        "learning_rate": 1e-2,
+        "min_lr": 1e-3,
+        "warmup_steps": 5,
+        "eval_every": 40,
+        "eval_batches": 2,
+        "progress_every_steps": 5,
+        "checkpoint_every": 40,
+        "device": "cpu",
+        "seed": 11,
+    }
+    return {
+        "model": {"family": "char_lstm", "preset": "tiny"},
+        "tokenizer_id": "tok",
+        "train": train,
+        "sample_max_new_tokens": 4,
+    }
+
+
+def _train(run_id: str, client: redis.Redis, layout: DataLayout) -> JsonObject:
+    RunStateStore(client).set_status(run_id, RunStatus.QUEUED)
+    spec = _train_spec()
+    return run_job(
+        "train_model",
+        run_id,
+        lambda context: train_model_body(spec, context),
+        bus=EventBus(client),
+        layout=layout,
+    )
+
+
+@pytest.mark.slow
+def test_a_real_run_through_a_redis_outage_matches_an_uninterrupted_one(
+    server: StoppableRedis, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Redis goes away for over a second while a real model trains: the run completes, every
+    progress step and eval arrives exactly once and in order, and the weights are those of
+    the same run without an outage."""
+    monkeypatch.setattr(job_context, "FINAL_WRITE_WAIT_S", 30.0)
+    layout = DataLayout(tmp_path / "data")
+    layout.root.mkdir()
+    train_tokenizer_artifact("tok", TokenizerSpec(kind="char"), layout.root)
+    client = connect(server.url)
+    assert _train("calm", client, layout)["status"] == "completed"
+
+    def outage() -> None:
+        watcher = RunStateStore(connect(server.url))
+        deadline = time.monotonic() + 120
+        while int(float(watcher.progress("blink").get("step", "0"))) < 40:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        server.stop()
+        time.sleep(1.5)
+        server.start()
+
+    outages = threading.Thread(target=outage)
+    outages.start()
+    result = _train("blink", client, layout)
+    outages.join()
+    assert result["status"] == "completed"
+    assert RunStateStore(client).status("blink") is RunStatus.COMPLETED
+
+    def figures(run_id: str) -> tuple[list[int], list[int], list[str]]:
+        events = [e for e in _read_all(server.url) if e.run_id == run_id]
+        progress = [e.payload.step for e in events if isinstance(e, MetricsProgress)]
+        evals = [e.payload.step for e in events if isinstance(e, MetricsEval)]
+        lifecycle = [e.type.split(".")[2] for e in events if e.type.startswith("trainer.job.")]
+        return progress, evals, lifecycle
+
+    assert figures("blink") == figures("calm")
+    progress, evals, lifecycle = figures("blink")
+    assert progress == list(range(5, 121, 5)) and evals == [0, 40, 80, 120]
+    assert lifecycle == ["started", *["progress"] * lifecycle.count("progress"), "completed"]
+    calm = load_file(layout.model_dir("calm") / "model.safetensors")
+    blink = load_file(layout.model_dir("blink") / "model.safetensors")
+    assert calm.keys() == blink.keys()
+    for name in calm:
+        assert torch.equal(calm[name], blink[name]), name
