@@ -465,3 +465,44 @@ def test_a_dropped_stream_resumes_after_the_last_event(
     assert failed.value.status == 0
     # the first stream, then MAX_RECONNECTS reconnects of 1 + 3 retried attempts each
     assert len(gone.resumed_from) == 1 + follow.MAX_RECONNECTS * 4
+
+
+class _RedisBlink(httpx.BaseTransport):
+    """The API answers 503 REDIS_UNAVAILABLE to the first `down` event-stream requests."""
+
+    def __init__(self, down: int) -> None:
+        self._network = httpx.HTTPTransport()
+        self._down = down
+        self.asked = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/events"):
+            self.asked += 1
+            if self.asked <= self._down:
+                body = {"code": "REDIS_UNAVAILABLE", "message": "Redis is restarting"}
+                return httpx.Response(503, json=body)
+        return self._network.handle_request(request)
+
+    def close(self) -> None:
+        self._network.close()
+
+
+def test_follow_waits_for_the_apis_redis_and_resumes(
+    live_api: LiveApi, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(follow, "REDIS_RETRY_S", 0.0)
+    completed = JobCompleted(run_id="r", payload=JobCompletedPayload(duration_s=1.0))
+    _publish(redis_client, "r", completed)
+    seen: list[Event] = []
+    blink = _RedisBlink(down=30)  # longer than the client's own retries of a 503
+    with TrainerClient(live_api.base_url, transport=blink, backoff_s=0.0) as client:
+        assert follow_run(client, "r", seen.append) == 0
+    assert [type(e) for e in seen] == [JobCompleted] and blink.asked > 30
+
+    monkeypatch.setattr(follow, "REDIS_WAIT_S", 0.0)  # an outage past the wait gives up
+    with (
+        TrainerClient(live_api.base_url, transport=_RedisBlink(down=10**6), backoff_s=0.0) as c,
+        pytest.raises(ApiError) as failed,
+    ):
+        follow_run(c, "r", seen.append)
+    assert failed.value.code == "REDIS_UNAVAILABLE"
