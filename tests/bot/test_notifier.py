@@ -8,6 +8,7 @@ import dataclasses
 import itertools
 import logging
 import time
+from pathlib import Path
 
 import pytest
 import redis
@@ -19,6 +20,7 @@ from platform_core.redis_connection import connect_async
 from tests.bot import factories
 from tests.bot.discord_standin import OWNER_ID as OWNER
 from tests.bot.helpers import FAST, max_in_window, pending, publish, run_events, run_until, settled
+from tests.redis_server import StoppableRedis
 from trainer_bot import notifier as notifier_module
 from trainer_bot.live_store import LIVE_KEY
 from trainer_bot.notifier import Notifier, NotifierConfig
@@ -525,3 +527,39 @@ def test_watch_store_round_trip(redis_url: str, redis_client: redis.Redis) -> No
         await client.aclose()
 
     asyncio.run(scenario())
+
+
+def test_the_bot_waits_through_a_redis_restart_and_delivers_what_came_after(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(notifier_module, "REDIS_RETRY_FIRST_S", 0.05)
+    monkeypatch.setattr(notifier_module, "REDIS_RETRY_MAX_S", 0.2)
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    sender = RecordingSender()
+
+    async def scenario(server: StoppableRedis) -> None:
+        sync = redis.Redis.from_url(server.url)
+        sync.sadd(WATCHING_KEY, "run-1")
+        publish(sync, factories.queued())
+        notifier, client = await notifier_for(server.url, sender)
+        task = asyncio.create_task(notifier.run())
+        async with asyncio.timeout(20):
+            while "Queued · run-1" not in " ".join(sender.notices()):
+                await asyncio.sleep(0.01)
+            server.stop()
+            await asyncio.sleep(1.0)  # both loops meet the outage
+            assert not task.done()  # paused, not ended
+            server.start()
+            publish(sync, factories.started())
+            while not any(t.startswith("Started") for t in sender.notices()):
+                assert not task.done()
+                await asyncio.sleep(0.01)
+        notifier.stop()
+        await task
+        await client.aclose()
+        sync.close()
+
+    with StoppableRedis(folder) as server:
+        asyncio.run(scenario(server))
+    assert [t.split(" · ")[0] for t in sender.notices()] == ["Queued", "Started"]

@@ -40,6 +40,9 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
 from platform_core.event_bus import AsyncEventBus, Delivery
 from platform_core.events import (
     Event,
@@ -65,6 +68,9 @@ logger = logging.getLogger(__name__)
 
 READING_PENDING = "0"  # XREADGROUP from "0": what this consumer was given and never acked
 READING_NEW = ">"
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError)
+REDIS_RETRY_FIRST_S = 1.0
+REDIS_RETRY_MAX_S = 30.0
 
 ChartSource = Callable[[str], Awaitable[bytes | None]]  # run id -> the run's chart PNG
 # events that get a message of their own (terminal ones are decided by `ends_run`)
@@ -132,6 +138,7 @@ class Notifier:
         self._ended: set[str] = set()  # runs that ended while this process watched them
         self._wakeup = asyncio.Event()
         self._stopping = False
+        self._cursor = READING_PENDING  # where consume() goes on after a Redis outage
         self._retry_at = 0.0  # back-off: nothing is sent before this
         self._outages = 0  # failures in a row, for the back-off's doubling
         self._refusals = 0  # 4xx answers to the message being tried
@@ -169,15 +176,35 @@ class Notifier:
         )
         await self.bus.ensure_group(self.config.group, start_id="0")
         async with asyncio.TaskGroup() as tasks:
-            tasks.create_task(self.consume())
-            tasks.create_task(self.deliver())
+            tasks.create_task(self._through_redis_outages(self.consume, "reading events"))
+            tasks.create_task(self._through_redis_outages(self.deliver, "sending"))
+
+    async def _through_redis_outages(self, loop: Callable[[], Awaitable[None]], what: str) -> None:
+        """Run `loop`; while Redis does not answer, wait (doubling, capped) and run it again,
+        so a Redis restart pauses the bot instead of ending it. Nothing is lost: an entry is
+        acknowledged only after its message went out, and unacknowledged ones stay pending."""
+        delay = REDIS_RETRY_FIRST_S
+        while not self._stopping:
+            try:
+                await loop()
+                return
+            except REDIS_DOWN as exc:
+                logger.warning(
+                    "Redis does not answer (%s); %s again in %.0f s",
+                    type(exc).__name__,
+                    what,
+                    delay,
+                    extra={"event": "bot.redis_down"},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, REDIS_RETRY_MAX_S)
 
     # ---- reading the bus --------------------------------------------------------------------
 
     async def consume(self) -> None:
-        cursor = READING_PENDING
         while not self._stopping:
             await self.heartbeat.beat("consume")
+            cursor = self._cursor
             reading_new = cursor == READING_NEW
             deliveries = await self.bus.consume(
                 self.config.group,
@@ -187,7 +214,7 @@ class Notifier:
                 after=cursor,
             )
             if not reading_new:  # the pending list is walked once, then new entries
-                cursor = deliveries[-1].id if deliveries else READING_NEW
+                self._cursor = deliveries[-1].id if deliveries else READING_NEW
             for delivery in deliveries:
                 try:
                     await self.handle(delivery)
