@@ -11,6 +11,7 @@ import pytest
 from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import RetentionSpec
 from trainer_worker.checkpoint_retention import (
+    RECORD_RESERVE_BYTES,
     apply_plan,
     best_of,
     disk_usage,
@@ -175,3 +176,19 @@ def test_on_a_real_small_filesystem(tmp_path: Path) -> None:
     finally:
         if mounted:
             os.system(f"umount {mount}")
+
+
+def test_make_room_keeps_room_to_record_the_run_even_with_no_free_fraction(
+    tmp_path: Path,
+) -> None:
+    _write(tmp_path, _meta(10, 1.0))
+    used = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())
+    no_margin = RetentionSpec(min_free_disk_fraction=0.0)
+    # exactly the checkpoint's size free: the manifest and logs would find no room after it
+    with pytest.raises(AppError) as info:
+        make_room(tmp_path, MB, no_margin, probe=FakeDisk(10 * MB, 10 * MB - used - MB))
+    assert info.value.code is ErrorCode.STORAGE_FULL
+    assert _steps(entries_of(tmp_path)) == [10]  # the resume point stays
+    used = sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file())  # index rewritten
+    room = FakeDisk(10 * MB, 10 * MB - used - MB - RECORD_RESERVE_BYTES)
+    assert make_room(tmp_path, MB, no_margin, probe=room) == 0

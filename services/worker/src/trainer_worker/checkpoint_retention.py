@@ -129,6 +129,12 @@ def apply_plan(directory: Path, plan: RetentionPlan) -> int:
     return plan.freed_bytes
 
 
+# Kept free beyond each checkpoint, whatever `min_free_disk_fraction` says (0 included): room
+# for the run's manifest, metrics and last log lines, so a run that meets a full disk can
+# still record why it failed.
+RECORD_RESERVE_BYTES = 256 * 1024
+
+
 def make_room(
     directory: Path,
     needed_bytes: int,
@@ -136,10 +142,12 @@ def make_room(
     *,
     probe: DiskProbe = disk_usage,
 ) -> int:
-    """Ensure a write of `needed_bytes` leaves `min_free_disk_fraction` of the disk free:
-    prune to the policy, then to the best and the newest, then to the newest alone. Returns
-    the bytes freed; STORAGE_FULL when even that is not enough."""
+    """Ensure a write of `needed_bytes` leaves `min_free_disk_fraction` of the disk free,
+    plus `RECORD_RESERVE_BYTES`: prune to the policy, then to the best and the newest, then
+    to the newest alone. Returns the bytes freed; STORAGE_FULL when even that is not
+    enough."""
     directory.mkdir(parents=True, exist_ok=True)
+    needed_bytes += RECORD_RESERVE_BYTES
     freed = 0
     stages: list[Callable[[list[CheckpointMeta]], RetentionPlan]] = [
         lambda entries: plan_retention(entries, policy),
