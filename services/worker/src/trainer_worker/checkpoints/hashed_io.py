@@ -111,6 +111,10 @@ class _HashingRaw(io.RawIOBase):
             self._filled += take
             position += take
         _write_all(self._file, view)
+        if view.nbytes >= _CHUNK and hasattr(os, "posix_fadvise"):  # Linux; elsewhere fsync
+            # start writing these pages to the disk now (asynchronously), so the disk works
+            # while the next pieces are hashed and the final fsync finds little left to do
+            os.posix_fadvise(self._file.fileno(), self._size, view.nbytes, os.POSIX_FADV_DONTNEED)
         for done in pending:
             done.result()
         self._size += view.nbytes
