@@ -41,8 +41,9 @@ _MIN_PIECE, _MAX_PIECE = 64 * 1024, 64 * 1024 * 1024
 # pieces read ahead at most: eight hashing cores outrun any single disk
 _MAX_READ_BUFFERS = 10
 _SMALL = 64 * 1024  # below this a thread hop costs more than hashing in place
-# Hashing threads: every core, at most 16.
-HASH_THREADS = max(1, min(16, len(os.sched_getaffinity(0))))
+# Hashing threads: every core this process may use, at most 16.
+_CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+HASH_THREADS = max(1, min(16, _CORES or 1))
 
 
 class _Pool:
@@ -111,6 +112,10 @@ class _HashingRaw(io.RawIOBase):
             self._filled += take
             position += take
         _write_all(self._file, view)
+        if view.nbytes >= _CHUNK and hasattr(os, "posix_fadvise"):  # Linux; elsewhere fsync
+            # start writing these pages to the disk now (asynchronously), so the disk works
+            # while the next pieces are hashed and the final fsync finds little left to do
+            os.posix_fadvise(self._file.fileno(), self._size, view.nbytes, os.POSIX_FADV_DONTNEED)
         for done in pending:
             done.result()
         self._size += view.nbytes
