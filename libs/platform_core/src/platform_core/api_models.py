@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from platform_core.events import JobKind
 from platform_core.specs import (
+    ID_REGEX,
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
@@ -27,9 +28,9 @@ from platform_core.specs import (
 )
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
-# the rule of platform_core.queue.RUN_ID_PATTERN (RQ job ids), kept here as text so the
-# client validates ids without importing rq; a test holds the two equal
-RUN_ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# the rule of platform_core.queue.RUN_ID_PATTERN (RQ job ids), kept as text so the client
+# validates ids without importing rq; a test holds the two equal
+RUN_ID_REGEX: Final = ID_REGEX
 RunStatusName = Literal["queued", "running", "completed", "failed", "cancelled"]
 ArtifactKind = Literal["tokenizers", "runs"]
 InferenceStatusName = Literal["queued", "running", "completed", "failed"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 import redis
@@ -81,13 +81,16 @@ def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:
 
 
 def check_pretrained(data_root: Path, model: ModelSpec) -> None:
-    """A local folder must lie inside the data root; a hub id ("gpt2") is left alone."""
-    name = model.pretrained
-    if name is None:
+    """A `data:` folder must lie inside the data root (links out of it refused) and exist; a
+    hub id (the spec's grammar already checked it) is left to the worker's model cache."""
+    folder = model.pretrained_folder
+    if folder is None:
         return
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name:
-        resolve_inside(data_root, name)
+    if not resolve_inside(data_root, folder).is_dir():
+        raise AppError(
+            ErrorCode.DATA_NOT_FOUND,
+            f"spec.model.pretrained: folder {folder!r} does not exist in the data root",
+        )
 
 
 def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:

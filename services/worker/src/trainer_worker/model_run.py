@@ -296,15 +296,14 @@ def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
 
 
 def _resolve_pretrained(spec: ModelSpec, root: Path) -> ModelSpec:
-    """A pretrained value naming a folder inside the data root becomes its absolute path;
-    anything else is a hub id (looked up in the local cache first)."""
-    if (
-        spec.pretrained is None
-        or spec.pretrained.count("/") > 1
-        or not (root / spec.pretrained).exists()
-    ):
+    """`data:<folder>` becomes that folder's absolute path inside the data root (a link out
+    of the root is refused); a hub id stays a hub id, which the loader fetches into its cache
+    and never reads as a path relative to the working directory."""
+    folder = spec.pretrained_folder
+    if folder is None:
         return spec
-    return spec.model_copy(update={"pretrained": str(resolve_inside(root, spec.pretrained))})
+    # model_copy skips validation on purpose: the resolved absolute path is worker-internal
+    return spec.model_copy(update={"pretrained": str(resolve_inside(root, folder))})
 
 
 def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -> list[JsonObject]:
