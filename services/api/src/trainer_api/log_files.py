@@ -42,6 +42,27 @@ def tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
+def line_start(path: Path, offset: int) -> int:
+    """Where a reader that asks for `offset` resumes: never past the end of the file (a
+    larger offset waits for new lines there) and always at the start of a line (an offset
+    inside one goes back to its start), so no half line is ever sent."""
+    try:
+        handle = path.open("rb")
+    except OSError:
+        return 0
+    with handle:
+        position = min(offset, handle.seek(0, os.SEEK_END))
+        while position > 0:
+            start = max(0, position - _BLOCK)
+            handle.seek(start)
+            block = handle.read(position - start)
+            index = block.rfind(b"\n")
+            if index != -1:
+                return start + index + 1
+            position = start
+        return 0
+
+
 def read_lines(path: Path, offset: int) -> tuple[list[tuple[int, LogLine]], int]:
     """Complete lines from `offset` on, each with the offset just after it, and the offset to
     read from next (a partly written last line waits for its end)."""
