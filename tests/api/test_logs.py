@@ -167,16 +167,16 @@ def test_a_resume_point_past_the_end_waits_for_new_lines(
     monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.3)
 
     def write_then_finish() -> None:
-        time.sleep(0.2)
+        time.sleep(0.1)
         with log_file.open("a", encoding="utf-8") as handle:
             handle.write(_record(7) + "\n")
         time.sleep(0.1)
         RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
 
     writer = threading.Thread(target=write_then_finish)
-    writer.start()
     url = f"{live_api.base_url}/runs/run-l/logs/stream"
     with httpx.stream("GET", url, headers={"Last-Event-ID": "17592186044000"}) as response:
+        writer.start()  # the headers are out: the stream's start is fixed
         body = response.read().decode()
     writer.join()
     assert response.status_code == 200
@@ -219,3 +219,23 @@ def test_a_failure_inside_the_stream_ends_it_with_a_typed_error(
         list(client.stream_logs("run-l"))
     assert (failed.value.status, failed.value.error_code) == (500, ErrorCode.INTERNAL)
     assert failed.value.request_id is not None
+
+
+def test_a_log_file_that_is_a_link_is_not_served(
+    client: TrainerClient,
+    live_api: LiveApi,
+    redis_client: redis.Redis,
+    log_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    log_file.unlink()
+    log_file.symlink_to(secret)
+    assert client.run_logs("run-l").lines == []
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
+    url = f"{live_api.base_url}/runs/run-l/logs/stream"
+    with httpx.stream("GET", url, params={"tail": 5}) as response:
+        assert b"root:x" not in response.read()

@@ -12,6 +12,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from platform_core.api_models import EvalPoint, EvalSample, EvaluationResult, RunEval
+from platform_core.paths import read_regular_text
 from trainer_api.run_views import ManifestMetrics, read_model
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -19,7 +20,7 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 def _json_lines(path: Path) -> Iterator[object]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except (OSError, UnicodeDecodeError):
         return
     for line in text.splitlines():

@@ -21,7 +21,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic, RunStatusName
 from platform_core.errors import AppError, ErrorCode
 from platform_core.events import JobKind
-from platform_core.paths import resolve_inside
+from platform_core.paths import read_regular_text, resolve_inside
 from platform_core.run_state import INDEX_KEY, meta_key, status_key
 from trainer_api.live_state import (
     KINDS,
@@ -95,7 +95,7 @@ def read_json(path: Path) -> object | None:
     """The JSON in `path`, or None when it is missing or not JSON (the worker replaces its
     files atomically, so this means absent or corrupt, not half-written)."""
     try:
-        parsed: object = json.loads(path.read_text(encoding="utf-8"))
+        parsed: object = json.loads(read_regular_text(path))  # never through a link
     except (OSError, UnicodeDecodeError, ValueError):
         return None
     return parsed

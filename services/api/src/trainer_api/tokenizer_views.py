@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from platform_core.api_models import TokenizerList, TokenizerPublic, TokenizerStats
 from platform_core.errors import AppError, ErrorCode
-from platform_core.paths import resolve_inside
+from platform_core.paths import id_folders, resolve_inside
 from platform_core.run_state import INDEX_KEY, meta_key, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
 from trainer_api.live_state import live_state
@@ -88,8 +88,7 @@ def tokenizer_ids(client: redis.Redis, data_root: Path) -> list[str]:
     """Folders under `tokenizers/` and tokenizer runs in the run index, sorted."""
     ids: set[str] = set()
     folder = data_root / "tokenizers"
-    if folder.is_dir():
-        ids.update(entry.name for entry in folder.iterdir() if (entry / "manifest.json").is_file())
+    ids.update(name for name in id_folders(folder) if (folder / name / "manifest.json").is_file())
     runs = [raw.decode() for raw in client.zrange(INDEX_KEY, 0, -1) if isinstance(raw, bytes)]
     pipe = client.pipeline(transaction=False)
     for run_id in runs:
