@@ -24,7 +24,8 @@ from platform_core.errors import ErrorCode
 from platform_core.logging import log_context
 
 HEADER = "x-request-id"
-_SANE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# a plain token: anything else (long, spaces, non-ASCII) is replaced by a generated id
+_SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _log = logging.getLogger(__name__)
 
 
