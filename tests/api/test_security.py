@@ -230,7 +230,7 @@ def test_a_request_id_equal_to_the_key_is_never_logged(locked_api: LiveApi) -> N
 @pytest.mark.parametrize("sent", ["x" * 65, "a b", "id\u00e9"])
 def test_a_request_id_that_is_no_plain_token_is_replaced(live_api: LiveApi, sent: str) -> None:
     response = httpx.get(
-        f"{live_api.base_url}/healthz", headers={"X-Request-ID": sent.encode("utf-8")}
+        f"{live_api.base_url}/healthz", headers={b"X-Request-ID": sent.encode("utf-8")}
     )
     assert response.headers["x-request-id"] != sent
     assert len(response.headers["x-request-id"]) == 32
