@@ -32,6 +32,7 @@ from platform_core.queue import TRAINING_QUEUE, enqueue_job, request_cancel
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults
 from trainer_worker.checkpoints import list_checkpoints, read_meta
+from trainer_worker.models.gpt2 import GPT2_PRESETS, build_gpt2
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -214,7 +215,12 @@ def test_cancelled_run_stops_within_a_few_steps_and_keeps_a_checkpoint(
     ("change", "code"),
     [
         ({"model": {"family": "transformer-xl"}}, ErrorCode.INVALID_INPUT),
-        ({"train": {"learning_rate": -1.0}}, ErrorCode.CONFIG_INVALID),
+        ({"train": {"learning_rate": -1.0}}, ErrorCode.INVALID_INPUT),
+        # each was accepted once and failed the run as INTERNAL, some after every step
+        ({"train": {"seed": 2**64}}, ErrorCode.INVALID_INPUT),
+        ({"train": {"max_steps": "10"}}, ErrorCode.INVALID_INPUT),
+        ({"sample_prompts": ["x" * 30_000]}, ErrorCode.INVALID_INPUT),
+        ({"model": {"family": "gpt2", "pretrained": "../model"}}, ErrorCode.INVALID_INPUT),
         ({"tokenizer_id": "no-such-tokenizer"}, ErrorCode.DATA_NOT_FOUND),
         ({"corpus": {"path": "missing.txt"}}, ErrorCode.DATA_NOT_FOUND),
         ({"corpus": {"path": "../outside.txt"}}, ErrorCode.PATH_OUTSIDE_DATA_ROOT),
@@ -236,3 +242,25 @@ def test_bad_specs_fail_fast_as_user_input_without_artifacts(
     assert not failed.payload.retrying
     assert RunStateStore(redis_client).status("run-bad") is RunStatus.FAILED
     assert not (data_root / "runs" / "run-bad").exists()
+
+
+def test_a_data_folder_trains_and_one_linking_out_of_the_root_is_refused(
+    redis_client: redis.Redis, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data:<folder>` is resolved inside the data root; a folder of the same name in the
+    worker's working directory is never what a hub id loads."""
+    tokenizer_id = _tokenizer(redis_client)
+    build_gpt2(GPT2_PRESETS["tiny"], 300, None).save_pretrained(data_root / "models" / "tiny")
+    outside = tmp_path / "outside"
+    build_gpt2(GPT2_PRESETS["tiny"], 300, None).save_pretrained(outside / "models" / "tiny")
+    (data_root / "models" / "linked").symlink_to(outside / "models" / "tiny")
+    monkeypatch.chdir(outside)  # holds models/tiny too: a relative lookup would find it
+    for run_id, pretrained in (("run-d", "data:models/tiny"), ("run-l", "data:models/linked")):
+        spec = _spec(tokenizer_id, "gpt2", max_steps=2, eval_every=1, checkpoint_every=2)
+        spec["model"] = {"family": "gpt2", "pretrained": pretrained}
+        enqueue_job(redis_client, "train_model", run_id, spec)
+    _work(redis_client)
+    assert RunStateStore(redis_client).status("run-d") is RunStatus.COMPLETED
+    refused = _events(redis_client, "run-l")[-1]
+    assert isinstance(refused, JobFailed)
+    assert refused.payload.error_code is ErrorCode.PATH_OUTSIDE_DATA_ROOT
