@@ -19,8 +19,9 @@ from platform_core.event_bus import EventBus
 from platform_core.http_client import ApiError, TrainerClient
 from platform_core.queue import RUN_ID_PATTERN, TRAINING_QUEUE
 from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
+from platform_core.settings import Settings, TrainingSettings
 from platform_core.specs import ModelSpec
-from tests.api.conftest import LiveApi, char_tokenizer, tiny_run, tiny_run_spec
+from tests.api.conftest import LiveApi, char_tokenizer, serve, tiny_run, tiny_run_spec
 
 pytestmark = pytest.mark.integration
 
@@ -199,6 +200,34 @@ def test_numbers_the_worker_cannot_run_are_refused_at_submission(
     response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
     assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
     assert where in response.json()["message"]
+
+
+def test_a_run_over_the_memory_bound_is_refused_at_submission(
+    live_api: LiveApi, tokenizer: str
+) -> None:
+    spec = {
+        "model": {"family": "gpt2", "preset": "124M"},
+        "tokenizer_id": tokenizer,
+        "train": {"batch_size": 128, "block_size": 1024},  # ~256 GiB by the estimate
+    }
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "training.max_activation_gib" in response.json()["message"]
+    spec["train"] = {"batch_size": 12, "block_size": 1024}  # nanoGPT's micro-batch: ~24 GiB
+    assert httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec}).status_code == 202
+
+
+def test_the_memory_bound_is_configured(
+    api_settings: Settings, redis_client: redis.Redis, corpus: str
+) -> None:
+    small = api_settings.model_copy(update={"training": TrainingSettings(max_activation_gib=0.001)})
+    for api in serve(small):
+        with TrainerClient(api.base_url) as client:
+            tokenizer = client.train_tokenizer(char_tokenizer(corpus, "tok")).run_id
+        spec = {"model": {"family": "char_lstm"}, "tokenizer_id": tokenizer}
+        response = httpx.post(f"{api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "bound of 0.001 GiB" in response.json()["message"]
 
 
 def test_nan_in_the_raw_json_is_refused(live_api: LiveApi, tokenizer: str) -> None:

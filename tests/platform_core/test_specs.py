@@ -222,3 +222,31 @@ def test_runs_checkpoint_by_default_and_may_opt_out() -> None:
     assert TrainRunSpec.model_validate(spec).train.checkpoint_every == 200
     opted_out = TrainRunSpec.model_validate({**spec, "train": {"checkpoint_every": None}})
     assert opted_out.train.checkpoint_every is None  # only the final save
+
+
+def _run(model: dict[str, object], **train: object) -> TrainRunSpec:
+    return TrainRunSpec.model_validate({"model": model, "tokenizer_id": "t", "train": train})
+
+
+def test_a_block_must_fit_the_models_context() -> None:
+    with pytest.raises(ValidationError, match=r"train.block_size \(256\) exceeds the context"):
+        _run({"family": "gpt2", "preset": "tiny"}, block_size=256)
+    assert _run({"family": "gpt2", "preset": "tiny", "context_size": 256}, block_size=256)
+    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+        _run({"family": "gpt2", "preset": "124M", "context_size": 64}, block_size=128)
+    assert _run({"family": "char_lstm", "preset": "tiny"}, block_size=8192, batch_size=1)
+    assert _run({"family": "gpt2", "pretrained": "gpt2"}, block_size=8192, batch_size=1)
+
+
+def test_the_activation_estimate_grows_with_batch_block_and_model() -> None:
+    small = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
+    large = _run({"family": "gpt2", "preset": "124M"}, batch_size=12, block_size=1024)
+    lstm = _run({"family": "char_lstm", "preset": "medium"}, batch_size=8, block_size=128)
+    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32
+    assert small.activation_bytes() == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2
+    assert lstm.activation_bytes() == 8 * 128 * 4 * 12 * 512 * 3
+    small_bytes, large_bytes = small.activation_bytes(), large.activation_bytes()
+    assert small_bytes is not None and large_bytes is not None
+    assert 20 * 2**30 < large_bytes < 30 * 2**30  # nanoGPT's 124M micro-batch, no flash
+    assert small_bytes < large_bytes
+    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes() is None

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from transformers import GPT2LMHeadModel
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import BPE_MIN_VOCAB_SIZE, MODEL_PRESETS, ModelSpec
+from platform_core.specs import BPE_MIN_VOCAB_SIZE, MODEL_PRESETS, PRESET_SHAPES, ModelSpec
 from trainer_worker.models import gpt2 as gpt2_module
 from trainer_worker.models.char_lstm import CHAR_LSTM_PRESETS, CharLSTM, CharLSTMConfig
 from trainer_worker.models.gpt2 import GPT2_PRESETS, GPT2LM, GPT2Spec, build_gpt2, load_gpt2
@@ -289,3 +289,20 @@ def test_spec_preset_names_match_the_architectures() -> None:
 
 def test_spec_bpe_minimum_matches_the_backend() -> None:
     assert BYTE_ALPHABET_SIZE + len(BPEConfig().special_tokens) == BPE_MIN_VOCAB_SIZE
+
+
+def test_the_specs_preset_shapes_are_the_workers_presets() -> None:
+    """Submissions check context and memory with platform_core's copy of each shape."""
+    for name, gpt2 in GPT2_PRESETS.items():
+        shape = PRESET_SHAPES["gpt2"][name]
+        assert (shape.n_layer, shape.width, shape.n_head, shape.context) == (
+            gpt2.n_layer,
+            gpt2.n_embd,
+            gpt2.n_head,
+            gpt2.n_positions,
+        )
+    for name, lstm in CHAR_LSTM_PRESETS.items():
+        shape = PRESET_SHAPES["char_lstm"][name]
+        assert (shape.n_layer, shape.width, shape.context) == (lstm.n_layer, lstm.hidden_size, None)
+    assert set(PRESET_SHAPES["gpt2"]) == set(GPT2_PRESETS)
+    assert set(PRESET_SHAPES["char_lstm"]) == set(CHAR_LSTM_PRESETS)

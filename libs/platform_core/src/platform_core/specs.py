@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath, PureWindowsPath
 from typing import Annotated, Literal
 
@@ -32,10 +32,34 @@ from platform_core.errors import invalid_input
 
 # byte-level BPE starts from the 256 byte symbols plus its two special tokens
 BPE_MIN_VOCAB_SIZE = 258
+
+
+@dataclass(frozen=True)
+class PresetShape:
+    """What a submission needs of a preset's architecture (the worker's presets hold it, a
+    test keeps the two equal): the context a block must fit and the size of activations."""
+
+    n_layer: int  # transformer blocks or stacked LSTM layers
+    width: int  # gpt2: n_embd; char_lstm: hidden_size
+    n_head: int  # attention heads; 0 for an LSTM
+    context: int | None  # gpt2: n_positions; None = unlimited (LSTM)
+
+
+PRESET_SHAPES: dict[str, dict[str, PresetShape]] = {
+    "gpt2": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
+        "124M": PresetShape(n_layer=12, width=768, n_head=12, context=1024),
+    },
+    "char_lstm": {
+        "tiny": PresetShape(n_layer=1, width=64, n_head=0, context=None),
+        "small": PresetShape(n_layer=2, width=256, n_head=0, context=None),
+        "medium": PresetShape(n_layer=3, width=512, n_head=0, context=None),
+    },
+}
 # preset names per model family; the worker maps each to its architecture
 MODEL_PRESETS: dict[str, tuple[str, ...]] = {
-    "gpt2": ("tiny", "small", "124M"),
-    "char_lstm": ("tiny", "small", "medium"),
+    family: tuple(presets) for family, presets in PRESET_SHAPES.items()
 }
 
 # Upper bounds a worker on the documented hardware (one CPU box, or one GPU with up to
@@ -431,3 +455,39 @@ class TrainRunSpec(BaseModel):
         default=DEFAULT_PROMPTS, max_length=MAX_SAMPLE_PROMPTS
     )
     sample_max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _block_fits_the_model(self) -> TrainRunSpec:
+        shape = self.preset_shape()
+        context = self.model.context_size or (shape.context if shape else None)
+        if context is not None and self.train.block_size > context:
+            raise ValueError(
+                f"train.block_size ({self.train.block_size}) exceeds the context of "
+                f"model {self.model.family}/{self.model.preset} ({context} tokens): lower "
+                "block_size or set model.context_size"
+            )
+        return self
+
+    def preset_shape(self) -> PresetShape | None:
+        """The architecture the spec builds; None for pretrained weights (known only once
+        loaded)."""
+        if self.model.pretrained is not None:
+            return None
+        return PRESET_SHAPES[self.model.family][self.model.preset]
+
+    def activation_bytes(self) -> int | None:
+        """An estimate of one micro-batch's activation memory in training (fp32, no
+        recomputation; the vocabulary-sized logits are left out, as the tokenizer is not known
+        here). GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al.
+        2022), doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four
+        gates, cell and hidden state, and their gradients). None for pretrained weights."""
+        shape = self.preset_shape()
+        if shape is None:
+            return None
+        tokens = self.train.batch_size * self.train.block_size
+        width = shape.width
+        if shape.n_head:
+            per_token = 2 * (34 * width + 5 * shape.n_head * self.train.block_size)
+        else:
+            per_token = 4 * 12 * width
+        return tokens * per_token * shape.n_layer
