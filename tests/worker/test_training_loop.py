@@ -245,7 +245,7 @@ def test_training_without_a_holdout_skips_eval() -> None:
     [
         ({"block_size": 256}, ErrorCode.CONFIG_INVALID),  # the tiny GPT-2 sees 128 positions
         ({"device": "cuda"}, ErrorCode.DEVICE_UNAVAILABLE),
-        ({"precision": "fp16"}, ErrorCode.CONFIG_INVALID),
+        ({"device": "auto", "precision": "fp16"}, ErrorCode.CONFIG_INVALID),  # auto: no GPU here
     ],
 )
 def test_refused_configurations(

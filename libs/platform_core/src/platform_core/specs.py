@@ -203,6 +203,11 @@ class TrainConfig:
                 f"lr_decay_steps ({self.lr_decay_steps}) must be greater than warmup_steps "
                 f"({self.warmup_steps})"
             )
+        if self.device == "cpu" and self.precision in ("fp16", "bf16"):
+            raise ValueError(
+                f"precision {self.precision!r} needs a CUDA device; use 'fp32' or 'auto' with "
+                "device 'cpu'"
+            )
         tokens = self.batch_size * self.block_size
         if tokens > MAX_TOKENS_PER_MICRO_BATCH:
             raise ValueError(
