@@ -47,7 +47,8 @@ async def run_events(
     waits for newer ones."""
     await require_run(bus.client, data_root, run_id)
     start = last_event_id or await first_event_id(bus.client, run_id)
-    # a blocking read must end well within the client's socket timeout
-    block_ms = max(50, min(1_000, int(settings.redis.connect_timeout_s * 500)))
+    # a blocking read must end well within the client's socket timeout (a timeout is never
+    # retried): Redis ends a BLOCK on its cron, up to 100 ms late at its default hz of 10
+    block_ms = max(10, min(1_000, int(settings.redis.connect_timeout_s * 500) - 100))
     stream = follow_events(bus, run_id, start, block_ms=block_ms)
     return sse_response(stream, request_id_of(request))
