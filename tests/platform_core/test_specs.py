@@ -9,6 +9,7 @@ from collections.abc import Mapping
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from platform_core.api_models import RunCreate, TokenizerCreate
 from platform_core.specs import (
     MAX_SEED,
     MAX_STEPS,
@@ -113,7 +114,10 @@ def test_floats_accept_integers_and_the_bounds_themselves() -> None:
     assert (spec.train.learning_rate, spec.train.seed) == (1.0, MAX_SEED)
 
 
-@pytest.mark.parametrize("model", [TrainRunSpec, TokenizerSpec, GenerateRequest, ScoreRequest])
+@pytest.mark.parametrize(
+    "model",
+    [RunCreate, TokenizerCreate, TrainRunSpec, TokenizerSpec, GenerateRequest, ScoreRequest],
+)
 def test_the_schema_documents_every_bound(model: type[BaseModel]) -> None:
     schema = model.model_json_schema()
     for name, definition in [("", schema), *schema.get("$defs", {}).items()]:
