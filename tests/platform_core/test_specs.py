@@ -138,6 +138,13 @@ def test_the_schema_states_seed_prompt_and_pretrained_rules() -> None:
     pretrained = schema["$defs"]["ModelSpec"]["properties"]["pretrained"]
     assert pretrained["anyOf"][0]["pattern"] == PRETRAINED_PATTERN
     assert "dropout" in pretrained["description"]
+    # the cross-field rules, which JSON Schema cannot state, are in each field's description
+    train = schema["$defs"]["TrainConfig"]["properties"]
+    assert "learning_rate" in train["min_lr"]["description"]
+    assert "warmup_steps" in train["lr_decay_steps"]["description"]
+    assert "context" in train["block_size"]["description"]
+    assert "max_activation_gib" in train["batch_size"]["description"]
+    assert "CUDA" in train["precision"]["description"]
 
 
 def test_every_sample_prompt_the_spec_accepts_is_a_valid_generate_request() -> None:

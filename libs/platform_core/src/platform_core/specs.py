@@ -150,9 +150,27 @@ class TrainConfig:
 
     # data
     # tokens per training sequence (T); must fit the model's context
-    block_size: Annotated[int, Strict(), Field(ge=1, le=MAX_BLOCK_SIZE)] = 128
+    block_size: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=MAX_BLOCK_SIZE,
+            description="at most the model's context (preset or model.context_size); "
+            f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}",
+        ),
+    ] = 128
     # sequences per micro-batch on each process (B)
-    batch_size: Annotated[int, Strict(), Field(ge=1, le=MAX_BATCH_SIZE)] = 8
+    batch_size: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=MAX_BATCH_SIZE,
+            description=f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}, and within "
+            "the API's activation bound (training.max_activation_gib)",
+        ),
+    ] = 8
     # micro-batches per optimizer step; global batch = B x accum x world
     grad_accum_steps: Annotated[int, Strict(), Field(ge=1, le=MAX_GRAD_ACCUM_STEPS)] = 1
     # optimizer (nanoGPT's AdamW settings)
@@ -160,10 +178,14 @@ class TrainConfig:
     # peak learning rate, reached at the end of warmup; above 1 AdamW only diverges
     learning_rate: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 3e-4
     # floor of the cosine decay (<= learning_rate); nanoGPT uses learning_rate / 10
-    min_lr: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 3e-5
+    min_lr: Annotated[
+        float, Strict(), Field(ge=0.0, le=1.0, description="at most learning_rate")
+    ] = 3e-5
     warmup_steps: Annotated[int, Strict(), Field(ge=0, le=MAX_STEPS)] = 100  # linear warmup
     # step where the cosine reaches min_lr (> warmup_steps); None = max_steps
-    lr_decay_steps: PositiveSteps | None = None
+    lr_decay_steps: Annotated[
+        PositiveSteps | None, Field(description="greater than warmup_steps when set")
+    ] = None
     # applied to 2-D weights only (not biases, norms)
     weight_decay: Annotated[float, Strict(), Field(ge=0.0, le=10.0)] = 0.1
     beta1: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.9  # AdamW first-moment decay
@@ -188,7 +210,9 @@ class TrainConfig:
     progress_every_s: Annotated[float, Strict(), Field(gt=0.0, le=86_400.0)] = 30.0
     # compute
     device: DeviceChoice = "auto"  # auto = CUDA when present, else CPU
-    precision: PrecisionChoice = "auto"  # auto = bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
+    precision: Annotated[
+        PrecisionChoice, Field(description="fp16 and bf16 need a CUDA device (not device 'cpu')")
+    ] = "auto"  # auto = bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
     compile: Annotated[bool, Strict()] = False  # torch.compile: faster GPU steps after a slow one
     seed: Seed = 1337  # seeds Python, NumPy, torch and the batch sampler
 
