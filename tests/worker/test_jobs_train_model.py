@@ -26,9 +26,10 @@ from platform_core.events import (
     MetricsEval,
     MetricsProgress,
 )
+from platform_core.inference_results import enqueue_inference, load_record
 from platform_core.json_types import JsonObject
 from platform_core.logging import configure_logging
-from platform_core.queue import TRAINING_QUEUE, enqueue_job, request_cancel
+from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE, enqueue_job, request_cancel
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults
 from trainer_worker.checkpoints import list_checkpoints, read_meta
@@ -261,6 +262,15 @@ def test_a_data_folder_trains_and_one_linking_out_of_the_root_is_refused(
         enqueue_job(redis_client, "train_model", run_id, spec)
     _work(redis_client)
     assert RunStateStore(redis_client).status("run-d") is RunStatus.COMPLETED
+    # inference rebuilds the architecture from the same data: folder
+    enqueue_inference(
+        redis_client, "generate", "run-d", "g-1", {"prompt": "a", "max_new_tokens": 2}
+    )
+    SimpleWorker([Queue(INFERENCE_QUEUE, connection=redis_client)], connection=redis_client).work(
+        burst=True
+    )
+    record = load_record(redis_client, "generate", "g-1")
+    assert record is not None and record.status == "completed", record
     refused = _events(redis_client, "run-l")[-1]
     assert isinstance(refused, JobFailed)
     assert refused.payload.error_code is ErrorCode.PATH_OUTSIDE_DATA_ROOT

@@ -40,7 +40,7 @@ from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.inference.score import score
 from trainer_worker.model_run import run_dir
-from trainer_worker.models.registry import build_model
+from trainer_worker.models.registry import build_model, resolve_pretrained
 from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
 from trainer_worker.tokenizers.protocol import Tokenizer
 
@@ -169,7 +169,9 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
         ) from exc
     weights = _weights_of(folder)
     tokenizer = load_tokenizer(tokenizer_dir(data_root, spec.tokenizer_id))
-    model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
+    # the architecture: a `data:` folder resolved inside the root, as the training did
+    model_spec = resolve_pretrained(spec.model, data_root)
+    model = build_model(model_spec, tokenizer.vocab_size, tokenizer.eos_id)
     if weights.name == "model.safetensors":
         load_model_file(model, weights)
     else:

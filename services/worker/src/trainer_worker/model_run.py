@@ -32,13 +32,12 @@ from platform_core.events import (
 )
 from platform_core.json_types import JsonObject, JsonValue
 from platform_core.logging import run_log
-from platform_core.paths import resolve_inside
 from platform_core.specs import GenerateRequest, ModelSpec, TrainRunSpec
 from trainer_worker.checkpoints import write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.job_context import JobContext
-from trainer_worker.models.registry import build_model, count_parameters
+from trainer_worker.models.registry import build_model, count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint, load_resume_point
 from trainer_worker.run_callbacks import RunCallbacks, read_history
 from trainer_worker.tokenizers.artifacts import load_tokenizer, tokenizer_dir
@@ -296,14 +295,8 @@ def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
 
 
 def _resolve_pretrained(spec: ModelSpec, root: Path) -> ModelSpec:
-    """`data:<folder>` becomes that folder's absolute path inside the data root (a link out
-    of the root is refused); a hub id stays a hub id, which the loader fetches into its cache
-    and never reads as a path relative to the working directory."""
-    folder = spec.pretrained_folder
-    if folder is None:
-        return spec
-    # model_copy skips validation on purpose: the resolved absolute path is worker-internal
-    return spec.model_copy(update={"pretrained": str(resolve_inside(root, folder))})
+    """`data:<folder>` inside the data root, a hub id as it is (models.registry)."""
+    return resolve_pretrained(spec, root)
 
 
 def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -> list[JsonObject]:
