@@ -216,3 +216,63 @@ def test_a_configured_stream_carries_a_submitted_runs_events_end_to_end(
         (JobCancelled, "run-custom"),
     ]
     assert redis_client.xlen("trainer:events") == 0
+
+
+def test_a_stream_id_redis_cannot_read_is_refused_before_the_stream(
+    live_api: LiveApi, redis_client: redis.Redis
+) -> None:
+    """99999999999999999999-0 matches the declared pattern but is past 2**64 - 1: Redis
+    answered "Invalid stream ID" after the 200 and the connection dropped."""
+    _start_run(redis_client, "run-big")
+    url = f"{live_api.base_url}/runs/run-big/events"
+    for bad in ("99999999999999999999-0", "1-18446744073709551616", "null"):
+        response = httpx.get(url, headers={"Last-Event-ID": bad})
+        assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+        assert "last-event-id" in response.json()["message"]
+
+
+def test_a_resume_point_past_the_newest_event_waits_for_newer_ones(
+    client: TrainerClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _start_run(redis_client, "run-late")
+    bus = EventBus(redis_client)
+    published = bus.publish(_progress("run-late", 1))
+    after = f"{int(published.split('-')[0]) + 1}-0"  # newer than anything in the stream
+
+    def publish_later() -> None:
+        time.sleep(1.2)  # past the next millisecond and the id above
+        bus.publish(_lifecycle("run-late")[-1])
+
+    publisher = threading.Thread(target=publish_later)
+    publisher.start()
+    received = list(client.stream_events("run-late", last_event_id=after))
+    publisher.join()
+    assert [s.event.type for s in received] == ["trainer.job.completed.v1"]
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    RunStateStore(redis_client).set_status("run-late", RunStatus.RUNNING)
+    RunStateStore(redis_client).set_status("run-late", RunStatus.COMPLETED)
+    top = list(client.stream_events("run-late", last_event_id="9999999999999999999-0"))
+    assert top == []  # the largest id waits until the run's status ends the stream
+
+
+def test_a_failure_inside_the_event_stream_ends_it_with_a_typed_error(
+    live_api: LiveApi, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _start_run(redis_client, "run-x")
+    EventBus(redis_client).publish(_progress("run-x", 1))
+
+    def broken(event: Event) -> bytes:
+        raise redis.exceptions.ConnectionError("gone")
+
+    monkeypatch.setattr(streams, "encode_event", broken)
+    url = f"{live_api.base_url}/runs/run-x/events"
+    with httpx.stream("GET", url, headers={"X-Request-ID": "req-7"}) as response:
+        body = response.read().decode()
+    assert response.status_code == 200
+    assert body.endswith(
+        'event: error\ndata: {"code":"REDIS_UNAVAILABLE","message":"the event store failed '
+        '(ConnectionError)","request_id":"req-7"}\n\n'
+    )
+    with TrainerClient(live_api.base_url) as client, pytest.raises(ApiError) as failed:
+        list(client.stream_events("run-x"))
+    assert (failed.value.status, failed.value.error_code) == (503, ErrorCode.REDIS_UNAVAILABLE)

@@ -17,7 +17,7 @@ from platform_core.http_client import ApiError, TrainerClient
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.api.conftest import LiveApi
 from trainer_api import log_files, streams
-from trainer_api.log_files import tail_offset
+from trainer_api.log_files import line_start, tail_offset
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +142,100 @@ def test_the_stream_of_an_unknown_run_is_404(client: TrainerClient) -> None:
     with pytest.raises(ApiError) as unknown:
         list(client.stream_logs("ghost"))
     assert unknown.value.status == 404
+
+
+def test_line_start_lands_on_a_line_boundary_never_past_the_end(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(log_files, "_BLOCK", 4)  # the backward search crosses blocks
+    path = tmp_path / "logs.jsonl"
+    path.write_bytes(b"alpha\nbeta\ngamma-long-line\nparti")  # the last line is being written
+    after_beta = len(b"alpha\nbeta\n")
+    assert line_start(path, after_beta) == after_beta  # a boundary stays
+    assert line_start(path, after_beta + 7) == after_beta  # inside gamma: back to its start
+    assert line_start(path, 3) == 0
+    assert line_start(path, 2**44) == len(b"alpha\nbeta\ngamma-long-line\n")  # past the end
+    assert line_start(path, 0) == 0
+    assert line_start(tmp_path / "missing", 10) == 0
+
+
+def test_a_resume_point_past_the_end_waits_for_new_lines(
+    live_api: LiveApi, redis_client: redis.Redis, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """17592186044000 made the seek fail after the 200: the connection dropped."""
+    monkeypatch.setattr(streams, "LOG_POLL_S", 0.02)
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.3)
+
+    def write_then_finish() -> None:
+        time.sleep(0.1)
+        with log_file.open("a", encoding="utf-8") as handle:
+            handle.write(_record(7) + "\n")
+        time.sleep(0.1)
+        RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
+
+    writer = threading.Thread(target=write_then_finish)
+    url = f"{live_api.base_url}/runs/run-l/logs/stream"
+    with httpx.stream("GET", url, headers={"Last-Event-ID": "17592186044000"}) as response:
+        writer.start()  # the headers are out: the stream's start is fixed
+        body = response.read().decode()
+    writer.join()
+    assert response.status_code == 200
+    assert body.count("event: log") == 1 and '"message":"step 7"' in body
+    assert "event: error" not in body
+
+
+def test_a_resume_point_inside_a_line_resends_that_whole_line(
+    live_api: LiveApi, redis_client: redis.Redis, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
+    inside = len("\n".join(_record(s) for s in range(5)) + "\nnot json")
+    url = f"{live_api.base_url}/runs/run-l/logs/stream"
+    with httpx.stream("GET", url, headers={"Last-Event-ID": str(inside)}) as response:
+        body = response.read().decode()
+    data = [json.loads(line[6:]) for line in body.splitlines() if line.startswith("data: ")]
+    assert [d["message"] for d in data] == ["not json at all", "[1, 2]"]
+
+
+def test_a_failure_inside_the_stream_ends_it_with_a_typed_error(
+    client: TrainerClient, live_api: LiveApi, log_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(path: Path, offset: int) -> object:
+        raise OSError("disk went away")
+
+    monkeypatch.setattr(streams, "read_lines", broken)
+    url = f"{live_api.base_url}/runs/run-l/logs/stream"
+    with httpx.stream("GET", url, headers={"X-Request-ID": "req-42"}) as response:
+        body = response.read().decode()
+    assert response.status_code == 200
+    event, data = body.strip().splitlines()[-2:]
+    assert event == "event: error"
+    assert json.loads(data.removeprefix("data: ")) == {
+        "code": "INTERNAL",
+        "message": "the stream failed (OSError)",
+        "request_id": "req-42",
+    }
+    with pytest.raises(ApiError) as failed:
+        list(client.stream_logs("run-l"))
+    assert (failed.value.status, failed.value.error_code) == (500, ErrorCode.INTERNAL)
+    assert failed.value.request_id is not None
+
+
+def test_a_log_file_that_is_a_link_is_not_served(
+    client: TrainerClient,
+    live_api: LiveApi,
+    redis_client: redis.Redis,
+    log_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = tmp_path / "passwd"
+    secret.write_text("root:x:0:0:root:/root:/bin/bash\n", encoding="utf-8")
+    log_file.unlink()
+    log_file.symlink_to(secret)
+    assert client.run_logs("run-l").lines == []
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    RunStateStore(redis_client).set_status("run-l", RunStatus.COMPLETED)
+    url = f"{live_api.base_url}/runs/run-l/logs/stream"
+    with httpx.stream("GET", url, params={"tail": 5}) as response:
+        assert b"root:x" not in response.read()

@@ -19,8 +19,9 @@ from platform_core.http_client import ApiError, TrainerClient
 from platform_core.layout import ID_PATTERN
 from platform_core.queue import TRAINING_QUEUE
 from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
+from platform_core.settings import Settings, TrainingSettings
 from platform_core.specs import ModelSpec
-from tests.api.conftest import LiveApi, char_tokenizer, tiny_run, tiny_run_spec
+from tests.api.conftest import LiveApi, char_tokenizer, serve, tiny_run, tiny_run_spec
 
 pytestmark = pytest.mark.integration
 
@@ -119,16 +120,17 @@ def test_a_manifest_this_release_cannot_read_is_a_clear_error(
 
 
 def test_a_missing_tokenizer_is_refused_before_queuing(
-    client: TrainerClient, redis_client: redis.Redis, corpus: str
+    client: TrainerClient, live_api: LiveApi, redis_client: redis.Redis, corpus: str
 ) -> None:
     with pytest.raises(ApiError) as missing:
         client.train_model(tiny_run("ghost", corpus))
     assert (missing.value.status, missing.value.error_code) == (404, ErrorCode.DATA_NOT_FOUND)
     assert "ghost" in missing.value.message
 
-    with pytest.raises(ApiError) as escaping:
-        client.train_model(tiny_run("../tok", corpus))
-    assert (escaping.value.status, escaping.value.error_code) == (422, ErrorCode.INVALID_INPUT)
+    spec = tiny_run_spec("ghost", corpus).model_dump(mode="json") | {"tokenizer_id": "../tok"}
+    escaping = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (escaping.status_code, escaping.json()["code"]) == (422, "INVALID_INPUT")
+    assert "spec.tokenizer_id" in escaping.json()["message"]
     assert _queued(redis_client) == 0
 
 
@@ -142,27 +144,115 @@ def test_a_failed_tokenizer_cannot_be_trained_on(
     assert failed.value.status == 404
 
 
-@pytest.mark.parametrize("pretrained", ["../../models/gpt2", "/opt/models/gpt2"])
-def test_pretrained_folders_outside_the_data_root_are_refused(
-    client: TrainerClient, tokenizer: str, corpus: str, pretrained: str
+@pytest.mark.parametrize(
+    "pretrained", ["../../models/gpt2", "/opt/models/gpt2", "outside-model/../x", "data:../m"]
+)
+def test_pretrained_values_that_are_no_hub_id_or_data_folder_are_refused(
+    live_api: LiveApi, tokenizer: str, corpus: str, pretrained: str
 ) -> None:
-    spec = tiny_run_spec(tokenizer, corpus).model_copy(
-        update={"model": ModelSpec(family="gpt2", pretrained=pretrained)}
-    )
-    body = RunCreate(spec=spec)
-    with pytest.raises(ApiError) as refused:
-        client.train_model(body)
-    assert (refused.value.status, refused.value.error_code) == (
-        422,
-        ErrorCode.PATH_OUTSIDE_DATA_ROOT,
-    )
+    spec = tiny_run_spec(tokenizer, corpus).model_dump(mode="json")
+    spec["model"] = {"family": "gpt2", "pretrained": pretrained}
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "spec.model.pretrained" in response.json()["message"]
 
 
-def test_a_hub_id_passes_to_the_worker(client: TrainerClient, tokenizer: str, corpus: str) -> None:
+def test_a_data_folder_linking_out_of_the_root_is_refused_at_submission(
+    client: TrainerClient, data_root: Path, tmp_path: Path, tokenizer: str, corpus: str
+) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (data_root / "models").mkdir()
+    (data_root / "models" / "linked").symlink_to(tmp_path / "elsewhere")
+    for pretrained, status, code in [
+        ("data:models/linked", 422, ErrorCode.PATH_OUTSIDE_DATA_ROOT),
+        ("data:models/missing", 404, ErrorCode.DATA_NOT_FOUND),
+    ]:
+        spec = tiny_run_spec(tokenizer, corpus).model_copy(
+            update={"model": ModelSpec(family="gpt2", pretrained=pretrained)}
+        )
+        with pytest.raises(ApiError) as refused:
+            client.train_model(RunCreate(spec=spec))
+        assert (refused.value.status, refused.value.error_code) == (status, code)
+    (data_root / "models" / "local").mkdir()
     spec = tiny_run_spec(tokenizer, corpus).model_copy(
-        update={"model": ModelSpec(family="gpt2", pretrained="openai/gpt2")}
+        update={"model": ModelSpec(family="gpt2", pretrained="data:models/local")}
     )
     assert client.train_model(RunCreate(spec=spec)).status == "queued"
+
+
+@pytest.mark.parametrize("hub_id", ["openai/gpt2", "outside-model"])
+def test_a_hub_id_passes_to_the_worker(
+    client: TrainerClient, tokenizer: str, corpus: str, hub_id: str
+) -> None:
+    spec = tiny_run_spec(tokenizer, corpus).model_copy(
+        update={"model": ModelSpec(family="gpt2", pretrained=hub_id)}
+    )
+    assert client.train_model(RunCreate(spec=spec)).status == "queued"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "where"),
+    [
+        ("train", {"max_steps": "10"}, "spec.train.max_steps"),
+        ("train", {"max_steps": True}, "spec.train.max_steps"),
+        ("train", {"max_steps": 10**30}, "spec.train.max_steps"),
+        ("train", {"seed": 2**64}, "spec.train.seed"),
+        ("train", {"batch_size": 1024, "block_size": 8192}, "spec.train"),
+        ("sample_prompts", ["x" * 30_000], "spec.sample_prompts.0"),
+        ("retention", {"max_total_size_gb": "Infinity"}, "spec.retention.max_total_size_gb"),
+    ],
+)
+def test_numbers_the_worker_cannot_run_are_refused_at_submission(
+    live_api: LiveApi, tokenizer: str, field: str, value: object, where: str
+) -> None:
+    spec = {"model": {"family": "char_lstm"}, "tokenizer_id": tokenizer, field: value}
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert where in response.json()["message"]
+
+
+def test_a_run_over_the_memory_bound_is_refused_at_submission(
+    live_api: LiveApi, tokenizer: str
+) -> None:
+    spec = {
+        "model": {"family": "gpt2", "preset": "124M"},
+        "tokenizer_id": tokenizer,
+        "train": {"batch_size": 128, "block_size": 1024},  # ~256 GiB by the estimate
+    }
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "training.max_activation_gib" in response.json()["message"]
+    spec["train"] = {"batch_size": 12, "block_size": 1024}  # nanoGPT's micro-batch: ~24 GiB
+    assert httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec}).status_code == 202
+
+
+def test_the_memory_bound_is_configured(
+    api_settings: Settings, redis_client: redis.Redis, corpus: str
+) -> None:
+    small = api_settings.model_copy(update={"training": TrainingSettings(max_activation_gib=0.001)})
+    for api in serve(small):
+        with TrainerClient(api.base_url) as client:
+            tokenizer = client.train_tokenizer(char_tokenizer(corpus, "tok")).run_id
+        spec = {"model": {"family": "char_lstm"}, "tokenizer_id": tokenizer}
+        response = httpx.post(f"{api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "bound of 0.001 GiB" in response.json()["message"]
+
+
+def test_nan_in_the_raw_json_is_refused(live_api: LiveApi, tokenizer: str) -> None:
+    """Python's JSON parser reads NaN and Infinity; the spec refuses them."""
+    spec = {"model": {"family": "char_lstm"}, "tokenizer_id": tokenizer, "train": {}}
+    body = json.dumps({"spec": spec}).replace(
+        '"train": {}', '"train": {"learning_rate": NaN, "grad_clip": Infinity}'
+    )
+    response = httpx.post(
+        f"{live_api.base_url}/runs/train",
+        content=body,
+        headers={"content-type": "application/json"},
+    )
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "spec.train.learning_rate" in response.json()["message"]
+    assert "spec.train.grad_clip" in response.json()["message"]
 
 
 def test_invalid_training_values_are_invalid_config(live_api: LiveApi, tokenizer: str) -> None:
@@ -175,8 +265,8 @@ def test_invalid_training_values_are_invalid_config(live_api: LiveApi, tokenizer
     }
     response = httpx.post(f"{live_api.base_url}/runs/train", json=body)
     assert response.status_code == 422
-    assert response.json()["code"] == "CONFIG_INVALID"
-    assert "block_size" in response.json()["message"]
+    assert response.json()["code"] == "INVALID_INPUT"
+    assert "spec.train.block_size" in response.json()["message"]
 
     preset = {"spec": {"model": {"family": "gpt2", "preset": "huge"}, "tokenizer_id": tokenizer}}
     response = httpx.post(f"{live_api.base_url}/runs/train", json=preset)

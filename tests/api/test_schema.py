@@ -4,10 +4,12 @@ answer's status, content type, headers and body are the ones the schema declares
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Protocol
 
 import httpx
 import pytest
+import redis
 import schemathesis
 from hypothesis import HealthCheck, settings
 from schemathesis import CheckFunction
@@ -20,6 +22,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.jsonschema.types import JsonValue
 
+from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.settings import Settings
 from tests.api.conftest import LiveApi
 from trainer_api.main import create_app
@@ -139,3 +142,53 @@ def test_known_resources_answer_as_their_schema_says(live_api: LiveApi, known: N
         path_parameters={"run_id": "run-1"}, query={"request_id": "eval-1"}
     )
     eval_case.call_and_validate(base_url=live_api.base_url, checks=CHECKS)
+
+
+def test_every_get_answers_head_with_its_headers_only(
+    live_api: LiveApi, redis_client: redis.Redis, data_root: Path
+) -> None:
+    RunStateStore(redis_client).set_status("run-h", RunStatus.RUNNING)
+    (data_root / "runs" / "run-h").mkdir(parents=True)
+    (data_root / "runs" / "run-h" / "logs.jsonl").write_text('{"message": "x"}\n')
+    for path, content_type in [
+        ("/runs", "application/json"),
+        ("/runs/run-h/logs/stream", "text/event-stream"),  # a live stream: never started
+        ("/runs/ghost", "application/json"),
+    ]:
+        get = httpx.get(f"{live_api.base_url}{path}", timeout=5) if "stream" not in path else None
+        head = httpx.head(f"{live_api.base_url}{path}", timeout=5)
+        assert head.content == b""
+        assert head.headers["content-type"].startswith(content_type)
+        if get is not None:
+            assert head.status_code == get.status_code
+            assert head.headers["content-length"] == get.headers["content-length"]
+
+
+def test_a_method_not_allowed_names_the_allowed_ones(live_api: LiveApi) -> None:
+    response = httpx.delete(f"{live_api.base_url}/runs")
+    assert (response.status_code, response.json()["code"]) == (405, "INVALID_INPUT")
+    assert response.headers["allow"] == "GET"
+    cancel = httpx.get(f"{live_api.base_url}/runs/some-run/cancel")
+    assert (cancel.status_code, cancel.headers["allow"]) == (405, "POST")
+
+
+def test_redis_outages_and_body_limits_are_documented() -> None:
+    for path, operations in PUBLISHED["paths"].items():
+        for method, operation in operations.items():
+            declared = set(operation["responses"])
+            if path in {"/healthz", "/readyz"}:
+                assert "503" not in declared
+                continue
+            assert "503" in declared, (method, path)
+            if method == "post":
+                assert "413" in declared, path
+
+
+def test_no_parameter_is_declared_nullable() -> None:
+    """A header or query value is absent or a string: `null` was declared for Last-Event-ID
+    (and others) but no request can send it."""
+    for operations in PUBLISHED["paths"].values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []):
+                assert "anyOf" not in parameter["schema"], parameter["name"]
+                assert parameter["schema"].get("type") != "null", parameter["name"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import logging
 from collections.abc import Iterator
 
@@ -16,6 +17,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
+from platform_core.logging import configure_logging
 from platform_core.settings import SecuritySettings, Settings
 from tests.api.conftest import LiveApi, char_tokenizer, serve
 from trainer_api.main import create_app
@@ -202,3 +204,33 @@ def test_the_key_middleware_opens_only_the_open_paths(
         expected = "websocket.close" if scope_type == "websocket" else "http.response.start"
         assert first["type"] == expected
         assert first.get("status", 401) == 401 and first.get("code", 1008) == 1008
+
+
+def test_a_request_id_equal_to_the_key_is_never_logged(locked_api: LiveApi) -> None:
+    """Context fields were logged as sent: an X-Request-ID holding the API key leaked it."""
+    root = logging.getLogger()
+    saved_handlers, saved_factory = list(root.handlers), logging.getLogRecordFactory()
+    out = io.StringIO()
+    configure_logging("model-trainer-api", secret_values=[API_KEY], stream=out)
+    try:
+        response = httpx.get(
+            f"{locked_api.base_url}/runs", headers={"X-Request-ID": API_KEY, "X-Api-Key": "no"}
+        )
+    finally:
+        logging.setLogRecordFactory(saved_factory)
+        for handler in list(root.handlers):
+            root.removeHandler(handler)
+        for handler in saved_handlers:
+            root.addHandler(handler)
+    assert response.status_code == 401
+    assert '"request_id": "***"' in out.getvalue()
+    assert API_KEY not in out.getvalue()
+
+
+@pytest.mark.parametrize("sent", ["x" * 65, "a b", "id\u00e9"])
+def test_a_request_id_that_is_no_plain_token_is_replaced(live_api: LiveApi, sent: str) -> None:
+    response = httpx.get(
+        f"{live_api.base_url}/healthz", headers={b"X-Request-ID": sent.encode("utf-8")}
+    )
+    assert response.headers["x-request-id"] != sent
+    assert len(response.headers["x-request-id"]) == 32

@@ -162,3 +162,15 @@ def test_unreadable_tokenizers_are_left_out(
     odd = client.get_tokenizer("odd")
     assert (odd.status, odd.kind) == ("queued", None)
     assert [t.tokenizer_id for t in client.list_tokenizers().items] == ["odd"]
+
+
+def test_folders_whose_names_are_no_ids_are_left_out_of_the_listing(
+    client: TrainerClient, data_root: Path
+) -> None:
+    """A folder name that is not UTF-8 made GET /tokenizers answer 500."""
+    folder = os.fsencode(data_root / "tokenizers")
+    os.mkdir(folder)
+    for name in (b"bad-\xff", b"with space"):
+        os.mkdir(folder + b"/" + name)
+        Path(os.fsdecode(folder + b"/" + name + b"/manifest.json")).write_text("{}")
+    assert client.list_tokenizers().items == []

@@ -145,7 +145,7 @@ def test_the_demo_checks_its_settings_before_starting_anything(
     assert main(["demo", "--preset", "huge"]) == 2
     assert "unknown gpt2 preset 'huge'" in capsys.readouterr().err
     assert main(["demo", "--steps", "0"]) == 2
-    assert "max_steps must be >= 1" in capsys.readouterr().err
+    assert "max_steps: Input should be greater than or equal to 1" in capsys.readouterr().err
     assert not (data_root / "logs").exists()  # no process was started
 
 

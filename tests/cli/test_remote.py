@@ -283,7 +283,7 @@ def test_invalid_requests_exit_with_the_config_code_before_anything_is_sent(
     bad_section.write_text('{"spec": 5}')
     for args, expected in (
         (("submit", "model", "--tokenizer", "t", "--preset", "huge"), "INVALID_INPUT"),
-        (("submit", "model", "--tokenizer", "t", "--steps", "0"), "max_steps must be >= 1"),
+        (("submit", "model", "--tokenizer", "t", "--steps", "0"), "spec.train.max_steps"),
         (("submit", "tokenizer", "--kind", "bpe", "--vocab-size", "100"), "at least 258"),
         (("submit", "tokenizer", "--id", "no/slash"), "tokenizer_id"),
         (("submit", "tokenizer", "--spec", str(tmp_path / "missing.json")), "cannot read"),

@@ -20,11 +20,13 @@ log = logging.getLogger("tests.logging")
 def stream() -> Iterator[io.StringIO]:
     root = logging.getLogger()
     saved_handlers, saved_level = list(root.handlers), root.level
+    saved_factory = logging.getLogRecordFactory()
     out = io.StringIO()
     configure_logging(
         "test-svc", fmt=LogFormat.JSON, secret_values=["sup3r-s3cret-value"], stream=out
     )
     yield out
+    logging.setLogRecordFactory(saved_factory)
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in saved_handlers:
@@ -203,3 +205,62 @@ def test_a_run_log_that_cannot_be_flushed_keeps_the_runs_own_error(
         raise KeyError("the run's own error")
     monkeypatch.undo()
     assert "could not be flushed: No space left on device" in stream.getvalue()
+
+
+def test_context_fields_are_masked(stream: io.StringIO) -> None:
+    """An X-Request-ID equal to the API key was logged verbatim."""
+    with log_context(request_id="sup3r-s3cret-value", run_id="run-1"):
+        log.info("hello")
+    (record,) = _records(stream)
+    assert (record["request_id"], record["run_id"]) == (MASK, "run-1")
+
+
+@pytest.mark.parametrize(
+    "library", ["transformers.modeling_utils", "huggingface_hub.file_download"]
+)
+def test_a_librarys_own_handler_prints_masked_text(stream: io.StringIO, library: str) -> None:
+    """transformers and huggingface_hub attach their own handler (propagate off) when they
+    are imported, possibly after configure_logging: what it prints is masked too."""
+    own = io.StringIO()
+    top = logging.getLogger(library.split(".", maxsplit=1)[0])
+    handler = logging.StreamHandler(own)
+    top.addHandler(handler)
+    top.propagate = False
+    try:
+        url = "https://user:hunter2@hub.example/api?token=abcdef123456"
+        logging.getLogger(library).warning("fetching %s with sup3r-s3cret-value", url)
+        try:
+            raise OSError("401 for Authorization: Bearer abcdefghijkl")
+        except OSError:
+            logging.getLogger(library).exception("failed")
+    finally:
+        top.removeHandler(handler)
+        top.propagate = True
+    printed = own.getvalue()
+    for leaked in ("hunter2", "abcdef123456", "sup3r-s3cret-value", "abcdefghijkl"):
+        assert leaked not in printed
+    assert "fetching https://user:***@hub.example" in printed and "OSError" in printed
+
+
+def test_configure_logging_routes_library_handlers_to_the_root(stream: io.StringIO) -> None:
+    top = logging.getLogger("discord")
+    top.addHandler(logging.StreamHandler(io.StringIO()))
+    top.propagate = False
+    configure_logging("again", fmt=LogFormat.JSON, stream=stream)
+    assert (top.handlers, top.propagate) == ([], True)
+    logging.getLogger("discord.http").warning("console mode: DMs go to the log")
+    assert _records(stream)[-1]["message"] == "console mode: DMs go to the log"
+
+
+def test_a_record_whose_arguments_do_not_format_is_left_to_the_handler(
+    stream: io.StringIO,
+) -> None:
+    record = logging.getLogRecordFactory()("x", logging.INFO, "f", 1, "%d", ("a",), None)
+    assert (record.msg, record.args) == ("%d", ("a",))
+
+
+def test_stack_info_is_masked(stream: io.StringIO) -> None:
+    record = logging.getLogRecordFactory()(
+        "x", logging.INFO, "f", 1, "m", None, None, None, "at redis://:hunter2@h"
+    )
+    assert record.stack_info is not None and "hunter2" not in record.stack_info

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
-import pytest
-from pydantic import ValidationError
+import math
+import re
+from collections.abc import Mapping
 
-from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import CorpusOptions, TrainConfig, TrainRunSpec
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from platform_core.api_models import RunCreate, TokenizerCreate
+from platform_core.specs import (
+    MAX_SEED,
+    MAX_STEPS,
+    PRETRAINED_PATTERN,
+    CorpusOptions,
+    GenerateRequest,
+    ModelSpec,
+    ScoreRequest,
+    TokenizerSpec,
+    TrainConfig,
+    TrainRunSpec,
+    is_hub_id,
+)
 
 
 @pytest.mark.parametrize(
@@ -30,23 +46,184 @@ def test_corpus_path_may_be_nested_or_absent() -> None:
 @pytest.mark.parametrize(
     ("fields", "message"),
     [
-        ({"batch_size": 0}, "batch_size must be >= 1"),
-        ({"checkpoint_every": 0}, "checkpoint_every must be >= 1 when set"),
-        ({"min_lr": 1.0, "learning_rate": 0.1}, "min_lr <= learning_rate"),
-        ({"warmup_steps": -1}, "warmup_steps must be >= 0"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"checkpoint_every": 0}, "checkpoint_every"),
+        ({"min_lr": 1.0, "learning_rate": 0.1}, "min_lr (1.0) must be <= learning_rate"),
+        ({"warmup_steps": -1}, "warmup_steps"),
         ({"warmup_steps": 10, "lr_decay_steps": 10}, "greater than warmup_steps"),
-        ({"beta1": 1.0}, "beta1 and beta2"),
-        ({"weight_decay": -0.1}, "must be >= 0"),
+        ({"beta1": 1.0}, "beta1"),
+        ({"weight_decay": -0.1}, "weight_decay"),
         ({"progress_every_s": 0.0}, "progress_every_s"),
-        ({"seed": -1}, "seed must be >= 0"),
+        ({"seed": -1}, "seed"),
+        ({"batch_size": 1024, "block_size": 8192}, "raise grad_accum_steps instead"),
+        ({"device": "cpu", "precision": "bf16"}, "'bf16' needs a CUDA device"),
     ],
 )
-def test_train_config_refuses_each_bad_value_with_a_config_error(
+def test_train_config_refuses_each_bad_value_naming_the_field(
     fields: dict[str, float], message: str
 ) -> None:
-    with pytest.raises(AppError, match=message) as err:
+    with pytest.raises(ValidationError, match=re.escape(message)):
         TrainConfig(**fields)  # type: ignore[arg-type]  # parametrized mix of int/float fields
-    assert err.value.code is ErrorCode.CONFIG_INVALID
+
+
+NUMBERS_A_WORKER_CANNOT_RUN = [
+    ("train", "learning_rate", math.nan),
+    ("train", "learning_rate", math.inf),
+    ("train", "grad_clip", math.nan),
+    ("train", "weight_decay", -math.inf),
+    ("train", "min_lr", math.nan),
+    ("train", "progress_every_s", math.inf),
+    ("train", "early_stopping_min_delta", math.nan),
+    ("retention", "max_total_size_gb", math.inf),
+    ("train", "seed", 2**64),
+    ("train", "seed", 2**32),
+    ("corpus", "seed", 2**32),
+    ("train", "batch_size", 10**9),
+    ("train", "block_size", 10**9),
+    ("train", "grad_accum_steps", 10**9),
+    ("train", "eval_batches", 10**9),
+    ("train", "warmup_steps", 10**30),
+    ("train", "max_steps", 10**30),
+    ("train", "max_steps", "10"),
+    ("train", "max_steps", True),
+    ("train", "learning_rate", "0.1"),
+    ("train", "compile", "yes"),
+    ("corpus", "lowercase", 1),
+    ("retention", "keep_last_n", 1.0),
+]
+
+
+@pytest.mark.parametrize(("section", "field", "value"), NUMBERS_A_WORKER_CANNOT_RUN)
+def test_run_specs_refuse_numbers_a_worker_cannot_run(
+    section: str, field: str, value: object
+) -> None:
+    body = {"model": {"family": "char_lstm"}, "tokenizer_id": "t", section: {field: value}}
+    with pytest.raises(ValidationError) as err:
+        TrainRunSpec.model_validate(body)
+    assert [e["loc"][:2] for e in err.value.errors()] == [(section, field)]
+
+
+def test_floats_accept_integers_and_the_bounds_themselves() -> None:
+    spec = TrainRunSpec.model_validate(
+        {
+            "model": {"family": "char_lstm"},
+            "tokenizer_id": "t",
+            "train": {"learning_rate": 1, "min_lr": 0, "seed": MAX_SEED, "max_steps": MAX_STEPS},
+        }
+    )
+    assert (spec.train.learning_rate, spec.train.seed) == (1.0, MAX_SEED)
+
+
+@pytest.mark.parametrize(
+    "model",
+    [RunCreate, TokenizerCreate, TrainRunSpec, TokenizerSpec, GenerateRequest, ScoreRequest],
+)
+def test_the_schema_documents_every_bound(model: type[BaseModel]) -> None:
+    schema = model.model_json_schema()
+    for name, definition in [("", schema), *schema.get("$defs", {}).items()]:
+        for field, prop in definition.get("properties", {}).items():
+            for typed in [prop, *prop.get("anyOf", [])]:
+                if typed.get("type") in {"integer", "number"}:
+                    assert {"minimum", "exclusiveMinimum"} & typed.keys(), (name, field)
+                    assert {"maximum", "exclusiveMaximum"} & typed.keys(), (name, field)
+                if typed.get("type") == "string" and "enum" not in typed:
+                    assert "maxLength" in typed or "pattern" in typed, (name, field)
+
+
+def test_the_schema_states_seed_prompt_and_pretrained_rules() -> None:
+    schema = TrainRunSpec.model_json_schema()
+    assert schema["$defs"]["TrainConfig"]["properties"]["seed"]["maximum"] == 2**32 - 1
+    prompts = schema["properties"]["sample_prompts"]
+    assert prompts["maxItems"] == 10 and prompts["items"]["maxLength"] == 1000
+    pretrained = schema["$defs"]["ModelSpec"]["properties"]["pretrained"]
+    assert pretrained["anyOf"][0]["pattern"] == PRETRAINED_PATTERN
+    assert "dropout" in pretrained["description"]
+    # the cross-field rules, which JSON Schema cannot state, are in each field's description
+    train = schema["$defs"]["TrainConfig"]["properties"]
+    assert "learning_rate" in train["min_lr"]["description"]
+    assert "warmup_steps" in train["lr_decay_steps"]["description"]
+    assert "context" in train["block_size"]["description"]
+    assert "max_activation_gib" in train["batch_size"]["description"]
+    assert "CUDA" in train["precision"]["description"]
+
+
+def test_every_sample_prompt_the_spec_accepts_is_a_valid_generate_request() -> None:
+    """The worker samples each prompt after training: a prompt it would refuse must be
+    refused at submission instead (a 30,000-character prompt used to fail the run then)."""
+    longest = "x" * 1000
+    spec = TrainRunSpec.model_validate(
+        {
+            "model": {"family": "char_lstm"},
+            "tokenizer_id": "t",
+            "train": {"seed": MAX_SEED},
+            "sample_prompts": [longest] * 10,
+            "sample_max_new_tokens": 512,
+        }
+    )
+    for index, prompt in enumerate(spec.sample_prompts):  # as model_run._samples builds them
+        GenerateRequest(
+            prompt=prompt,
+            max_new_tokens=spec.sample_max_new_tokens,
+            temperature=0.8,
+            top_k=50,
+            seed=spec.train.seed + index,
+        )
+    for bad in (["x" * 30_000], ["p"] * 11):
+        with pytest.raises(ValidationError, match="sample_prompts"):
+            TrainRunSpec.model_validate(
+                {"model": {"family": "char_lstm"}, "tokenizer_id": "t", "sample_prompts": bad}
+            )
+
+
+def test_stop_sequences_are_bounded_one_by_one() -> None:
+    assert GenerateRequest(stop_sequences=("\n", "x" * 64)).stop_sequences[1] == "x" * 64
+    for stops in (("",), ("x" * 65,), ("a",) * 9):
+        with pytest.raises(ValidationError, match="stop_sequences"):
+            GenerateRequest.model_validate({"stop_sequences": list(stops)})
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["gpt2", "openai-community/gpt2", "sshleifer/tiny-gpt2", "EleutherAI/gpt-neo-125M", "a.b_c"],
+)
+def test_hub_ids_are_accepted_as_hub_ids(value: str) -> None:
+    spec = ModelSpec(family="gpt2", pretrained=value)
+    assert (spec.pretrained, spec.pretrained_folder, is_hub_id(value)) == (value, None, True)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "outside-model/../x",
+        "../outside",
+        "/opt/models/gpt2",
+        "a/b/c",
+        "..",
+        "a..b",
+        "-gpt2",
+        "gpt2.",
+        "with space",
+        "x" * 97,
+        "data:",
+        "data:/abs",
+        "data:../up",
+        "data:models/../../up",
+        "data:./x",
+        "data:models//x",
+        "C:\\models",
+    ],
+)
+def test_anything_else_is_refused(value: str) -> None:
+    with pytest.raises(ValidationError, match="pretrained"):
+        ModelSpec(family="gpt2", pretrained=value)
+    assert not is_hub_id(value)
+
+
+def test_data_folders_name_a_relative_folder() -> None:
+    spec = ModelSpec(family="gpt2", pretrained="data:models/gpt2-local.v1")
+    assert spec.pretrained_folder == "models/gpt2-local.v1"
+    assert not is_hub_id("data:models/gpt2-local.v1")
+    assert ModelSpec(family="gpt2", pretrained="data:" + "m" * 200).pretrained_folder
 
 
 def test_runs_checkpoint_by_default_and_may_opt_out() -> None:
@@ -58,3 +235,36 @@ def test_runs_checkpoint_by_default_and_may_opt_out() -> None:
     assert TrainRunSpec.model_validate(spec).train.checkpoint_every == 200
     opted_out = TrainRunSpec.model_validate({**spec, "train": {"checkpoint_every": None}})
     assert opted_out.train.checkpoint_every is None  # only the final save
+
+
+def _run(model: Mapping[str, object], **train: object) -> TrainRunSpec:
+    return TrainRunSpec.model_validate({"model": model, "tokenizer_id": "t", "train": train})
+
+
+def test_a_block_must_fit_the_models_context() -> None:
+    with pytest.raises(ValidationError, match=r"train.block_size \(256\) exceeds the context"):
+        _run({"family": "gpt2", "preset": "tiny"}, block_size=256)
+    widened = _run({"family": "gpt2", "preset": "tiny", "context_size": 256}, block_size=256)
+    assert widened.train.block_size == 256
+    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+        _run({"family": "gpt2", "preset": "124M", "context_size": 64}, block_size=128)
+    for unlimited in (
+        {"family": "char_lstm", "preset": "tiny"},
+        {"family": "gpt2", "pretrained": "gpt2"},
+    ):
+        # an LSTM has no context; pretrained weights are checked once loaded
+        assert _run(unlimited, block_size=8192, batch_size=1).train.block_size == 8192
+
+
+def test_the_activation_estimate_grows_with_batch_block_and_model() -> None:
+    small = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
+    large = _run({"family": "gpt2", "preset": "124M"}, batch_size=12, block_size=1024)
+    lstm = _run({"family": "char_lstm", "preset": "medium"}, batch_size=8, block_size=128)
+    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32
+    assert small.activation_bytes() == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2
+    assert lstm.activation_bytes() == 8 * 128 * 4 * 12 * 512 * 3
+    small_bytes, large_bytes = small.activation_bytes(), large.activation_bytes()
+    assert small_bytes is not None and large_bytes is not None
+    assert 20 * 2**30 < large_bytes < 30 * 2**30  # nanoGPT's 124M micro-batch, no flash
+    assert small_bytes < large_bytes
+    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes() is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from platform_core.events import JobProgress, JobProgressPayload, encode_event
+from platform_core.http_core import ApiError, stream_messages
 from platform_core.sse import KEEP_ALIVE, SseMessage, SseParser, format_sse, streamed_event
 
 
@@ -47,3 +48,38 @@ def test_a_run_event_round_trips() -> None:
     (message,) = SseParser().feed_bytes(wire)
     streamed = streamed_event(message)
     assert (streamed.id, streamed.event) == ("5-0", event)
+
+
+def test_an_error_message_keeps_the_resume_point_and_raises_a_typed_error() -> None:
+    parser = SseParser()
+    body = '{"code":"REDIS_UNAVAILABLE","message":"the event store failed","request_id":"r-1"}'
+    chunk = format_sse("{}", event="log", id="42") + format_sse(body, event="error", id=None)
+    assert b"id:" not in format_sse(body, event="error", id=None)
+    with pytest.raises(ApiError) as failed:
+        stream_messages(parser, chunk)
+    assert (failed.value.status, failed.value.code, failed.value.request_id) == (
+        503,
+        "REDIS_UNAVAILABLE",
+        "r-1",
+    )
+    assert parser.last_id == "42"
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "code"),
+    [
+        ('{"code":"FROM_A_NEWER_API","message":"m"}', 500, "FROM_A_NEWER_API"),
+        ("not an error body", 500, "INTERNAL"),
+    ],
+)
+def test_an_error_message_of_unknown_shape_is_still_an_api_error(
+    data: str, status: int, code: str
+) -> None:
+    with pytest.raises(ApiError) as failed:
+        stream_messages(SseParser(), format_sse(data, event="error", id=None))
+    assert (failed.value.status, failed.value.code) == (status, code)
+
+
+def test_other_messages_pass_through() -> None:
+    messages = stream_messages(SseParser(), format_sse("{}", event="log", id="1"))
+    assert [(m.event, m.id) for m in messages] == [("log", "1")]

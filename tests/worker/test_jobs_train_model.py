@@ -28,13 +28,15 @@ from platform_core.events import (
     MetricsEval,
     MetricsProgress,
 )
+from platform_core.inference_results import enqueue_inference, load_record
 from platform_core.json_types import JsonObject
 from platform_core.logging import configure_logging
-from platform_core.queue import TRAINING_QUEUE, enqueue_job, request_cancel
+from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE, enqueue_job, request_cancel
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults, run_callbacks
 from trainer_worker.checkpoints import list_checkpoints, read_meta
 from trainer_worker.training.callbacks import ProgressInfo
+from trainer_worker.models.gpt2 import GPT2_PRESETS, build_gpt2
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -219,7 +221,12 @@ def test_cancelled_run_stops_within_a_few_steps_and_keeps_a_checkpoint(
     ("change", "code"),
     [
         ({"model": {"family": "transformer-xl"}}, ErrorCode.INVALID_INPUT),
-        ({"train": {"learning_rate": -1.0}}, ErrorCode.CONFIG_INVALID),
+        ({"train": {"learning_rate": -1.0}}, ErrorCode.INVALID_INPUT),
+        # each was accepted once and failed the run as INTERNAL, some after every step
+        ({"train": {"seed": 2**64}}, ErrorCode.INVALID_INPUT),
+        ({"train": {"max_steps": "10"}}, ErrorCode.INVALID_INPUT),
+        ({"sample_prompts": ["x" * 30_000]}, ErrorCode.INVALID_INPUT),
+        ({"model": {"family": "gpt2", "pretrained": "../model"}}, ErrorCode.INVALID_INPUT),
         ({"tokenizer_id": "no-such-tokenizer"}, ErrorCode.DATA_NOT_FOUND),
         ({"corpus": {"path": "missing.txt"}}, ErrorCode.DATA_NOT_FOUND),
         ({"corpus": {"path": "../outside.txt"}}, ErrorCode.PATH_OUTSIDE_DATA_ROOT),
@@ -279,3 +286,34 @@ def test_crashes_before_any_checkpoint_never_publish_a_step_twice(
     assert started == [1, 2, 3]
     folder = data_root / "runs" / "run-x"
     assert (folder / "logs.jsonl").is_file()  # the folder was kept across the restarts
+
+
+def test_a_data_folder_trains_and_one_linking_out_of_the_root_is_refused(
+    redis_client: redis.Redis, data_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`data:<folder>` is resolved inside the data root; a folder of the same name in the
+    worker's working directory is never what a hub id loads."""
+    tokenizer_id = _tokenizer(redis_client)
+    build_gpt2(GPT2_PRESETS["tiny"], 300, None).save_pretrained(data_root / "models" / "tiny")
+    outside = tmp_path / "outside"
+    build_gpt2(GPT2_PRESETS["tiny"], 300, None).save_pretrained(outside / "models" / "tiny")
+    (data_root / "models" / "linked").symlink_to(outside / "models" / "tiny")
+    monkeypatch.chdir(outside)  # holds models/tiny too: a relative lookup would find it
+    for run_id, pretrained in (("run-d", "data:models/tiny"), ("run-l", "data:models/linked")):
+        spec = _spec(tokenizer_id, "gpt2", max_steps=2, eval_every=1, checkpoint_every=2)
+        spec["model"] = {"family": "gpt2", "pretrained": pretrained}
+        enqueue_job(redis_client, "train_model", run_id, spec)
+    _work(redis_client)
+    assert RunStateStore(redis_client).status("run-d") is RunStatus.COMPLETED
+    # inference rebuilds the architecture from the same data: folder
+    enqueue_inference(
+        redis_client, "generate", "run-d", "g-1", {"prompt": "a", "max_new_tokens": 2}
+    )
+    SimpleWorker([Queue(INFERENCE_QUEUE, connection=redis_client)], connection=redis_client).work(
+        burst=True
+    )
+    record = load_record(redis_client, "generate", "g-1")
+    assert record is not None and record.status == "completed", record
+    refused = _events(redis_client, "run-l")[-1]
+    assert isinstance(refused, JobFailed)
+    assert refused.payload.error_code is ErrorCode.PATH_OUTSIDE_DATA_ROOT

@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub.errors import LocalEntryNotFoundError
 from pydantic import ValidationError
 from transformers import GPT2LMHeadModel
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import BPE_MIN_VOCAB_SIZE, MODEL_PRESETS, ModelSpec
+from platform_core.specs import BPE_MIN_VOCAB_SIZE, MODEL_PRESETS, PRESET_SHAPES, ModelSpec
 from trainer_worker.models import gpt2 as gpt2_module
 from trainer_worker.models.char_lstm import CHAR_LSTM_PRESETS, CharLSTM, CharLSTMConfig
 from trainer_worker.models.gpt2 import GPT2_PRESETS, GPT2LM, GPT2Spec, build_gpt2, load_gpt2
@@ -81,9 +82,7 @@ def test_pretrained_gpt2_loads_from_a_local_folder(tmp_path: Path) -> None:
     torch.manual_seed(1)
     original = build_gpt2(GPT2_PRESETS["tiny"], VOCAB, EOS).eval()
     original.save_pretrained(tmp_path / "tiny-gpt2")
-    loaded = build_model(
-        ModelSpec(family="gpt2", pretrained=str(tmp_path / "tiny-gpt2")), VOCAB, EOS
-    )
+    loaded = build_model(_resolved(tmp_path / "tiny-gpt2"), VOCAB, EOS)
     loaded.eval()
     ids = _ids()
     torch.testing.assert_close(loaded(ids), original(ids))
@@ -92,7 +91,7 @@ def test_pretrained_gpt2_loads_from_a_local_folder(tmp_path: Path) -> None:
 
 def test_pretrained_gpt2_resizes_embeddings_to_the_tokenizer(tmp_path: Path) -> None:
     build_gpt2(GPT2_PRESETS["tiny"], VOCAB, EOS).save_pretrained(tmp_path / "m")
-    loaded = build_model(ModelSpec(family="gpt2", pretrained=str(tmp_path / "m")), 120, 119)
+    loaded = build_model(_resolved(tmp_path / "m"), 120, 119)
     assert loaded(torch.zeros((1, 4), dtype=torch.long)).shape == (1, 4, 120)
     assert isinstance(loaded, GPT2LM) and loaded.hf.config.eos_token_id == 119
 
@@ -108,38 +107,88 @@ def test_unknown_hub_id_offline_is_model_not_found(
     assert "huggingface-cli download no-such-org/no-such-model-xyz --local-dir" in err.value.message
 
 
-class _FlakyHub:
-    """Stands in for GPT2LMHeadModel.from_pretrained: not cached, then `failures` network
-    errors, then the real tiny model."""
+def _resolved(folder: Path) -> ModelSpec:
+    """A spec as the worker's resolution leaves a `data:` folder: its absolute path."""
+    return ModelSpec(family="gpt2").model_copy(update={"pretrained": str(folder)})
 
-    def __init__(self, failures: int, error: Exception) -> None:
+
+def test_a_hub_id_is_never_read_as_a_folder_of_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """transformers opens `./<id>` when such a folder exists; the loader must not."""
+    build_gpt2(GPT2_PRESETS["tiny"], VOCAB, EOS).save_pretrained(tmp_path / "outside-model")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    spec = ModelSpec(family="gpt2", pretrained="outside-model")
+    with pytest.raises(AppError) as err:
+        build_model(spec, VOCAB, EOS, cache_dir=tmp_path / "cache")
+    assert err.value.code is ErrorCode.MODEL_NOT_FOUND
+    assert "not in the model cache" in err.value.message
+
+
+def test_a_relative_path_that_is_no_hub_id_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(AppError, match="neither a data-root folder nor a hub id"):
+        load_gpt2("models/../x", VOCAB, EOS, cache_dir=tmp_path)
+
+
+def test_the_hub_cache_is_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = _FlakyHub(tmp_path, failures=0, error=OSError("unused"))
+    monkeypatch.setattr(gpt2_module, "snapshot_download", hub.snapshot_download)
+    monkeypatch.chdir(tmp_path)
+    load_gpt2("org/tiny", VOCAB, EOS, cache_dir=Path("relative-cache"))
+    assert hub.cache_dirs == [tmp_path / "relative-cache"] * 2
+
+
+class _FlakyHub:
+    """Stands in for huggingface_hub.snapshot_download: not cached, then `failures` network
+    errors, then a folder holding the real tiny model."""
+
+    def __init__(self, tmp_path: Path, failures: int, error: Exception) -> None:
         self.failures = failures
         self.error = error
-        self.model = build_gpt2(GPT2_PRESETS["tiny"], VOCAB, EOS).hf  # built before patching
+        self.folder = tmp_path / "snapshot"
+        build_gpt2(GPT2_PRESETS["tiny"], VOCAB, EOS).save_pretrained(self.folder)
         self.calls: list[bool] = []  # local_files_only of each call
+        self.cache_dirs: list[Path] = []
 
-    def from_pretrained(self, name: str, **kwargs: object) -> GPT2LMHeadModel:
+    def snapshot_download(self, repo_id: str, **kwargs: object) -> str:
         local_only = kwargs.get("local_files_only") is True
         self.calls.append(local_only)
+        cache_dir = kwargs.get("cache_dir")
+        assert isinstance(cache_dir, Path) and cache_dir.is_absolute()
+        self.cache_dirs.append(cache_dir)
         if local_only:
-            raise OSError(f"{name} is not in the cache")
+            raise LocalEntryNotFoundError(f"{repo_id} is not in the cache")
         if self.calls.count(False) <= self.failures:
             raise self.error
-        return self.model
+        return str(self.folder)
 
 
-def test_hub_download_retries_transient_failures(monkeypatch: pytest.MonkeyPatch) -> None:
-    hub = _FlakyHub(failures=2, error=OSError("connection reset"))
-    monkeypatch.setattr(gpt2_module, "GPT2LMHeadModel", hub)
+def test_hub_download_retries_transient_failures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = _FlakyHub(tmp_path, failures=2, error=OSError("connection reset"))
+    monkeypatch.setattr(gpt2_module, "snapshot_download", hub.snapshot_download)
     monkeypatch.setattr(gpt2_module, "_hub_offline", lambda: False)
     model = load_gpt2("org/tiny", VOCAB, EOS, attempts=3, backoff_s=0.0)
     assert hub.calls == [True, False, False, False]  # cache first, then 3 download attempts
     assert model(_ids()).shape == (2, 12, VOCAB)
 
 
-def test_hub_download_gives_up_after_bounded_attempts(monkeypatch: pytest.MonkeyPatch) -> None:
-    hub = _FlakyHub(failures=5, error=OSError("connection reset"))
-    monkeypatch.setattr(gpt2_module, "GPT2LMHeadModel", hub)
+def test_an_unreachable_hub_is_retried(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """snapshot_download says LocalEntryNotFoundError when the hub cannot be reached."""
+    hub = _FlakyHub(tmp_path, failures=1, error=LocalEntryNotFoundError("no connection"))
+    monkeypatch.setattr(gpt2_module, "snapshot_download", hub.snapshot_download)
+    monkeypatch.setattr(gpt2_module, "_hub_offline", lambda: False)
+    load_gpt2("org/tiny", VOCAB, EOS, attempts=2, backoff_s=0.0)
+    assert hub.calls == [True, False, False]
+
+
+def test_hub_download_gives_up_after_bounded_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = _FlakyHub(tmp_path, failures=5, error=OSError("connection reset"))
+    monkeypatch.setattr(gpt2_module, "snapshot_download", hub.snapshot_download)
     monkeypatch.setattr(gpt2_module, "_hub_offline", lambda: False)
     with pytest.raises(AppError) as err:
         load_gpt2("org/tiny", VOCAB, EOS, attempts=2, backoff_s=0.0)
@@ -148,19 +197,21 @@ def test_hub_download_gives_up_after_bounded_attempts(monkeypatch: pytest.Monkey
     assert hub.calls == [True, False, False]
 
 
-def test_malformed_hub_id_is_not_retried(monkeypatch: pytest.MonkeyPatch) -> None:
-    hub = _FlakyHub(failures=5, error=ValueError("repo id must be namespace/name"))
-    monkeypatch.setattr(gpt2_module, "GPT2LMHeadModel", hub)
+def test_a_missing_repository_is_not_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hub = _FlakyHub(tmp_path, failures=5, error=ValueError("no such repository"))
+    monkeypatch.setattr(gpt2_module, "snapshot_download", hub.snapshot_download)
     monkeypatch.setattr(gpt2_module, "_hub_offline", lambda: False)
     with pytest.raises(AppError):
-        load_gpt2("not a repo id", VOCAB, EOS, attempts=3, backoff_s=0.0)
+        load_gpt2("org/none", VOCAB, EOS, attempts=3, backoff_s=0.0)
     assert hub.calls == [True, False]
 
 
 def test_folder_without_weights_is_model_not_found(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(AppError) as err:
-        build_model(ModelSpec(family="gpt2", pretrained=str(tmp_path / "empty")), VOCAB, EOS)
+        build_model(_resolved(tmp_path / "empty"), VOCAB, EOS)
     assert err.value.code is ErrorCode.MODEL_NOT_FOUND
 
 
@@ -238,3 +289,20 @@ def test_spec_preset_names_match_the_architectures() -> None:
 
 def test_spec_bpe_minimum_matches_the_backend() -> None:
     assert BYTE_ALPHABET_SIZE + len(BPEConfig().special_tokens) == BPE_MIN_VOCAB_SIZE
+
+
+def test_the_specs_preset_shapes_are_the_workers_presets() -> None:
+    """Submissions check context and memory with platform_core's copy of each shape."""
+    for name, gpt2 in GPT2_PRESETS.items():
+        shape = PRESET_SHAPES["gpt2"][name]
+        assert (shape.n_layer, shape.width, shape.n_head, shape.context) == (
+            gpt2.n_layer,
+            gpt2.n_embd,
+            gpt2.n_head,
+            gpt2.n_positions,
+        )
+    for name, lstm in CHAR_LSTM_PRESETS.items():
+        shape = PRESET_SHAPES["char_lstm"][name]
+        assert (shape.n_layer, shape.width, shape.context) == (lstm.n_layer, lstm.hidden_size, None)
+    assert set(PRESET_SHAPES["gpt2"]) == set(GPT2_PRESETS)
+    assert set(PRESET_SHAPES["char_lstm"]) == set(CHAR_LSTM_PRESETS)

@@ -13,13 +13,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
 from platform_core.layout import ID_REGEX
 from platform_core.manifests import EvalPoint, TokenizerStats
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
+    ID_REGEX,
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
@@ -80,7 +81,8 @@ class TokenizerCreate(BaseModel):
 
     spec: TokenizerSpec
     tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: tok-<hex>
-    user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
+    # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
+    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class RunCreate(BaseModel):
@@ -90,7 +92,8 @@ class RunCreate(BaseModel):
 
     spec: TrainRunSpec
     run_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: run-<hex>
-    user_id: int | None = Field(default=None, ge=0)  # the Discord owner to notify
+    # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
+    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
 
 
 class JobAccepted(BaseModel):

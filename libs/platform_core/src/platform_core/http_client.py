@@ -61,6 +61,7 @@ from platform_core.http_core import (
     parse_response,
     parse_retry_after,
     retry_delay_s,
+    stream_messages,
 )
 from platform_core.specs import GenerateRequest, ScoreRequest
 from platform_core.sse import SseParser, StreamedEvent
@@ -216,13 +217,13 @@ class TrainerClient:
         after its terminal event. Reconnect with the last `.id` seen to resume."""
         parser = SseParser()
         for chunk in self._stream(calls.run_events(run_id, last_event_id)):
-            yield from events_of(parser.feed_bytes(chunk))
+            yield from events_of(stream_messages(parser, chunk))
 
     def stream_logs(self, run_id: str, *, tail: int = 100) -> Iterator[LogLine]:
         """The last `tail` log lines, then new ones as they are written; ends with the run."""
         parser = SseParser()
         for chunk in self._stream(calls.log_stream(run_id, tail=tail)):
-            yield from log_lines_of(parser.feed_bytes(chunk))
+            yield from log_lines_of(stream_messages(parser, chunk))
 
     def run_chart(self, run_id: str) -> bytes:
         """The run's chart (PNG) from its whole metric history."""
@@ -367,14 +368,14 @@ class AsyncTrainerClient:
         parser = SseParser()
         async with aclosing(self._stream(calls.run_events(run_id, last_event_id))) as chunks:
             async for chunk in chunks:
-                for event in events_of(parser.feed_bytes(chunk)):
+                for event in events_of(stream_messages(parser, chunk)):
                     yield event
 
     async def stream_logs(self, run_id: str, *, tail: int = 100) -> AsyncGenerator[LogLine]:
         parser = SseParser()
         async with aclosing(self._stream(calls.log_stream(run_id, tail=tail))) as chunks:
             async for chunk in chunks:
-                for line in log_lines_of(parser.feed_bytes(chunk)):
+                for line in log_lines_of(stream_messages(parser, chunk)):
                     yield line
 
     async def run_chart(self, run_id: str) -> bytes:

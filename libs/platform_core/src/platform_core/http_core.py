@@ -34,6 +34,7 @@ from platform_core.api_calls import (
 )
 from platform_core.api_models import ErrorBody
 from platform_core.errors import ErrorCode
+from platform_core.sse import ERROR_EVENT, SseMessage, SseParser
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +68,30 @@ class ApiError(Exception):
             return ErrorCode(self.code)
         except ValueError:
             return None
+
+
+def stream_messages(parser: SseParser, chunk: bytes) -> list[SseMessage]:
+    """The messages `chunk` completes; an `error` one raises its ApiError."""
+    messages = parser.feed_bytes(chunk)
+    for message in messages:
+        raise_if_error(message)
+    return messages
+
+
+def raise_if_error(message: SseMessage) -> None:
+    """A stream that fails after its 200 ends with an `error` message holding an ErrorBody:
+    the reader gets the same ApiError as a failed call (status from the code)."""
+    if message.event != ERROR_EVENT:
+        return
+    try:
+        body = ErrorBody.model_validate_json(message.data)
+    except ValidationError:
+        body = ErrorBody(code=ErrorCode.INTERNAL.value, message=message.data[:200])
+    try:
+        status = ErrorCode(body.code).http_status
+    except ValueError:
+        status = ErrorCode.INTERNAL.http_status
+    raise ApiError(status, body.code, body.message, body.request_id)
 
 
 @dataclass(frozen=True, slots=True)

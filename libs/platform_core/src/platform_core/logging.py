@@ -1,7 +1,9 @@
 """Structured logging shared by every service.
 
 `configure_logging(service)` installs one handler on the root logger: JSON lines in
-production, readable text in development. Every record carries timestamp, level, logger,
+production, readable text in development; libraries' own handlers are removed so their
+records reach it, and every record is masked when it is made, so a handler added later prints
+masked text too. Every record carries timestamp, level, logger,
 message, service, instance_id and, when known, request_id, run_id, event and error_code
 (from `extra=` or from `log_context`). The formatter masks secrets itself, whatever the caller
 passes: tokens, API keys, Authorization headers, passwords in URLs, e-mail addresses, and the
@@ -149,7 +151,8 @@ class _Formatter(logging.Formatter):
             "service": self._service,
             "instance_id": self._instance_id,
         }
-        fields.update(_context.get())
+        # context values come from outside too (a client's X-Request-ID): masked like the rest
+        fields.update({name: self._masker.mask(value) for name, value in _context.get().items()})
         for name in LOGGING_EXTRA_FIELDS:
             value = record.__dict__.get(name)
             if isinstance(value, str):
@@ -196,7 +199,44 @@ def configure_logging(
     # Chatty libraries would log request URLs (which may carry credentials) at INFO.
     for noisy in ("httpx", "httpcore", "urllib3", "asyncio", "filelock", "discord.gateway"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # libraries that install their own handler: their records go through ours instead
+    for library in OWN_HANDLER_LIBRARIES:
+        own = logging.getLogger(library)
+        for old in list(own.handlers):
+            own.removeHandler(old)
+        own.propagate = True
+    # masked when each record is made, so that every handler prints it masked: a library's
+    # own handler installed later, a file handler, pytest's capture
+    logging.setLogRecordFactory(_MaskingRecordFactory(SecretMasker(secret_values)))
     return handler
+
+
+# libraries known to attach a handler of their own to their top logger
+OWN_HANDLER_LIBRARIES = ("transformers", "huggingface_hub", "discord", "urllib3", "datasets")
+_BASE_FACTORY = logging.getLogRecordFactory()
+
+
+class _MaskingRecordFactory:
+    """logging's record factory, masking each record's message, exception and stack."""
+
+    def __init__(self, masker: SecretMasker) -> None:
+        self._masker = masker
+
+    def __call__(self, *args: object, **kwargs: object) -> logging.LogRecord:
+        record = _BASE_FACTORY(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except (TypeError, ValueError):  # bad %-arguments: the handler reports them as usual
+            return record
+        masked = self._masker.mask(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and not record.exc_text:
+            text = logging.Formatter().formatException(record.exc_info)
+            record.exc_text = self._masker.mask(text)
+        if record.stack_info:
+            record.stack_info = self._masker.mask(record.stack_info)
+        return record
 
 
 class _RunFilter(logging.Filter):

@@ -6,12 +6,20 @@ typed error, so the API, the worker and the CLI share a single rule.
 
 from __future__ import annotations
 
+import errno
+import logging
 import os
+import re
 import stat
 from functools import lru_cache
 from pathlib import Path
+from typing import BinaryIO
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.specs import ID_REGEX
+
+_ID = re.compile(ID_REGEX)  # ids name folders in the data root as they appear in URLs
+_log = logging.getLogger(__name__)
 
 
 def resolve_inside(data_root: Path, user_path: str) -> Path:
@@ -63,3 +71,47 @@ def _plain_below(root: str, parts: list[str]) -> bool:
         if stat.S_ISLNK(mode):
             return False
     return True
+
+
+def open_regular(path: Path) -> BinaryIO:
+    """`path` opened for reading when it is a regular file that is not a symbolic link: a
+    link (even one swapped in after a check, O_NOFOLLOW), a FIFO or a device is refused
+    with an OSError, so what the API serves is a file inside the data root."""
+    # O_NONBLOCK: opening a FIFO must not wait for a writer; it changes nothing for files
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", str(path))
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_regular_text(path: Path) -> str:
+    """The UTF-8 text of a regular file (see `open_regular`); OSError or UnicodeDecodeError
+    otherwise."""
+    with open_regular(path) as handle:
+        return handle.read().decode("utf-8")
+
+
+def id_folders(folder: Path) -> list[str]:
+    """The names of the sub-folders of `folder` that are valid ids, sorted; any other entry
+    (an undecodable or invalid name, a link, a file) is skipped and logged. None exist ->
+    []."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    names: list[str] = []
+    for entry in entries:
+        if _ID.fullmatch(entry.name) and entry.is_dir(follow_symlinks=False):
+            names.append(entry.name)
+        else:
+            _log.warning(
+                "skipping %a in %s: not a folder named by a valid id",
+                entry.name,
+                folder.name,
+                extra={"event": "data_root.entry_skipped"},
+            )
+    return sorted(names)

@@ -67,6 +67,13 @@ class SecuritySettings(_Section):
     max_request_bytes: int = Field(default=1_048_576, ge=1_024)  # 1 MiB covers any job spec
 
 
+class TrainingSettings(_Section):
+    # The activation memory a submitted model run may need (specs.TrainRunSpec.
+    # activation_bytes, a conservative fp32 estimate): 96 GiB fits the largest single GPU
+    # of the documented hardware (141 GB) with room for weights and optimizer state.
+    max_activation_gib: float = Field(default=96.0, gt=0, le=100_000, allow_inf_nan=False)
+
+
 class ApiSettings(_Section):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65_535)
@@ -107,6 +114,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     logging: LoggingSettings = LoggingSettings()
     security: SecuritySettings = SecuritySettings()
+    training: TrainingSettings = TrainingSettings()
     api: ApiSettings = ApiSettings()
     discord: DiscordSettings = DiscordSettings()
     worker: WorkerSettings = WorkerSettings()

@@ -8,22 +8,78 @@ typed error in the caller's own words.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    Strict,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from platform_core.errors import AppError, ErrorCode, invalid_input
+from platform_core.errors import invalid_input
 
 # byte-level BPE starts from the 256 byte symbols plus its two special tokens
 BPE_MIN_VOCAB_SIZE = 258
+
+
+@dataclass(frozen=True)
+class PresetShape:
+    """What a submission needs of a preset's architecture (the worker's presets hold it, a
+    test keeps the two equal): the context a block must fit and the size of activations."""
+
+    n_layer: int  # transformer blocks or stacked LSTM layers
+    width: int  # gpt2: n_embd; char_lstm: hidden_size
+    n_head: int  # attention heads; 0 for an LSTM
+    context: int | None  # gpt2: n_positions; None = unlimited (LSTM)
+
+
+PRESET_SHAPES: dict[str, dict[str, PresetShape]] = {
+    "gpt2": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
+        "124M": PresetShape(n_layer=12, width=768, n_head=12, context=1024),
+    },
+    "char_lstm": {
+        "tiny": PresetShape(n_layer=1, width=64, n_head=0, context=None),
+        "small": PresetShape(n_layer=2, width=256, n_head=0, context=None),
+        "medium": PresetShape(n_layer=3, width=512, n_head=0, context=None),
+    },
+}
 # preset names per model family; the worker maps each to its architecture
 MODEL_PRESETS: dict[str, tuple[str, ...]] = {
-    "gpt2": ("tiny", "small", "124M"),
-    "char_lstm": ("tiny", "small", "medium"),
+    family: tuple(presets) for family, presets in PRESET_SHAPES.items()
 }
+
+# Upper bounds a worker on the documented hardware (one CPU box, or one GPU with up to
+# ~140 GiB) can run; past them a run only ends in OUT_OF_MEMORY or never ends.
+MAX_BLOCK_SIZE = 8192  # the longest context any preset or context_size allows
+MAX_BATCH_SIZE = 1024  # sequences per micro-batch
+MAX_GRAD_ACCUM_STEPS = 1024  # global batch up to ~1M sequences per process
+MAX_STEPS = 10_000_000  # ~4 months at one step per second
+MAX_EVAL_BATCHES = 10_000  # an eval of this many micro-batches already dwarfs a step
+# micro-batch tokens (batch_size x block_size): 128 x 1024, a coarse cap on one step's cost
+# for any model (nanoGPT's 124M runs 12 x 1024 per 40 GB GPU; tiny presets take far more)
+MAX_TOKENS_PER_MICRO_BATCH = 2**17
+MAX_SEED = 2**32 - 1  # what numpy's legacy seeding and every torch generator accept
+
+
+PositiveSteps = Annotated[int, Strict(), Field(ge=1, le=MAX_STEPS)]
+Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+
+# the one pattern of run, tokenizer and study ids: in URLs, in Redis keys, as folder names
+ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 # ---- from trainer_worker.tokenizers.artifacts ----------------------------------------
 
@@ -34,13 +90,13 @@ TokenizerKind = Literal["bpe", "char", "sentencepiece"]
 class CorpusOptions(BaseModel):
     """The corpus part of a request; validated form of `CorpusSpec`."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     path: str | None = Field(default=None, min_length=1, max_length=1024)  # None = demo corpus
-    normalize_nfc: bool = True
-    lowercase: bool = False
-    holdout_fraction: float = Field(default=0.1, gt=0.0, le=0.5)
-    seed: int = Field(default=1337, ge=0, le=2**63 - 1)
+    normalize_nfc: StrictBool = True
+    lowercase: StrictBool = False
+    holdout_fraction: StrictFloat = Field(default=0.1, gt=0.0, le=0.5)
+    seed: StrictInt = Field(default=1337, ge=0, le=MAX_SEED)
 
     @field_validator("path")
     @classmethod
@@ -57,14 +113,14 @@ class CorpusOptions(BaseModel):
 class TokenizerSpec(BaseModel):
     """What to train. Fields that do not apply to `kind` are ignored (see their comments)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     kind: TokenizerKind
-    vocab_size: int = Field(default=8000, ge=32, le=200_000)  # ignored for char
-    min_frequency: int = Field(default=2, ge=1, le=1_000_000)  # bpe only
+    vocab_size: StrictInt = Field(default=8000, ge=32, le=200_000)  # ignored for char
+    min_frequency: StrictInt = Field(default=2, ge=1, le=1_000_000)  # bpe only
     model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece only
-    byte_fallback: bool = True  # sentencepiece only
-    num_threads: int | None = Field(default=None, ge=1, le=256)  # sentencepiece; None = all
+    byte_fallback: StrictBool = True  # sentencepiece only
+    num_threads: StrictInt | None = Field(default=None, ge=1, le=256)  # sentencepiece; None = all
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
 
     @model_validator(mode="after")
@@ -86,74 +142,103 @@ DeviceChoice = Literal["auto", "cuda", "cpu"]
 PrecisionChoice = Literal["auto", "fp16", "bf16", "fp32"]
 
 
-@dataclass(frozen=True)
+# every request model: unknown fields refused, numbers finite (allow_inf_nan), immutable
+@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
 class TrainConfig:
+    """The training loop's settings; validated on construction (strict types, finite numbers,
+    the bounds above and the cross-field rules), so a config that exists is one that runs."""
+
     # data
-    block_size: int = 128  # tokens per training sequence (T); must fit the model's context
-    batch_size: int = 8  # sequences per micro-batch on each process (B)
-    grad_accum_steps: int = 1  # micro-batches per optimizer step; global batch = B x accum x world
+    # tokens per training sequence (T); must fit the model's context
+    block_size: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=MAX_BLOCK_SIZE,
+            description="at most the model's context (preset or model.context_size); "
+            f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}",
+        ),
+    ] = 128
+    # sequences per micro-batch on each process (B)
+    batch_size: Annotated[
+        int,
+        Strict(),
+        Field(
+            ge=1,
+            le=MAX_BATCH_SIZE,
+            description=f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}, and within "
+            "the API's activation bound (training.max_activation_gib)",
+        ),
+    ] = 8
+    # micro-batches per optimizer step; global batch = B x accum x world
+    grad_accum_steps: Annotated[int, Strict(), Field(ge=1, le=MAX_GRAD_ACCUM_STEPS)] = 1
     # optimizer (nanoGPT's AdamW settings)
-    max_steps: int = 1000  # optimizer steps to run in total (a resumed run counts from its step)
-    learning_rate: float = 3e-4  # peak learning rate, reached at the end of warmup
-    min_lr: float = 3e-5  # floor of the cosine decay; nanoGPT uses learning_rate / 10
-    warmup_steps: int = 100  # linear warmup from ~0 to learning_rate
-    lr_decay_steps: int | None = None  # step where the cosine reaches min_lr; None = max_steps
-    weight_decay: float = 0.1  # applied to 2-D weights only (not biases, norms)
-    beta1: float = 0.9  # AdamW first-moment decay
-    beta2: float = 0.95  # AdamW second-moment decay; 0.95 is steadier than 0.999 for LMs
-    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    max_steps: PositiveSteps = 1000  # optimizer steps in total (a resumed run counts from its step)
+    # peak learning rate, reached at the end of warmup; above 1 AdamW only diverges
+    learning_rate: Annotated[float, Strict(), Field(ge=0.0, le=1.0)] = 3e-4
+    # floor of the cosine decay (<= learning_rate); nanoGPT uses learning_rate / 10
+    min_lr: Annotated[
+        float, Strict(), Field(ge=0.0, le=1.0, description="at most learning_rate")
+    ] = 3e-5
+    warmup_steps: Annotated[int, Strict(), Field(ge=0, le=MAX_STEPS)] = 100  # linear warmup
+    # step where the cosine reaches min_lr (> warmup_steps); None = max_steps
+    lr_decay_steps: Annotated[
+        PositiveSteps | None, Field(description="greater than warmup_steps when set")
+    ] = None
+    # applied to 2-D weights only (not biases, norms)
+    weight_decay: Annotated[float, Strict(), Field(ge=0.0, le=10.0)] = 0.1
+    beta1: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.9  # AdamW first-moment decay
+    # AdamW second-moment decay; 0.95 is steadier than 0.999 for LMs
+    beta2: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.95
+    # max global gradient norm; 0 disables clipping
+    grad_clip: Annotated[float, Strict(), Field(ge=0.0, le=1e6)] = 1.0
     # evaluation, early stopping, checkpoints
-    eval_every: int = 100  # steps between evaluations on the holdout (and one at step 0)
-    eval_batches: int = 20  # holdout micro-batches per evaluation; bounds its cost
-    early_stopping_patience: int | None = None  # evals without improvement before stopping
-    early_stopping_min_delta: float = 0.0  # improvement smaller than this does not count
+    eval_every: PositiveSteps = 100  # steps between evaluations on the holdout (and one at step 0)
+    # holdout micro-batches per evaluation; bounds its cost
+    eval_batches: Annotated[int, Strict(), Field(ge=1, le=MAX_EVAL_BATCHES)] = 20
+    early_stopping_patience: PositiveSteps | None = None  # evals without improvement to stop
+    # improvement smaller than this does not count
+    early_stopping_min_delta: Annotated[float, Strict(), Field(ge=0.0, le=1e3)] = 0.0
     # steps between interval checkpoints; None = only the final one. 200 bounds what a crash
     # loses to 200 steps, is a multiple of eval_every (each save carries a fresh eval loss for
     # keep_best_k) and gives the default 1000-step run 4 saves, of which retention keeps 1-2.
-    checkpoint_every: int | None = 200
+    checkpoint_every: PositiveSteps | None = 200
     # progress reports: whichever comes first
-    progress_every_steps: int = 10  # report at least every this many steps
-    progress_every_s: float = 30.0  # and at least this often on slow steps
+    progress_every_steps: PositiveSteps = 10  # report at least every this many steps
+    # and at least this often on slow steps (at most daily)
+    progress_every_s: Annotated[float, Strict(), Field(gt=0.0, le=86_400.0)] = 30.0
     # compute
     device: DeviceChoice = "auto"  # auto = CUDA when present, else CPU
-    precision: PrecisionChoice = "auto"  # auto = bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
-    compile: bool = False  # torch.compile: faster steps on GPU after a slow first step
-    seed: int = 1337  # seeds Python, NumPy, torch and the batch sampler
+    precision: Annotated[
+        PrecisionChoice, Field(description="fp16 and bf16 need a CUDA device (not device 'cpu')")
+    ] = "auto"  # auto = bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
+    compile: Annotated[bool, Strict()] = False  # torch.compile: faster GPU steps after a slow one
+    seed: Seed = 1337  # seeds Python, NumPy, torch and the batch sampler
 
-    def __post_init__(self) -> None:
-        positive = {
-            "block_size": self.block_size,
-            "batch_size": self.batch_size,
-            "grad_accum_steps": self.grad_accum_steps,
-            "max_steps": self.max_steps,
-            "eval_every": self.eval_every,
-            "eval_batches": self.eval_batches,
-            "progress_every_steps": self.progress_every_steps,
-        }
-        for name, value in positive.items():
-            if value < 1:
-                _invalid(f"{name} must be >= 1, got {value}")
-        for name, opt in (
-            ("lr_decay_steps", self.lr_decay_steps),
-            ("early_stopping_patience", self.early_stopping_patience),
-            ("checkpoint_every", self.checkpoint_every),
-        ):
-            if opt is not None and opt < 1:
-                _invalid(f"{name} must be >= 1 when set, got {opt}")
-        if self.learning_rate < 0 or self.min_lr < 0 or self.min_lr > self.learning_rate:
-            _invalid("need 0 <= min_lr <= learning_rate")
-        if self.warmup_steps < 0:
-            _invalid(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> TrainConfig:
+        if self.min_lr > self.learning_rate:
+            raise ValueError(
+                f"min_lr ({self.min_lr}) must be <= learning_rate ({self.learning_rate})"
+            )
         if self.lr_decay_steps is not None and self.lr_decay_steps <= self.warmup_steps:
-            _invalid("lr_decay_steps must be greater than warmup_steps")
-        if not (0.0 <= self.beta1 < 1.0 and 0.0 <= self.beta2 < 1.0):
-            _invalid("beta1 and beta2 must lie in [0, 1)")
-        if self.weight_decay < 0 or self.grad_clip < 0 or self.early_stopping_min_delta < 0:
-            _invalid("weight_decay, grad_clip and early_stopping_min_delta must be >= 0")
-        if self.progress_every_s <= 0:
-            _invalid("progress_every_s must be > 0")
-        if self.seed < 0:
-            _invalid("seed must be >= 0")
+            raise ValueError(
+                f"lr_decay_steps ({self.lr_decay_steps}) must be greater than warmup_steps "
+                f"({self.warmup_steps})"
+            )
+        if self.device == "cpu" and self.precision in ("fp16", "bf16"):
+            raise ValueError(
+                f"precision {self.precision!r} needs a CUDA device; use 'fp32' or 'auto' with "
+                "device 'cpu'"
+            )
+        tokens = self.batch_size * self.block_size
+        if tokens > MAX_TOKENS_PER_MICRO_BATCH:
+            raise ValueError(
+                f"batch_size x block_size ({self.batch_size} x {self.block_size} = {tokens} "
+                f"tokens) must be <= {MAX_TOKENS_PER_MICRO_BATCH}; raise grad_accum_steps instead"
+            )
+        return self
 
     @property
     def decay_steps(self) -> int:
@@ -164,29 +249,59 @@ class TrainConfig:
         return asdict(self)
 
 
-def _invalid(message: str) -> None:
-    raise AppError(ErrorCode.CONFIG_INVALID, message)
-
-
 # ---- from trainer_worker.models.registry ----------------------------------------
 
 
 ModelFamily = Literal["gpt2", "char_lstm"]
 
 
+# a hub id as the Hugging Face hub spells it: `name` or `namespace/name`, each part letters and
+# digits joined by single '.', '_' or '-' (no '..', no leading or trailing punctuation)
+_HUB_PART = r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*"
+HUB_ID_MAX_CHARS = 96
+# a folder under the data root: `data:` then relative path parts, none of them '.' or '..'
+_DATA_PART = r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*"
+DATA_PREFIX = "data:"
+PRETRAINED_PATTERN = (
+    rf"^(?:{DATA_PREFIX}{_DATA_PART}(?:/{_DATA_PART})*|{_HUB_PART}(?:/{_HUB_PART})?)$"
+)
+_PRETRAINED_RE = re.compile(PRETRAINED_PATTERN)
+
+
 class ModelSpec(BaseModel):
     """What model to build; JSON-safe so it travels in job specs and manifests."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     family: ModelFamily
-    preset: str = "tiny"
-    # gpt2 only: a local folder written by save_pretrained, or a hub id such as "gpt2"
-    pretrained: str | None = Field(default=None, min_length=1, max_length=500)
-    # overrides the preset's dropout (fresh models only)
-    dropout: float | None = Field(default=None, ge=0.0, lt=1.0)
-    # gpt2 only: overrides the preset's n_positions (fresh models only)
-    context_size: int | None = Field(default=None, ge=8, le=8192)
+    preset: str = Field(default="tiny", max_length=32)
+    pretrained: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=512,
+        pattern=PRETRAINED_PATTERN,
+        description=(
+            "gpt2 only. `data:<folder>`: a save_pretrained folder under the data root; "
+            f"otherwise a hub id (`name` or `namespace/name`, at most {HUB_ID_MAX_CHARS} "
+            "characters). Excludes dropout and context_size."
+        ),
+    )
+    dropout: StrictFloat | None = Field(
+        default=None, ge=0.0, lt=1.0, description="overrides the preset's; fresh models only"
+    )
+    context_size: StrictInt | None = Field(
+        default=None,
+        ge=8,
+        le=MAX_BLOCK_SIZE,
+        description="gpt2 only: overrides the preset's n_positions; fresh models only",
+    )
+
+    @field_validator("pretrained")
+    @classmethod
+    def _hub_id_length(cls, value: str | None) -> str | None:
+        if value is None or value.startswith(DATA_PREFIX) or len(value) <= HUB_ID_MAX_CHARS:
+            return value
+        raise ValueError(f"a hub id has at most {HUB_ID_MAX_CHARS} characters")
 
     @model_validator(mode="after")
     def _check_family_fields(self) -> ModelSpec:
@@ -202,6 +317,22 @@ class ModelSpec(BaseModel):
         if self.pretrained is not None and (self.dropout is not None or self.context_size):
             raise ValueError("dropout and context_size cannot override a pretrained model")
         return self
+
+    @property
+    def pretrained_folder(self) -> str | None:
+        """The data-root-relative folder of a `data:` value; None for a hub id or no value."""
+        if self.pretrained is None or not self.pretrained.startswith(DATA_PREFIX):
+            return None
+        return self.pretrained.removeprefix(DATA_PREFIX)
+
+
+def is_hub_id(value: str) -> bool:
+    """True for a string the hub's id grammar allows (and not a `data:` folder)."""
+    return (
+        not value.startswith(DATA_PREFIX)
+        and len(value) <= HUB_ID_MAX_CHARS
+        and _PRETRAINED_RE.fullmatch(value) is not None
+    )
 
 
 def preset_names(family: ModelFamily) -> set[str]:
@@ -226,27 +357,19 @@ GenerationStopReason = Literal["eos", "stop_sequence", "max_new_tokens"]
 class GenerateRequest(BaseModel):
     """What to generate; validated in full before a model is loaded or run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)  # "" starts from end-of-text
-    max_new_tokens: int = Field(default=64, ge=1, le=512)
-    temperature: float = Field(default=1.0, ge=0.0, le=5.0)  # 0 = greedy (argmax)
-    top_k: int | None = Field(default=None, ge=1, le=100_000)  # keep the k likeliest tokens
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)  # keep the nucleus of mass p
-    stop_sequences: tuple[str, ...] = Field(default=(), max_length=MAX_STOP_SEQUENCES)
-    stop_on_eos: bool = True
-    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)  # None = a fresh random seed
-    num_return_sequences: int = Field(default=1, ge=1, le=10)
-
-    @field_validator("stop_sequences")
-    @classmethod
-    def _check_stop_sequences(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        for stop in value:
-            if not 1 <= len(stop) <= MAX_STOP_SEQUENCE_CHARS:
-                raise ValueError(
-                    f"each stop sequence must have 1 to {MAX_STOP_SEQUENCE_CHARS} characters"
-                )
-        return value
+    max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
+    temperature: StrictFloat = Field(default=1.0, ge=0.0, le=5.0)  # 0 = greedy (argmax)
+    top_k: StrictInt | None = Field(default=None, ge=1, le=100_000)  # keep the k likeliest tokens
+    top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)  # keep the nucleus of mass p
+    stop_sequences: tuple[
+        Annotated[str, Field(min_length=1, max_length=MAX_STOP_SEQUENCE_CHARS)], ...
+    ] = Field(default=(), max_length=MAX_STOP_SEQUENCES)
+    stop_on_eos: StrictBool = True
+    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)  # None = a fresh random seed
+    num_return_sequences: StrictInt = Field(default=1, ge=1, le=10)
 
 
 class GenerateResult(BaseModel):
@@ -277,10 +400,10 @@ MAX_SCORE_CHARS = 100_000  # a long document; per-token detail beyond this is un
 class ScoreRequest(BaseModel):
     """What to score; validated in full before a model is loaded or run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     text: str = Field(min_length=1, max_length=MAX_SCORE_CHARS)
-    top_k: int = Field(default=0, ge=0, le=20)  # predictions listed per position; 0 = none
+    top_k: StrictInt = Field(default=0, ge=0, le=20)  # predictions listed per position; 0 = none
     detail_level: Literal["summary", "per_token"] = "per_token"
 
 
@@ -326,31 +449,74 @@ def validate_score_request(payload: Mapping[str, object]) -> ScoreRequest:
 
 # A fixed prompt set makes samples comparable across runs and checkpoints.
 DEFAULT_PROMPTS = ("The ", "In Python, ", "A function ")
+MAX_SAMPLE_PROMPTS = 10
+# a prompt to show what the model learned, not a document; well under MAX_PROMPT_CHARS
+MAX_SAMPLE_PROMPT_CHARS = 1_000
 
 
 class RetentionSpec(BaseModel):
     """Which checkpoints a run keeps. The best ones are judged by eval loss (lower is
     better)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    keep_last_n: int = Field(default=1, ge=1, le=100)  # newest checkpoints kept: resume points
-    keep_best_k: int = Field(default=1, ge=1, le=2)  # best by eval loss; the contract caps it at 2
-    max_total_size_gb: float | None = Field(default=None, gt=0)  # None: bounded by the counts
-    min_interval_steps: int | None = Field(default=None, ge=1)  # skip saves closer than this
+    keep_last_n: StrictInt = Field(default=1, ge=1, le=100)  # newest checkpoints: resume points
+    keep_best_k: StrictInt = Field(default=1, ge=1, le=2)  # best by eval loss; capped at 2
+    # None: bounded by the counts; 1 PB is far beyond any disk a worker has
+    max_total_size_gb: StrictFloat | None = Field(default=None, gt=0, le=1_000_000)
+    # skip saves closer than this
+    min_interval_steps: StrictInt | None = Field(default=None, ge=1, le=MAX_STEPS)
     # prune proactively when free disk falls under this fraction of the filesystem
-    min_free_disk_fraction: float = Field(default=0.10, ge=0.0, lt=1.0)
+    min_free_disk_fraction: StrictFloat = Field(default=0.10, ge=0.0, lt=1.0)
 
 
 class TrainRunSpec(BaseModel):
     """What `POST /runs/train` and `trainctl` send for a model run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: ModelSpec
-    tokenizer_id: str = Field(min_length=1, max_length=64)
+    tokenizer_id: str = Field(pattern=ID_REGEX)
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
     train: TrainConfig = Field(default_factory=TrainConfig)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
-    sample_prompts: tuple[str, ...] = Field(default=DEFAULT_PROMPTS, max_length=10)
-    sample_max_new_tokens: int = Field(default=64, ge=1, le=512)
+    sample_prompts: tuple[Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)], ...] = Field(
+        default=DEFAULT_PROMPTS, max_length=MAX_SAMPLE_PROMPTS
+    )
+    sample_max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
+
+    @model_validator(mode="after")
+    def _block_fits_the_model(self) -> TrainRunSpec:
+        shape = self.preset_shape()
+        context = self.model.context_size or (shape.context if shape else None)
+        if context is not None and self.train.block_size > context:
+            raise ValueError(
+                f"train.block_size ({self.train.block_size}) exceeds the context of "
+                f"model {self.model.family}/{self.model.preset} ({context} tokens): lower "
+                "block_size or set model.context_size"
+            )
+        return self
+
+    def preset_shape(self) -> PresetShape | None:
+        """The architecture the spec builds; None for pretrained weights (known only once
+        loaded)."""
+        if self.model.pretrained is not None:
+            return None
+        return PRESET_SHAPES[self.model.family][self.model.preset]
+
+    def activation_bytes(self) -> int | None:
+        """An estimate of one micro-batch's activation memory in training (fp32, no
+        recomputation; the vocabulary-sized logits are left out, as the tokenizer is not known
+        here). GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al.
+        2022), doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four
+        gates, cell and hidden state, and their gradients). None for pretrained weights."""
+        shape = self.preset_shape()
+        if shape is None:
+            return None
+        tokens = self.train.batch_size * self.train.block_size
+        width = shape.width
+        if shape.n_head:
+            per_token = 2 * (34 * width + 5 * shape.n_head * self.train.block_size)
+        else:
+            per_token = 4 * 12 * width
+        return tokens * per_token * shape.n_layer

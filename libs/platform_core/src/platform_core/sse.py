@@ -30,9 +30,14 @@ class StreamedEvent:
     event: Event
 
 
-def format_sse(data: str, *, event: str, id: str) -> bytes:
-    """One message; `data` must be a single line (compact JSON is)."""
-    return f"id: {id}\nevent: {event}\ndata: {data}\n\n".encode()
+ERROR_EVENT = "error"  # a stream's last message when it fails after its headers: an ErrorBody
+
+
+def format_sse(data: str, *, event: str, id: str | None) -> bytes:
+    """One message; `data` must be a single line (compact JSON is). Without `id`, the
+    reader's last id stays what it was (an error message must not move a resume point)."""
+    head = f"id: {id}\n" if id is not None else ""
+    return f"{head}event: {event}\ndata: {data}\n\n".encode()
 
 
 @dataclass

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.paths import open_regular
 
 # Weights barely compress; level 1 keeps a multi-GB checkpoint from taking minutes of CPU
 # while still shrinking JSON, logs and vocabularies several times.
@@ -72,7 +73,7 @@ def _file_blocks(path: Path, size: int) -> Iterator[bytes]:
     """Exactly `size` bytes of `path` (the size its header announced), then the padding to a
     whole tar block. A file that a running job appends to is cut at that size."""
     remaining = size
-    with path.open("rb") as handle:
+    with open_regular(path) as handle:  # a link swapped in since the walk is refused
         while remaining > 0:
             block = handle.read(min(_READ_BLOCK, remaining))
             if not block:  # shrank since its header went out: the archive cannot be finished

@@ -23,6 +23,7 @@ _MEANING = {
     409: "the request conflicts with the current state (e.g. cancelling a finished run)",
     413: "request body too large",
     422: "invalid input: the message names each bad field",
+    503: "Redis is unreachable or did not answer within its timeout; try again shortly",
 }
 OpenApiResponses = dict[int | str, dict[str, object]]
 _BY_STATUS = {
@@ -40,6 +41,53 @@ _BY_STATUS = {
 def error_responses(*statuses: int) -> OpenApiResponses:
     """OpenAPI `responses=` entries: `statuses` answer with an ErrorBody."""
     return {status: {"model": ErrorBody, "description": _MEANING[status]} for status in statuses}
+
+
+def document_common_errors(schema: dict[str, object], probes: frozenset[str]) -> None:
+    """Declare in `schema` the errors that any route can give: 503 wherever Redis is asked
+    (every operation but the probes, which report Redis instead), 413 on every operation
+    with a body (the size limit applies before routing)."""
+    paths = schema.get("paths")
+    if not isinstance(paths, dict):
+        return
+    body = ErrorBody.model_json_schema()["title"]
+    for path, operations in paths.items():
+        if not isinstance(operations, dict):
+            continue
+        for operation in operations.values():
+            _no_null_parameters(operation)
+        if path in probes:
+            continue
+        for method, operation in operations.items():
+            responses = operation.get("responses") if isinstance(operation, dict) else None
+            if not isinstance(responses, dict):
+                continue
+            wanted = [503, 413] if method in {"post", "put", "patch"} else [503]
+            for status in wanted:
+                responses.setdefault(
+                    str(status),
+                    {
+                        "description": _MEANING[status],
+                        "content": {
+                            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
+                        },
+                    },
+                )
+
+
+def _no_null_parameters(operation: object) -> None:
+    """An optional header or query parameter is absent or a string on the wire, never null:
+    FastAPI declares `X | None` parameters nullable, which no request can honour."""
+    parameters = operation.get("parameters") if isinstance(operation, dict) else None
+    for parameter in parameters if isinstance(parameters, list) else []:
+        schema = parameter.get("schema") if isinstance(parameter, dict) else None
+        variants = schema.get("anyOf") if isinstance(schema, dict) else None
+        if not isinstance(schema, dict) or not isinstance(variants, list):
+            continue
+        kept = [v for v in variants if v != {"type": "null"}]
+        if len(kept) == 1 and isinstance(kept[0], dict):
+            del schema["anyOf"]
+            schema.update(kept[0])
 
 
 def request_id_of(request: Request) -> str | None:
@@ -74,7 +122,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             request, 422, ErrorCode.INVALID_INPUT, "invalid request: the body is not UTF-8 JSON"
         )
     code = _BY_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
-    return error_response(request, exc.status_code, code, str(exc.detail))
+    response = error_response(request, exc.status_code, code, str(exc.detail))
+    response.headers.update(exc.headers or {})  # e.g. the Allow of a 405
+    return response
 
 
 async def _redis_unreachable(request: Request, exc: Exception) -> JSONResponse:

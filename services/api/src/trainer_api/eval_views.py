@@ -15,13 +15,14 @@ from platform_core.api_models import EvalSample, EvaluationResult, RunEval
 from platform_core.errors import AppError
 from platform_core.layout import EVAL
 from platform_core.manifests import MetricsSummary, read_metrics_summary
+from platform_core.paths import read_regular_text
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 def _json_lines(path: Path) -> Iterator[object]:
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_text(path)
     except (OSError, UnicodeDecodeError):
         return
     for line in text.splitlines():

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from platform_core.api_models import LogLine
+from platform_core.paths import open_regular
 
 LOG_FILE = "logs.jsonl"
 MAX_TAIL_LINES = 1000  # bounds the memory and time of one GET
@@ -20,7 +21,7 @@ def tail_offset(path: Path, lines: int) -> int:
     """The byte offset where the last `lines` complete lines of `path` start: 0 for a file
     with fewer (or none), the end of its last complete line for `lines` = 0."""
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)
     except OSError:
         return 0
     with handle:
@@ -42,11 +43,32 @@ def tail_offset(path: Path, lines: int) -> int:
         return 0
 
 
+def line_start(path: Path, offset: int) -> int:
+    """Where a reader that asks for `offset` resumes: never past the end of the file (a
+    larger offset waits for new lines there) and always at the start of a line (an offset
+    inside one goes back to its start), so no half line is ever sent."""
+    try:
+        handle = open_regular(path)
+    except OSError:
+        return 0
+    with handle:
+        position = min(offset, handle.seek(0, os.SEEK_END))
+        while position > 0:
+            start = max(0, position - _BLOCK)
+            handle.seek(start)
+            block = handle.read(position - start)
+            index = block.rfind(b"\n")
+            if index != -1:
+                return start + index + 1
+            position = start
+        return 0
+
+
 def read_lines(path: Path, offset: int) -> tuple[list[tuple[int, LogLine]], int]:
     """Complete lines from `offset` on, each with the offset just after it, and the offset to
     read from next (a partly written last line waits for its end)."""
     try:
-        handle = path.open("rb")
+        handle = open_regular(path)
     except OSError:
         return [], offset
     with handle:

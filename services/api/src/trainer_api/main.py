@@ -14,9 +14,13 @@ from platform_core.event_bus import AsyncEventBus, EventBus
 from platform_core.redis_connection import connect, connect_async, resolve_redis_url
 from platform_core.run_state import RunStateStore
 from platform_core.settings import Settings, load_settings
-from trainer_api.errors import install_error_handlers
+from trainer_api.errors import document_common_errors, install_error_handlers
 from trainer_api.live_state import LiveStateReader
-from trainer_api.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from trainer_api.middleware import (
+    BodySizeLimitMiddleware,
+    HeadAsGetMiddleware,
+    RequestIdMiddleware,
+)
 from trainer_api.routes import (
     artifacts,
     charts,
@@ -40,6 +44,8 @@ class TrainerApi(FastAPI):
         schema = super().openapi()  # generated on the first call, then kept
         if generated:
             declare_api_key(schema, open_paths(self))
+            probes = frozenset(getattr(route, "path", "") for route in health.router.routes)
+            document_common_errors(schema, probes)
         return schema
 
 
@@ -89,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.data_root = resolved.data_root.resolve()
     # the last added runs first: a request has its id before it is refused for its key or
     # its size, and a body is read only from a caller with the key
+    app.add_middleware(HeadAsGetMiddleware)  # innermost: nothing outside it sees the GET
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=resolved.security.max_request_bytes)
     if resolved.security.api_key is not None:
         app.add_middleware(

@@ -3,6 +3,8 @@ untouched):
 
 - `RequestIdMiddleware`: every request gets an id, the caller's `X-Request-ID` when it is sane,
   else a new one. It is echoed on the response, attached to every log line and to error bodies.
+- `HeadAsGetMiddleware`: a HEAD request is answered as its GET, headers only; a stream is
+  never started for it.
 - `BodySizeLimitMiddleware`: a body larger than `security.max_request_bytes` is refused with
   413 PAYLOAD_TOO_LARGE, whether its Content-Length says so or it only turns out so while it
   streams in (chunked). Bodies are small JSON, so the body is read before the app runs.
@@ -24,7 +26,8 @@ from platform_core.errors import ErrorCode
 from platform_core.logging import log_context
 
 HEADER = "x-request-id"
-_SANE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# a plain token: anything else (long, spaces, non-ASCII) is replaced by a generated id
+_SANE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 _log = logging.getLogger(__name__)
 
 
@@ -142,3 +145,29 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return {"type": "http.request", "body": body, "more_body": False}
 
     return replayed
+
+
+class _HeadAnswered(BaseException):
+    """Raised through the app once a HEAD answer's headers are out: nothing after them is
+    wanted (a BaseException, so that no exception handler logs or answers it)."""
+
+
+class HeadAsGetMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "HEAD":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_headers_only(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                await send(message)
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                raise _HeadAnswered
+
+        try:
+            await self.app({**scope, "method": "GET"}, receive, send_headers_only)
+        except _HeadAnswered:
+            return

@@ -6,11 +6,12 @@ both once the run's status has been terminal for `FINISH_GRACE_S` (a terminal ev
 from the stream, or a run that writes no log, must not hold a stream open forever). When the
 client goes away, Starlette's StreamingResponse notices and cancels the generator. Both send
 a keep-alive comment when quiet, so proxies and the client's read timeout see a live
-connection.
+connection. A failure after the headers ends a stream with a typed `error` message.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -18,14 +19,16 @@ from pathlib import Path
 
 import anyio
 import redis.asyncio
+import redis.exceptions
 from starlette.responses import StreamingResponse
 
+from platform_core.api_models import ErrorBody
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import AsyncEventBus
 from platform_core.events import encode_event
 from platform_core.layout import DataLayout
 from platform_core.run_state import meta_key, status_key
-from platform_core.sse import KEEP_ALIVE, format_sse
+from platform_core.sse import ERROR_EVENT, KEEP_ALIVE, format_sse
 from trainer_api.live_state import STATUSES
 from trainer_api.log_files import read_lines
 
@@ -33,6 +36,7 @@ KEEP_ALIVE_S = 15.0  # well under the client's 60 s read timeout and common prox
 FINISH_GRACE_S = 2.0  # the worker publishes its terminal event right after the status
 LOG_POLL_S = 0.25  # how often a followed log file is read for new lines
 _READ_COUNT = 500  # entries per XREAD: catching up on a busy stream takes few round trips
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -117,10 +121,45 @@ async def require_run(client: redis.asyncio.Redis, data_root: Path, run_id: str)
         raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} does not exist")
 
 
-def sse_response(stream: AsyncIterator[bytes]) -> StreamingResponse:
+def sse_response(stream: AsyncIterator[bytes], request_id: str | None) -> StreamingResponse:
     # no-cache and no proxy buffering: each event must reach the client as it happens
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
+    return StreamingResponse(
+        _ends_typed(stream, request_id), media_type="text/event-stream", headers=headers
+    )
+
+
+async def _ends_typed(stream: AsyncIterator[bytes], request_id: str | None) -> AsyncIterator[bytes]:
+    """After the 200 the status can no longer say that something failed: a failure ends the
+    stream with an `error` message holding the usual `{code, message, request_id}`."""
+    try:
+        async for chunk in stream:
+            yield chunk
+    except Exception as exc:
+        error = _as_app_error(exc)
+        _log.log(
+            logging.WARNING if isinstance(exc, AppError) else logging.ERROR,
+            "stream ended by an error: %s",
+            error.message,
+            exc_info=not isinstance(exc, AppError),
+            extra={
+                "event": "api.stream_failed",
+                "error_code": error.code.value,
+                "request_id": request_id,
+            },
+        )
+        body = ErrorBody(code=error.code.value, message=error.message, request_id=request_id)
+        yield format_sse(body.model_dump_json(), event=ERROR_EVENT, id=None)
+
+
+def _as_app_error(exc: Exception) -> AppError:
+    if isinstance(exc, AppError):
+        return exc
+    if isinstance(exc, redis.exceptions.RedisError):
+        return AppError(
+            ErrorCode.REDIS_UNAVAILABLE, f"the event store failed ({type(exc).__name__})"
+        )
+    return AppError(ErrorCode.INTERNAL, f"the stream failed ({type(exc).__name__})")
 
 
 async def first_event_id(client: redis.asyncio.Redis, run_id: str) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Literal
 
 import redis
@@ -26,7 +26,8 @@ from platform_core.layout import ID_PATTERN, DataLayout
 from platform_core.paths import resolve_inside
 from platform_core.queue import enqueue_job
 from platform_core.run_state import INDEX_KEY, RunStatus
-from platform_core.specs import CorpusOptions, ModelSpec
+from platform_core.settings import TrainingSettings
+from platform_core.specs import CorpusOptions, ModelSpec, TrainRunSpec
 from trainer_api.idempotency import once
 from trainer_api.live_state import live_state
 from trainer_api.run_views import run_folder
@@ -45,22 +46,29 @@ def submit(
     body: TokenizerCreate | RunCreate,
     idempotency_key: str | None,
     bus: EventBus,
+    *,
+    max_activation_gib: float = TrainingSettings().max_activation_gib,
 ) -> JobAccepted:
     """Queue a tokenizer training or a model run, once per idempotency key; its queued event
-    goes to `bus` (the configured stream)."""
+    goes to `bus` (the configured stream). A model run whose activation estimate exceeds
+    `max_activation_gib` is refused."""
     scope = "runs" if isinstance(body, RunCreate) else "tokenizers"
     return once(
         client,
         scope,
         idempotency_key=idempotency_key,
         body=body,
-        act=lambda: _checked_submit(client, data_root, body, bus),
+        act=lambda: _checked_submit(client, data_root, body, bus, max_activation_gib),
         answer_model=JobAccepted,
     )
 
 
 def _checked_submit(
-    client: redis.Redis, data_root: Path, body: TokenizerCreate | RunCreate, bus: EventBus
+    client: redis.Redis,
+    data_root: Path,
+    body: TokenizerCreate | RunCreate,
+    bus: EventBus,
+    max_activation_gib: float,
 ) -> JobAccepted:
     check_corpus(data_root, body.spec.corpus)
     if isinstance(body, TokenizerCreate):
@@ -68,6 +76,7 @@ def _checked_submit(
         return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
     check_tokenizer(client, data_root, body.spec.tokenizer_id)
     check_pretrained(data_root, body.spec.model)
+    check_memory(body.spec, max_activation_gib)
     run_id = body.run_id or new_id("run")
     return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
 
@@ -82,13 +91,30 @@ def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:
 
 
 def check_pretrained(data_root: Path, model: ModelSpec) -> None:
-    """A local folder must lie inside the data root; a hub id ("gpt2") is left alone."""
-    name = model.pretrained
-    if name is None:
+    """A `data:` folder must lie inside the data root (links out of it refused) and exist; a
+    hub id (the spec's grammar already checked it) is left to the worker's model cache."""
+    folder = model.pretrained_folder
+    if folder is None:
         return
-    path = PurePosixPath(name)
-    if path.is_absolute() or ".." in path.parts or "\\" in name:
-        resolve_inside(data_root, name)
+    if not resolve_inside(data_root, folder).is_dir():
+        raise AppError(
+            ErrorCode.DATA_NOT_FOUND,
+            f"spec.model.pretrained: folder {folder!r} does not exist in the data root",
+        )
+
+
+def check_memory(spec: TrainRunSpec, max_activation_gib: float) -> None:
+    """Refuse a run whose micro-batch would not fit: batch_size x block_size x model."""
+    needed = spec.activation_bytes()
+    if needed is None or needed <= max_activation_gib * 2**30:
+        return
+    raise AppError(
+        ErrorCode.INVALID_INPUT,
+        f"spec.train: batch_size x block_size on {spec.model.family}/{spec.model.preset} needs "
+        f"about {needed / 2**30:.1f} GiB of activations, over this API's bound of "
+        f"{max_activation_gib:g} GiB (training.max_activation_gib); lower batch_size and raise "
+        "grad_accum_steps instead",
+    )
 
 
 def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:

@@ -10,8 +10,9 @@ from pydantic import ValidationError
 
 from platform_core.api_models import TokenizerList, TokenizerPublic
 from platform_core.errors import AppError, ErrorCode
-from platform_core.layout import ID_PATTERN, MANIFEST_FILE, DataLayout
+from platform_core.layout import MANIFEST_FILE, DataLayout
 from platform_core.manifests import TokenizerManifest, read_tokenizer_manifest
+from platform_core.paths import id_folders
 from platform_core.run_index import index_key
 from platform_core.run_state import RunStatus, spec_key
 from platform_core.specs import TokenizerKind, TokenizerSpec
@@ -72,12 +73,7 @@ def tokenizer_ids(client: redis.Redis, data_root: Path) -> list[str]:
     whose name is not an id (left by hand) is not a tokenizer."""
     ids: set[str] = set()
     folder = DataLayout(data_root).tokenizers_dir
-    if folder.is_dir():
-        ids.update(
-            entry.name
-            for entry in folder.iterdir()
-            if ID_PATTERN.fullmatch(entry.name) and (entry / MANIFEST_FILE).is_file()
-        )
+    ids.update(name for name in id_folders(folder) if (folder / name / MANIFEST_FILE).is_file())
     runs = client.zrange(index_key(kind="train_tokenizer"), 0, -1)
     ids.update(raw.decode() for raw in runs if isinstance(raw, bytes))
     return sorted(ids)

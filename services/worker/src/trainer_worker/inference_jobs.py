@@ -46,7 +46,7 @@ from trainer_worker.checkpoints import (
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.inference.score import score
-from trainer_worker.models.registry import build_model
+from trainer_worker.models.registry import build_model, resolve_pretrained
 from trainer_worker.resume import find_resume_point
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
@@ -180,7 +180,9 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
     ):
         raise AppError(ErrorCode.CONFLICT, f"run {run_id} has no weights yet; try again later")
     tokenizer = load_tokenizer(layout.tokenizer_dir(spec.tokenizer_id))
-    model = build_model(spec.model, tokenizer.vocab_size, tokenizer.eos_id)
+    # the architecture: a `data:` folder resolved inside the root, as the training did
+    model_spec = resolve_pretrained(spec.model, layout.root)
+    model = build_model(model_spec, tokenizer.vocab_size, tokenizer.eos_id)
     _load_weights(layout, manifest, model)
     model.eval()
     return model, tokenizer, spec, folder

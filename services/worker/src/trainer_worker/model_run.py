@@ -53,7 +53,7 @@ from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
 from trainer_worker.job_context import JobContext, Outcome
-from trainer_worker.models.registry import build_model, count_parameters
+from trainer_worker.models.registry import build_model, count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint, ResumeSearch, find_resume_point
 from trainer_worker.run_callbacks import RunCallbacks, read_history
 from trainer_worker.tokenizers.artifacts import load_tokenizer
@@ -294,15 +294,8 @@ def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
 
 
 def _resolve_pretrained(spec: ModelSpec, root: Path) -> ModelSpec:
-    """A pretrained value naming a folder inside the data root becomes its absolute path;
-    anything else is a hub id (looked up in the local cache first)."""
-    if (
-        spec.pretrained is None
-        or spec.pretrained.count("/") > 1
-        or not (root / spec.pretrained).exists()
-    ):
-        return spec
-    return spec.model_copy(update={"pretrained": str(resolve_inside(root, spec.pretrained))})
+    """`data:<folder>` inside the data root, a hub id as it is (models.registry)."""
+    return resolve_pretrained(spec, root)
 
 
 def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -> list[JsonObject]:

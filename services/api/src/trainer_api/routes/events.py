@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 
 from trainer_api.deps import AsyncEventBusDep, DataRootDep, RunIdPath, SettingsDep
-from trainer_api.errors import error_responses
+from trainer_api.errors import error_responses, request_id_of
 from trainer_api.routes.logs import sse_openapi
 from trainer_api.streams import first_event_id, follow_events, require_run, sse_response
 
 router = APIRouter(prefix="/runs", tags=["events"], responses=error_responses(401))
-STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"  # a Redis stream id
+# a Redis stream id; 19 digits keep each part under 2**64, the most Redis reads (a 20-digit
+# id matched the pattern but failed at Redis after the 200)
+STREAM_ID = r"^[0-9]{1,19}-[0-9]{1,19}$"
 # each event's data is one platform_core.events event; its type is also the SSE event name
 RUN_EVENTS = sse_openapi(
     {"type": "string", "pattern": r"^trainer\.[a-z_.]+\.v[0-9]+$"},
@@ -33,6 +35,7 @@ RUN_EVENTS = sse_openapi(
 )
 async def run_events(
     run_id: RunIdPath,
+    request: Request,
     *,
     bus: AsyncEventBusDep,
     data_root: DataRootDep,
@@ -40,9 +43,12 @@ async def run_events(
     last_event_id: Annotated[str | None, Header(pattern=STREAM_ID)] = None,
 ) -> StreamingResponse:
     """The run's events from its start (or after `Last-Event-ID`), then live; each `id:` is
-    the event's stream id. Ends after the run's terminal event."""
+    the event's stream id. Ends after the run's terminal event; an id past the newest event
+    waits for newer ones."""
     await require_run(bus.client, data_root, run_id)
     start = last_event_id or await first_event_id(bus.client, run_id)
-    # a blocking read must end well within the client's socket timeout
-    block_ms = max(50, min(1_000, int(settings.redis.connect_timeout_s * 500)))
-    return sse_response(follow_events(bus, run_id, start, block_ms=block_ms))
+    # a blocking read must end well within the client's socket timeout (a timeout is never
+    # retried): Redis ends a BLOCK on its cron, up to 100 ms late at its default hz of 10
+    block_ms = max(10, min(1_000, int(settings.redis.connect_timeout_s * 500) - 100))
+    stream = follow_events(bus, run_id, start, block_ms=block_ms)
+    return sse_response(stream, request_id_of(request))

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from platform_core.api_models import RunLogs
 from platform_core.errors import AppError, ErrorCode
 from trainer_api.deps import AsyncRedisDep, DataRootDep, RedisDep, RunIdPath
-from trainer_api.errors import OpenApiResponses, error_responses
-from trainer_api.log_files import LOG_FILE, MAX_TAIL_LINES, tail, tail_offset
+from trainer_api.errors import OpenApiResponses, error_responses, request_id_of
+from trainer_api.log_files import LOG_FILE, MAX_TAIL_LINES, line_start, tail, tail_offset
 from trainer_api.run_views import run_exists, run_folder
 from trainer_api.streams import follow_log, require_run, sse_response
 
@@ -64,6 +64,7 @@ def run_logs(
 )
 async def stream_logs(
     run_id: RunIdPath,
+    request: Request,
     *,
     client: AsyncRedisDep,
     data_root: DataRootDep,
@@ -71,8 +72,12 @@ async def stream_logs(
     last_event_id: Annotated[str | None, Header(pattern=r"^[0-9]{1,18}$")] = None,
 ) -> StreamingResponse:
     """The last lines, then each new one as the run writes it (SSE, `id:` = byte offset);
-    ends when the run has ended."""
+    ends when the run has ended. A `Last-Event-ID` past the end waits there for new lines;
+    one inside a line resumes at that line's start."""
     await require_run(client, data_root, run_id)
     path = run_folder(data_root, run_id) / LOG_FILE
-    offset = int(last_event_id) if last_event_id else tail_offset(path, tail_lines)
-    return sse_response(follow_log(client, run_id, path, offset))
+    if last_event_id:
+        offset = line_start(path, int(last_event_id))
+    else:
+        offset = tail_offset(path, tail_lines)
+    return sse_response(follow_log(client, run_id, path, offset), request_id_of(request))

@@ -16,7 +16,14 @@ from platform_core.api_models import (
 )
 from platform_core.queue import request_cancel
 from platform_core.run_state import RunStateStore
-from trainer_api.deps import DataRootDep, EventBusDep, IdempotencyKeyHeader, RedisDep, RunIdPath
+from trainer_api.deps import (
+    DataRootDep,
+    EventBusDep,
+    IdempotencyKeyHeader,
+    RedisDep,
+    RunIdPath,
+    SettingsDep,
+)
 from trainer_api.errors import error_responses
 from trainer_api.run_views import list_page, load_run_async
 from trainer_api.submissions import submit
@@ -31,13 +38,16 @@ router = APIRouter(prefix="/runs", tags=["runs"], responses=error_responses(401)
 )
 def train_model(
     body: RunCreate,
+    *,
     client: RedisDep,
     data_root: DataRootDep,
     bus: EventBusDep,
+    settings: SettingsDep,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobAccepted:
     """Queue a model run on a trained (or queued) tokenizer; its id is given or `run-<hex>`."""
-    return submit(client, data_root, body, idempotency_key, bus)
+    bound = settings.training.max_activation_gib
+    return submit(client, data_root, body, idempotency_key, bus, max_activation_gib=bound)
 
 
 @router.get("", responses=error_responses(422))

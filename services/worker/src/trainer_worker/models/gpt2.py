@@ -3,8 +3,9 @@
 The loop, evaluation and inference only ever call `model(input_ids)` with a (B, T) long
 tensor and get (B, T, V) logits back; `GPT2LM` adapts `GPT2LMHeadModel` to that. A model is
 either built from a named preset (`tiny`, `small`, `124M`) with the tokenizer's vocabulary,
-or loaded from pretrained weights: a local folder written by `save_pretrained`, or a hub id
-looked up in the local cache first and downloaded (bounded retries) only when missing.
+or loaded from pretrained weights: a folder written by `save_pretrained` (an absolute path,
+resolved inside the data root by the caller), or a hub id looked up in an absolute cache folder
+first and downloaded (bounded retries) only when missing and not offline.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from huggingface_hub import constants as hub_constants
+from huggingface_hub import snapshot_download
 from huggingface_hub.errors import (
     EntryNotFoundError,
+    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.specs import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -139,18 +143,19 @@ def load_gpt2(
 def _from_pretrained(
     name_or_path: str, cache_dir: Path | None, attempts: int, backoff_s: float
 ) -> GPT2LMHeadModel:
-    if Path(name_or_path).is_dir():
-        try:
-            return GPT2LMHeadModel.from_pretrained(name_or_path, local_files_only=True)
-        except (OSError, ValueError) as e:
-            raise AppError(
-                ErrorCode.MODEL_NOT_FOUND,
-                f"folder {name_or_path!r} holds no loadable GPT-2 weights ({type(e).__name__})",
-            ) from e
-    try:
-        return GPT2LMHeadModel.from_pretrained(
-            name_or_path, cache_dir=cache_dir, local_files_only=True
+    """An absolute path is a folder the caller resolved inside the data root; anything else
+    must be a hub id, fetched into an absolute cache: a relative string is never read
+    against the working directory (transformers would open `./<id>` when it exists)."""
+    if Path(name_or_path).is_absolute():
+        return _load_folder(Path(name_or_path), name_or_path)
+    if not is_hub_id(name_or_path):
+        raise AppError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"pretrained {name_or_path!r} is neither a data-root folder nor a hub id",
         )
+    cache = (cache_dir or Path(hub_constants.HF_HUB_CACHE)).expanduser().resolve()
+    try:
+        return _load_folder(_snapshot(name_or_path, cache, local_only=True), name_or_path)
     except (OSError, ValueError):
         logger.info(
             "pretrained model not in the local cache",
@@ -161,7 +166,7 @@ def _from_pretrained(
     if not _hub_offline():
         for attempt in range(1, attempts + 1):
             try:
-                return GPT2LMHeadModel.from_pretrained(name_or_path, cache_dir=cache_dir)
+                folder = _snapshot(name_or_path, cache, local_only=False)
             # huggingface_hub's HTTP errors are OSErrors; malformed ids are ValueErrors
             except (OSError, ValueError) as e:
                 why, last_error = f"the download failed ({type(e).__name__})", e
@@ -172,13 +177,37 @@ def _from_pretrained(
                     extra={"event": "model.download_retry", "model": name_or_path, "n": attempt},
                 )
                 time.sleep(backoff_s * 2 ** (attempt - 1))
+            else:
+                return _load_folder(folder, name_or_path)
     raise AppError(
         ErrorCode.MODEL_NOT_FOUND,
-        f"pretrained model {name_or_path!r} is not a local folder and not in the model cache, "
-        f"and {why}. Download it by hand on a machine with internet access: "
+        f"pretrained model {name_or_path!r} is not in the model cache, and {why}. "
+        "Download it by hand on a machine with internet access: "
         f"`huggingface-cli download {name_or_path} --local-dir models/{name_or_path}` "
-        "(under the data root), then set `pretrained` to that folder.",
+        f"(under the data root), then set `pretrained` to `data:models/{name_or_path}`.",
     ) from last_error
+
+
+def _snapshot(repo_id: str, cache: Path, *, local_only: bool) -> Path:
+    """The absolute folder of `repo_id`'s weights and config in `cache` (downloaded unless
+    `local_only`)."""
+    folder = snapshot_download(
+        repo_id,
+        cache_dir=cache,
+        local_files_only=local_only,
+        allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"],
+    )
+    return Path(folder)
+
+
+def _load_folder(folder: Path, name: str) -> GPT2LMHeadModel:
+    try:
+        return GPT2LMHeadModel.from_pretrained(folder, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise AppError(
+            ErrorCode.MODEL_NOT_FOUND,
+            f"{name!r} holds no loadable GPT-2 weights ({type(e).__name__})",
+        ) from e
 
 
 def _hub_offline() -> bool:
@@ -188,6 +217,8 @@ def _hub_offline() -> bool:
 
 def _is_permanent(error: BaseException) -> bool:
     """A missing repository or file does not appear by retrying."""
+    if isinstance(error, LocalEntryNotFoundError):
+        return False  # the hub could not be reached: a network error
     if isinstance(error, ValueError):
         return True  # a malformed repo id stays malformed
     permanent = (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.paths import resolve_inside
 from platform_core.specs import ModelSpec
 from trainer_worker.models.char_lstm import CHAR_LSTM_PRESETS, build_char_lstm
 from trainer_worker.models.gpt2 import GPT2_PRESETS, build_gpt2, load_gpt2
@@ -36,6 +37,17 @@ def build_model(
     if spec.context_size is not None:
         gpt2_spec = replace(gpt2_spec, n_positions=spec.context_size)
     return build_gpt2(gpt2_spec, vocab_size, eos_id)
+
+
+def resolve_pretrained(spec: ModelSpec, data_root: Path) -> ModelSpec:
+    """`data:<folder>` becomes that folder's absolute path inside the data root (a link out
+    of the root is PATH_OUTSIDE_DATA_ROOT); a hub id stays a hub id, which the loader fetches
+    into its cache and never reads as a path relative to the working directory."""
+    folder = spec.pretrained_folder
+    if folder is None:
+        return spec
+    # model_copy skips validation on purpose: the resolved absolute path is worker-internal
+    return spec.model_copy(update={"pretrained": str(resolve_inside(data_root, folder))})
 
 
 def context_size(model: nn.Module) -> int | None:
