@@ -163,3 +163,12 @@ def test_storage_errors_are_typed() -> None:
     assert (other.code, other.message) == (ErrorCode.STORAGE_ERROR, "writing x: Input/output error")
     bare = storage_error(OSError("weird"), "writing x")
     assert bare.message == "writing x: OSError"
+
+
+def test_a_manifest_that_is_a_link_is_not_followed(tmp_path: Path) -> None:
+    real = tmp_path / "elsewhere.json"
+    write_manifest(real, _manifest())
+    (tmp_path / "manifest.json").symlink_to(real)
+    with pytest.raises(AppError) as info:
+        read_run_manifest(tmp_path / "manifest.json")
+    assert info.value.code is ErrorCode.DATA_INVALID

@@ -35,8 +35,8 @@ from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE, enqueue_job, re
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults, run_callbacks
 from trainer_worker.checkpoints import list_checkpoints, read_meta
-from trainer_worker.training.callbacks import ProgressInfo
 from trainer_worker.models.gpt2 import GPT2_PRESETS, build_gpt2
+from trainer_worker.training.callbacks import ProgressInfo
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

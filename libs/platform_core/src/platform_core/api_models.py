@@ -16,7 +16,6 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
-from platform_core.layout import ID_REGEX
 from platform_core.manifests import EvalPoint, TokenizerStats
 from platform_core.run_state import RunStatus
 from platform_core.specs import (

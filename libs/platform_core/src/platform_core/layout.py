@@ -27,10 +27,10 @@ from typing import Final
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.paths import resolve_inside
+from platform_core.specs import ID_REGEX
 
-# letters, digits, '_' and '-', starting with a letter or digit, at most 64: what RQ accepts
-# as a job id, and safe as a folder name on every file system
-ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# ID_REGEX (platform_core.specs): what RQ accepts as a job id, and safe as a folder name on
+# every file system
 ID_PATTERN: Final = re.compile(ID_REGEX)
 
 RUNS: Final = "runs"

@@ -26,6 +26,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, Va
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.events import JobKind
+from platform_core.paths import open_regular
 from platform_core.run_state import RunStatus
 from platform_core.specs import TokenizerKind, TokenizerSpec, TrainRunSpec
 
@@ -269,7 +270,8 @@ def _remove_quietly(name: str) -> None:
 
 def _read_object(path: Path) -> dict[str, object]:
     try:
-        text = path.read_bytes()
+        with open_regular(path) as handle:  # never through a link
+            text = handle.read()
     except FileNotFoundError as exc:
         raise AppError(ErrorCode.DATA_NOT_FOUND, f"no manifest at {path.name}") from exc
     except OSError as exc:

@@ -18,8 +18,8 @@ from fastapi import Depends, Header, Request
 from fastapi import Path as PathParam
 
 from platform_core.event_bus import AsyncEventBus, EventBus
-from platform_core.layout import ID_REGEX
 from platform_core.settings import Settings
+from platform_core.specs import ID_REGEX
 
 
 async def get_settings(request: Request) -> Settings:

@@ -46,7 +46,6 @@ from platform_core.manifests import (
     write_atomic,
     write_manifest,
 )
-from platform_core.paths import resolve_inside
 from platform_core.run_state import RunStatus
 from platform_core.specs import GenerateRequest, ModelSpec, TrainRunSpec
 from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model

@@ -21,8 +21,7 @@ from platform_core.api_models import (
 from platform_core.errors import AppError, ErrorCode
 from platform_core.inference_results import InferenceRecord, enqueue_inference, load_record
 from platform_core.json_types import JsonObject
-from platform_core.layout import ID_REGEX
-from platform_core.specs import GenerateRequest, ScoreRequest
+from platform_core.specs import ID_REGEX, GenerateRequest, ScoreRequest
 from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RequestIdPath, RunIdPath
 from trainer_api.errors import error_responses
 from trainer_api.eval_views import load_eval
