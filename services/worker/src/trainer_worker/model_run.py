@@ -101,6 +101,8 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     run = _prepare(parse_spec(spec_json), context)
     search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
     resume = search.point
+    if search.quarantined:  # the run's message, as `trainctl status` shows it while it trains
+        context.store.set_status(context.run_id, RunStatus.RUNNING, message=_resume_message(search))
     if resume is not None or search.quarantined:
         context.progress(
             step=resume.state.step if resume else 0,
