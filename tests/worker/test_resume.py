@@ -23,6 +23,7 @@ from platform_core.events import JobProgress, JobStarted, MetricsEval, MetricsPr
 from platform_core.json_types import JsonObject
 from platform_core.queue import TRAINING_QUEUE, enqueue_job, requeue_stale_runs
 from platform_core.run_state import RunStateStore, RunStatus
+from tests.processes import children
 from trainer_worker.checkpoints import list_checkpoints, verify_checkpoint
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -91,21 +92,8 @@ def prepared(redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.Mon
     return data_root
 
 
-def _children(pid: int) -> list[int]:
-    """Direct children of `pid` (RQ's work horse runs in a session of its own)."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
 def _kill_with_children(pid: int) -> None:
-    for victim in [pid, *_children(pid)]:
+    for victim in [pid, *children(pid)]:
         os.kill(victim, signal.SIGKILL)
 
 

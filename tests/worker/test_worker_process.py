@@ -12,6 +12,7 @@ import pytest
 import redis
 
 from platform_core.run_index import INDEX_VERSION, INDEX_VERSION_KEY, index_key
+from tests.processes import alive, children
 
 pytestmark = pytest.mark.integration
 
@@ -49,26 +50,6 @@ def test_a_starting_worker_builds_the_run_indexes(
     assert redis_client.zrange(index_key(status="running", user_id=2), 0, -1) == [b"older"]
 
 
-def _children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
-
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel's parent-death signal")
 def test_a_killed_workers_scheduler_dies_with_it_and_frees_its_lock(
     redis_url: str, redis_client: redis.Redis, tmp_path: Path
@@ -84,15 +65,15 @@ def test_a_killed_workers_scheduler_dies_with_it_and_frees_its_lock(
     )
     try:
         deadline = time.monotonic() + 60
-        while not (redis_client.exists("rq:scheduler-lock:probe-q") and _children(worker.pid)):
+        while not (redis_client.exists("rq:scheduler-lock:probe-q") and children(worker.pid)):
             assert time.monotonic() < deadline, "the worker never started its scheduler"
             time.sleep(0.1)
-        children = _children(worker.pid)
+        started = children(worker.pid)
     finally:
         worker.kill()
         worker.wait(10)
     deadline = time.monotonic() + 15
-    while any(_alive(child) for child in children) or redis_client.exists(
+    while any(alive(child) for child in started) or redis_client.exists(
         "rq:scheduler-lock:probe-q"
     ):
         assert time.monotonic() < deadline, "the scheduler outlived its worker"
