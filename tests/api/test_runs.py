@@ -462,3 +462,11 @@ def test_the_api_builds_the_indexes_of_older_runs_when_it_starts(
     running = httpx.get(f"{live_api.base_url}/runs", params={"status": "running", "user_id": 6})
     assert running.status_code == 200
     assert [run["run_id"] for run in running.json()["items"]] == ["old2", "old0"]
+
+
+@pytest.mark.parametrize(
+    "query", ["offset=2147483649", "offset=29249565026680832000000", "user_id=9223372036854775808"]
+)
+def test_listing_bounds_are_refused_before_redis(live_api: LiveApi, query: str) -> None:
+    answer = httpx.get(f"{live_api.base_url}/runs?status=completed&{query}")
+    assert answer.status_code == 422 and answer.json()["code"] == "INVALID_INPUT"

@@ -191,9 +191,11 @@ class RunQuery(BaseModel):
 
     status: RunStatus | None = None
     kind: JobKind | None = None
-    user_id: int | None = Field(default=None, ge=0)  # runs this Discord owner asked for
+    # runs this Discord owner asked for (a Discord id fits in 63 bits)
+    user_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
     limit: int = Field(default=20, ge=1, le=100)
-    offset: int = Field(default=0, ge=0)
+    # past any listing Redis can hold, and small enough for Redis' 64-bit ranges
+    offset: int = Field(default=0, ge=0, le=2**31)
 
 
 class RunList(BaseModel):
