@@ -219,7 +219,7 @@ def _train_and_publish(
             run_id=run_id,
         )
     finally:
-        callbacks.writer.wait()  # the last checkpoint is on disk before the run ends
+        callbacks.close()  # reports published, last checkpoint on disk, before the run ends
 
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)

@@ -111,7 +111,7 @@ def _loop(
             return _finish(run, cb, ctx, "cancelled", clock() - t0)
 
         lr = _set_lr(run.optimizer, get_lr(run.step, config))
-        step_loss = torch.zeros((), device=run.device)
+        micro_losses: list[Tensor] = []
         try:
             for micro in range(accum):
                 x, y = get_batch(
@@ -126,10 +126,13 @@ def _loop(
                 # forward
                 with _grad_sync(run.train_model, last_micro=micro == accum - 1), run.autocast():
                     logits = forward_logits(run.train_model, x)  # (B, T, V)
-                    loss = lm_loss(logits, y) / accum  # the step's loss is the micro-batch mean
+                    loss = lm_loss(logits, y)
+                    # the step's loss is the micro-batch mean (no extra autograd op for one)
+                    loss = loss / accum if accum > 1 else loss
                 # backward (grads add up over micro-batches; DDP averages them over ranks)
                 torch.autograd.backward(run.scaler.scale(loss))
-                step_loss += loss.detach()
+                micro_losses.append(loss.detach())
+            step_loss = micro_losses[0] if accum == 1 else torch.stack(micro_losses).sum()
             loss_value = all_reduce_mean(float(step_loss), ctx)
             if not math.isfinite(loss_value):
                 raise _diverged(run.step + 1, lr, f"loss became {loss_value}")
