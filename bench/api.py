@@ -270,7 +270,7 @@ def dispatch_raw(queue: Queue, client: redis.Redis, stack: Stack, job_id: str) -
     queue.enqueue(
         RAW_JOB,
         args=(job_id, spec),
-        kwargs={"attempt": 1, "user_id": None},
+        kwargs={"user_id": None},
         job_id=job_id,
         job_timeout=-1,
         result_ttl=RESULT_TTL_S,
