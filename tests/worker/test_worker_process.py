@@ -65,7 +65,8 @@ def test_a_killed_workers_scheduler_dies_with_it_and_frees_its_lock(
     )
     try:
         deadline = time.monotonic() + 60
-        while not (redis_client.exists("rq:scheduler-lock:probe-q") and children(worker.pid)):
+        # the scheduler registers itself once it runs (its SIGTERM handler installed)
+        while not (redis_client.keys("rq:scheduler:*") and children(worker.pid)):
             assert time.monotonic() < deadline, "the worker never started its scheduler"
             time.sleep(0.1)
         started = children(worker.pid)
