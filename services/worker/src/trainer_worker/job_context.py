@@ -202,7 +202,11 @@ def _attempt(
     context: JobContext, body: Body, *, can_retry: bool, resume_hint: ResumeHint | None
 ) -> JsonObject:
     layout, run_id = context.layout, context.run_id
-    _announce_start(context, resume_hint(layout, run_id) if resume_hint else None)
+    try:  # only a hint: the body finds out for itself, and reports what goes wrong
+        hint = resume_hint(layout, run_id) if resume_hint else None
+    except (AppError, OSError):
+        hint = None
+    _announce_start(context, hint)
     try:
         with Heartbeat(context.store, run_id, defaults.HEARTBEAT_INTERVAL_S):
             outcome = body(context)
