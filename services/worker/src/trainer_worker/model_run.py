@@ -47,7 +47,7 @@ from platform_core.manifests import (
     write_manifest,
 )
 from platform_core.run_state import RunStatus
-from platform_core.specs import GenerateRequest, ModelSpec, TrainRunSpec
+from platform_core.specs import GenerateRequest, TrainRunSpec
 from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
@@ -139,7 +139,7 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
     corpus = load_corpus(corpus_spec(spec.corpus), layout.root)
     train_ids = _encode(tokenizer, corpus.train_text)
     eval_ids = _encode(tokenizer, corpus.holdout_text) if corpus.holdout_documents else None
-    model_spec = _resolve_pretrained(spec.model, layout.root)
+    model_spec = resolve_pretrained(spec.model, layout.root)  # data: folders inside the root
     seed_everything(spec.train.seed)  # the initial weights come from the seeded generators too
     model = build_model(model_spec, tokenizer.vocab_size, tokenizer.eos_id)
     setup = resolve_device_setup(spec.train.device, spec.train.precision)
@@ -292,11 +292,6 @@ def _load_tokenizer(layout: DataLayout, tokenizer_id: str) -> Tokenizer:
 
 def _encode(tokenizer: Tokenizer, text: str) -> torch.Tensor:
     return torch.tensor(tokenizer.encode(text), dtype=torch.long)  # (N,)
-
-
-def _resolve_pretrained(spec: ModelSpec, root: Path) -> ModelSpec:
-    """`data:<folder>` inside the data root, a hub id as it is (models.registry)."""
-    return resolve_pretrained(spec, root)
 
 
 def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -> list[JsonObject]:

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.serialization import config as serialization_config
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.manifests import write_atomic
 from trainer_worker.checkpoints import hashed_io
 from trainer_worker.checkpoints.hashed_io import FileRecord
 from trainer_worker.checkpoints.model_file import load_model_file
@@ -249,10 +250,5 @@ def write_index(directory: Path) -> list[CheckpointMeta]:
         }
         for e in entries
     ]
-    tmp = directory / f".{INDEX_FILE}.{uuid.uuid4().hex}.tmp"
-    try:
-        hashed_io.write_file(tmp, json.dumps(rows, indent=2).encode())
-        os.replace(tmp, directory / INDEX_FILE)
-    finally:
-        tmp.unlink(missing_ok=True)
+    write_atomic(directory / INDEX_FILE, json.dumps(rows, indent=2).encode())
     return entries
