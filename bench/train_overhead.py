@@ -175,7 +175,7 @@ def bare_tokens_per_s(data_root: Path, case: Case, tokenizer_id: str, steps: int
 
 
 def train_tokenizer(client: redis.Redis, case: Case) -> str:
-    tokenizer_id = f"tok-{case.family}"
+    tokenizer_id = f"tok-{case.family}-{case.device}"
     spec: JsonObject = {**case.tokenizer, "corpus": {"path": "corpus.txt"}}
     enqueue_job(client, "train_tokenizer", tokenizer_id, spec)
     SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
