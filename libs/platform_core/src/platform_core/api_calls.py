@@ -19,6 +19,9 @@ from pydantic import BaseModel, ValidationError
 from platform_core.api_models import (
     ArtifactKind,
     CancelResult,
+    DatasetCreate,
+    DatasetList,
+    DatasetPublic,
     EvaluateRequest,
     GenerateRecord,
     HealthStatus,
@@ -92,6 +95,19 @@ def train_tokenizer(
 
 def get_tokenizer(tokenizer_id: str) -> ApiCall[TokenizerPublic]:
     return ApiCall("GET", f"/tokenizers/{_segment(tokenizer_id)}", TokenizerPublic)
+
+
+LIST_DATASETS: Final = ApiCall("GET", "/datasets", DatasetList)
+
+
+def prepare_dataset(
+    body: DatasetCreate, idempotency_key: str | None = None
+) -> ApiCall[JobAccepted]:
+    return ApiCall("POST", "/datasets", JobAccepted, body, None, idempotency_key)
+
+
+def get_dataset(dataset_id: str) -> ApiCall[DatasetPublic]:
+    return ApiCall("GET", f"/datasets/{_segment(dataset_id)}", DatasetPublic)
 
 
 def train_model(body: RunCreate, idempotency_key: str | None = None) -> ApiCall[JobAccepted]:

@@ -16,10 +16,11 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
-from platform_core.manifests import EvalPoint, TokenizerStats
+from platform_core.manifests import BaselineReport, DatasetReport, EvalPoint, TokenizerStats
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
     ID_REGEX,
+    DatasetSpec,
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
@@ -101,7 +102,7 @@ class JobAccepted(BaseModel):
     model_config = STRICT
 
     run_id: str
-    kind: Literal["train_tokenizer", "train_model"]
+    kind: Literal["train_tokenizer", "train_model", "prepare_dataset"]
     status: RunStatus
 
 
@@ -131,6 +132,44 @@ class TokenizerList(BaseModel):
     model_config = STRICT
 
     items: list[TokenizerPublic]
+
+
+# ---- classification datasets ----------------------------------------------------------------
+
+
+class DatasetCreate(BaseModel):
+    """POST /datasets: prepare a classification dataset; its id is its run id."""
+
+    model_config = STRICT
+
+    spec: DatasetSpec = Field(default_factory=DatasetSpec)  # default: the built-in dataset
+    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: ds-<hex>
+    # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
+    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
+class DatasetPublic(BaseModel):
+    """GET /datasets/{id}: a prepared dataset (report, baseline), or its preparation's
+    status."""
+
+    model_config = STRICT
+
+    dataset_id: str
+    status: RunStatus  # "completed" once its folder holds a manifest
+    message: str | None = None
+    source: str | None = None
+    report: DatasetReport | None = None  # set once prepared
+    baseline: BaselineReport | None = None
+    created_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class DatasetList(BaseModel):
+    """GET /datasets: prepared datasets and those being prepared, by id."""
+
+    model_config = STRICT
+
+    items: list[DatasetPublic]
 
 
 # ---- runs -----------------------------------------------------------------------------------

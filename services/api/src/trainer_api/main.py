@@ -24,6 +24,7 @@ from trainer_api.middleware import (
 from trainer_api.routes import (
     artifacts,
     charts,
+    datasets,
     events,
     health,
     inference,
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         runs.router,  # first: `GET /runs/{id}` is the most polled route, matched in order
         tokenizers.router,
+        datasets.router,
         logs.router,
         events.router,
         inference.router,
