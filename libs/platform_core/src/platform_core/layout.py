@@ -31,11 +31,12 @@ from typing import Final
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.paths import resolve_inside
-from platform_core.specs import ID_REGEX
+from platform_core.specs import ID_REGEX, SEMVER_REGEX
 
 # ID_REGEX (platform_core.specs): what RQ accepts as a job id, and safe as a folder name on
 # every file system
 ID_PATTERN: Final = re.compile(ID_REGEX)
+SEMVER_PATTERN: Final = re.compile(SEMVER_REGEX)
 
 RUNS: Final = "runs"
 TOKENIZERS: Final = "tokenizers"
@@ -164,6 +165,11 @@ class DataLayout:
         return self._inside(MODELS, check_id(name, what="model name"))
 
     def model_version_dir(self, name: str, version: str) -> Path:
+        if not SEMVER_PATTERN.fullmatch(version):
+            raise AppError(
+                ErrorCode.INVALID_INPUT,
+                f"version {version!r} must be a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0",
+            )
         return self.registered_model_dir(name) / version
 
     def model_history(self, name: str) -> Path:

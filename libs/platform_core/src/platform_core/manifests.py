@@ -279,6 +279,44 @@ class DatasetManifest(BaseModel):
     duration_s: float
 
 
+# ---- model registry --------------------------------------------------------------------------
+
+Stage = Literal["staging", "production", "archived"]
+
+
+class DatasetRef(BaseModel):
+    """The dataset a registered version was trained and measured on."""
+
+    model_config = _FROZEN
+
+    id: str
+    source: str
+    report: DatasetReport
+
+
+class ModelVersionMetadata(BaseModel):
+    """`models/<name>/<version>/metadata.json`, beside files `from_pretrained` loads as is."""
+
+    model_config = _FROZEN
+
+    format_version: Literal[1] = 1
+    name: str
+    version: str  # semantic version, MAJOR.MINOR.PATCH
+    source_run: str  # the run whose saved model this is
+    dataset: DatasetRef | None = None
+    hyperparameters: dict[str, JsonValue] = {}  # the source run's spec, as it ran
+    metrics: dict[str, JsonValue] = {}  # the source run's metrics (a classifier's test report)
+    size_bytes: int  # of the model files
+    files: dict[str, str]  # model files -> SHA-256
+    git_commit: str | None = None  # of the code that registered it, when known
+    created_at: datetime
+
+
+def read_model_metadata(path: Path) -> ModelVersionMetadata:
+    """A version's metadata.json, whole; DATA_NOT_FOUND or DATA_INVALID otherwise."""
+    return _validate(path, _read_object(path), ModelVersionMetadata)
+
+
 # ---- reading and writing ----------------------------------------------------------------------
 
 

@@ -80,6 +80,9 @@ Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
 
 # the one pattern of run, tokenizer and study ids: in URLs, in Redis keys, as folder names
 ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# a registered model's version: MAJOR.MINOR.PATCH without leading zeros (semver.org), each
+# part at most 6 digits (a folder name and a sort key)
+SEMVER_REGEX = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$"
 
 # ---- from trainer_worker.tokenizers.artifacts ----------------------------------------
 
