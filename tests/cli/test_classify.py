@@ -8,9 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
+from transformers import BertConfig, BertForSequenceClassification
 
 from platform_core.api_models import DatasetPublic, JobAccepted
 from platform_core.errors import ExitCode
+from platform_core.layout import DataLayout
 from tests.api.conftest import work
 from tests.cli.test_remote import Cli, cli
 
@@ -53,3 +56,39 @@ def test_mistakes_exit_with_their_codes(cli: Cli) -> None:
     assert bad.code == ExitCode.CONFIG and "INVALID_INPUT" in bad.err
     unknown = cli("dataset", "show", "ds-none")
     assert unknown.code != 0 and "NOT_FOUND" in unknown.err
+
+
+def test_models_register_promote_rollback_and_list(cli: Cli, data_root: Path) -> None:
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=32,
+        hidden_size=8,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=16,
+        max_position_embeddings=16,
+    )
+    BertForSequenceClassification(config).save_pretrained(DataLayout(data_root).model_dir("run-c"))
+    for version in ("1.0.0", "1.1.0"):
+        done = cli("models", "register", "clf", "--run", "run-c", "--version", version)
+        assert done.code == 0, done.err
+        assert done.out.strip() == f"clf {version}: staging"
+    promoted = cli("models", "promote", "clf", "1.0.0", "--actor", "ana", "--reason", "good")
+    assert promoted.out.strip() == "clf 1.0.0: staging -> production"
+    promoted = cli("models", "promote", "clf", "1.1.0")
+    assert promoted.out.strip() == "clf 1.1.0: staging -> production (was 1.0.0)"
+    back = cli("models", "rollback", "clf", "--reason", "worse online")
+    assert back.out.strip() == "clf 1.0.0: archived -> production (was 1.1.0)"
+    versions = cli("models", "versions", "clf")
+    assert versions.out.splitlines() == [
+        "1.0.0      production  from run run-c",
+        "1.1.0      archived    from run run-c",
+    ]
+    assert "production 1.0.0" in cli("models", "list").out
+
+    again = cli("models", "promote", "clf", "1.0.0")
+    assert again.code == ExitCode.CONFIG and "CONFLICT" in again.err
+    missing = cli("models", "versions", "nothing")
+    assert missing.code != 0 and "NOT_FOUND" in missing.err
+    bad = cli("models", "register", "clf", "--run", "run-c", "--version", "v2")
+    assert bad.code == ExitCode.CONFIG and "INVALID_INPUT" in bad.err

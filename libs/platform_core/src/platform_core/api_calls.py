@@ -28,7 +28,13 @@ from platform_core.api_models import (
     InferenceAccepted,
     JobAccepted,
     LogLine,
+    ModelList,
+    ModelVersionCreate,
+    ModelVersionList,
+    ModelVersionPublic,
+    PromoteRequest,
     ReadyStatus,
+    RollbackRequest,
     RunCreate,
     RunEval,
     RunList,
@@ -41,6 +47,7 @@ from platform_core.api_models import (
     TokenizerPublic,
 )
 from platform_core.events import EventDecodeError
+from platform_core.model_registry import RegistryChange
 from platform_core.specs import GenerateRequest, ScoreRequest
 from platform_core.sse import SseMessage, StreamedEvent, streamed_event
 
@@ -108,6 +115,26 @@ def prepare_dataset(
 
 def get_dataset(dataset_id: str) -> ApiCall[DatasetPublic]:
     return ApiCall("GET", f"/datasets/{_segment(dataset_id)}", DatasetPublic)
+
+
+LIST_MODELS: Final = ApiCall("GET", "/models", ModelList)
+
+
+def model_versions(name: str) -> ApiCall[ModelVersionList]:
+    return ApiCall("GET", f"/models/{_segment(name)}/versions", ModelVersionList)
+
+
+def register_model_version(name: str, body: ModelVersionCreate) -> ApiCall[ModelVersionPublic]:
+    return ApiCall("POST", f"/models/{_segment(name)}/versions", ModelVersionPublic, body)
+
+
+def promote_model(name: str, version: str, body: PromoteRequest) -> ApiCall[RegistryChange]:
+    path = f"/models/{_segment(name)}/versions/{_segment(version)}/promote"
+    return ApiCall("POST", path, RegistryChange, body)
+
+
+def rollback_model(name: str, body: RollbackRequest) -> ApiCall[RegistryChange]:
+    return ApiCall("POST", f"/models/{_segment(name)}/rollback", RegistryChange, body)
 
 
 def train_model(body: RunCreate, idempotency_key: str | None = None) -> ApiCall[JobAccepted]:

@@ -16,10 +16,19 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
-from platform_core.manifests import BaselineReport, DatasetReport, EvalPoint, TokenizerStats
+from platform_core.manifests import (
+    BaselineReport,
+    DatasetReport,
+    EvalPoint,
+    ModelVersionMetadata,
+    Stage,
+    TokenizerStats,
+)
+from platform_core.model_registry import RegistryChange
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
     ID_REGEX,
+    SEMVER_REGEX,
     DatasetSpec,
     GenerateRequest,
     GenerateResult,
@@ -170,6 +179,79 @@ class DatasetList(BaseModel):
     model_config = STRICT
 
     items: list[DatasetPublic]
+
+
+# ---- model registry ---------------------------------------------------------------------------
+
+Actor = Field(default="api", min_length=1, max_length=100)  # who asked: a Discord id, a name
+Reason = Field(default="", max_length=1000)  # why, for the history
+
+
+class ModelVersionCreate(BaseModel):
+    """POST /models/{name}/versions: register a run's saved transformers model."""
+
+    model_config = STRICT
+
+    source_run: str = Field(pattern=ID_REGEX)  # its runs/<id>/model/ holds the model
+    version: str | None = Field(default=None, pattern=SEMVER_REGEX)  # None: next minor
+    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # recorded with its report
+    actor: str = Actor
+    reason: str = Reason
+
+
+class PromoteRequest(BaseModel):
+    """POST /models/{name}/versions/{version}/promote."""
+
+    model_config = STRICT
+
+    stage: Stage = "production"
+    actor: str = Actor
+    reason: str = Reason
+
+
+class RollbackRequest(BaseModel):
+    """POST /models/{name}/rollback: production goes back to the version it replaced."""
+
+    model_config = STRICT
+
+    actor: str = Actor
+    reason: str = Reason
+
+
+class ModelVersionPublic(BaseModel):
+    model_config = STRICT
+
+    name: str
+    version: str
+    stage: Stage
+    metadata: ModelVersionMetadata | None  # None when its folder is unreadable
+
+
+class ModelVersionList(BaseModel):
+    """GET /models/{name}/versions: oldest version first, and the history of changes."""
+
+    model_config = STRICT
+
+    name: str
+    production: str | None
+    items: list[ModelVersionPublic]
+    history: list[RegistryChange]
+
+
+class RegisteredModel(BaseModel):
+    model_config = STRICT
+
+    name: str
+    production: str | None
+    versions: int
+
+
+class ModelList(BaseModel):
+    """GET /models: every registered name."""
+
+    model_config = STRICT
+
+    items: list[RegisteredModel]
 
 
 # ---- runs -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from trainer_api.routes import (
     health,
     inference,
     logs,
+    models,
     runs,
     tokenizers,
 )
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runs.router,  # first: `GET /runs/{id}` is the most polled route, matched in order
         tokenizers.router,
         datasets.router,
+        models.router,
         logs.router,
         events.router,
         inference.router,

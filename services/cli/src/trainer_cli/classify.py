@@ -1,8 +1,11 @@
-"""`trainctl dataset prepare|list|show`: text classification datasets through the API.
+"""`trainctl dataset prepare|list|show` and `trainctl models list|versions|register|promote|
+rollback`: text classification datasets and the model registry, through the API.
 
-`prepare` sends a DatasetSpec (the built-in botocore dataset by default; a file under the
-data root, arXiv categories or a hub dataset by flags or a --spec file) and may follow the
-run; `show` prints the preparation report and the baseline's scores."""
+`dataset prepare` sends a DatasetSpec (the built-in botocore dataset by default; a file under
+the data root, arXiv categories or a hub dataset by flags or a --spec file) and may follow
+the run; `dataset show` prints the preparation report and the baseline's scores. `models`
+registers a run's saved model as a version and changes stages, with who (--actor) and why
+(--reason) going into the registry's history."""
 
 from __future__ import annotations
 
@@ -12,13 +15,20 @@ from pathlib import Path
 from typing import Final
 
 from platform_core import api_calls
-from platform_core.api_models import DatasetCreate, DatasetPublic
+from platform_core.api_models import (
+    DatasetCreate,
+    DatasetPublic,
+    ModelVersionCreate,
+    PromoteRequest,
+    RollbackRequest,
+)
 from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
+from platform_core.model_registry import RegistryChange
 from platform_core.settings import Settings
 from trainer_cli.remote import Handler, follow_events, request_body, run_handler
 
-COMMANDS: Final = ("dataset",)
+COMMANDS: Final = ("dataset", "models")
 DATASET_FLAGS: Final = {
     "source": ("spec", "source", "kind"),
     "path": ("spec", "source", "path"),
@@ -55,9 +65,35 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     show = actions.add_parser("show", parents=[common], help="a dataset's report and baseline")
     show.add_argument("dataset_id")
 
+    who = argparse.ArgumentParser(add_help=False)
+    who.add_argument("--actor", default="trainctl", help="who asks (goes into the history)")
+    who.add_argument("--reason", default="", help="why (goes into the history)")
+    models = commands.add_parser("models", help="the model registry: versions and stages")
+    registry = models.add_subparsers(dest="action", required=True)
+    registry.add_parser("list", parents=[common], help="registered models and production")
+    versions = registry.add_parser("versions", parents=[common], help="a model's versions")
+    versions.add_argument("name")
+    register = registry.add_parser(
+        "register", parents=[common, who], help="register a run's saved model (in staging)"
+    )
+    register.add_argument("name")
+    register.add_argument("--run", required=True, help="the run whose model/ folder to register")
+    register.add_argument("--version", help="MAJOR.MINOR.PATCH (default: the next minor)")
+    register.add_argument("--dataset", help="the dataset id it was trained on")
+    promote = registry.add_parser("promote", parents=[common, who], help="move a version")
+    promote.add_argument("name")
+    promote.add_argument("version")
+    promote.add_argument(
+        "--stage", default="production", choices=["staging", "production", "archived"]
+    )
+    rollback = registry.add_parser(
+        "rollback", parents=[common, who], help="production back to the version it replaced"
+    )
+    rollback.add_argument("name")
+
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    return run_handler(settings, args, _HANDLERS[args.action])
+    return run_handler(settings, args, _HANDLERS[args.command, args.action])
 
 
 def _prepare(client: TrainerClient, args: argparse.Namespace) -> int:
@@ -139,4 +175,75 @@ def _describe(dataset: DatasetPublic) -> str:
     return "\n".join(lines)
 
 
-_HANDLERS: Final[dict[str, Handler]] = {"prepare": _prepare, "list": _list, "show": _show}
+# ---- models -----------------------------------------------------------------------------------
+
+
+def _models(client: TrainerClient, args: argparse.Namespace) -> int:
+    listed = client.call(api_calls.LIST_MODELS)
+    if args.json:
+        print(listed.model_dump_json(indent=2))
+    for item in [] if args.json else listed.items:
+        print(f"{item.name:<24} production {item.production or '-':<10} {item.versions} versions")
+    return ExitCode.OK
+
+
+def _versions(client: TrainerClient, args: argparse.Namespace) -> int:
+    listed = client.call(api_calls.model_versions(args.name))
+    if args.json:
+        print(listed.model_dump_json(indent=2))
+        return ExitCode.OK
+    for item in listed.items:
+        source = item.metadata.source_run if item.metadata else "?"
+        print(f"{item.version:<10} {item.stage:<11} from run {source}")
+    return ExitCode.OK
+
+
+def _register(client: TrainerClient, args: argparse.Namespace) -> int:
+    body = request_body(
+        ModelVersionCreate,
+        args,
+        {"run": ("source_run",), "version": ("version",), "dataset": ("dataset_id",)},
+        {"actor": args.actor, "reason": args.reason},
+    )
+    created = client.call(api_calls.register_model_version(args.name, body))
+    if args.json:
+        print(created.model_dump_json(indent=2))
+    else:
+        print(f"{created.name} {created.version}: {created.stage}")
+    return ExitCode.OK
+
+
+def _promote(client: TrainerClient, args: argparse.Namespace) -> int:
+    body = request_body(
+        PromoteRequest,
+        args,
+        {},
+        {"stage": args.stage, "actor": args.actor, "reason": args.reason},
+    )
+    return _print_change(client.call(api_calls.promote_model(args.name, args.version, body)), args)
+
+
+def _rollback(client: TrainerClient, args: argparse.Namespace) -> int:
+    body = request_body(RollbackRequest, args, {}, {"actor": args.actor, "reason": args.reason})
+    return _print_change(client.call(api_calls.rollback_model(args.name, body)), args)
+
+
+def _print_change(change: RegistryChange, args: argparse.Namespace) -> int:
+    if args.json:
+        print(change.model_dump_json(indent=2))
+    else:
+        replaced = f" (was {change.previous_production})" if change.previous_production else ""
+        print(f"{change.name} {change.version}: {change.from_stage} -> {change.to_stage}{replaced}")
+    return ExitCode.OK
+
+
+_HANDLERS: Final[dict[tuple[str, str], Handler]] = {
+    ("dataset", "prepare"): _prepare,
+    ("dataset", "list"): _list,
+    ("dataset", "show"): _show,
+    ("models", "list"): _models,
+    ("models", "versions"): _versions,
+    ("models", "register"): _register,
+    ("models", "promote"): _promote,
+    ("models", "rollback"): _rollback,
+}

@@ -219,7 +219,8 @@ def request_body(
     defaults: dict[str, object],
 ) -> BodyT:
     """The request body: the --spec file (or `defaults`), each flag given set on top."""
-    body = _read_spec(args.spec) if args.spec is not None else defaults
+    spec = getattr(args, "spec", None)  # commands without a --spec file build from flags
+    body = _read_spec(spec) if spec is not None else defaults
     for dest, path in flags.items():
         value = getattr(args, dest)
         if value is None:
