@@ -8,33 +8,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 from platform_core import api_calls
 from platform_core.api_models import ModelVersionCreate, PromoteRequest, RollbackRequest
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
-from platform_core.layout import DataLayout
 from tests.api.conftest import LiveApi
+from tests.classify_models import save_tiny_classifier
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
 def saved_run(data_root: Path) -> str:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=32,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
-    config.id2label = {0: "a", 1: "b"}
-    config.label2id = {"a": 0, "b": 1}
-    BertForSequenceClassification(config).save_pretrained(DataLayout(data_root).model_dir("run-m"))
+    save_tiny_classifier(data_root, "run-m")
     return "run-m"
 
 

@@ -8,13 +8,11 @@ from pathlib import Path
 
 import pytest
 import redis
-import torch
-from transformers import BertConfig, BertForSequenceClassification
 
 from platform_core.api_models import DatasetPublic, JobAccepted
 from platform_core.errors import ExitCode
-from platform_core.layout import DataLayout
 from tests.api.conftest import work
+from tests.classify_models import save_tiny_classifier
 from tests.cli.test_remote import Cli, cli
 
 __all__ = ["cli"]
@@ -59,16 +57,7 @@ def test_mistakes_exit_with_their_codes(cli: Cli) -> None:
 
 
 def test_models_register_promote_rollback_and_list(cli: Cli, data_root: Path) -> None:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=32,
-        hidden_size=8,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=16,
-        max_position_embeddings=16,
-    )
-    BertForSequenceClassification(config).save_pretrained(DataLayout(data_root).model_dir("run-c"))
+    save_tiny_classifier(data_root, "run-c")
     for version in ("1.0.0", "1.1.0"):
         done = cli("models", "register", "clf", "--run", "run-c", "--version", version)
         assert done.code == 0, done.err

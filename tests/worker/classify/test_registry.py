@@ -14,7 +14,6 @@ import redis
 import torch
 from transformers import (
     AutoModelForSequenceClassification,
-    BertConfig,
     BertForSequenceClassification,
 )
 
@@ -22,29 +21,9 @@ from platform_core.errors import AppError, ErrorCode
 from platform_core.layout import DataLayout
 from platform_core.model_registry import METADATA_FILE, ModelRegistry, RegistryChange
 from platform_core.redis_connection import connect
+from tests.classify_models import save_tiny_classifier
 
 pytestmark = pytest.mark.integration
-
-
-def _save_tiny_classifier(
-    layout: DataLayout, run_id: str, seed: int
-) -> BertForSequenceClassification:
-    """A 1-layer BERT classifier from a config (no download), saved as a run would."""
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=64,
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=32,
-    )
-    config.id2label = {0: "ec2", 1: "s3", 2: "iam"}  # sets num_labels = 3
-    config.label2id = {"ec2": 0, "s3": 1, "iam": 2}
-    model = BertForSequenceClassification(config)
-    model.train(False)  # eval mode (no dropout)
-    model.save_pretrained(layout.model_dir(run_id))
-    return model
 
 
 @pytest.fixture
@@ -56,7 +35,7 @@ def test_a_registered_version_loads_with_from_pretrained_and_has_its_metadata(
     registry: ModelRegistry, data_root: Path
 ) -> None:
     layout = DataLayout(data_root)
-    original = _save_tiny_classifier(layout, "run-cls", seed=1)
+    original = save_tiny_classifier(data_root, "run-cls", seed=1, labels=("ec2", "s3", "iam"))
     metadata = registry.register(
         "svc-clf", None, source_run="run-cls", dataset_id=None, actor="ana", reason="first"
     )
@@ -95,7 +74,7 @@ def test_promote_archive_and_rollback_with_history_in_redis_and_on_disk(
     registry: ModelRegistry, data_root: Path
 ) -> None:
     layout = DataLayout(data_root)
-    _save_tiny_classifier(layout, "run-a", seed=1)
+    save_tiny_classifier(data_root, "run-a", seed=1)
     for version in ("1.0.0", "1.1.0"):
         registry.register("m", version, source_run="run-a", dataset_id=None, actor="ci", reason="")
     registry.promote("m", "1.0.0", "production", actor="ana", reason="beats baseline")
@@ -141,7 +120,7 @@ def test_promote_archive_and_rollback_with_history_in_redis_and_on_disk(
 def test_racing_promotions_leave_exactly_one_production(
     registry: ModelRegistry, redis_url: str, data_root: Path
 ) -> None:
-    _save_tiny_classifier(DataLayout(data_root), "run-r", seed=2)
+    save_tiny_classifier(data_root, "run-r", seed=2)
     versions = [f"1.{minor}.0" for minor in range(6)]
     for version in versions:
         registry.register(

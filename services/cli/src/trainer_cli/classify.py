@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from pathlib import Path
 from typing import Final
 
 from platform_core import api_calls
@@ -26,7 +25,13 @@ from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
 from platform_core.model_registry import RegistryChange
 from platform_core.settings import Settings
-from trainer_cli.remote import Handler, follow_events, request_body, run_handler
+from trainer_cli.remote import (
+    Handler,
+    add_submission_arguments,
+    follow_events,
+    request_body,
+    run_handler,
+)
 
 COMMANDS: Final = ("dataset", "models")
 DATASET_FLAGS: Final = {
@@ -57,10 +62,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     prepare.add_argument("--labels", nargs="+", help="the allowed labels (others fail the run)")
     prepare.add_argument("--min-words", type=int)
     prepare.add_argument("--seed", type=int)
-    prepare.add_argument("--id", help="the dataset id (default: generated)")
-    prepare.add_argument("--user-id", type=int, help="Discord owner to notify")
-    prepare.add_argument("--spec", type=Path, help="a JSON file with the whole request body")
-    prepare.add_argument("--follow", action="store_true", help="then follow the run")
+    add_submission_arguments(prepare, "dataset")
     actions.add_parser("list", parents=[common], help="prepared datasets and those in progress")
     show = actions.add_parser("show", parents=[common], help="a dataset's report and baseline")
     show.add_argument("dataset_id")

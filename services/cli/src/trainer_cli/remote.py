@@ -142,6 +142,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _add_submit_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--corpus", help="corpus file, relative to the data root")
+    add_submission_arguments(parser, what)
+
+
+def add_submission_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--id, --user-id, --spec and --follow, as every submission takes them."""
     parser.add_argument("--id", help=f"the {what} id (default: generated)")
     parser.add_argument("--user-id", type=int, help="Discord owner to notify")
     parser.add_argument(
