@@ -14,13 +14,14 @@ from rq import Queue, SimpleWorker
 from platform_core import queue
 from platform_core.errors import ErrorCode
 from platform_core.event_bus import EventBus
-from platform_core.events import Event, JobCompleted, JobFailed
+from platform_core.events import Event, JobCancelled, JobCompleted, JobFailed
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.manifests import read_dataset_manifest
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.run_state import RunStateStore, RunStatus
 from trainer_worker import defaults
+from trainer_worker.classify import dataset_job
 
 pytestmark = pytest.mark.integration
 
@@ -111,3 +112,19 @@ def test_invalid_rows_fail_as_user_input_with_row_numbers(
     assert "row 2: text must be a string" in failed.payload.message
     assert "row 3: missing text" in failed.payload.message
     assert not DataLayout(data_root).dataset_dir("ds-bad").exists()
+
+
+def test_a_cancel_request_stops_collection_and_leaves_no_dataset(
+    redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dataset_job, "CANCEL_CHECK_S", 0.0)  # look at the flag on every row
+    _write_rows(data_root / "papers.jsonl", per_label=30)
+    spec: JsonObject = {"source": {"kind": "file", "path": "papers.jsonl"}}
+    enqueue_job(redis_client, "prepare_dataset", "ds-stop", spec)
+    RunStateStore(redis_client).request_cancel("ds-stop")
+    _work(redis_client)
+    assert RunStateStore(redis_client).status("ds-stop") is RunStatus.CANCELLED
+    cancelled = _events(redis_client)[-1]
+    assert isinstance(cancelled, JobCancelled)
+    assert cancelled.payload.message == "cancelled while collecting"
+    assert not DataLayout(data_root).dataset_dir("ds-stop").exists()

@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -40,6 +41,23 @@ from trainer_worker.classify.sources import collect
 from trainer_worker.job_context import JobContext, Outcome
 
 STEPS = 3  # collect + prepare, baseline, write
+# how often collection asks Redis for the cancel flag: an arXiv page arrives every 3 s at
+# best, a file's rows far faster; a round trip a second costs nothing next to either
+CANCEL_CHECK_S = 1.0
+
+
+class _CancelRequested(Exception):
+    """The operator asked the run to stop while it collected."""
+
+
+def _until_cancelled(rows: Iterator[LabelledText], context: JobContext) -> Iterator[LabelledText]:
+    checked = time.monotonic()
+    for row in rows:
+        if time.monotonic() - checked >= CANCEL_CHECK_S:
+            if context.should_stop():
+                raise _CancelRequested
+            checked = time.monotonic()
+        yield row
 
 
 def prepare_dataset_body(
@@ -58,7 +76,16 @@ def prepare_dataset_body(
     work.mkdir(parents=True, exist_ok=True)
     context.progress(step=0, total_steps=STEPS, epoch=0, eta_s=None, message="collecting")
     collected = collect(spec.source, layout, work, settings)
-    prepared = prepare_rows(collected.rows, spec)
+    try:
+        prepared = prepare_rows(_until_cancelled(collected.rows, context), spec)
+    except _CancelRequested:  # what was collected stays in the work folder for a rerun
+        return Outcome(
+            result={"dataset_id": dataset_id},
+            message="cancelled while collecting",
+            cancelled_at_step=0,
+        )
+    if context.should_stop():
+        return Outcome(result={"dataset_id": dataset_id}, message="cancelled", cancelled_at_step=1)
     report = prepared.report
     context.progress(
         step=1,
