@@ -16,6 +16,7 @@ import pytest
 import redis
 from rq import Queue, SimpleWorker
 
+from platform_core import queue
 from platform_core.errors import AppError, ErrorCode
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
@@ -23,6 +24,7 @@ from platform_core.manifests import read_dataset_manifest
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.specs import ArxivSource
+from trainer_worker.classify import arxiv
 from trainer_worker.classify.arxiv import ArxivCollector, MalformedPage, RateLimiter, parse_page
 
 pytestmark = pytest.mark.integration
@@ -212,3 +214,34 @@ def test_the_preparation_job_collects_from_the_configured_arxiv(
     assert manifest.source == "arxiv:cs.LG,q-bio.GN"
     assert manifest.report.class_counts == {"cs.LG": 12, "q-bio.GN": 12}
     assert len(state.queries) == 6
+
+
+def test_an_unreachable_arxiv_is_retried_by_rq_and_resumes_from_the_saved_pages(
+    stand_in: tuple[ArxivStandIn, str],
+    redis_client: redis.Redis,
+    data_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    state, url = stand_in
+    state.total = 12
+    state.script = [(200, feed("cs.LG", 0, 5, 12))] + [(503, b"down")] * 4
+    monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
+    monkeypatch.setenv("APP__CLASSIFY__ARXIV_URL", url)
+    monkeypatch.setenv("APP__CLASSIFY__ARXIV_MIN_INTERVAL_S", "0")
+    monkeypatch.setattr(arxiv, "FIRST_BACKOFF_S", 0.01)
+    monkeypatch.setattr(queue, "TRANSIENT_RETRY", (0, 0))  # RQ retries at once in burst mode
+    spec: JsonObject = {
+        "source": {"kind": "arxiv", "categories": ["cs.LG", "q-bio.GN"], "page_size": 5},
+        "min_words": 3,
+        "baseline": False,
+    }
+    enqueue_job(redis_client, "prepare_dataset", "ds-retry", spec)
+    SimpleWorker([Queue(TRAINING_QUEUE, connection=redis_client)], connection=redis_client).work(
+        burst=True
+    )
+    assert RunStateStore(redis_client).status("ds-retry") is RunStatus.COMPLETED
+    starts = [q["start"] for q in state.queries]
+    # the first attempt: page 0, then page 5 four times (503); the retry starts at page 5
+    assert starts == ["0", "5", "5", "5", "5", "5", "10", "0", "5", "10"]
+    manifest = read_dataset_manifest(DataLayout(data_root).dataset_manifest("ds-retry"))
+    assert manifest.report.class_counts == {"cs.LG": 12, "q-bio.GN": 12}
