@@ -155,3 +155,34 @@ def test_racing_promotions_leave_exactly_one_production(
     # each promotion replaced the one before it: the chain never forks
     for earlier, later in itertools.pairwise(promotions):
         assert later.previous_production == earlier.version
+
+
+def test_racing_registrations_of_one_version_register_it_once(
+    registry: ModelRegistry, redis_url: str, data_root: Path
+) -> None:
+    save_tiny_classifier(data_root, "run-twice")
+    outcomes: list[str] = []
+    start = threading.Barrier(4)
+
+    def register() -> None:
+        client = connect(redis_url)
+        start.wait()
+        try:
+            ModelRegistry(client, DataLayout(data_root)).register(
+                "dup", "2.0.0", source_run="run-twice", dataset_id=None, actor="ci", reason=""
+            )
+            outcomes.append("registered")
+        except AppError as error:
+            outcomes.append(error.code.value)
+        finally:
+            client.close()
+
+    threads = [threading.Thread(target=register) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["CONFLICT"] * 3 + ["registered"]
+    assert [(v.version, v.stage) for v in registry.versions("dup")] == [("2.0.0", "staging")]
+    folder = DataLayout(data_root).registered_model_dir("dup")
+    assert sorted(path.name for path in folder.iterdir()) == ["2.0.0", "history.jsonl"]

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import subprocess
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -218,11 +219,14 @@ class ModelRegistry:
         if folder.exists() or self._client.hexists(versions_key(name), version):
             raise AppError(ErrorCode.CONFLICT, f"version {version} of {name} is already registered")
         model_dir = _saved_model(layout, source_run)
-        staging = folder.parent / f".{version}.staging"
         try:
-            if staging.exists():
-                shutil.rmtree(staging)
-            staging.mkdir(parents=True)
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            # a folder of its own: two registrations racing for one version never share it
+            staging = Path(tempfile.mkdtemp(prefix=f".{version}.", dir=folder.parent))
+            staging.chmod(0o755)  # mkdtemp's 0700 would hide the version from other users
+        except OSError as exc:
+            raise storage_error(exc, f"registering {name} {version}") from exc
+        try:
             files = {
                 path.name: _link_or_copy(path, staging / path.name)
                 for path in _model_files(model_dir)
@@ -240,9 +244,13 @@ class ModelRegistry:
                 created_at=datetime.now(UTC),
             )
             write_manifest(staging / METADATA_FILE, metadata)
-            staging.rename(folder)
+            staging.rename(folder)  # refused when another registration got there first
         except OSError as exc:
             shutil.rmtree(staging, ignore_errors=True)
+            if folder.exists():
+                raise AppError(
+                    ErrorCode.CONFLICT, f"version {version} of {name} is already registered"
+                ) from exc
             raise storage_error(exc, f"registering {name} {version}") from exc
         entry = RegistryChange(
             action="register",
