@@ -4,8 +4,9 @@ under: categories, a submission date range, paging, arXiv's rate limit (one requ
 
 Resumable: each page is saved (atomically) under the collection's work folder as soon as it
 arrives (and `end.json` once a page reaches the category's end); a later attempt reads the
-saved pages and asks arXiv only for the rest. A network that does not answer is UPSTREAM_UNAVAILABLE once the
-retries are spent, saying so; a page that stays malformed is DATA_INVALID.
+saved pages and asks arXiv only for the rest. A network that does not answer is
+UPSTREAM_UNAVAILABLE once the retries are spent, saying so (TRANSIENT: RQ retries the run,
+which resumes); a page that stays malformed is DATA_INVALID.
 
 The clock and the sleep are injected, so tests check the pauses without waiting them out.
 """
