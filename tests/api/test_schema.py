@@ -86,6 +86,12 @@ def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
         "/runs/{run_id}/score",
         "/runs/{run_id}/score/{request_id}",
         "/artifacts/{kind}/{artifact_id}",
+        "/datasets",
+        "/datasets/{dataset_id}",
+        "/models",
+        "/models/{name}/versions",
+        "/models/{name}/versions/{version}/promote",
+        "/models/{name}/rollback",
     } == paths
     assert "APIKeyHeader" in raw["components"]["securitySchemes"]
 

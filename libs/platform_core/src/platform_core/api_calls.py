@@ -19,13 +19,22 @@ from pydantic import BaseModel, ValidationError
 from platform_core.api_models import (
     ArtifactKind,
     CancelResult,
+    DatasetCreate,
+    DatasetList,
+    DatasetPublic,
     EvaluateRequest,
     GenerateRecord,
     HealthStatus,
     InferenceAccepted,
     JobAccepted,
     LogLine,
+    ModelList,
+    ModelVersionCreate,
+    ModelVersionList,
+    ModelVersionPublic,
+    PromoteRequest,
     ReadyStatus,
+    RollbackRequest,
     RunCreate,
     RunEval,
     RunList,
@@ -38,6 +47,7 @@ from platform_core.api_models import (
     TokenizerPublic,
 )
 from platform_core.events import EventDecodeError
+from platform_core.model_registry import RegistryChange
 from platform_core.specs import GenerateRequest, ScoreRequest
 from platform_core.sse import SseMessage, StreamedEvent, streamed_event
 
@@ -92,6 +102,39 @@ def train_tokenizer(
 
 def get_tokenizer(tokenizer_id: str) -> ApiCall[TokenizerPublic]:
     return ApiCall("GET", f"/tokenizers/{_segment(tokenizer_id)}", TokenizerPublic)
+
+
+LIST_DATASETS: Final = ApiCall("GET", "/datasets", DatasetList)
+
+
+def prepare_dataset(
+    body: DatasetCreate, idempotency_key: str | None = None
+) -> ApiCall[JobAccepted]:
+    return ApiCall("POST", "/datasets", JobAccepted, body, None, idempotency_key)
+
+
+def get_dataset(dataset_id: str) -> ApiCall[DatasetPublic]:
+    return ApiCall("GET", f"/datasets/{_segment(dataset_id)}", DatasetPublic)
+
+
+LIST_MODELS: Final = ApiCall("GET", "/models", ModelList)
+
+
+def model_versions(name: str) -> ApiCall[ModelVersionList]:
+    return ApiCall("GET", f"/models/{_segment(name)}/versions", ModelVersionList)
+
+
+def register_model_version(name: str, body: ModelVersionCreate) -> ApiCall[ModelVersionPublic]:
+    return ApiCall("POST", f"/models/{_segment(name)}/versions", ModelVersionPublic, body)
+
+
+def promote_model(name: str, version: str, body: PromoteRequest) -> ApiCall[RegistryChange]:
+    path = f"/models/{_segment(name)}/versions/{_segment(version)}/promote"
+    return ApiCall("POST", path, RegistryChange, body)
+
+
+def rollback_model(name: str, body: RollbackRequest) -> ApiCall[RegistryChange]:
+    return ApiCall("POST", f"/models/{_segment(name)}/rollback", RegistryChange, body)
 
 
 def train_model(body: RunCreate, idempotency_key: str | None = None) -> ApiCall[JobAccepted]:

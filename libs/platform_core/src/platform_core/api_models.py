@@ -16,10 +16,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
-from platform_core.manifests import EvalPoint, TokenizerStats
+from platform_core.manifests import (
+    BaselineReport,
+    DatasetReport,
+    EvalPoint,
+    ModelVersionMetadata,
+    Stage,
+    TokenizerStats,
+)
+from platform_core.model_registry import RegistryChange
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
     ID_REGEX,
+    SEMVER_REGEX,
+    DatasetSpec,
     GenerateRequest,
     GenerateResult,
     ScoreRequest,
@@ -101,7 +111,7 @@ class JobAccepted(BaseModel):
     model_config = STRICT
 
     run_id: str
-    kind: Literal["train_tokenizer", "train_model"]
+    kind: Literal["train_tokenizer", "train_model", "prepare_dataset"]
     status: RunStatus
 
 
@@ -131,6 +141,117 @@ class TokenizerList(BaseModel):
     model_config = STRICT
 
     items: list[TokenizerPublic]
+
+
+# ---- classification datasets ----------------------------------------------------------------
+
+
+class DatasetCreate(BaseModel):
+    """POST /datasets: prepare a classification dataset; its id is its run id."""
+
+    model_config = STRICT
+
+    spec: DatasetSpec = Field(default_factory=DatasetSpec)  # default: the built-in dataset
+    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: ds-<hex>
+    # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
+    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+
+
+class DatasetPublic(BaseModel):
+    """GET /datasets/{id}: a prepared dataset (report, baseline), or its preparation's
+    status."""
+
+    model_config = STRICT
+
+    dataset_id: str
+    status: RunStatus  # "completed" once its folder holds a manifest
+    message: str | None = None
+    source: str | None = None
+    report: DatasetReport | None = None  # set once prepared
+    baseline: BaselineReport | None = None
+    created_at: datetime | None = None
+    duration_s: float | None = None
+
+
+class DatasetList(BaseModel):
+    """GET /datasets: prepared datasets and those being prepared, by id."""
+
+    model_config = STRICT
+
+    items: list[DatasetPublic]
+
+
+# ---- model registry ---------------------------------------------------------------------------
+
+Actor = Field(default="api", min_length=1, max_length=100)  # who asked: a Discord id, a name
+Reason = Field(default="", max_length=1000)  # why, for the history
+
+
+class ModelVersionCreate(BaseModel):
+    """POST /models/{name}/versions: register a run's saved transformers model."""
+
+    model_config = STRICT
+
+    source_run: str = Field(pattern=ID_REGEX)  # its runs/<id>/model/ holds the model
+    version: str | None = Field(default=None, pattern=SEMVER_REGEX)  # None: next minor
+    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # recorded with its report
+    actor: str = Actor
+    reason: str = Reason
+
+
+class PromoteRequest(BaseModel):
+    """POST /models/{name}/versions/{version}/promote."""
+
+    model_config = STRICT
+
+    stage: Stage = "production"
+    actor: str = Actor
+    reason: str = Reason
+
+
+class RollbackRequest(BaseModel):
+    """POST /models/{name}/rollback: production goes back to the version it replaced."""
+
+    model_config = STRICT
+
+    actor: str = Actor
+    reason: str = Reason
+
+
+class ModelVersionPublic(BaseModel):
+    model_config = STRICT
+
+    name: str
+    version: str
+    stage: Stage
+    metadata: ModelVersionMetadata | None  # None when its folder is unreadable
+
+
+class ModelVersionList(BaseModel):
+    """GET /models/{name}/versions: oldest version first, and the history of changes."""
+
+    model_config = STRICT
+
+    name: str
+    production: str | None
+    items: list[ModelVersionPublic]
+    history: list[RegistryChange]
+
+
+class RegisteredModel(BaseModel):
+    model_config = STRICT
+
+    name: str
+    production: str | None
+    versions: int
+
+
+class ModelList(BaseModel):
+    """GET /models: every registered name."""
+
+    model_config = STRICT
+
+    items: list[RegisteredModel]
 
 
 # ---- runs -----------------------------------------------------------------------------------

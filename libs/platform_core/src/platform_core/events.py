@@ -12,11 +12,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 
-JobKind = Literal["train_tokenizer", "train_model", "evaluate", "generate", "score", "study"]
+JobKind = Literal[
+    "train_tokenizer", "train_model", "evaluate", "generate", "score", "study", "prepare_dataset"
+]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
 ParamValue = float | int | str | bool
@@ -66,6 +68,8 @@ class JobCompletedPayload(_Strict):
     duration_s: float = Field(ge=0)
     message: str = ""
     artifact_dir: str | None = None
+    # a kind's report for whoever reads the event (a prepared dataset's counts); None: none
+    report: dict[str, JsonValue] | None = None
 
 
 class JobFailedPayload(_Strict):

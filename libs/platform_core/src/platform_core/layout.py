@@ -10,6 +10,10 @@ CLI.
 <root>/runs/<id>/model/                     its final weights
 <root>/runs/<id>/logs.jsonl                 its log
 <root>/studies/<id>/                        a study's report and storage
+<root>/datasets/<id>/manifest.json          a prepared classification dataset (appears whole):
+                                            train/val/test.jsonl, report.json, eval/baseline.json
+<root>/models/<name>/<version>/             a registered model version: transformers files and
+                                            metadata.json; models/<name>/history.jsonl its log
 <root>/spool/<id>.events.jsonl              a run's events held while Redis was down
 ```
 
@@ -27,16 +31,19 @@ from typing import Final
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.paths import resolve_inside
-from platform_core.specs import ID_REGEX
+from platform_core.specs import ID_REGEX, SEMVER_REGEX
 
 # ID_REGEX (platform_core.specs): what RQ accepts as a job id, and safe as a folder name on
 # every file system
 ID_PATTERN: Final = re.compile(ID_REGEX)
+SEMVER_PATTERN: Final = re.compile(SEMVER_REGEX)
 
 RUNS: Final = "runs"
 TOKENIZERS: Final = "tokenizers"
 STUDIES: Final = "studies"
 SPOOL: Final = "spool"
+DATASETS: Final = "datasets"
+MODELS: Final = "models"
 MANIFEST_FILE: Final = "manifest.json"
 LOG_FILE: Final = "logs.jsonl"
 CHECKPOINTS: Final = "checkpoints"
@@ -121,6 +128,52 @@ class DataLayout:
 
     def study_dir(self, study_id: str) -> Path:
         return self._inside(STUDIES, check_id(study_id, what="study id"))
+
+    # ---- classification datasets ---------------------------------------------------------
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.root / DATASETS
+
+    def dataset_dir(self, dataset_id: str) -> Path:
+        return self._inside(DATASETS, check_id(dataset_id, what="dataset id"))
+
+    def dataset_manifest(self, dataset_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / MANIFEST_FILE
+
+    def dataset_work_dir(self, dataset_id: str) -> Path:
+        """Where a preparation collects (saved arXiv pages, the folder being written) before
+        its dataset folder appears whole; not an id, so never listed as a dataset."""
+        return self._inside(DATASETS, f".work-{check_id(dataset_id, what='dataset id')}")
+
+    def dataset_split(self, dataset_id: str, split: str) -> Path:
+        return self.dataset_dir(dataset_id) / f"{split}.jsonl"
+
+    def dataset_report(self, dataset_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / "report.json"
+
+    def dataset_baseline(self, dataset_id: str) -> Path:
+        return self.dataset_dir(dataset_id) / EVAL / "baseline.json"
+
+    # ---- model registry ------------------------------------------------------------------
+
+    @property
+    def models_dir(self) -> Path:
+        return self.root / MODELS
+
+    def registered_model_dir(self, name: str) -> Path:
+        return self._inside(MODELS, check_id(name, what="model name"))
+
+    def model_version_dir(self, name: str, version: str) -> Path:
+        if not SEMVER_PATTERN.fullmatch(version):
+            raise AppError(
+                ErrorCode.INVALID_INPUT,
+                f"version {version!r} must be a semantic version MAJOR.MINOR.PATCH, e.g. 1.2.0",
+            )
+        return self.registered_model_dir(name) / version
+
+    def model_history(self, name: str) -> Path:
+        return self.registered_model_dir(name) / "history.jsonl"
 
     # ---- worker state ---------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 """The manifests the worker writes and every other process reads: a run's
-`runs/<id>/manifest.json` and a tokenizer's `tokenizers/<id>/manifest.json`.
+`runs/<id>/manifest.json`, a tokenizer's `tokenizers/<id>/manifest.json` and a prepared
+dataset's `datasets/<id>/manifest.json`.
 
 Each is a frozen, versioned pydantic model declared here once. Writing is atomic (a unique
 temporary file beside the target, flushed to disk, renamed over it; the temporary file is
@@ -28,10 +29,11 @@ from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.events import JobKind
 from platform_core.paths import open_regular
 from platform_core.run_state import RunStatus
-from platform_core.specs import TokenizerKind, TokenizerSpec, TrainRunSpec
+from platform_core.specs import DatasetSpec, TokenizerKind, TokenizerSpec, TrainRunSpec
 
 RUN_SCHEMA_VERSION: Final = 2
 TOKENIZER_SCHEMA_VERSION: Final = 1
+DATASET_SCHEMA_VERSION: Final = 1
 ManifestT = TypeVar("ManifestT", bound=BaseModel)
 
 
@@ -201,6 +203,120 @@ class RunManifest(BaseModel):
             ) from exc
 
 
+# ---- classification datasets -----------------------------------------------------------------
+
+SplitName = Literal["train", "val", "test"]
+SPLITS: Final[tuple[SplitName, ...]] = ("train", "val", "test")
+
+
+class ClassMetrics(BaseModel):
+    """One class's precision, recall and F1 on an evaluated split."""
+
+    model_config = _FROZEN
+
+    precision: float
+    recall: float
+    f1: float
+    support: int  # rows of the class in the split
+
+
+class ClassificationMetrics(BaseModel):
+    """A classifier's quality on one labelled split (the baseline's, a model's, an A/B's)."""
+
+    model_config = _FROZEN
+
+    num_examples: int
+    accuracy: float
+    macro_f1: float
+    per_class: dict[str, ClassMetrics]
+
+
+class BaselineReport(BaseModel):
+    """`datasets/<id>/eval/baseline.json`: TF-IDF + logistic regression on the dataset's split,
+    beside where a classifier's metrics go (`eval/`)."""
+
+    model_config = _FROZEN
+
+    model: Literal["tfidf_logreg"] = "tfidf_logreg"
+    params: dict[str, JsonValue]
+    val: ClassificationMetrics
+    test: ClassificationMetrics
+    train_s: float
+
+
+class DatasetReport(BaseModel):
+    """What preparation did: rows in and out, why rows went, the classes and the split."""
+
+    model_config = _FROZEN
+
+    rows_read: int
+    rows_kept: int
+    duplicates_by_id: int
+    duplicates_by_text: int  # same text once normalised (case, punctuation, spacing)
+    filtered_empty: int  # nothing left after cleaning
+    filtered_too_short: int  # fewer than min_words words after cleaning
+    labels: list[str]  # sorted; a classifier's label ids follow this order
+    class_counts: dict[str, int]
+    split_counts: dict[SplitName, dict[str, int]]
+    imbalance_ratio: float  # rows of the largest class / rows of the smallest
+    seed: int
+
+
+class DatasetManifest(BaseModel):
+    """`datasets/<id>/manifest.json`: a prepared dataset (the folder appears whole)."""
+
+    model_config = _FROZEN
+
+    format_version: Literal[1] = DATASET_SCHEMA_VERSION
+    id: str
+    spec: DatasetSpec  # the request as validated
+    source: str  # where the rows came from, in words ("builtin:botocore 1.44.8", a path, ...)
+    report: DatasetReport
+    baseline: BaselineReport | None = None
+    files: dict[str, str]  # files beside this manifest -> SHA-256
+    library_versions: dict[str, str]
+    created_at: datetime
+    duration_s: float
+
+
+# ---- model registry --------------------------------------------------------------------------
+
+Stage = Literal["staging", "production", "archived"]
+
+
+class DatasetRef(BaseModel):
+    """The dataset a registered version was trained and measured on."""
+
+    model_config = _FROZEN
+
+    id: str
+    source: str
+    report: DatasetReport
+
+
+class ModelVersionMetadata(BaseModel):
+    """`models/<name>/<version>/metadata.json`, beside files `from_pretrained` loads as is."""
+
+    model_config = _FROZEN
+
+    format_version: Literal[1] = 1
+    name: str
+    version: str  # semantic version, MAJOR.MINOR.PATCH
+    source_run: str  # the run whose saved model this is
+    dataset: DatasetRef | None = None
+    hyperparameters: dict[str, JsonValue] = {}  # the source run's spec, as it ran
+    metrics: dict[str, JsonValue] = {}  # the source run's metrics (a classifier's test report)
+    size_bytes: int  # of the model files
+    files: dict[str, str]  # model files -> SHA-256
+    git_commit: str | None = None  # of the code that registered it, when known
+    created_at: datetime
+
+
+def read_model_metadata(path: Path) -> ModelVersionMetadata:
+    """A version's metadata.json, whole; DATA_NOT_FOUND or DATA_INVALID otherwise."""
+    return _validate(path, _read_object(path), ModelVersionMetadata)
+
+
 # ---- reading and writing ----------------------------------------------------------------------
 
 
@@ -228,6 +344,11 @@ def read_metrics_summary(path: Path) -> MetricsSummary:
 def read_tokenizer_manifest(path: Path) -> TokenizerManifest:
     """The tokenizer manifest at `path`, whole; DATA_NOT_FOUND or DATA_INVALID otherwise."""
     return _validate(path, _read_object(path), TokenizerManifest)
+
+
+def read_dataset_manifest(path: Path) -> DatasetManifest:
+    """The dataset manifest at `path`, whole; DATA_NOT_FOUND or DATA_INVALID otherwise."""
+    return _validate(path, _read_object(path), DatasetManifest)
 
 
 def write_manifest(path: Path, manifest: BaseModel) -> None:

@@ -96,6 +96,13 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(default=3, ge=1, le=1_000)
 
 
+class ClassifySettings(_Section):
+    # the arXiv API's query endpoint; a mirror or a test server replaces it
+    arxiv_url: str = Field(default="https://export.arxiv.org/api/query", min_length=8)
+    # arXiv's terms of use: no more than one request every three seconds
+    arxiv_min_interval_s: float = Field(default=3.0, ge=0.0, le=600.0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP__",
@@ -118,6 +125,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     discord: DiscordSettings = DiscordSettings()
     worker: WorkerSettings = WorkerSettings()
+    classify: ClassifySettings = ClassifySettings()
 
     @field_validator("data_root")
     @classmethod

@@ -80,6 +80,9 @@ Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
 
 # the one pattern of run, tokenizer and study ids: in URLs, in Redis keys, as folder names
 ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# a registered model's version: MAJOR.MINOR.PATCH without leading zeros (semver.org), each
+# part at most 6 digits (a folder name and a sort key)
+SEMVER_REGEX = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$"
 
 # ---- from trainer_worker.tokenizers.artifacts ----------------------------------------
 
@@ -101,13 +104,16 @@ class CorpusOptions(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative_path(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if "\x00" in value:
-            raise ValueError("must not contain NUL characters")
-        if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
-            raise ValueError("must be relative to the data root")
-        return value
+        return None if value is None else relative_data_path(value)
+
+
+def relative_data_path(value: str) -> str:
+    """`value` when it can name a path under the data root (the root resolves it later)."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    if PurePosixPath(value).is_absolute() or PureWindowsPath(value).is_absolute():
+        raise ValueError("must be relative to the data root")
+    return value
 
 
 class TokenizerSpec(BaseModel):
@@ -520,3 +526,105 @@ class TrainRunSpec(BaseModel):
         else:
             per_token = 4 * 12 * width
         return tokens * per_token * shape.n_layer
+
+
+# ---- from trainer_worker.classify (text classification datasets) ------------------------
+
+MAX_DATASET_ROWS = 1_000_000  # rows read from one source; ~1 GB of abstracts
+MAX_LABELS = 1_000  # classes a dataset may declare
+MAX_LABEL_CHARS = 128
+MAX_ARXIV_CATEGORIES = 50
+# arXiv's API answers at most 2 000 entries per page and 30 000 per query
+MAX_ARXIV_PAGE_SIZE = 2_000
+MAX_ARXIV_RESULTS_PER_CATEGORY = 30_000
+ARXIV_CATEGORY_PATTERN = r"^[a-z-]+(\.[A-Za-z-]+)?$"  # cs.LG, math.PR, hep-th
+HUB_DATASET_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$"
+FIELD_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
+_SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class BuiltinSource(BaseModel):
+    """The built-in dataset: the installed botocore package's API documentation, labelled by
+    AWS service, with the service names masked (docs/classification.md)."""
+
+    model_config = _SPEC_CONFIG
+
+    kind: Literal["builtin"] = "builtin"
+    name: Literal["botocore"] = "botocore"
+    # rows per service: the big services (EC2 has ~800 operations) would swamp the small
+    max_per_class: StrictInt = Field(default=150, ge=10, le=10_000)
+
+
+class FileSource(BaseModel):
+    """A JSON array, JSON Lines or CSV file under the data root with `text`, `label` and an
+    optional `id` per row."""
+
+    model_config = _SPEC_CONFIG
+
+    kind: Literal["file"] = "file"
+    path: str = Field(min_length=1, max_length=1024)
+    format: Literal["auto", "json", "jsonl", "csv"] = "auto"  # auto: from the file's suffix
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        return relative_data_path(value)
+
+
+class ArxivSource(BaseModel):
+    """Abstracts from the arXiv API, labelled by the category they were searched under."""
+
+    model_config = _SPEC_CONFIG
+
+    kind: Literal["arxiv"] = "arxiv"
+    categories: tuple[Annotated[str, Field(pattern=ARXIV_CATEGORY_PATTERN, max_length=32)], ...] = (
+        Field(min_length=2, max_length=MAX_ARXIV_CATEGORIES)
+    )
+    date_from: str | None = Field(default=None, pattern=r"^\d{8}$")  # YYYYMMDD, submitted on/after
+    date_to: str | None = Field(default=None, pattern=r"^\d{8}$")  # YYYYMMDD, submitted on/before
+    max_per_category: StrictInt = Field(default=1000, ge=1, le=MAX_ARXIV_RESULTS_PER_CATEGORY)
+    page_size: StrictInt = Field(default=200, ge=1, le=MAX_ARXIV_PAGE_SIZE)
+
+    @model_validator(mode="after")
+    def _dates_in_order(self) -> ArxivSource:
+        if self.date_from and self.date_to and self.date_from > self.date_to:
+            raise ValueError(f"date_from {self.date_from} is after date_to {self.date_to}")
+        return self
+
+
+class HubSource(BaseModel):
+    """A Hugging Face dataset repository, read from the local hub cache first."""
+
+    model_config = _SPEC_CONFIG
+
+    kind: Literal["hub"] = "hub"
+    dataset_id: str = Field(pattern=HUB_DATASET_PATTERN)
+    split: str = Field(default="train", pattern=FIELD_NAME_PATTERN)
+    text_field: str = Field(default="text", pattern=FIELD_NAME_PATTERN)
+    label_field: str = Field(default="label", pattern=FIELD_NAME_PATTERN)
+    revision: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._/-]{1,128}$")
+
+
+DatasetSource = Annotated[
+    BuiltinSource | FileSource | ArxivSource | HubSource, Field(discriminator="kind")
+]
+
+
+class DatasetSpec(BaseModel):
+    """What `POST /datasets` and `trainctl dataset prepare` send: a source, then cleaning,
+    dedup, quality filters and a stratified 80/10/10 split (trainer_worker.classify)."""
+
+    model_config = _SPEC_CONFIG
+
+    source: DatasetSource = Field(default_factory=BuiltinSource)
+    # the classes a row may carry; a row with another label fails the run, listing examples.
+    # None: every label the source holds
+    labels: tuple[Label, ...] | None = Field(default=None, min_length=2, max_length=MAX_LABELS)
+    min_words: StrictInt = Field(default=5, ge=1, le=10_000)  # after cleaning
+    # rows per class below which a 80/10/10 split leaves a split without the class
+    min_per_class: StrictInt = Field(default=10, ge=10, le=1_000_000)
+    max_rows: StrictInt = Field(default=200_000, ge=10, le=MAX_DATASET_ROWS)  # read from the source
+    seed: Seed = 1337
+    baseline: StrictBool = True  # train the TF-IDF + logistic-regression baseline on the split

@@ -24,10 +24,12 @@ from trainer_api.middleware import (
 from trainer_api.routes import (
     artifacts,
     charts,
+    datasets,
     events,
     health,
     inference,
     logs,
+    models,
     runs,
     tokenizers,
 )
@@ -107,6 +109,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in (
         runs.router,  # first: `GET /runs/{id}` is the most polled route, matched in order
         tokenizers.router,
+        datasets.router,
+        models.router,
         logs.router,
         events.router,
         inference.router,

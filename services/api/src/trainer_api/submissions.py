@@ -18,7 +18,7 @@ from typing import Literal
 import redis
 from pydantic import BaseModel
 
-from platform_core.api_models import JobAccepted, RunCreate, TokenizerCreate
+from platform_core.api_models import DatasetCreate, JobAccepted, RunCreate, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.json_types import JsonObject
@@ -27,13 +27,14 @@ from platform_core.paths import resolve_inside
 from platform_core.queue import enqueue_job
 from platform_core.run_state import INDEX_KEY, RunStatus
 from platform_core.settings import TrainingSettings
-from platform_core.specs import CorpusOptions, ModelSpec, TrainRunSpec
+from platform_core.specs import CorpusOptions, FileSource, ModelSpec, TrainRunSpec
 from trainer_api.idempotency import once
 from trainer_api.live_state import live_state
 from trainer_api.run_views import run_folder
 from trainer_api.tokenizer_views import tokenizer_folder
 
-TrainingKind = Literal["train_tokenizer", "train_model"]
+TrainingKind = Literal["train_tokenizer", "train_model", "prepare_dataset"]
+Submission = TokenizerCreate | RunCreate | DatasetCreate
 
 
 def new_id(prefix: str) -> str:
@@ -43,7 +44,7 @@ def new_id(prefix: str) -> str:
 def submit(
     client: redis.Redis,
     data_root: Path,
-    body: TokenizerCreate | RunCreate,
+    body: Submission,
     idempotency_key: str | None,
     bus: EventBus,
     *,
@@ -52,7 +53,9 @@ def submit(
     """Queue a tokenizer training or a model run, once per idempotency key; its queued event
     goes to `bus` (the configured stream). A model run whose activation estimate exceeds
     `max_activation_gib` is refused."""
-    scope = "runs" if isinstance(body, RunCreate) else "tokenizers"
+    scope = {RunCreate: "runs", TokenizerCreate: "tokenizers", DatasetCreate: "datasets"}[
+        type(body)
+    ]
     return once(
         client,
         scope,
@@ -66,10 +69,19 @@ def submit(
 def _checked_submit(
     client: redis.Redis,
     data_root: Path,
-    body: TokenizerCreate | RunCreate,
+    body: Submission,
     bus: EventBus,
     max_activation_gib: float,
 ) -> JobAccepted:
+    if isinstance(body, DatasetCreate):
+        source = body.spec.source
+        if isinstance(source, FileSource) and not resolve_inside(data_root, source.path).is_file():
+            raise AppError(
+                ErrorCode.DATA_NOT_FOUND,
+                f"spec.source.path {source.path!r} is not a file in the data root",
+            )
+        dataset_id = body.dataset_id or new_id("ds")
+        return _submit(bus, data_root, "prepare_dataset", dataset_id, body.spec, body.user_id)
     check_corpus(data_root, body.spec.corpus)
     if isinstance(body, TokenizerCreate):
         tokenizer_id = body.tokenizer_id or new_id("tok")
@@ -144,8 +156,13 @@ def _submit(  # noqa: PLR0917 - one private call site per kind, each reads as a 
     user_id: int | None,
 ) -> JobAccepted:
     client = bus.client
-    # tokenizer and model runs share one id space (RQ job ids, runs:* keys)
-    taken = run_folder(data_root, run_id).exists() or tokenizer_folder(data_root, run_id).exists()
+    # tokenizer, model and dataset runs share one id space (RQ job ids, runs:* keys)
+    layout = DataLayout(data_root)
+    taken = (
+        run_folder(data_root, run_id).exists()
+        or tokenizer_folder(data_root, run_id).exists()
+        or layout.dataset_dir(run_id).exists()
+    )
     # ZADD NX claims the id atomically: of two requests racing for it, one gets 0
     if taken or not client.zadd(INDEX_KEY, {run_id: time.time()}, nx=True):
         raise AppError(ErrorCode.CONFLICT, f"run {run_id} already exists; choose another id")

@@ -142,6 +142,11 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _add_submit_arguments(parser: argparse.ArgumentParser, what: str) -> None:
     parser.add_argument("--corpus", help="corpus file, relative to the data root")
+    add_submission_arguments(parser, what)
+
+
+def add_submission_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    """--id, --user-id, --spec and --follow, as every submission takes them."""
     parser.add_argument("--id", help=f"the {what} id (default: generated)")
     parser.add_argument("--user-id", type=int, help="Discord owner to notify")
     parser.add_argument(
@@ -161,11 +166,16 @@ def _add_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one remote command; API errors become their exit code."""
+    return run_handler(settings, args, _HANDLERS[args.command])
+
+
+def run_handler(settings: Settings, args: argparse.Namespace, handler: Handler) -> int:
+    """`handler` with a client on the configured API; API errors become their exit code."""
     api_key = settings.security.api_key
     secret = api_key.get_secret_value() if api_key is not None else None
     try:
         with TrainerClient(settings.api_base_url, api_key=secret) as client:
-            return _HANDLERS[args.command](client, args)
+            return handler(client, args)
     except ApiError as error:
         print(f"trainctl: {error.code}: {error.message}", file=sys.stderr)
         if error.status == 0:
@@ -190,31 +200,32 @@ def exit_code_for(code: str) -> int:
 def _submit(client: TrainerClient, args: argparse.Namespace) -> int:
     key = uuid.uuid4().hex  # the POST may then be retried without queuing twice
     if args.what == "tokenizer":
-        body = _request(TokenizerCreate, args, TOKENIZER_FLAGS, {"spec": {"kind": "bpe"}})
+        body = request_body(TokenizerCreate, args, TOKENIZER_FLAGS, {"spec": {"kind": "bpe"}})
         accepted = client.train_tokenizer(body, idempotency_key=key)
     else:
         defaults: dict[str, object] = {"spec": {"model": {"family": "gpt2", "preset": "tiny"}}}
-        run_body = _request(RunCreate, args, MODEL_FLAGS, defaults)
+        run_body = request_body(RunCreate, args, MODEL_FLAGS, defaults)
         accepted = client.train_model(run_body, idempotency_key=key)
     if args.json:
         print(accepted.model_dump_json())
     else:
         print(f"{accepted.kind} {accepted.run_id}: {accepted.status}")
     if args.follow:
-        return _follow_events(client, accepted.run_id, json_lines=args.json)
+        return follow_events(client, accepted.run_id, json_lines=args.json)
     if not args.json:
         print(f"follow it with: trainctl follow {accepted.run_id}")
     return ExitCode.OK
 
 
-def _request(
+def request_body(
     model: type[BodyT],
     args: argparse.Namespace,
     flags: dict[str, tuple[str, ...]],
     defaults: dict[str, object],
 ) -> BodyT:
     """The request body: the --spec file (or `defaults`), each flag given set on top."""
-    body = _read_spec(args.spec) if args.spec is not None else defaults
+    spec = getattr(args, "spec", None)  # commands without a --spec file build from flags
+    body = _read_spec(spec) if spec is not None else defaults
     for dest, path in flags.items():
         value = getattr(args, dest)
         if value is None:
@@ -303,10 +314,10 @@ def _status(client: TrainerClient, args: argparse.Namespace) -> int:
 
 
 def _follow(client: TrainerClient, args: argparse.Namespace) -> int:
-    return _follow_events(client, args.run_id, json_lines=args.json)
+    return follow_events(client, args.run_id, json_lines=args.json)
 
 
-def _follow_events(client: TrainerClient, run_id: str, *, json_lines: bool) -> int:
+def follow_events(client: TrainerClient, run_id: str, *, json_lines: bool) -> int:
     def print_json(event: Event) -> None:
         print(event.model_dump_json(), flush=True)
 

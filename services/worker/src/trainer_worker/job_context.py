@@ -74,6 +74,7 @@ class Outcome:
     message: str  # one line for the terminal event, the run's message and DMs
     artifact_dir: str | None = None  # relative to the data root
     cancelled_at_step: int | None = None  # set when the body stopped on a cancel request
+    report: JsonObject | None = None  # goes into the completed event (a dataset's counts)
 
 
 @dataclass
@@ -238,7 +239,10 @@ def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
 def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
     _set_final_status(context, RunStatus.COMPLETED, outcome.message)
     payload = JobCompletedPayload(
-        duration_s=context.elapsed_s, message=outcome.message, artifact_dir=outcome.artifact_dir
+        duration_s=context.elapsed_s,
+        message=outcome.message,
+        artifact_dir=outcome.artifact_dir,
+        report=outcome.report,
     )
     context.publish(JobCompleted(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job completed", extra={"event": "job.completed"})

@@ -21,6 +21,7 @@ from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.settings import load_settings
 from platform_core.specs import TokenizerSpec
+from trainer_worker.classify.dataset_job import prepare_dataset_body
 from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
 from trainer_worker.model_run import resume_hint, train_model_body
@@ -64,6 +65,17 @@ def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
         return train_model_body(spec, context)
 
     return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
+
+
+def prepare_dataset(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
+    """Collect, clean, dedup, filter and split a classification dataset (and fit its
+    baseline); the dataset's id is the run id, its folder `datasets/<run_id>/`."""
+    settings = load_settings().classify
+
+    def body(context: JobContext) -> Outcome:
+        return prepare_dataset_body(spec, context, settings)
+
+    return _lifecycle("prepare_dataset", run_id, body, user_id=user_id)
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:

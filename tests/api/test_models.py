@@ -1,0 +1,96 @@
+"""The model registry through the API: register a run's saved classifier, list, promote,
+roll back; typed errors for unknown names, stages already held and bad versions."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from platform_core import api_calls
+from platform_core.api_models import ModelVersionCreate, PromoteRequest, RollbackRequest
+from platform_core.errors import ErrorCode
+from platform_core.http_client import ApiError, TrainerClient
+from tests.api.conftest import LiveApi
+from tests.classify_models import save_tiny_classifier
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def saved_run(data_root: Path) -> str:
+    save_tiny_classifier(data_root, "run-m")
+    return "run-m"
+
+
+def test_register_promote_and_roll_back(client: TrainerClient, saved_run: str) -> None:
+    first = client.call(
+        api_calls.register_model_version(
+            "clf", ModelVersionCreate(source_run=saved_run, actor="ana", reason="first cut")
+        )
+    )
+    assert (first.version, first.stage) == ("1.0.0", "staging")
+    assert first.metadata is not None and first.metadata.size_bytes > 0
+    second = client.call(
+        api_calls.register_model_version(
+            "clf", ModelVersionCreate(source_run=saved_run, version="1.2.0")
+        )
+    )
+    assert second.version == "1.2.0"
+
+    client.call(api_calls.promote_model("clf", "1.0.0", PromoteRequest(actor="ana", reason="ok")))
+    change = client.call(
+        api_calls.promote_model("clf", "1.2.0", PromoteRequest(actor="bo", reason="A/B won"))
+    )
+    assert (change.version, change.previous_production, change.actor) == ("1.2.0", "1.0.0", "bo")
+    listed = client.call(api_calls.LIST_MODELS)
+    assert [(m.name, m.production, m.versions) for m in listed.items] == [("clf", "1.2.0", 2)]
+
+    back = client.call(api_calls.rollback_model("clf", RollbackRequest(actor="ana", reason="slow")))
+    assert (back.action, back.version) == ("rollback", "1.0.0")
+    versions = client.call(api_calls.model_versions("clf"))
+    assert versions.production == "1.0.0"
+    assert [(v.version, v.stage) for v in versions.items] == [
+        ("1.0.0", "production"),
+        ("1.2.0", "archived"),
+    ]
+    assert [h.action for h in versions.history] == [
+        "register",
+        "register",
+        "promote",
+        "promote",
+        "rollback",
+    ]
+
+
+def test_registry_errors_are_typed(
+    client: TrainerClient, live_api: LiveApi, saved_run: str
+) -> None:
+    with pytest.raises(ApiError) as unknown:
+        client.call(api_calls.model_versions("nothing"))
+    assert (unknown.value.status, unknown.value.error_code) == (404, ErrorCode.NOT_FOUND)
+    with pytest.raises(ApiError) as no_model:
+        client.call(
+            api_calls.register_model_version("x", ModelVersionCreate(source_run="run-none"))
+        )
+    assert (no_model.value.status, no_model.value.error_code) == (404, ErrorCode.DATA_NOT_FOUND)
+
+    client.call(api_calls.register_model_version("y", ModelVersionCreate(source_run=saved_run)))
+    with pytest.raises(ApiError) as same:
+        client.call(api_calls.promote_model("y", "1.0.0", PromoteRequest(stage="staging")))
+    assert (same.value.status, same.value.error_code) == (409, ErrorCode.CONFLICT)
+    with pytest.raises(ApiError) as nothing_before:
+        client.call(api_calls.rollback_model("y", RollbackRequest()))
+    assert nothing_before.value.status == 409
+
+    for path, body in (
+        ("/models/y/versions/1.0/promote", {}),
+        ("/models/y/versions/01.0.0/promote", {}),
+        ("/models/y/versions/1.0.0/promote", {"stage": "live"}),
+        ("/models/y/versions", {"source_run": "../etc"}),
+    ):
+        answer = httpx.post(f"{live_api.base_url}{path}", content=json.dumps(body))
+        assert answer.status_code == 422, path
+        assert answer.json()["code"] == "INVALID_INPUT" and answer.json()["request_id"]
