@@ -22,6 +22,7 @@ from platform_core.specs import (
     TrainConfig,
     TrainRunSpec,
     is_hub_id,
+    sample_seed,
 )
 
 
@@ -89,8 +90,25 @@ NUMBERS_A_WORKER_CANNOT_RUN = [
     ("train", "learning_rate", "0.1"),
     ("train", "compile", "yes"),
     ("corpus", "lowercase", 1),
-    ("retention", "keep_last_n", 1.0),
+    ("retention", "keep_last_n", 1.5),
+    ("train", "max_steps", 1e30),  # a whole number, and still out of bounds
+    ("train", "batch_size", math.inf),
 ]
+
+
+def test_a_whole_json_number_is_an_integer() -> None:
+    """JSON Schema's `integer` admits 2.0 (schemathesis sends it): it is read as 2, at every
+    depth of the request; a fraction, a string or a boolean stays refused (above)."""
+    body = {
+        "model": {"family": "char_lstm"},
+        "tokenizer_id": "t",
+        "retention": {"keep_last_n": 2.0},
+        "train": {"max_steps": 10.0, "learning_rate": 1.0, "batch_size": 4},
+    }
+    spec = TrainRunSpec.model_validate(body)
+    assert (spec.retention.keep_last_n, spec.train.max_steps) == (2, 10)
+    assert isinstance(spec.train.max_steps, int)
+    assert isinstance(spec.train.learning_rate, float)
 
 
 @pytest.mark.parametrize(("section", "field", "value"), NUMBERS_A_WORKER_CANNOT_RUN)
@@ -166,7 +184,7 @@ def test_every_sample_prompt_the_spec_accepts_is_a_valid_generate_request() -> N
             max_new_tokens=spec.sample_max_new_tokens,
             temperature=0.8,
             top_k=50,
-            seed=spec.train.seed + index,
+            seed=sample_seed(spec.train.seed, index),
         )
     for bad in (["x" * 30_000], ["p"] * 11):
         with pytest.raises(ValidationError, match="sample_prompts"):
@@ -246,8 +264,10 @@ def test_a_block_must_fit_the_models_context() -> None:
         _run({"family": "gpt2", "preset": "tiny"}, block_size=256)
     widened = _run({"family": "gpt2", "preset": "tiny", "context_size": 256}, block_size=256)
     assert widened.train.block_size == 256
-    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+    with pytest.raises(ValidationError, match=r"block_size \(128\) must be <= model\.context_size"):
         _run({"family": "gpt2", "preset": "124M", "context_size": 64}, block_size=128)
+    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+        _run({"family": "gpt2", "preset": "small"}, block_size=512)
     for unlimited in (
         {"family": "char_lstm", "preset": "tiny"},
         {"family": "gpt2", "pretrained": "gpt2"},

@@ -11,7 +11,7 @@ None: JSON has no NaN.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -22,6 +22,7 @@ from platform_core.specs import (
     ID_REGEX,
     GenerateRequest,
     GenerateResult,
+    JsonRequest,
     ScoreRequest,
     ScoreResult,
     TokenizerKind,
@@ -73,7 +74,7 @@ class ErrorBody(BaseModel):
 # ---- submissions ----------------------------------------------------------------------------
 
 
-class TokenizerCreate(BaseModel):
+class TokenizerCreate(JsonRequest):
     """POST /tokenizers/train: the tokenizer's id is its run id."""
 
     model_config = STRICT
@@ -81,10 +82,10 @@ class TokenizerCreate(BaseModel):
     spec: TokenizerSpec
     tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: tok-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
 
 
-class RunCreate(BaseModel):
+class RunCreate(JsonRequest):
     """POST /runs/train."""
 
     model_config = STRICT
@@ -92,7 +93,7 @@ class RunCreate(BaseModel):
     spec: TrainRunSpec
     run_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: run-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
 
 
 class JobAccepted(BaseModel):
@@ -249,7 +250,7 @@ class RunLogs(BaseModel):
 # ---- inference and evaluation ---------------------------------------------------------------
 
 
-class EvaluateRequest(BaseModel):
+class EvaluateRequest(JsonRequest):
     """POST /runs/{id}/evaluate: the run's own holdout; no parameters yet."""
 
     model_config = STRICT
