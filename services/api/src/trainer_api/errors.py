@@ -124,6 +124,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     code = _BY_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
     response = error_response(request, exc.status_code, code, str(exc.detail))
     response.headers.update(exc.headers or {})  # e.g. the Allow of a 405
+    allowed = response.headers.get("allow", "").split(", ")
+    if "GET" in allowed and "HEAD" not in allowed:  # HeadAsGetMiddleware answers it
+        response.headers["allow"] = ", ".join([*allowed, "HEAD"])
     return response
 
 

@@ -20,6 +20,7 @@ from trainer_api.middleware import (
     BodySizeLimitMiddleware,
     HeadAsGetMiddleware,
     RequestIdMiddleware,
+    declare_head_operations,
 )
 from trainer_api.routes import (
     artifacts,
@@ -46,6 +47,7 @@ class TrainerApi(FastAPI):
             declare_api_key(schema, open_paths(self))
             probes = frozenset(getattr(route, "path", "") for route in health.router.routes)
             document_common_errors(schema, probes)
+            declare_head_operations(schema)
         return schema
 
 
