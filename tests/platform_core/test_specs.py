@@ -17,11 +17,13 @@ from platform_core.specs import (
     CorpusOptions,
     GenerateRequest,
     ModelSpec,
+    PresetShape,
     ScoreRequest,
     TokenizerSpec,
     TrainConfig,
     TrainRunSpec,
     is_hub_id,
+    pretrained_shape,
     sample_seed,
 )
 
@@ -280,11 +282,29 @@ def test_the_activation_estimate_grows_with_batch_block_and_model() -> None:
     small = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
     large = _run({"family": "gpt2", "preset": "124M"}, batch_size=12, block_size=1024)
     lstm = _run({"family": "char_lstm", "preset": "medium"}, batch_size=8, block_size=128)
-    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32
-    assert small.activation_bytes() == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2
-    assert lstm.activation_bytes() == 8 * 128 * 4 * 12 * 512 * 3
-    small_bytes, large_bytes = small.activation_bytes(), large.activation_bytes()
+    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32; plus B x T x V fp32
+    # logits and their gradient
+    logits = 2 * 8 * 128 * 100 * 4
+    assert small.activation_bytes(100) == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2 + logits
+    assert lstm.activation_bytes(100) == 8 * 128 * 4 * 12 * 512 * 3 + logits
+    small_bytes, large_bytes = small.activation_bytes(50_257), large.activation_bytes(50_257)
     assert small_bytes is not None and large_bytes is not None
-    assert 20 * 2**30 < large_bytes < 30 * 2**30  # nanoGPT's 124M micro-batch, no flash
+    # nanoGPT's 124M micro-batch, no flash: ~24 GiB of layers and ~4.6 GiB of logits
+    assert 25 * 2**30 < large_bytes < 32 * 2**30
+    assert large.logits_bytes(50_257) == 2 * 12 * 1024 * 50_257 * 4
     assert small_bytes < large_bytes
-    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes() is None
+    # at GPT-2's vocabulary the logits outweigh the tiny model's layers
+    assert small.logits_bytes(50_257) > small_bytes - small.logits_bytes(50_257)
+    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes(50_257) is None
+
+
+def test_a_pretrained_config_gives_its_shape() -> None:
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": 50_257}
+    shape = pretrained_shape(config)
+    assert shape == PresetShape(2, 64, 2, 128)
+    pretrained = _run({"family": "gpt2", "pretrained": "data:m"}, batch_size=8, block_size=128)
+    tiny = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
+    assert pretrained.activation_bytes(50_257, shape) == tiny.activation_bytes(50_257)
+    for bad in ({**config, "n_head": 0}, {**config, "n_embd": "64"}, {"n_layer": 2}):
+        with pytest.raises(ValueError, match=r"config\.json: "):
+            pretrained_shape(bad)

@@ -74,6 +74,7 @@ MAX_EVAL_BATCHES = 10_000  # an eval of this many micro-batches already dwarfs a
 # for any model (nanoGPT's 124M runs 12 x 1024 per 40 GB GPU; tiny presets take far more)
 MAX_TOKENS_PER_MICRO_BATCH = 2**17
 MAX_SEED = 2**32 - 1  # what numpy's legacy seeding and every torch generator accept
+LOGIT_BYTES = 4  # fp32 logits, as the rest of the estimate (conservative under AMP)
 
 
 PositiveSteps = Annotated[StrictInt, Field(ge=1, le=MAX_STEPS)]
@@ -227,7 +228,9 @@ class TrainConfig:
             ge=1,
             le=MAX_BATCH_SIZE,
             description=f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}, and within "
-            "the API's activation bound (training.max_activation_gib)",
+            "the API's activation bound (training.max_activation_gib) for the model and the "
+            "tokenizer's vocabulary; a hub model's size is known only once the worker loads it "
+            "(too large a batch then fails the run as OUT_OF_MEMORY)",
         ),
     ] = 8
     # micro-batches per optimizer step; global batch = B x accum x world
@@ -618,13 +621,16 @@ class TrainRunSpec(JsonRequest):
             return None
         return PRESET_SHAPES[self.model.family][self.model.preset]
 
-    def activation_bytes(self) -> int | None:
+    def activation_bytes(self, vocab_size: int, shape: PresetShape | None = None) -> int | None:
         """An estimate of one micro-batch's activation memory in training (fp32, no
-        recomputation; the vocabulary-sized logits are left out, as the tokenizer is not known
-        here). GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al.
-        2022), doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four
-        gates, cell and hidden state, and their gradients). None for pretrained weights."""
-        shape = self.preset_shape()
+        recomputation) on `shape` (default: the preset's) with `vocab_size` output logits.
+        GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al. 2022),
+        doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four gates,
+        cell and hidden state, and their gradients). Plus the logits, B·T·V fp32 values, and
+        their gradient (`logits_bytes`); V is the tokenizer's vocabulary (pretrained
+        embeddings are resized to it). None when the shape is not known here (a hub model:
+        the worker checks it once loaded)."""
+        shape = shape or self.preset_shape()
         if shape is None:
             return None
         tokens = self.train.batch_size * self.train.block_size
@@ -633,4 +639,27 @@ class TrainRunSpec(JsonRequest):
             per_token = 2 * (34 * width + 5 * shape.n_head * self.train.block_size)
         else:
             per_token = 4 * 12 * width
-        return tokens * per_token * shape.n_layer
+        return tokens * per_token * shape.n_layer + self.logits_bytes(vocab_size)
+
+    def logits_bytes(self, vocab_size: int) -> int:
+        """The vocabulary-sized logits of one micro-batch and their gradient, fp32: at a large
+        vocabulary (GPT-2's 50,257) they outweigh a small model's every layer."""
+        return 2 * self.train.batch_size * self.train.block_size * vocab_size * LOGIT_BYTES
+
+
+def pretrained_shape(config: Mapping[str, object]) -> PresetShape:
+    """The architecture a GPT-2 `config.json` (transformers' save_pretrained) declares (its
+    vocabulary does not matter: the worker resizes the embeddings to the tokenizer's);
+    ValueError naming the field when one is missing or not a positive integer."""
+    fields = {}
+    for name in ("n_layer", "n_embd", "n_head", "n_positions"):
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"config.json: {name} must be a positive integer, got {value!r}")
+        fields[name] = value
+    return PresetShape(
+        n_layer=fields["n_layer"],
+        width=fields["n_embd"],
+        n_head=fields["n_head"],
+        context=fields["n_positions"],
+    )
