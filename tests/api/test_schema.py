@@ -240,3 +240,26 @@ def test_every_get_is_declared_with_its_head() -> None:
         assert set(head["responses"]) == set(get["responses"]), path
         assert all("content" not in answer for answer in head["responses"].values()), path
         assert head["operationId"] != get["operationId"]
+
+
+def test_integer_bounds_are_published_exactly() -> None:
+    """FastAPI writes bounds as floats: 2**63 - 1 became 2**63, which the server refused.
+    Every integer's bound is an exact integer, and the one past 2**53 is a power of two."""
+    bounds: list[object] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                collect(item)
+        elif isinstance(node, dict):
+            if node.get("type") == "integer":
+                bounds.extend(
+                    node[k] for k in ("minimum", "maximum", "exclusiveMaximum") if k in node
+                )
+            for child in node.values():
+                collect(child)
+
+    collect(PUBLISHED)
+    assert bounds and all(type(bound) is int for bound in bounds)
+    assert 2**63 in bounds  # user_id < 2**63
+    assert all(abs(b) <= 2**53 or b == 2**63 for b in bounds if isinstance(b, int))

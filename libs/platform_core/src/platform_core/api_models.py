@@ -31,6 +31,9 @@ from platform_core.specs import (
 )
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
+# a Discord id (snowflake) fits in 63 bits; `< 2**63` rather than `<= 2**63 - 1`: the schema
+# publishes bounds as floats, and 2**63 is one exactly (2**63 - 1 is not)
+DISCORD_ID_LIMIT = 2**63
 ArtifactKind = Literal["tokenizers", "runs"]
 # an inference request's record (platform_core.inference_results): no cancellation
 InferenceStatus = Literal["queued", "running", "completed", "failed"]
@@ -82,7 +85,7 @@ class TokenizerCreate(JsonRequest):
     spec: TokenizerSpec
     tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: tok-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
 class RunCreate(JsonRequest):
@@ -93,7 +96,7 @@ class RunCreate(JsonRequest):
     spec: TrainRunSpec
     run_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: run-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: Annotated[StrictInt, Field(ge=0, le=2**63 - 1)] | None = None
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
 class JobAccepted(BaseModel):
@@ -193,7 +196,7 @@ class RunQuery(BaseModel):
     status: RunStatus | None = None
     kind: JobKind | None = None
     # runs this Discord owner asked for (a Discord id fits in 63 bits)
-    user_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: int | None = Field(default=None, ge=0, lt=DISCORD_ID_LIMIT)
     limit: int = Field(default=20, ge=1, le=100)
     # past any listing Redis can hold, and small enough for Redis' 64-bit ranges
     offset: int = Field(default=0, ge=0, le=2**31)

@@ -75,6 +75,25 @@ def document_common_errors(schema: dict[str, object], probes: frozenset[str]) ->
                 )
 
 
+def exact_integer_bounds(node: object) -> None:
+    """FastAPI publishes every bound as a float (`maximum: 512.0`); an integer's bounds are
+    written back as integers, exact as long as the float was (bounds past 2**53 are chosen to
+    be powers of two, see api_models.DISCORD_ID_LIMIT)."""
+    if isinstance(node, list):
+        for item in node:
+            exact_integer_bounds(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "integer":
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            bound = node.get(key)
+            if isinstance(bound, float) and bound.is_integer():
+                node[key] = int(bound)
+    for child in node.values():
+        exact_integer_bounds(child)
+
+
 def _no_null_parameters(operation: object) -> None:
     """An optional header or query parameter is absent or a string on the wire, never null:
     FastAPI declares `X | None` parameters nullable, which no request can honour."""
