@@ -263,3 +263,15 @@ def test_integer_bounds_are_published_exactly() -> None:
     assert bounds and all(type(bound) is int for bound in bounds)
     assert 2**63 in bounds  # user_id < 2**63
     assert all(abs(b) <= 2**53 or b == 2**63 for b in bounds if isinstance(b, int))
+
+
+def test_every_error_is_declared_with_the_body_it_has() -> None:
+    """FastAPI declares its own `HTTPValidationError` for a 422 no route declared (it was on
+    GET /runs/{run_id}/chart.png); every error answers `{code, message, request_id}`."""
+    assert "HTTPValidationError" not in str(PUBLISHED)
+    for operations in PUBLISHED["paths"].values():
+        for operation in operations.values():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")) and "content" in answer:
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status

@@ -46,7 +46,8 @@ def error_responses(*statuses: int) -> OpenApiResponses:
 def document_common_errors(schema: dict[str, object], probes: frozenset[str]) -> None:
     """Declare in `schema` the errors that any route can give: 503 wherever Redis is asked
     (every operation but the probes, which report Redis instead), 413 on every operation
-    with a body (the size limit applies before routing)."""
+    with a body (the size limit applies before routing), and a 422 FastAPI declared with its
+    own `HTTPValidationError` body as the ErrorBody it is (`_validation_error`)."""
     paths = schema.get("paths")
     if not isinstance(paths, dict):
         return
@@ -56,23 +57,30 @@ def document_common_errors(schema: dict[str, object], probes: frozenset[str]) ->
             continue
         for operation in operations.values():
             _no_null_parameters(operation)
-        if path in probes:
-            continue
         for method, operation in operations.items():
             responses = operation.get("responses") if isinstance(operation, dict) else None
             if not isinstance(responses, dict):
                 continue
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                responses["422"] = _error_response(422, body)
+            if path in probes:
+                continue
             wanted = [503, 413] if method in {"post", "put", "patch"} else [503]
             for status in wanted:
-                responses.setdefault(
-                    str(status),
-                    {
-                        "description": _MEANING[status],
-                        "content": {
-                            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
-                        },
-                    },
-                )
+                responses.setdefault(str(status), _error_response(status, body))
+    components = schema.get("components")
+    schemas = components.get("schemas") if isinstance(components, dict) else None
+    if isinstance(schemas, dict) and "HTTPValidationError" not in str(paths):
+        # FastAPI's own error bodies, now referenced by nothing: no answer has them
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+
+
+def _error_response(status: int, body: str) -> dict[str, object]:
+    return {
+        "description": _MEANING[status],
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+    }
 
 
 def exact_integer_bounds(node: object) -> None:
