@@ -275,3 +275,25 @@ def test_every_error_is_declared_with_the_body_it_has() -> None:
                 if status.startswith(("4", "5")) and "content" in answer:
                     schema = answer["content"]["application/json"]["schema"]
                     assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
+
+
+def test_links_lead_from_listings_to_operations_that_exist() -> None:
+    """GET /runs and GET /tokenizers link their ids to the chart and the artifact, so a client
+    (and schemathesis' stateful phase) reaches them with real ids."""
+    operation_ids = {
+        operation["operationId"]
+        for operations in PUBLISHED["paths"].values()
+        for operation in operations.values()
+    }
+    found = []
+    for path in ("/runs", "/tokenizers"):
+        links = PUBLISHED["paths"][path]["get"]["responses"]["200"]["links"]
+        assert "links" not in PUBLISHED["paths"][path]["head"]["responses"]["200"]
+        for link in links.values():
+            assert link["operationId"] in operation_ids
+            found.append((link["operationId"], *sorted(link["parameters"].values())))
+    assert found == [
+        ("get_run_chart", "$response.body#/items/0/run_id"),
+        ("download_artifact", "$response.body#/items/0/run_id", "runs"),
+        ("download_artifact", "$response.body#/items/0/tokenizer_id", "tokenizers"),
+    ]

@@ -187,7 +187,8 @@ def declare_head_operations(schema: dict[str, object]) -> None:
         head["description"] = "The GET's status and headers, without its body."
         responses = get.get("responses")
         head["responses"] = {
-            status: {key: value for key, value in response.items() if key != "content"}
+            # no body: nothing for a link to read either
+            status: {k: v for k, v in response.items() if k not in ("content", "links")}
             for status, response in (responses.items() if isinstance(responses, dict) else ())
             if isinstance(response, dict)
         }
