@@ -231,6 +231,22 @@ def test_a_stream_id_redis_cannot_read_is_refused_before_the_stream(
         assert "last-event-id" in response.json()["message"]
 
 
+def test_a_bare_millisecond_id_resumes_as_redis_reads_it(
+    client: TrainerClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Last-Event-ID: 0` (and any `<ms>`) is the stream entry `<ms>-0`: schemathesis sent
+    `0` and got a 422 although Redis reads it; now the stream resumes after it."""
+    monkeypatch.setattr(streams, "FINISH_GRACE_S", 0.0)
+    _start_run(redis_client, "run-ms")
+    bus = EventBus(redis_client)
+    first = bus.publish(_progress("run-ms", 1))
+    bus.publish(_lifecycle("run-ms")[-1])
+    every = [s.event.type for s in client.stream_events("run-ms", last_event_id="0")]
+    assert every == ["trainer.job.progress.v1", "trainer.job.completed.v1"]
+    after_first = client.stream_events("run-ms", last_event_id=first.split("-")[0])
+    assert [s.event.type for s in after_first] == ["trainer.job.completed.v1"]
+
+
 def test_a_resume_point_past_the_newest_event_waits_for_newer_ones(
     client: TrainerClient, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

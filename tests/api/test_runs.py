@@ -16,11 +16,12 @@ from platform_core.api_models import RunCreate, RunQuery
 from platform_core.errors import ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.http_client import ApiError, TrainerClient
+from platform_core.json_types import JsonObject
 from platform_core.layout import ID_PATTERN
 from platform_core.queue import TRAINING_QUEUE
 from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
 from platform_core.settings import Settings, TrainingSettings
-from platform_core.specs import ModelSpec
+from platform_core.specs import ModelSpec, TrainRunSpec, pretrained_shape
 from tests.api.conftest import LiveApi, char_tokenizer, serve, tiny_run, tiny_run_spec
 
 pytestmark = pytest.mark.integration
@@ -177,6 +178,12 @@ def test_a_data_folder_linking_out_of_the_root_is_refused_at_submission(
     spec = tiny_run_spec(tokenizer, corpus).model_copy(
         update={"model": ModelSpec(family="gpt2", pretrained="data:models/local")}
     )
+    with pytest.raises(ApiError) as empty:  # nothing the worker could load
+        client.train_model(RunCreate(spec=spec))
+    assert (empty.value.status, empty.value.error_code) == (422, ErrorCode.INVALID_INPUT)
+    assert "config.json (No such file or directory)" in str(empty.value)
+    assert str(data_root) not in str(empty.value)
+    _tiny_gpt2_folder(data_root, folder="local")
     assert client.train_model(RunCreate(spec=spec)).status == "queued"
 
 
@@ -237,6 +244,99 @@ def test_the_memory_bound_is_configured(
         response = httpx.post(f"{api.base_url}/runs/train", json={"spec": spec})
     assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
     assert "bound of 0.001 GiB" in response.json()["message"]
+
+
+def _bounded_post(
+    api_settings: Settings, bound_gib: float, specs: list[JsonObject]
+) -> list[httpx.Response]:
+    """POST each spec to an API whose activation bound is `bound_gib`."""
+    training = TrainingSettings(max_activation_gib=bound_gib)
+    answers: list[httpx.Response] = []
+    for api in serve(api_settings.model_copy(update={"training": training})):
+        answers += [httpx.post(f"{api.base_url}/runs/train", json={"spec": s}) for s in specs]
+    return answers
+
+
+def _lstm(batch_size: int) -> JsonObject:
+    train: JsonObject = {"batch_size": batch_size, "block_size": 32}
+    return {"model": {"family": "char_lstm"}, "tokenizer_id": "tok-1", "train": train}
+
+
+def test_at_the_memory_bound_one_more_sequence_is_refused(
+    api_settings: Settings, redis_client: redis.Redis, known: None
+) -> None:
+    """The bound set to exactly the estimate of 8 x 32 tokens over `tok-1` (40 symbols):
+    accepted; 9 x 32 refused, the message naming the fields, the numbers and the bound."""
+    needed = TrainRunSpec.model_validate(_lstm(8)).activation_bytes(40)
+    assert needed is not None
+    bound = needed / 2**30  # exact: a power-of-two division of an int under 2**53
+    below, above = _bounded_post(api_settings, bound, [_lstm(8), _lstm(9)])
+    assert below.status_code == 202
+    assert (above.status_code, above.json()["code"]) == (422, "INVALID_INPUT")
+    message = above.json()["message"]
+    assert "batch_size x block_size (9 x 32) on char_lstm/tiny with a vocabulary of 40" in message
+    assert f"bound of {bound:g} GiB (training.max_activation_gib)" in message
+
+
+def _tiny_gpt2_folder(data_root: Path, folder: str = "tiny-gpt2") -> str:
+    """A save_pretrained-like folder with GPT-2's config (the tiny preset's shape)."""
+    found = data_root / "models" / folder
+    found.mkdir(parents=True, exist_ok=True)
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128}
+    (found / "config.json").write_text(json.dumps({**config, "vocab_size": 50_257}))
+    return f"data:models/{folder}"
+
+
+def test_a_pretrained_folder_is_estimated_from_its_config_with_the_logits(
+    api_settings: Settings, redis_client: redis.Redis, known: None, data_root: Path
+) -> None:
+    """A `data:` model's shape comes from its config.json; with a 30,000-token vocabulary
+    the logits alone push batch 5 over a bound that batch 4 meets."""
+    pretrained = _tiny_gpt2_folder(data_root)
+    manifest = data_root / "tokenizers" / "tok-1" / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "vocab_size": 30_000}))
+
+    def spec(batch_size: int, block_size: int = 64) -> JsonObject:
+        train: JsonObject = {"batch_size": batch_size, "block_size": block_size}
+        return {
+            "model": {"family": "gpt2", "pretrained": pretrained},
+            "tokenizer_id": "tok-1",
+            "train": train,
+        }
+
+    shape = pretrained_shape(json.loads((data_root / "models/tiny-gpt2/config.json").read_text()))
+    four, five = (TrainRunSpec.model_validate(spec(b)) for b in (4, 5))
+    needed, five_needed = four.activation_bytes(30_000, shape), five.activation_bytes(30_000, shape)
+    assert needed is not None and five_needed is not None
+    assert five_needed - five.logits_bytes(30_000) < needed  # batch 5 fits but for its logits
+    answers = _bounded_post(api_settings, needed / 2**30, [spec(4), spec(5), spec(1, 256)])
+    assert [a.status_code for a in answers] == [202, 422, 422]
+    assert "vocabulary of 30000" in answers[1].json()["message"]
+    assert f"on {pretrained} " in answers[1].json()["message"]
+    assert "block_size (256) exceeds the context" in answers[2].json()["message"]
+    assert "n_positions 128" in answers[2].json()["message"]
+
+
+def test_a_pretrained_folder_without_a_readable_config_is_refused(
+    live_api: LiveApi, known: None, data_root: Path
+) -> None:
+    pretrained = _tiny_gpt2_folder(data_root)
+    (data_root / "models" / "tiny-gpt2" / "config.json").write_text('{"n_layer": 2}')
+    spec = {"model": {"family": "gpt2", "pretrained": pretrained}, "tokenizer_id": "tok-1"}
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "config.json: n_embd must be a positive integer" in response.json()["message"]
+
+
+def test_a_hub_model_is_left_to_the_worker(
+    api_settings: Settings, redis_client: redis.Redis, known: None
+) -> None:
+    """A hub model's size is unknown to the API (it never downloads): no estimate, even
+    under a bound that any preset exceeds; the worker fails an oversized one as
+    OUT_OF_MEMORY."""
+    spec: JsonObject = {"model": {"family": "gpt2", "pretrained": "gpt2"}, "tokenizer_id": "tok-1"}
+    [answer] = _bounded_post(api_settings, 1e-9, [spec])
+    assert answer.status_code == 202
 
 
 def test_nan_in_the_raw_json_is_refused(live_api: LiveApi, tokenizer: str) -> None:

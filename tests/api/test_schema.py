@@ -1,18 +1,21 @@
-"""The published OpenAPI schema holds: schemathesis generates requests for every operation
-(valid and invalid) against the live server and checks that no answer is a 5xx and that each
-answer's status, content type, headers and body are the ones the schema declares."""
+"""The published OpenAPI schema holds: schemathesis runs every one of its checks over every
+operation, with valid and invalid requests, against the live server with an API key: no 5xx,
+each answer's status, content type, headers and body as the schema declares, valid requests
+accepted, invalid ones refused, the key enforced, Allow on 405."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
 import httpx
 import pytest
 import redis
 import schemathesis
-from hypothesis import HealthCheck, settings
-from schemathesis import CheckFunction
+from pydantic import SecretStr
 from schemathesis.checks import (
     content_type_conformance,
     not_a_server_error,
@@ -24,7 +27,7 @@ from schemathesis.core.jsonschema.types import JsonValue
 
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.settings import Settings
-from tests.api.conftest import LiveApi
+from tests.api.conftest import LiveApi, serve
 from trainer_api.main import create_app
 
 pytestmark = pytest.mark.integration
@@ -37,27 +40,58 @@ CHECKS = [
 ]
 
 
-class GeneratedCase(Protocol):
-    """What the test uses of the request schemathesis generated."""
-
-    def call_and_validate(self, *, base_url: str, checks: list[CheckFunction]) -> object: ...
-
-
-# The schema as the app builds it; the live server publishes the same one (tested below). It
-# is loaded at import, when pytest collects one test per operation.
+# The schema as the app builds it; the live server publishes the same one (tested below).
 PUBLISHED = create_app(Settings()).openapi()
 schema = schemathesis.openapi.from_dict(PUBLISHED)
 
+API_KEY = "schemathesis-key-1"  # the server under test has a key: the auth checks mean something
+SEED = 16  # fixed: a run is reproducible; printed (with the command) when it fails
+MAX_EXAMPLES = 10  # per operation and phase: ~1 minute on a quiet 2-core machine
+HOOKS = "tests.api.schemathesis_hooks"
 
-@schema.parametrize()
-@settings(
-    max_examples=10,
-    deadline=None,
-    database=None,  # no .hypothesis folder in the repository
-    suppress_health_check=list(HealthCheck),
-)
-def test_every_operation_answers_as_its_schema_says(case: GeneratedCase, live_api: LiveApi) -> None:
-    case.call_and_validate(base_url=live_api.base_url, checks=CHECKS)
+
+@pytest.fixture
+def keyed_api(api_settings: Settings, redis_client: redis.Redis, known: None) -> Iterator[LiveApi]:
+    """The API with an API key, over the `known` run, tokenizer and requests (schemathesis
+    finds their ids through the links it infers, e.g. from GET /runs)."""
+    security = api_settings.security.model_copy(update={"api_key": SecretStr(API_KEY)})
+    yield from serve(api_settings.model_copy(update={"security": security}))
+
+
+def test_every_check_of_schemathesis_holds_over_the_whole_schema(
+    keyed_api: LiveApi, tmp_path: Path
+) -> None:
+    """`schemathesis run --checks all` (every phase: examples, coverage, fuzzing, stateful)
+    over every operation the server publishes, with the credentials; 0 failures of any check.
+    What schemathesis cannot see is explained in the hooks module."""
+    command = [
+        str(Path(sys.executable).parent / "schemathesis"),
+        "run",
+        f"{keyed_api.base_url}/openapi.json",
+        "--checks=all",
+        f"--header=X-Api-Key: {API_KEY}",
+        f"--seed={SEED}",
+        f"--max-examples={MAX_EXAMPLES}",
+        "--generation-database=none",  # no .hypothesis folder in the repository
+        "--no-color",
+    ]
+    root = Path(__file__).resolve().parents[2]  # the hooks module imports from here
+    environment = {**os.environ, "SCHEMATHESIS_HOOKS": HOOKS, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        command,
+        check=False,
+        cwd=tmp_path,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    report = done.stdout + done.stderr
+    assert done.returncode == 0, (
+        f"schemathesis failed with seed {SEED} (rerun: {' '.join(command)} with "
+        f"SCHEMATHESIS_HOOKS={HOOKS}):\n{report[-20_000:]}"
+    )
+    assert f"Seed: {SEED}" in report
 
 
 def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
@@ -173,9 +207,12 @@ def test_every_get_answers_head_with_its_headers_only(
 def test_a_method_not_allowed_names_the_allowed_ones(live_api: LiveApi) -> None:
     response = httpx.delete(f"{live_api.base_url}/runs")
     assert (response.status_code, response.json()["code"]) == (405, "INVALID_INPUT")
-    assert response.headers["allow"] == "GET"
+    assert response.headers["allow"] == "GET, HEAD"  # HEAD is served for every GET
     cancel = httpx.get(f"{live_api.base_url}/runs/some-run/cancel")
     assert (cancel.status_code, cancel.headers["allow"]) == (405, "POST")
+    # one path, two routes (GET lists a model's versions, POST registers one): both named
+    versions = httpx.delete(f"{live_api.base_url}/models/some-model/versions")
+    assert (versions.status_code, versions.headers["allow"]) == (405, "GET, HEAD, POST")
 
 
 def test_redis_outages_and_body_limits_are_documented() -> None:
@@ -198,3 +235,74 @@ def test_no_parameter_is_declared_nullable() -> None:
             for parameter in operation.get("parameters", []):
                 assert "anyOf" not in parameter["schema"], parameter["name"]
                 assert parameter["schema"].get("type") != "null", parameter["name"]
+
+
+def test_every_get_is_declared_with_its_head() -> None:
+    """HeadAsGetMiddleware answers HEAD for every GET; the schema says so, headers only."""
+    for path, operations in PUBLISHED["paths"].items():
+        assert ("get" in operations) == ("head" in operations), path
+        if "get" not in operations:
+            continue
+        head, get = operations["head"], operations["get"]
+        assert head.get("parameters") == get.get("parameters"), path
+        assert head.get("security") == get.get("security"), path
+        assert set(head["responses"]) == set(get["responses"]), path
+        assert all("content" not in answer for answer in head["responses"].values()), path
+        assert head["operationId"] != get["operationId"]
+
+
+def test_integer_bounds_are_published_exactly() -> None:
+    """FastAPI writes bounds as floats: 2**63 - 1 became 2**63, which the server refused.
+    Every integer's bound is an exact integer, and the one past 2**53 is a power of two."""
+    bounds: list[object] = []
+
+    def collect(node: object) -> None:
+        if isinstance(node, list):
+            for item in node:
+                collect(item)
+        elif isinstance(node, dict):
+            if node.get("type") == "integer":
+                bounds.extend(
+                    node[k] for k in ("minimum", "maximum", "exclusiveMaximum") if k in node
+                )
+            for child in node.values():
+                collect(child)
+
+    collect(PUBLISHED)
+    assert bounds and all(type(bound) is int for bound in bounds)
+    assert 2**63 in bounds  # user_id < 2**63
+    assert all(abs(b) <= 2**53 or b == 2**63 for b in bounds if isinstance(b, int))
+
+
+def test_every_error_is_declared_with_the_body_it_has() -> None:
+    """FastAPI declares its own `HTTPValidationError` for a 422 no route declared (it was on
+    GET /runs/{run_id}/chart.png); every error answers `{code, message, request_id}`."""
+    assert "HTTPValidationError" not in str(PUBLISHED)
+    for operations in PUBLISHED["paths"].values():
+        for operation in operations.values():
+            for status, answer in operation["responses"].items():
+                if status.startswith(("4", "5")) and "content" in answer:
+                    schema = answer["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/ErrorBody"}, status
+
+
+def test_links_lead_from_listings_to_operations_that_exist() -> None:
+    """GET /runs and GET /tokenizers link their ids to the chart and the artifact, so a client
+    (and schemathesis' stateful phase) reaches them with real ids."""
+    operation_ids = {
+        operation["operationId"]
+        for operations in PUBLISHED["paths"].values()
+        for operation in operations.values()
+    }
+    found = []
+    for path in ("/runs", "/tokenizers"):
+        links = PUBLISHED["paths"][path]["get"]["responses"]["200"]["links"]
+        assert "links" not in PUBLISHED["paths"][path]["head"]["responses"]["200"]
+        for link in links.values():
+            assert link["operationId"] in operation_ids
+            found.append((link["operationId"], *sorted(link["parameters"].values())))
+    assert found == [
+        ("get_run_chart", "$response.body#/items/0/run_id"),
+        ("download_artifact", "$response.body#/items/0/run_id", "runs"),
+        ("download_artifact", "$response.body#/items/0/tokenizer_id", "tokenizers"),
+    ]

@@ -104,6 +104,9 @@ def test_same_idempotency_key_same_body_queues_once(
         ("data/../../outside.txt", 422, ErrorCode.PATH_OUTSIDE_DATA_ROOT),
         ("escape-link", 422, ErrorCode.PATH_OUTSIDE_DATA_ROOT),
         ("missing.txt", 404, ErrorCode.DATA_NOT_FOUND),
+        # a name longer than the file system's 255 bytes names nothing (ENAMETOOLONG: a 500 once)
+        ("0" * 1000, 404, ErrorCode.DATA_NOT_FOUND),
+        (f"data/{'x' * 300}/corpus.txt", 404, ErrorCode.DATA_NOT_FOUND),
     ],
 )
 def test_corpus_paths_are_resolved_inside_the_data_root(

@@ -17,11 +17,14 @@ from platform_core.specs import (
     CorpusOptions,
     GenerateRequest,
     ModelSpec,
+    PresetShape,
     ScoreRequest,
     TokenizerSpec,
     TrainConfig,
     TrainRunSpec,
     is_hub_id,
+    pretrained_shape,
+    sample_seed,
 )
 
 
@@ -89,8 +92,25 @@ NUMBERS_A_WORKER_CANNOT_RUN = [
     ("train", "learning_rate", "0.1"),
     ("train", "compile", "yes"),
     ("corpus", "lowercase", 1),
-    ("retention", "keep_last_n", 1.0),
+    ("retention", "keep_last_n", 1.5),
+    ("train", "max_steps", 1e30),  # a whole number, and still out of bounds
+    ("train", "batch_size", math.inf),
 ]
+
+
+def test_a_whole_json_number_is_an_integer() -> None:
+    """JSON Schema's `integer` admits 2.0 (schemathesis sends it): it is read as 2, at every
+    depth of the request; a fraction, a string or a boolean stays refused (above)."""
+    body = {
+        "model": {"family": "char_lstm"},
+        "tokenizer_id": "t",
+        "retention": {"keep_last_n": 2.0},
+        "train": {"max_steps": 10.0, "learning_rate": 1.0, "batch_size": 4},
+    }
+    spec = TrainRunSpec.model_validate(body)
+    assert (spec.retention.keep_last_n, spec.train.max_steps) == (2, 10)
+    assert isinstance(spec.train.max_steps, int)
+    assert isinstance(spec.train.learning_rate, float)
 
 
 @pytest.mark.parametrize(("section", "field", "value"), NUMBERS_A_WORKER_CANNOT_RUN)
@@ -166,7 +186,7 @@ def test_every_sample_prompt_the_spec_accepts_is_a_valid_generate_request() -> N
             max_new_tokens=spec.sample_max_new_tokens,
             temperature=0.8,
             top_k=50,
-            seed=spec.train.seed + index,
+            seed=sample_seed(spec.train.seed, index),
         )
     for bad in (["x" * 30_000], ["p"] * 11):
         with pytest.raises(ValidationError, match="sample_prompts"):
@@ -246,8 +266,10 @@ def test_a_block_must_fit_the_models_context() -> None:
         _run({"family": "gpt2", "preset": "tiny"}, block_size=256)
     widened = _run({"family": "gpt2", "preset": "tiny", "context_size": 256}, block_size=256)
     assert widened.train.block_size == 256
-    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+    with pytest.raises(ValidationError, match=r"block_size \(128\) must be <= model\.context_size"):
         _run({"family": "gpt2", "preset": "124M", "context_size": 64}, block_size=128)
+    with pytest.raises(ValidationError, match=r"set model\.context_size"):
+        _run({"family": "gpt2", "preset": "small"}, block_size=512)
     for unlimited in (
         {"family": "char_lstm", "preset": "tiny"},
         {"family": "gpt2", "pretrained": "gpt2"},
@@ -260,11 +282,29 @@ def test_the_activation_estimate_grows_with_batch_block_and_model() -> None:
     small = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
     large = _run({"family": "gpt2", "preset": "124M"}, batch_size=12, block_size=1024)
     lstm = _run({"family": "char_lstm", "preset": "medium"}, batch_size=8, block_size=128)
-    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32
-    assert small.activation_bytes() == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2
-    assert lstm.activation_bytes() == 8 * 128 * 4 * 12 * 512 * 3
-    small_bytes, large_bytes = small.activation_bytes(), large.activation_bytes()
+    # 2 bytes x (34 C + 5 H T) per token and layer, doubled for fp32; plus B x T x V fp32
+    # logits and their gradient
+    logits = 2 * 8 * 128 * 100 * 4
+    assert small.activation_bytes(100) == 8 * 128 * 2 * (34 * 64 + 5 * 2 * 128) * 2 + logits
+    assert lstm.activation_bytes(100) == 8 * 128 * 4 * 12 * 512 * 3 + logits
+    small_bytes, large_bytes = small.activation_bytes(50_257), large.activation_bytes(50_257)
     assert small_bytes is not None and large_bytes is not None
-    assert 20 * 2**30 < large_bytes < 30 * 2**30  # nanoGPT's 124M micro-batch, no flash
+    # nanoGPT's 124M micro-batch, no flash: ~24 GiB of layers and ~4.6 GiB of logits
+    assert 25 * 2**30 < large_bytes < 32 * 2**30
+    assert large.logits_bytes(50_257) == 2 * 12 * 1024 * 50_257 * 4
     assert small_bytes < large_bytes
-    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes() is None
+    # at GPT-2's vocabulary the logits outweigh the tiny model's layers
+    assert small.logits_bytes(50_257) > small_bytes - small.logits_bytes(50_257)
+    assert _run({"family": "gpt2", "pretrained": "gpt2"}).activation_bytes(50_257) is None
+
+
+def test_a_pretrained_config_gives_its_shape() -> None:
+    config = {"n_layer": 2, "n_embd": 64, "n_head": 2, "n_positions": 128, "vocab_size": 50_257}
+    shape = pretrained_shape(config)
+    assert shape == PresetShape(2, 64, 2, 128)
+    pretrained = _run({"family": "gpt2", "pretrained": "data:m"}, batch_size=8, block_size=128)
+    tiny = _run({"family": "gpt2", "preset": "tiny"}, batch_size=8, block_size=128)
+    assert pretrained.activation_bytes(50_257, shape) == tiny.activation_bytes(50_257)
+    for bad in ({**config, "n_head": 0}, {**config, "n_embd": "64"}, {"n_layer": 2}):
+        with pytest.raises(ValueError, match=r"config\.json: "):
+            pretrained_shape(bad)

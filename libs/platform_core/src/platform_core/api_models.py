@@ -11,7 +11,7 @@ None: JSON has no NaN.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
@@ -32,6 +32,7 @@ from platform_core.specs import (
     DatasetSpec,
     GenerateRequest,
     GenerateResult,
+    JsonRequest,
     ScoreRequest,
     ScoreResult,
     TokenizerKind,
@@ -40,6 +41,9 @@ from platform_core.specs import (
 )
 
 STRICT = ConfigDict(extra="forbid", frozen=True)
+# a Discord id (snowflake) fits in 63 bits; `< 2**63` rather than `<= 2**63 - 1`: the schema
+# publishes bounds as floats, and 2**63 is one exactly (2**63 - 1 is not)
+DISCORD_ID_LIMIT = 2**63
 ArtifactKind = Literal["tokenizers", "runs"]
 # an inference request's record (platform_core.inference_results): no cancellation
 InferenceStatus = Literal["queued", "running", "completed", "failed"]
@@ -83,7 +87,7 @@ class ErrorBody(BaseModel):
 # ---- submissions ----------------------------------------------------------------------------
 
 
-class TokenizerCreate(BaseModel):
+class TokenizerCreate(JsonRequest):
     """POST /tokenizers/train: the tokenizer's id is its run id."""
 
     model_config = STRICT
@@ -91,10 +95,10 @@ class TokenizerCreate(BaseModel):
     spec: TokenizerSpec
     tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: tok-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
-class RunCreate(BaseModel):
+class RunCreate(JsonRequest):
     """POST /runs/train."""
 
     model_config = STRICT
@@ -102,7 +106,7 @@ class RunCreate(BaseModel):
     spec: TrainRunSpec
     run_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: run-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
 class JobAccepted(BaseModel):
@@ -146,7 +150,7 @@ class TokenizerList(BaseModel):
 # ---- classification datasets ----------------------------------------------------------------
 
 
-class DatasetCreate(BaseModel):
+class DatasetCreate(JsonRequest):
     """POST /datasets: prepare a classification dataset; its id is its run id."""
 
     model_config = STRICT
@@ -154,7 +158,7 @@ class DatasetCreate(BaseModel):
     spec: DatasetSpec = Field(default_factory=DatasetSpec)  # default: the built-in dataset
     dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # None: ds-<hex>
     # the Discord owner to notify; a Discord id (snowflake) fits in 63 bits
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
 class DatasetPublic(BaseModel):
@@ -187,7 +191,7 @@ Actor = Field(default="api", min_length=1, max_length=100)  # who asked: a Disco
 Reason = Field(default="", max_length=1000)  # why, for the history
 
 
-class ModelVersionCreate(BaseModel):
+class ModelVersionCreate(JsonRequest):
     """POST /models/{name}/versions: register a run's saved transformers model."""
 
     model_config = STRICT
@@ -199,7 +203,7 @@ class ModelVersionCreate(BaseModel):
     reason: str = Reason
 
 
-class PromoteRequest(BaseModel):
+class PromoteRequest(JsonRequest):
     """POST /models/{name}/versions/{version}/promote."""
 
     model_config = STRICT
@@ -209,7 +213,7 @@ class PromoteRequest(BaseModel):
     reason: str = Reason
 
 
-class RollbackRequest(BaseModel):
+class RollbackRequest(JsonRequest):
     """POST /models/{name}/rollback: production goes back to the version it replaced."""
 
     model_config = STRICT
@@ -313,7 +317,7 @@ class RunQuery(BaseModel):
     status: RunStatus | None = None
     kind: JobKind | None = None
     # runs this Discord owner asked for (a Discord id fits in 63 bits)
-    user_id: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    user_id: int | None = Field(default=None, ge=0, lt=DISCORD_ID_LIMIT)
     limit: int = Field(default=20, ge=1, le=100)
     # past any listing Redis can hold, and small enough for Redis' 64-bit ranges
     offset: int = Field(default=0, ge=0, le=2**31)
@@ -370,7 +374,7 @@ class RunLogs(BaseModel):
 # ---- inference and evaluation ---------------------------------------------------------------
 
 
-class EvaluateRequest(BaseModel):
+class EvaluateRequest(JsonRequest):
     """POST /runs/{id}/evaluate: the run's own holdout; no parameters yet."""
 
     model_config = STRICT

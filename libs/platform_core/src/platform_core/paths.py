@@ -47,6 +47,17 @@ def resolve_inside(data_root: Path, user_path: str) -> Path:
     return resolved
 
 
+def exists(path: Path, *, regular_file: bool = False) -> bool:
+    """Whether `path` exists (as a regular file when `regular_file`), following links. Any
+    OSError reads as absent: a user's name too long for the file system (ENAMETOOLONG) cannot
+    name anything that exists, and must not escape as a 500 the way `Path.exists` lets it."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return stat.S_ISREG(mode) if regular_file else True
+
+
 @lru_cache(maxsize=8)
 def _resolved_root(data_root: Path) -> Path:
     """The data root resolved once per process: services check many paths against one root

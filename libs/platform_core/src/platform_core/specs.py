@@ -26,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic.config import JsonDict, JsonValue
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from platform_core.errors import invalid_input
@@ -73,16 +74,56 @@ MAX_EVAL_BATCHES = 10_000  # an eval of this many micro-batches already dwarfs a
 # for any model (nanoGPT's 124M runs 12 x 1024 per 40 GB GPU; tiny presets take far more)
 MAX_TOKENS_PER_MICRO_BATCH = 2**17
 MAX_SEED = 2**32 - 1  # what numpy's legacy seeding and every torch generator accept
+LOGIT_BYTES = 4  # fp32 logits, as the rest of the estimate (conservative under AMP)
 
 
-PositiveSteps = Annotated[int, Strict(), Field(ge=1, le=MAX_STEPS)]
-Seed = Annotated[int, Strict(), Field(ge=0, le=MAX_SEED)]
+PositiveSteps = Annotated[StrictInt, Field(ge=1, le=MAX_STEPS)]
+Seed = Annotated[StrictInt, Field(ge=0, le=MAX_SEED)]
 
 # the one pattern of run, tokenizer and study ids: in URLs, in Redis keys, as folder names
 ID_REGEX = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 # a registered model's version: MAJOR.MINOR.PATCH without leading zeros (semver.org), each
 # part at most 6 digits (a folder name and a sort key)
 SEMVER_REGEX = r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$"
+
+
+def when(condition: JsonDict, then: JsonDict) -> JsonDict:
+    """A cross-field rule as JSON Schema states it (`if` the object matches `condition`, it
+    must match `then`), for a model's `json_schema_extra`; a client generating requests from
+    the schema (schemathesis) sees the rule instead of meeting it as a 422."""
+    return {"if": condition, "then": then}
+
+
+def _props(**schemas: JsonDict) -> JsonDict:
+    properties: JsonDict = dict(schemas)
+    return {"properties": properties}
+
+
+_NULL: JsonDict = {"type": "null"}
+
+
+def whole_numbers(value: object) -> object:
+    """JSON has one number type: `10.0` is the integer 10 to JSON Schema (and to the client
+    that wrote it), so in a request's raw JSON a finite float without a fraction becomes an
+    int. Strings ("10"), booleans and fractions stay what they are, for the strict fields to
+    refuse."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: whole_numbers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [whole_numbers(item) for item in value]
+    return value
+
+
+class JsonRequest(BaseModel):
+    """A request body: its raw JSON read with `whole_numbers` before the strict fields see it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _json_numbers(cls, data: object) -> object:
+        return whole_numbers(data)
+
 
 # ---- from trainer_worker.tokenizers.artifacts ----------------------------------------
 
@@ -116,17 +157,25 @@ def relative_data_path(value: str) -> str:
     return value
 
 
-class TokenizerSpec(BaseModel):
+class TokenizerSpec(JsonRequest):
     """What to train. Fields that do not apply to `kind` are ignored (see their comments)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        json_schema_extra=when(
+            _props(kind={"const": "bpe"}), _props(vocab_size={"minimum": BPE_MIN_VOCAB_SIZE})
+        ),
+    )
 
     kind: TokenizerKind
     vocab_size: StrictInt = Field(default=8000, ge=32, le=200_000)  # ignored for char
     min_frequency: StrictInt = Field(default=2, ge=1, le=1_000_000)  # bpe only
     model_type: Literal["unigram", "bpe"] = "unigram"  # sentencepiece only
     byte_fallback: StrictBool = True  # sentencepiece only
-    num_threads: StrictInt | None = Field(default=None, ge=1, le=256)  # sentencepiece; None = all
+    # sentencepiece; None = all
+    num_threads: Annotated[StrictInt, Field(ge=1, le=256)] | None = None
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
 
     @model_validator(mode="after")
@@ -149,7 +198,20 @@ PrecisionChoice = Literal["auto", "fp16", "bf16", "fp32"]
 
 
 # every request model: unknown fields refused, numbers finite (allow_inf_nan), immutable
-@pydantic_dataclass(frozen=True, config=ConfigDict(extra="forbid", allow_inf_nan=False))
+@pydantic_dataclass(
+    frozen=True,
+    config=ConfigDict(
+        extra="forbid",
+        allow_inf_nan=False,
+        # fp16 and bf16 need CUDA; the rules comparing two numbers (min_lr, lr_decay_steps,
+        # batch_size x block_size) are in the fields' descriptions: JSON Schema has no way to
+        # say them
+        json_schema_extra=when(
+            {**_props(device={"const": "cpu"}), "required": ["device"]},
+            _props(precision={"enum": ["auto", "fp32"]}),
+        ),
+    ),
+)
 class TrainConfig:
     """The training loop's settings; validated on construction (strict types, finite numbers,
     the bounds above and the cross-field rules), so a config that exists is one that runs."""
@@ -157,8 +219,7 @@ class TrainConfig:
     # data
     # tokens per training sequence (T); must fit the model's context
     block_size: Annotated[
-        int,
-        Strict(),
+        StrictInt,
         Field(
             ge=1,
             le=MAX_BLOCK_SIZE,
@@ -168,17 +229,18 @@ class TrainConfig:
     ] = 128
     # sequences per micro-batch on each process (B)
     batch_size: Annotated[
-        int,
-        Strict(),
+        StrictInt,
         Field(
             ge=1,
             le=MAX_BATCH_SIZE,
             description=f"batch_size x block_size <= {MAX_TOKENS_PER_MICRO_BATCH}, and within "
-            "the API's activation bound (training.max_activation_gib)",
+            "the API's activation bound (training.max_activation_gib) for the model and the "
+            "tokenizer's vocabulary; a hub model's size is known only once the worker loads it "
+            "(too large a batch then fails the run as OUT_OF_MEMORY)",
         ),
     ] = 8
     # micro-batches per optimizer step; global batch = B x accum x world
-    grad_accum_steps: Annotated[int, Strict(), Field(ge=1, le=MAX_GRAD_ACCUM_STEPS)] = 1
+    grad_accum_steps: Annotated[StrictInt, Field(ge=1, le=MAX_GRAD_ACCUM_STEPS)] = 1
     # optimizer (nanoGPT's AdamW settings)
     max_steps: PositiveSteps = 1000  # optimizer steps in total (a resumed run counts from its step)
     # peak learning rate, reached at the end of warmup; above 1 AdamW only diverges
@@ -187,7 +249,7 @@ class TrainConfig:
     min_lr: Annotated[
         float, Strict(), Field(ge=0.0, le=1.0, description="at most learning_rate")
     ] = 3e-5
-    warmup_steps: Annotated[int, Strict(), Field(ge=0, le=MAX_STEPS)] = 100  # linear warmup
+    warmup_steps: Annotated[StrictInt, Field(ge=0, le=MAX_STEPS)] = 100  # linear warmup
     # step where the cosine reaches min_lr (> warmup_steps); None = max_steps
     lr_decay_steps: Annotated[
         PositiveSteps | None, Field(description="greater than warmup_steps when set")
@@ -202,7 +264,7 @@ class TrainConfig:
     # evaluation, early stopping, checkpoints
     eval_every: PositiveSteps = 100  # steps between evaluations on the holdout (and one at step 0)
     # holdout micro-batches per evaluation; bounds its cost
-    eval_batches: Annotated[int, Strict(), Field(ge=1, le=MAX_EVAL_BATCHES)] = 20
+    eval_batches: Annotated[StrictInt, Field(ge=1, le=MAX_EVAL_BATCHES)] = 20
     early_stopping_patience: PositiveSteps | None = None  # evals without improvement to stop
     # improvement smaller than this does not count
     early_stopping_min_delta: Annotated[float, Strict(), Field(ge=0.0, le=1e3)] = 0.0
@@ -274,10 +336,30 @@ PRETRAINED_PATTERN = (
 _PRETRAINED_RE = re.compile(PRETRAINED_PATTERN)
 
 
+def _model_rules() -> JsonDict:
+    """ModelSpec's cross-field rules (`_check_family_fields`) in JSON Schema."""
+    lstm: list[JsonValue] = list(MODEL_PRESETS["char_lstm"])
+    gpt2: list[JsonValue] = list(MODEL_PRESETS["gpt2"])
+    rules: list[JsonValue] = [
+        when(
+            _props(family={"const": "char_lstm"}),
+            _props(preset={"enum": lstm}, pretrained=_NULL, context_size=_NULL),
+        ),
+        when(_props(family={"const": "gpt2"}, pretrained=_NULL), _props(preset={"enum": gpt2})),
+        when(
+            {**_props(pretrained={"type": "string"}), "required": ["pretrained"]},
+            _props(dropout=_NULL, context_size=_NULL),
+        ),
+    ]
+    return {"allOf": rules}
+
+
 class ModelSpec(BaseModel):
     """What model to build; JSON-safe so it travels in job specs and manifests."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=_model_rules()
+    )
 
     family: ModelFamily
     preset: str = Field(default="tiny", max_length=32)
@@ -295,10 +377,8 @@ class ModelSpec(BaseModel):
     dropout: StrictFloat | None = Field(
         default=None, ge=0.0, lt=1.0, description="overrides the preset's; fresh models only"
     )
-    context_size: StrictInt | None = Field(
+    context_size: Annotated[StrictInt, Field(ge=8, le=MAX_BLOCK_SIZE)] | None = Field(
         default=None,
-        ge=8,
-        le=MAX_BLOCK_SIZE,
         description="gpt2 only: overrides the preset's n_positions; fresh models only",
     )
 
@@ -360,7 +440,7 @@ MAX_STOP_SEQUENCE_CHARS = 64
 GenerationStopReason = Literal["eos", "stop_sequence", "max_new_tokens"]
 
 
-class GenerateRequest(BaseModel):
+class GenerateRequest(JsonRequest):
     """What to generate; validated in full before a model is loaded or run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -368,13 +448,15 @@ class GenerateRequest(BaseModel):
     prompt: str = Field(default="", max_length=MAX_PROMPT_CHARS)  # "" starts from end-of-text
     max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
     temperature: StrictFloat = Field(default=1.0, ge=0.0, le=5.0)  # 0 = greedy (argmax)
-    top_k: StrictInt | None = Field(default=None, ge=1, le=100_000)  # keep the k likeliest tokens
+    # keep the k likeliest tokens
+    top_k: Annotated[StrictInt, Field(ge=1, le=100_000)] | None = None
     top_p: StrictFloat | None = Field(default=None, gt=0.0, le=1.0)  # keep the nucleus of mass p
     stop_sequences: tuple[
         Annotated[str, Field(min_length=1, max_length=MAX_STOP_SEQUENCE_CHARS)], ...
     ] = Field(default=(), max_length=MAX_STOP_SEQUENCES)
     stop_on_eos: StrictBool = True
-    seed: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)  # None = a fresh random seed
+    # None = a fresh random seed; bounded like every seed (and exact in any JSON parser)
+    seed: Seed | None = None
     num_return_sequences: StrictInt = Field(default=1, ge=1, le=10)
 
 
@@ -403,7 +485,7 @@ def validate_generate_request(payload: Mapping[str, object]) -> GenerateRequest:
 MAX_SCORE_CHARS = 100_000  # a long document; per-token detail beyond this is unreadable anyway
 
 
-class ScoreRequest(BaseModel):
+class ScoreRequest(JsonRequest):
     """What to score; validated in full before a model is loaded or run."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -460,6 +542,12 @@ MAX_SAMPLE_PROMPTS = 10
 MAX_SAMPLE_PROMPT_CHARS = 1_000
 
 
+def sample_seed(train_seed: int, index: int) -> int:
+    """The seed of a run's `index`-th sample: deterministic (same run, same samples) and,
+    wrapping past MAX_SEED, always a seed a generate request accepts."""
+    return (train_seed + index) % (MAX_SEED + 1)
+
+
 class RetentionSpec(BaseModel):
     """Which checkpoints a run keeps. The best ones are judged by eval loss (lower is
     better)."""
@@ -471,15 +559,39 @@ class RetentionSpec(BaseModel):
     # None: bounded by the counts; 1 PB is far beyond any disk a worker has
     max_total_size_gb: StrictFloat | None = Field(default=None, gt=0, le=1_000_000)
     # skip saves closer than this
-    min_interval_steps: StrictInt | None = Field(default=None, ge=1, le=MAX_STEPS)
+    min_interval_steps: Annotated[StrictInt, Field(ge=1, le=MAX_STEPS)] | None = None
     # prune proactively when free disk falls under this fraction of the filesystem
     min_free_disk_fraction: StrictFloat = Field(default=0.10, ge=0.0, lt=1.0)
 
 
-class TrainRunSpec(BaseModel):
+def _block_fits_preset_rules() -> JsonDict:
+    """`train.block_size` within a gpt2 preset's context, in JSON Schema (the bound against
+    `model.context_size` compares two fields: it is in block_size's description)."""
+    rules: list[JsonValue] = []
+    for family, shapes in PRESET_SHAPES.items():
+        for preset, shape in shapes.items():
+            if shape.context is None:
+                continue
+            model = _props(
+                family={"const": family},
+                preset={"const": preset},
+                pretrained=_NULL,
+                context_size=_NULL,
+            )
+            train = _props(train=_props(block_size={"maximum": shape.context}))
+            rules.append(when(_props(model=model), train))
+    return {"allOf": rules}
+
+
+class TrainRunSpec(JsonRequest):
     """What `POST /runs/train` and `trainctl` send for a model run."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(
+        extra="forbid",
+        frozen=True,
+        allow_inf_nan=False,
+        json_schema_extra=_block_fits_preset_rules(),
+    )
 
     model: ModelSpec
     tokenizer_id: str = Field(pattern=ID_REGEX)
@@ -494,6 +606,11 @@ class TrainRunSpec(BaseModel):
     @model_validator(mode="after")
     def _block_fits_the_model(self) -> TrainRunSpec:
         shape = self.preset_shape()
+        if self.model.context_size is not None and self.train.block_size > self.model.context_size:
+            raise ValueError(
+                f"train.block_size ({self.train.block_size}) must be <= model.context_size "
+                f"({self.model.context_size})"
+            )
         context = self.model.context_size or (shape.context if shape else None)
         if context is not None and self.train.block_size > context:
             raise ValueError(
@@ -510,13 +627,16 @@ class TrainRunSpec(BaseModel):
             return None
         return PRESET_SHAPES[self.model.family][self.model.preset]
 
-    def activation_bytes(self) -> int | None:
+    def activation_bytes(self, vocab_size: int, shape: PresetShape | None = None) -> int | None:
         """An estimate of one micro-batch's activation memory in training (fp32, no
-        recomputation; the vocabulary-sized logits are left out, as the tokenizer is not known
-        here). GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al.
-        2022), doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four
-        gates, cell and hidden state, and their gradients). None for pretrained weights."""
-        shape = self.preset_shape()
+        recomputation) on `shape` (default: the preset's) with `vocab_size` output logits.
+        GPT-2 per layer: T·B·C·(34 + 5·H·T/C) bytes at 16 bits (Korthikanti et al. 2022),
+        doubled for fp32. LSTM per layer: ~12 floats per hidden unit and token (four gates,
+        cell and hidden state, and their gradients). Plus the logits, B·T·V fp32 values, and
+        their gradient (`logits_bytes`); V is the tokenizer's vocabulary (pretrained
+        embeddings are resized to it). None when the shape is not known here (a hub model:
+        the worker checks it once loaded)."""
+        shape = shape or self.preset_shape()
         if shape is None:
             return None
         tokens = self.train.batch_size * self.train.block_size
@@ -525,7 +645,30 @@ class TrainRunSpec(BaseModel):
             per_token = 2 * (34 * width + 5 * shape.n_head * self.train.block_size)
         else:
             per_token = 4 * 12 * width
-        return tokens * per_token * shape.n_layer
+        return tokens * per_token * shape.n_layer + self.logits_bytes(vocab_size)
+
+    def logits_bytes(self, vocab_size: int) -> int:
+        """The vocabulary-sized logits of one micro-batch and their gradient, fp32: at a large
+        vocabulary (GPT-2's 50,257) they outweigh a small model's every layer."""
+        return 2 * self.train.batch_size * self.train.block_size * vocab_size * LOGIT_BYTES
+
+
+def pretrained_shape(config: Mapping[str, object]) -> PresetShape:
+    """The architecture a GPT-2 `config.json` (transformers' save_pretrained) declares (its
+    vocabulary does not matter: the worker resizes the embeddings to the tokenizer's);
+    ValueError naming the field when one is missing or not a positive integer."""
+    fields = {}
+    for name in ("n_layer", "n_embd", "n_head", "n_positions"):
+        value = config.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"config.json: {name} must be a positive integer, got {value!r}")
+        fields[name] = value
+    return PresetShape(
+        n_layer=fields["n_layer"],
+        width=fields["n_embd"],
+        n_head=fields["n_head"],
+        context=fields["n_positions"],
+    )
 
 
 # ---- from trainer_worker.classify (text classification datasets) ------------------------
@@ -545,11 +688,24 @@ Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS)]
 _SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
+def _kind_required(schema: JsonDict) -> None:
+    """A source's `kind` has a default for Python callers, but a request must name it: it is
+    the tag the union is read by, so the published schema lists it as required."""
+    required = schema.setdefault("required", [])
+    if isinstance(required, list) and "kind" not in required:
+        required.insert(0, "kind")
+
+
+_SOURCE_CONFIG = ConfigDict(
+    extra="forbid", frozen=True, allow_inf_nan=False, json_schema_extra=_kind_required
+)
+
+
 class BuiltinSource(BaseModel):
     """The built-in dataset: the installed botocore package's API documentation, labelled by
     AWS service, with the service names masked (docs/classification.md)."""
 
-    model_config = _SPEC_CONFIG
+    model_config = _SOURCE_CONFIG
 
     kind: Literal["builtin"] = "builtin"
     name: Literal["botocore"] = "botocore"
@@ -561,7 +717,7 @@ class FileSource(BaseModel):
     """A JSON array, JSON Lines or CSV file under the data root with `text`, `label` and an
     optional `id` per row."""
 
-    model_config = _SPEC_CONFIG
+    model_config = _SOURCE_CONFIG
 
     kind: Literal["file"] = "file"
     path: str = Field(min_length=1, max_length=1024)
@@ -576,7 +732,7 @@ class FileSource(BaseModel):
 class ArxivSource(BaseModel):
     """Abstracts from the arXiv API, labelled by the category they were searched under."""
 
-    model_config = _SPEC_CONFIG
+    model_config = _SOURCE_CONFIG
 
     kind: Literal["arxiv"] = "arxiv"
     categories: tuple[Annotated[str, Field(pattern=ARXIV_CATEGORY_PATTERN, max_length=32)], ...] = (
@@ -597,7 +753,7 @@ class ArxivSource(BaseModel):
 class HubSource(BaseModel):
     """A Hugging Face dataset repository, read from the local hub cache first."""
 
-    model_config = _SPEC_CONFIG
+    model_config = _SOURCE_CONFIG
 
     kind: Literal["hub"] = "hub"
     dataset_id: str = Field(pattern=HUB_DATASET_PATTERN)

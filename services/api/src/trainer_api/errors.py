@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -46,7 +47,8 @@ def error_responses(*statuses: int) -> OpenApiResponses:
 def document_common_errors(schema: dict[str, object], probes: frozenset[str]) -> None:
     """Declare in `schema` the errors that any route can give: 503 wherever Redis is asked
     (every operation but the probes, which report Redis instead), 413 on every operation
-    with a body (the size limit applies before routing)."""
+    with a body (the size limit applies before routing), and a 422 FastAPI declared with its
+    own `HTTPValidationError` body as the ErrorBody it is (`_validation_error`)."""
     paths = schema.get("paths")
     if not isinstance(paths, dict):
         return
@@ -56,23 +58,49 @@ def document_common_errors(schema: dict[str, object], probes: frozenset[str]) ->
             continue
         for operation in operations.values():
             _no_null_parameters(operation)
-        if path in probes:
-            continue
         for method, operation in operations.items():
             responses = operation.get("responses") if isinstance(operation, dict) else None
             if not isinstance(responses, dict):
                 continue
+            if "HTTPValidationError" in str(responses.get("422", "")):
+                responses["422"] = _error_response(422, body)
+            if path in probes:
+                continue
             wanted = [503, 413] if method in {"post", "put", "patch"} else [503]
             for status in wanted:
-                responses.setdefault(
-                    str(status),
-                    {
-                        "description": _MEANING[status],
-                        "content": {
-                            "application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}
-                        },
-                    },
-                )
+                responses.setdefault(str(status), _error_response(status, body))
+    components = schema.get("components")
+    schemas = components.get("schemas") if isinstance(components, dict) else None
+    if isinstance(schemas, dict) and "HTTPValidationError" not in str(paths):
+        # FastAPI's own error bodies, now referenced by nothing: no answer has them
+        schemas.pop("HTTPValidationError", None)
+        schemas.pop("ValidationError", None)
+
+
+def _error_response(status: int, body: str) -> dict[str, object]:
+    return {
+        "description": _MEANING[status],
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{body}"}}},
+    }
+
+
+def exact_integer_bounds(node: object) -> None:
+    """FastAPI publishes every bound as a float (`maximum: 512.0`); an integer's bounds are
+    written back as integers, exact as long as the float was (bounds past 2**53 are chosen to
+    be powers of two, see api_models.DISCORD_ID_LIMIT)."""
+    if isinstance(node, list):
+        for item in node:
+            exact_integer_bounds(item)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.get("type") == "integer":
+        for key in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+            bound = node.get(key)
+            if isinstance(bound, float) and bound.is_integer():
+                node[key] = int(bound)
+    for child in node.values():
+        exact_integer_bounds(child)
 
 
 def _no_null_parameters(operation: object) -> None:
@@ -123,8 +151,30 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         )
     code = _BY_STATUS.get(exc.status_code, ErrorCode.INTERNAL)
     response = error_response(request, exc.status_code, code, str(exc.detail))
-    response.headers.update(exc.headers or {})  # e.g. the Allow of a 405
+    response.headers.update(exc.headers or {})
+    if exc.status_code == 405:
+        response.headers["allow"] = ", ".join(_allowed_methods(request))
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """The methods the published schema documents for this path (HEAD is declared wherever
+    GET is). Starlette's own Allow names only the first route whose path matched, so a path
+    served by two routes (GET and POST /models/{name}/versions) was announced as GET alone."""
+    paths = request.app.openapi().get("paths", {})
+    methods: set[str] = set()
+    # OpenAPI matches a concrete path before its templated counterparts (/runs/train is not
+    # /runs/{run_id}), as clients reading the schema do
+    exact = paths.get(request.url.path)
+    candidates = {request.url.path: exact} if exact is not None else paths
+    for template, operations in candidates.items():
+        pattern = re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, request.url.path):
+            methods |= {method.upper() for method in operations if method in _HTTP_METHODS}
+    return sorted(methods)
+
+
+_HTTP_METHODS = frozenset({"get", "head", "post", "put", "patch", "delete", "options"})
 
 
 async def _redis_unreachable(request: Request, exc: Exception) -> JSONResponse:

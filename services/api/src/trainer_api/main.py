@@ -14,12 +14,17 @@ from platform_core.event_bus import AsyncEventBus, EventBus
 from platform_core.redis_connection import connect, connect_async, resolve_redis_url
 from platform_core.run_state import RunStateStore
 from platform_core.settings import Settings, load_settings
-from trainer_api.errors import document_common_errors, install_error_handlers
+from trainer_api.errors import (
+    document_common_errors,
+    exact_integer_bounds,
+    install_error_handlers,
+)
 from trainer_api.live_state import LiveStateReader
 from trainer_api.middleware import (
     BodySizeLimitMiddleware,
     HeadAsGetMiddleware,
     RequestIdMiddleware,
+    declare_head_operations,
 )
 from trainer_api.routes import (
     artifacts,
@@ -48,6 +53,8 @@ class TrainerApi(FastAPI):
             declare_api_key(schema, open_paths(self))
             probes = frozenset(getattr(route, "path", "") for route in health.router.routes)
             document_common_errors(schema, probes)
+            declare_head_operations(schema)
+            exact_integer_bounds(schema)
         return schema
 
 

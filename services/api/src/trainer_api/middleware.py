@@ -171,3 +171,25 @@ class HeadAsGetMiddleware:
             await self.app({**scope, "method": "GET"}, receive, send_headers_only)
         except _HeadAnswered:
             return
+
+
+def declare_head_operations(schema: dict[str, object]) -> None:
+    """Adds to an OpenAPI `schema` (in place) the HEAD operation `HeadAsGetMiddleware` serves
+    for every GET: the GET's parameters, statuses and headers, and no body."""
+    paths = schema.get("paths")
+    for operations in paths.values() if isinstance(paths, dict) else ():
+        get = operations.get("get") if isinstance(operations, dict) else None
+        if not isinstance(get, dict) or "head" in operations:
+            continue
+        head = {key: value for key, value in get.items() if key != "responses"}
+        head["operationId"] = f"{get.get('operationId', 'get')}_head"
+        head["summary"] = f"{get.get('summary', 'GET')} (headers only)"
+        head["description"] = "The GET's status and headers, without its body."
+        responses = get.get("responses")
+        head["responses"] = {
+            # no body: nothing for a link to read either
+            status: {k: v for k, v in response.items() if k not in ("content", "links")}
+            for status, response in (responses.items() if isinstance(responses, dict) else ())
+            if isinstance(response, dict)
+        }
+        operations["head"] = head

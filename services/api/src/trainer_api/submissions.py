@@ -16,18 +16,26 @@ from pathlib import Path
 from typing import Literal
 
 import redis
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from platform_core.api_models import DatasetCreate, JobAccepted, RunCreate, TokenizerCreate
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.json_types import JsonObject
 from platform_core.layout import ID_PATTERN, DataLayout
-from platform_core.paths import resolve_inside
+from platform_core.manifests import read_tokenizer_manifest
+from platform_core.paths import exists, read_regular_text, resolve_inside
 from platform_core.queue import enqueue_job
-from platform_core.run_state import INDEX_KEY, RunStatus
+from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
 from platform_core.settings import TrainingSettings
-from platform_core.specs import CorpusOptions, FileSource, ModelSpec, TrainRunSpec
+from platform_core.specs import (
+    CorpusOptions,
+    FileSource,
+    PresetShape,
+    TokenizerSpec,
+    TrainRunSpec,
+    pretrained_shape,
+)
 from trainer_api.idempotency import once
 from trainer_api.live_state import live_state
 from trainer_api.run_views import run_folder
@@ -75,7 +83,9 @@ def _checked_submit(
 ) -> JobAccepted:
     if isinstance(body, DatasetCreate):
         source = body.spec.source
-        if isinstance(source, FileSource) and not resolve_inside(data_root, source.path).is_file():
+        if isinstance(source, FileSource) and not exists(
+            resolve_inside(data_root, source.path), regular_file=True
+        ):
             raise AppError(
                 ErrorCode.DATA_NOT_FOUND,
                 f"spec.source.path {source.path!r} is not a file in the data root",
@@ -87,8 +97,9 @@ def _checked_submit(
         tokenizer_id = body.tokenizer_id or new_id("tok")
         return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
     check_tokenizer(client, data_root, body.spec.tokenizer_id)
-    check_pretrained(data_root, body.spec.model)
-    check_memory(body.spec, max_activation_gib)
+    shape = check_pretrained(data_root, body.spec)  # None for a preset, or a hub model
+    vocab_size = tokenizer_vocab_size(client, data_root, body.spec.tokenizer_id)
+    check_memory(body.spec, max_activation_gib, vocab_size=vocab_size, shape=shape)
     run_id = body.run_id or new_id("run")
     return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
 
@@ -96,37 +107,84 @@ def _checked_submit(
 def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:
     if corpus.path is None:  # the demo corpus
         return
-    if not resolve_inside(data_root, corpus.path).exists():
+    if not exists(resolve_inside(data_root, corpus.path)):
         raise AppError(
             ErrorCode.DATA_NOT_FOUND, f"corpus {corpus.path!r} does not exist in the data root"
         )
 
 
-def check_pretrained(data_root: Path, model: ModelSpec) -> None:
-    """A `data:` folder must lie inside the data root (links out of it refused) and exist; a
-    hub id (the spec's grammar already checked it) is left to the worker's model cache."""
-    folder = model.pretrained_folder
+def check_pretrained(data_root: Path, spec: TrainRunSpec) -> PresetShape | None:
+    """A `data:` folder must lie inside the data root (links out of it refused), exist and
+    hold a GPT-2 `config.json` whose context fits `train.block_size`: its shape is returned
+    for the memory estimate. A hub id (the spec's grammar already checked it) is left to the
+    worker's model cache, its size known only once loaded there: None."""
+    folder = spec.model.pretrained_folder
     if folder is None:
-        return
-    if not resolve_inside(data_root, folder).is_dir():
+        return None
+    found = resolve_inside(data_root, folder)
+    if not found.is_dir():
         raise AppError(
             ErrorCode.DATA_NOT_FOUND,
             f"spec.model.pretrained: folder {folder!r} does not exist in the data root",
         )
+    try:
+        config = json.loads(read_regular_text(found / "config.json"))
+        shape = pretrained_shape(config if isinstance(config, dict) else {})
+    except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
+        # an OSError's text would name the server's paths: its reason alone
+        reason = (e.strerror or "unreadable") if isinstance(e, OSError) else str(e)
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"spec.model.pretrained: folder {folder!r} has no readable GPT-2 config.json "
+            f"({reason})",
+        ) from e
+    if shape.context is not None and spec.train.block_size > shape.context:
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"spec.train.block_size ({spec.train.block_size}) exceeds the context of "
+            f"spec.model.pretrained {folder!r} (n_positions {shape.context})",
+        )
+    return shape
 
 
-def check_memory(spec: TrainRunSpec, max_activation_gib: float) -> None:
-    """Refuse a run whose micro-batch would not fit: batch_size x block_size x model."""
-    needed = spec.activation_bytes()
+def check_memory(
+    spec: TrainRunSpec,
+    max_activation_gib: float,
+    *,
+    vocab_size: int,
+    shape: PresetShape | None = None,
+) -> None:
+    """Refuse a run whose micro-batch would not fit: batch_size x block_size x model, the
+    vocabulary-sized logits included. A hub model (no `shape`, no preset) is not estimated
+    here: its size is known only once the worker loads it (OUT_OF_MEMORY there)."""
+    needed = spec.activation_bytes(vocab_size, shape)
     if needed is None or needed <= max_activation_gib * 2**30:
         return
+    model = spec.model.pretrained or f"{spec.model.family}/{spec.model.preset}"
+    logits = spec.logits_bytes(vocab_size)
     raise AppError(
         ErrorCode.INVALID_INPUT,
-        f"spec.train: batch_size x block_size on {spec.model.family}/{spec.model.preset} needs "
-        f"about {needed / 2**30:.1f} GiB of activations, over this API's bound of "
-        f"{max_activation_gib:g} GiB (training.max_activation_gib); lower batch_size and raise "
-        "grad_accum_steps instead",
+        f"spec.train: batch_size x block_size ({spec.train.batch_size} x "
+        f"{spec.train.block_size}) on {model} with a vocabulary of {vocab_size} needs about "
+        f"{needed / 2**30:.3f} GiB of activations ({logits / 2**30:.3f} GiB of them logits "
+        f"and their gradient), over this API's bound of {max_activation_gib:g} GiB "
+        "(training.max_activation_gib); lower batch_size and raise grad_accum_steps instead",
     )
+
+
+def tokenizer_vocab_size(client: redis.Redis, data_root: Path, tokenizer_id: str) -> int:
+    """The width of a fresh model's logits: the trained tokenizer's vocabulary; for one still
+    training, the vocab_size its spec asks for (a char tokenizer's is a stand-in: its
+    vocabulary is the corpus' characters, known once trained)."""
+    manifest = DataLayout(data_root).tokenizer_manifest(tokenizer_id)
+    if manifest.is_file():
+        return read_tokenizer_manifest(manifest).vocab_size
+    queued = RunStateStore(client).spec_json(tokenizer_id)
+    try:
+        spec = TokenizerSpec.model_validate_json(queued or '{"kind": "char"}')
+    except ValidationError:  # a spec of an older version: the default stands in
+        spec = TokenizerSpec(kind="char")
+    return spec.vocab_size
 
 
 def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:

@@ -47,7 +47,7 @@ from platform_core.manifests import (
     write_manifest,
 )
 from platform_core.run_state import RunStatus
-from platform_core.specs import GenerateRequest, TrainRunSpec
+from platform_core.specs import GenerateRequest, TrainRunSpec, sample_seed
 from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
@@ -303,7 +303,7 @@ def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -
             max_new_tokens=spec.sample_max_new_tokens,
             temperature=0.8,
             top_k=50,
-            seed=spec.train.seed + index,  # deterministic: same run, same samples
+            seed=sample_seed(spec.train.seed, index),
         )
         output = generate(model, tokenizer, request)
         samples.append({"prompt": prompt, "output": output.outputs[0], "seed": output.seed})

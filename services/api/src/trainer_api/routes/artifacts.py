@@ -25,6 +25,7 @@ _GZIP_RESPONSE: dict[int | str, dict[str, object]] = {
     "/{kind}/{artifact_id}",
     response_class=StreamingResponse,
     responses={**_GZIP_RESPONSE, **error_responses(404, 422)},
+    operation_id="download_artifact",  # a link target (GET /runs, GET /tokenizers)
 )
 def download_artifact(
     kind: ArtifactKind, artifact_id: RunIdPath, data_root: DataRootDep

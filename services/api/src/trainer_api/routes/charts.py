@@ -15,7 +15,10 @@ PNG: OpenApiResponses = {200: {"description": "the chart", "content": {"image/pn
 
 
 @router.get(
-    "/{run_id}/chart.png", response_class=Response, responses={**PNG, **error_responses(404)}
+    "/{run_id}/chart.png",
+    response_class=Response,
+    responses={**PNG, **error_responses(404)},
+    operation_id="get_run_chart",  # a link target (GET /runs)
 )
 def run_chart(run_id: RunIdPath, client: RedisDep, data_root: DataRootDep) -> Response:
     """Training loss (raw and smoothed), eval loss and learning rate of the whole run; 404

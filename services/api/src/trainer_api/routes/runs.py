@@ -24,7 +24,7 @@ from trainer_api.deps import (
     RunIdPath,
     SettingsDep,
 )
-from trainer_api.errors import error_responses
+from trainer_api.errors import OpenApiResponses, error_responses
 from trainer_api.run_views import list_page, load_run_async
 from trainer_api.submissions import submit
 
@@ -50,7 +50,26 @@ def train_model(
     return submit(client, data_root, body, idempotency_key, bus, max_activation_gib=bound)
 
 
-@router.get("", responses=error_responses(422))
+# where a listed run's id leads: OpenAPI links, so a client (and schemathesis) reaches the
+# run's chart and artifact with a real id
+RUN_LINKS: OpenApiResponses = {
+    200: {
+        "description": "Successful Response",
+        "links": {
+            "RunChart": {
+                "operationId": "get_run_chart",
+                "parameters": {"run_id": "$response.body#/items/0/run_id"},
+            },
+            "RunArtifact": {
+                "operationId": "download_artifact",
+                "parameters": {"kind": "runs", "artifact_id": "$response.body#/items/0/run_id"},
+            },
+        },
+    }
+}
+
+
+@router.get("", responses={**RUN_LINKS, **error_responses(422)})
 def list_runs(
     query: Annotated[RunQuery, Query()], client: RedisDep, data_root: DataRootDep
 ) -> RunList:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, status
 
 from platform_core.api_models import JobAccepted, TokenizerCreate, TokenizerList, TokenizerPublic
 from trainer_api.deps import DataRootDep, EventBusDep, IdempotencyKeyHeader, RedisDep, RunIdPath
-from trainer_api.errors import error_responses
+from trainer_api.errors import OpenApiResponses, error_responses
 from trainer_api.submissions import submit
 from trainer_api.tokenizer_views import list_tokenizers, load_tokenizer
 
@@ -29,7 +29,23 @@ def train_tokenizer(
     return submit(client, data_root, body, idempotency_key, bus)
 
 
-@router.get("")
+TOKENIZER_LINKS: OpenApiResponses = {
+    200: {
+        "description": "Successful Response",
+        "links": {
+            "TokenizerArtifact": {
+                "operationId": "download_artifact",
+                "parameters": {
+                    "kind": "tokenizers",
+                    "artifact_id": "$response.body#/items/0/tokenizer_id",
+                },
+            }
+        },
+    }
+}
+
+
+@router.get("", responses=TOKENIZER_LINKS)
 def get_tokenizers(client: RedisDep, data_root: DataRootDep) -> TokenizerList:
     """Trained tokenizers and those being trained, by id."""
     return list_tokenizers(client, data_root)

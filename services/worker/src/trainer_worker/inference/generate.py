@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import GenerateRequest, GenerateResult, GenerationStopReason
+from platform_core.specs import MAX_SEED, GenerateRequest, GenerateResult, GenerationStopReason
 from trainer_worker.models.registry import context_size, model_device, require_vocab
 from trainer_worker.tokenizers.protocol import Tokenizer
 from trainer_worker.training.evaluate import forward_logits, output_vocab_size
@@ -34,7 +34,8 @@ def generate(model: nn.Module, tokenizer: Tokenizer, request: GenerateRequest) -
     require_vocab(output_vocab_size(model, device), max(prompt_ids))
     limit = context_size(model)
     generator = torch.Generator(device=device)
-    seed = request.seed if request.seed is not None else generator.seed()
+    # a fresh seed within the request's own bound, so passing it back reproduces the output
+    seed = request.seed if request.seed is not None else generator.seed() % (MAX_SEED + 1)
     generator.manual_seed(seed)
 
     n = request.num_return_sequences
