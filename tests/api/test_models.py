@@ -121,7 +121,8 @@ def test_promotions_and_rollbacks_are_published_once_committed(
     events = [delivery.event for delivery in bus.read(start)]
     assert [type(event) for event in events] == [ModelPromoted, ModelPromoted, ModelRolledBack]
     first, second, back = events
-    assert isinstance(first, ModelPromoted) and isinstance(back, ModelRolledBack)
+    assert isinstance(first, ModelPromoted) and isinstance(second, ModelPromoted)
+    assert isinstance(back, ModelRolledBack)
     assert (first.run_id, first.user_id, first.payload.actor) == (saved_run, int(owner), owner)
     assert (first.payload.from_stage, first.payload.to_stage) == ("staging", "production")
     assert (second.user_id, second.payload.previous_production) == (None, "1.0.0")

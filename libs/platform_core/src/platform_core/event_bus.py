@@ -300,7 +300,11 @@ class AsyncEventBus:
         with a leading "("), newest first; `next_id` is the oldest entry read (`newest` when
         none), so the next page starts at `"(" + next_id`."""
         raw = await self.client.xrevrange(self.stream, newest, oldest, count=count)
-        entries = _entries(raw)
+        rows: _RawStream = [
+            (entry_id, {key: value for key, value in (fields or {}).items()})
+            for entry_id, fields in raw or []
+        ]
+        entries = _entries(rows)
         next_id = entries[-1][0].decode("ascii") if entries else newest
         return Page(_decode(entries).deliveries, next_id)
 
