@@ -70,10 +70,10 @@ async def recent_events(
     bus: AsyncEventBusDep,
     data_root: DataRootDep,
     limit: Annotated[int, Query(ge=1, le=RECENT_MAX)] = 10,
-    types: Annotated[str | None, Query(pattern=EVENT_TYPES, max_length=1_000)] = None,
+    types: Annotated[str, Query(pattern=EVENT_TYPES, max_length=1_000)] = "",
 ) -> RecentEvents:
-    """The run's newest `limit` events of `types` (comma-separated; every type when
-    absent), oldest first, and the stream's newest id when they were read: a watcher's
+    """The run's newest `limit` events of `types` (comma-separated event types; every type
+    when absent), oldest first, and the stream's newest id when they were read: a watcher's
     catch-up, after which live events start."""
     await require_run(bus.client, data_root, run_id)
     wanted = frozenset(types.split(",")) if types else None
