@@ -33,11 +33,12 @@ from tests.bot.test_commands import (
     followups,
     run_bot,  # noqa: F401 - the fixture, for these tests
 )
+from tests.bot.test_console import type_lines
 from tests.bot.test_discord_delivery import deliver_all, titles
 from tests.bot.test_notifier import RecordingSender
 from trainer_bot.guards import REFUSAL
 from trainer_bot.notifier import Notifier
-from trainer_bot.watch_store import WATCHING_KEY
+from trainer_bot.watch_store import WATCHING_KEY, WatchStore
 
 pytestmark = pytest.mark.integration
 
@@ -182,3 +183,39 @@ def test_watch_catches_up_with_recent_events_and_live_updates_start_after_them(
     live_fields = {field.name: field.value for field in live.fields}
     assert (live_fields["Step"], live_fields["Loss"]) == ("70", "2.2")
     assert live_fields["Eval loss"] == "—"  # the eval before the watch is the catch-up's
+
+
+def test_the_console_answers_models_too(
+    live_api: LiveApi, redis_url: str, data_root: Path, tmp_path: Path
+) -> None:
+    with TrainerClient(live_api.base_url) as api:
+        register(api, "clf", saved_model(data_root, "run-reg"), "1.0.0")
+    printed = type_lines(live_api, redis_url, tmp_path, "/models", "/models clf", "/models x")
+    assert printed[1:] == [
+        "Models · `clf` · production — · 1 version",
+        "Model clf · 🟡 `1.0.0` · staging · Production: — · "
+        "Last change: register 1.0.0 by ana: cut",
+        "The trainer API said: no model named x is registered (NOT_FOUND)",
+    ]
+
+
+def test_a_watchs_start_is_kept_in_redis_and_only_a_new_watch_sets_it(
+    redis_url: str, redis_client: redis.Redis
+) -> None:
+    async def scenario() -> None:
+        client = await connect_async(redis_url)
+        store = WatchStore(client)
+        assert await store.watch("run-a", after="1700000000000-5")
+        assert not await store.watch("run-a", after="1800000000000-0")  # keeps its start
+        restored = WatchStore(client)
+        assert await restored.restore() == {"run-a"}
+        assert not restored.is_watched("run-a", "1700000000000-5")  # the catch-up's
+        assert restored.is_watched("run-a", "1700000000000-6")
+        assert restored.is_watched("run-a", "1700000000001-0")
+        assert restored.is_watched("run-a")  # a check without an entry: watched
+        assert await restored.unwatch("run-a")
+        assert not restored.is_watched("run-a", "1900000000000-0")
+        await client.aclose()
+
+    asyncio.run(scenario())
+    assert redis_client.exists(WATCHING_KEY, f"{WATCHING_KEY}:after") == 0
