@@ -12,6 +12,7 @@ import httpx
 import pytest
 import redis
 
+from platform_core import api_calls
 from platform_core.errors import ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
 from platform_core.events import (
@@ -292,3 +293,32 @@ def test_a_failure_inside_the_event_stream_ends_it_with_a_typed_error(
     with TrainerClient(live_api.base_url) as client, pytest.raises(ApiError) as failed:
         list(client.stream_events("run-x"))
     assert (failed.value.status, failed.value.error_code) == (503, ErrorCode.REDIS_UNAVAILABLE)
+
+
+def test_recent_events_are_the_runs_newest_of_the_asked_types_oldest_first(
+    client: TrainerClient, redis_client: redis.Redis, live_api: LiveApi
+) -> None:
+    _start_run(redis_client, "run-r")
+    bus = EventBus(redis_client)
+    events = _lifecycle("run-r")[:-1]  # queued, started, progress 1..3: still running
+    ids = [bus.publish(event) for event in events]
+    newest = bus.publish(_progress("other-run", 7))  # another run's: looked past, not shown
+
+    progress = "trainer.job.progress.v1"
+    recent = client.call(api_calls.recent_events("run-r", [progress], limit=2))
+    assert [item.id for item in recent.items] == ids[3:]
+    assert [item.event for item in recent.items] == events[3:]
+    assert recent.read_at == newest  # everything up to here was looked at
+    every = client.call(api_calls.recent_events("run-r", [], limit=50))
+    assert [item.event for item in every.items] == events
+    later = bus.publish(_progress("run-r", 4))
+    again = client.call(api_calls.recent_events("run-r", [progress], limit=1))
+    assert ([item.id for item in again.items], again.read_at) == ([later], later)
+
+    with pytest.raises(ApiError) as unknown:
+        client.call(api_calls.recent_events("run-none", [], limit=1))
+    assert (unknown.value.status, unknown.value.error_code) == (404, ErrorCode.NOT_FOUND)
+    for query in ("limit=0", "limit=51", "types=progress", "types=trainer.x.v1;drop"):
+        answer = httpx.get(f"{live_api.base_url}/runs/run-r/events/recent?{query}")
+        assert answer.status_code == 422, query
+        assert answer.json()["code"] == "INVALID_INPUT" and answer.json()["request_id"]

@@ -8,10 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
 from platform_core import api_calls
 from platform_core.api_models import ModelVersionCreate, PromoteRequest, RollbackRequest
 from platform_core.errors import ErrorCode
+from platform_core.event_bus import EventBus
+from platform_core.events import ModelPromoted, ModelRolledBack
 from platform_core.http_client import ApiError, TrainerClient
 from tests.api.conftest import LiveApi
 from tests.classify_models import save_tiny_classifier
@@ -94,3 +97,34 @@ def test_registry_errors_are_typed(
         answer = httpx.post(f"{live_api.base_url}{path}", content=json.dumps(body))
         assert answer.status_code == 422, path
         assert answer.json()["code"] == "INVALID_INPUT" and answer.json()["request_id"]
+
+
+def test_promotions_and_rollbacks_are_published_once_committed(
+    client: TrainerClient, redis_client: redis.Redis, saved_run: str
+) -> None:
+    """Each committed change is one typed event on the bus (who, why, from/to stage); a
+    refused change publishes nothing."""
+    bus = EventBus(redis_client)
+    for version in ("1.0.0", "1.1.0"):
+        body = ModelVersionCreate(source_run=saved_run, version=version)
+        client.call(api_calls.register_model_version("pub", body))
+    start = bus.last_id()
+    owner = "123456789012345678"
+    client.call(api_calls.promote_model("pub", "1.0.0", PromoteRequest(actor=owner, reason="ok")))
+    client.call(api_calls.promote_model("pub", "1.1.0", PromoteRequest(actor="bo", reason="A/B")))
+    with pytest.raises(ApiError):  # already in production: refused, so not published
+        client.call(api_calls.promote_model("pub", "1.1.0", PromoteRequest()))
+    client.call(api_calls.rollback_model("pub", RollbackRequest(actor=owner, reason="slow")))
+    with pytest.raises(ApiError):  # no such version: refused, so not published
+        client.call(api_calls.promote_model("pub", "9.9.9", PromoteRequest()))
+
+    events = [delivery.event for delivery in bus.read(start)]
+    assert [type(event) for event in events] == [ModelPromoted, ModelPromoted, ModelRolledBack]
+    first, second, back = events
+    assert isinstance(first, ModelPromoted) and isinstance(second, ModelPromoted)
+    assert isinstance(back, ModelRolledBack)
+    assert (first.run_id, first.user_id, first.payload.actor) == (saved_run, int(owner), owner)
+    assert (first.payload.from_stage, first.payload.to_stage) == ("staging", "production")
+    assert (second.user_id, second.payload.previous_production) == (None, "1.0.0")
+    assert (back.payload.version, back.payload.from_stage) == ("1.0.0", "archived")
+    assert (back.payload.previous_production, back.payload.reason) == ("1.1.0", "slow")

@@ -113,6 +113,7 @@ def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
         "/runs/{run_id}/logs/stream",
         "/runs/{run_id}/chart.png",
         "/runs/{run_id}/events",
+        "/runs/{run_id}/events/recent",
         "/runs/{run_id}/evaluate",
         "/runs/{run_id}/eval",
         "/runs/{run_id}/generate",
@@ -137,6 +138,7 @@ KNOWN: list[tuple[str, str, dict[str, str], JsonValue]] = [
     ("GET", "/runs/{run_id}/logs", {"run_id": "run-1"}, None),
     ("GET", "/runs/{run_id}/logs/stream", {"run_id": "run-1"}, None),
     ("GET", "/runs/{run_id}/events", {"run_id": "run-1"}, None),
+    ("GET", "/runs/{run_id}/events/recent", {"run_id": "run-1"}, None),
     ("GET", "/runs/{run_id}/eval", {"run_id": "run-1"}, None),
     (
         "GET",
@@ -177,7 +179,7 @@ def test_known_resources_answer_as_their_schema_says(live_api: LiveApi, known: N
         statuses.append(
             case.call_and_validate(base_url=live_api.base_url, checks=CHECKS).status_code
         )
-    assert statuses == [200, 200, 409, 200, 200, 200, 200, 200, 200, 202, 202, 202, 200, 200]
+    assert statuses == [200, 200, 409, 200, 200, 200, 200, 200, 200, 200, 202, 202, 202, 200, 200]
     eval_case = schema["/runs/{run_id}/eval"]["GET"].Case(
         path_parameters={"run_id": "run-1"}, query={"request_id": "eval-1"}
     )

@@ -145,7 +145,7 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
 
     standin = run_bot(nothing)
     names = {str(c["name"]) for c in standin.commands}
-    assert names == {"train", "status", "runs", "watch", "unwatch", "cancel", "generate"}
+    assert names == {"train", "status", "runs", "watch", "unwatch", "cancel", "generate", "models"}
     assert all(c["contexts"] == [1] for c in standin.commands)  # BOT_DM only
     train = next(c for c in standin.commands if c["name"] == "train")
     options = json.loads(json.dumps(train["options"]))

@@ -7,7 +7,9 @@ from trainer_bot.run_tracker import RunSnapshot
 
 def test_progress_events_fold_into_the_latest_figures() -> None:
     snapshot = RunSnapshot("run-1")
+    assert snapshot.status == "queued"
     snapshot.update(factories.job_progress(step=10, total=100))
+    assert snapshot.status == "running"  # progress: it runs (watched mid-run, it saw no start)
     assert (snapshot.step, snapshot.total_steps, snapshot.fraction) == (10, 100, 0.1)
     assert snapshot.eta_s == 90.0
     snapshot.update(factories.metrics_progress(step=20, loss=2.0, eta_s=None))
@@ -18,10 +20,7 @@ def test_progress_events_fold_into_the_latest_figures() -> None:
     snapshot.update(factories.checkpoint())
     assert snapshot.last_checkpoint_step == 50
     snapshot.update(factories.queued())  # not a figure: nothing changes
-    assert snapshot.total_steps == 100
-    assert snapshot.status == "queued"
-    snapshot.update(factories.started())
-    assert snapshot.status == "running"
+    assert (snapshot.total_steps, snapshot.status) == (100, "running")
 
 
 def test_evals_track_the_best_and_say_when_it_improved() -> None:

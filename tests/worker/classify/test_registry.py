@@ -18,6 +18,7 @@ from transformers import (
 )
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
 from platform_core.layout import DataLayout
 from platform_core.model_registry import METADATA_FILE, ModelRegistry, RegistryChange
 from platform_core.redis_connection import connect
@@ -186,3 +187,21 @@ def test_racing_registrations_of_one_version_register_it_once(
     assert [(v.version, v.stage) for v in registry.versions("dup")] == [("2.0.0", "staging")]
     folder = DataLayout(data_root).registered_model_dir("dup")
     assert sorted(path.name for path in folder.iterdir()) == ["2.0.0", "history.jsonl"]
+
+
+def test_a_bus_that_refuses_leaves_the_committed_change_standing(
+    redis_client: redis.Redis, data_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The event is published after the change committed: a bus that is down is logged, and
+    the caller gets the change (a retry would be refused as a conflict)."""
+    save_tiny_classifier(data_root, "run-bus")
+    dead = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)
+    registry = ModelRegistry(redis_client, DataLayout(data_root), bus=EventBus(dead))
+    registry.register("bus-clf", None, source_run="run-bus", dataset_id=None, actor="a", reason="")
+    change = registry.promote("bus-clf", "1.0.0", "production", actor="ana", reason="go")
+    assert (change.to_stage, registry.production("bus-clf")) == ("production", "1.0.0")
+    [unpublished] = [
+        r for r in caplog.records if getattr(r, "event", None) == "registry.event_unpublished"
+    ]
+    assert getattr(unpublished, "run_id", None) == "run-bus"
+    dead.close()

@@ -9,7 +9,7 @@ another path. Pure helpers that turn streamed messages into typed values live he
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 from urllib.parse import quote
@@ -34,6 +34,7 @@ from platform_core.api_models import (
     ModelVersionPublic,
     PromoteRequest,
     ReadyStatus,
+    RecentEvents,
     RollbackRequest,
     RunCreate,
     RunEval,
@@ -192,6 +193,12 @@ def get_score(run_id: str, request_id: str) -> ApiCall[ScoreRecord]:
 def run_events(run_id: str, last_event_id: str | None = None) -> StreamCall:
     headers = None if last_event_id is None else {LAST_EVENT_ID_HEADER: last_event_id}
     return StreamCall(_run(run_id, "events"), "text/event-stream", headers=headers)
+
+
+def recent_events(run_id: str, types: Sequence[str], *, limit: int) -> ApiCall[RecentEvents]:
+    """The run's newest `limit` events of `types` (every type when empty), oldest first."""
+    params = {"limit": str(limit)} | ({"types": ",".join(types)} if types else {})
+    return ApiCall("GET", _run(run_id, "events", "recent"), RecentEvents, None, params)
 
 
 def log_stream(run_id: str, *, tail: int = 100) -> StreamCall:

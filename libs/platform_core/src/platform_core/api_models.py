@@ -15,13 +15,12 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from platform_core.events import JobKind
+from platform_core.events import Event, JobKind, Stage
 from platform_core.manifests import (
     BaselineReport,
     DatasetReport,
     EvalPoint,
     ModelVersionMetadata,
-    Stage,
     TokenizerStats,
 )
 from platform_core.model_registry import RegistryChange
@@ -465,3 +464,24 @@ class RunEval(BaseModel):
     samples: list[EvalSample]
     evaluations: list[EvaluationResult]  # POST /runs/{id}/evaluate results, oldest first
     request: EvaluateRecord | None = None  # the request named by ?request_id=
+
+
+# ---- a run's recent events ------------------------------------------------------------------
+
+
+class RecentEvent(BaseModel):
+    model_config = STRICT
+
+    id: str  # the entry's id in the event stream
+    event: Event
+
+
+class RecentEvents(BaseModel):
+    """GET /runs/{id}/events/recent: the run's newest events of the asked types, oldest
+    first. `read_at` is the stream's newest entry when they were read: everything of the run
+    up to it was looked at, what follows it is new (a watcher's live updates start there)."""
+
+    model_config = STRICT
+
+    items: list[RecentEvent]
+    read_at: str

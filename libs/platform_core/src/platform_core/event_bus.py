@@ -295,6 +295,19 @@ class AsyncEventBus:
         next_id = entries[-1][0].decode("ascii") if entries else after_id
         return Page(_decode(entries).deliveries, next_id)
 
+    async def read_back(self, newest: str = "+", oldest: str = "-", *, count: int = 100) -> Page:
+        """Up to `count` entries from `newest` back to `oldest` (inclusive ids, or exclusive
+        with a leading "("), newest first; `next_id` is the oldest entry read (`newest` when
+        none), so the next page starts at `"(" + next_id`."""
+        raw = await self.client.xrevrange(self.stream, newest, oldest, count=count)
+        rows: _RawStream = [
+            (entry_id, {key: value for key, value in (fields or {}).items()})
+            for entry_id, fields in raw or []
+        ]
+        entries = _entries(rows)
+        next_id = entries[-1][0].decode("ascii") if entries else newest
+        return Page(_decode(entries).deliveries, next_id)
+
     async def ensure_group(self, group: str, *, start_id: str = "$") -> None:
         try:
             await self.client.xgroup_create(self.stream, group, id=start_id, mkstream=True)

@@ -15,12 +15,14 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
+from platform_core.specs import SEMVER_REGEX
 
 JobKind = Literal[
     "train_tokenizer", "train_model", "evaluate", "generate", "score", "study", "prepare_dataset"
 ]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
+Stage = Literal["staging", "production", "archived"]  # a registered model version's stage
 ParamValue = float | int | str | bool
 
 
@@ -160,6 +162,19 @@ class StudyCompletedPayload(_Strict):
     best_params: dict[str, ParamValue] = Field(default_factory=dict)
 
 
+class ModelStageChangedPayload(_Strict):
+    """A registry change that committed: `version` of model `name` moved from one stage to
+    another (a promotion, or a rollback that put `version` back in production)."""
+
+    name: str = Field(min_length=1)
+    version: str = Field(pattern=SEMVER_REGEX)
+    from_stage: Stage
+    to_stage: Stage
+    previous_production: str | None = None  # the production version before the change
+    actor: str  # who asked (a Discord id, a user name, "api")
+    reason: str = ""
+
+
 # ---- events ---------------------------------------------------------------------------------
 
 
@@ -268,6 +283,20 @@ class StudyCompleted(_Envelope):
     payload: StudyCompletedPayload
 
 
+class ModelPromoted(_Envelope):
+    """`run_id` is the run whose saved model the version holds."""
+
+    type: Literal["trainer.model.promoted.v1"] = "trainer.model.promoted.v1"
+    payload: ModelStageChangedPayload
+
+
+class ModelRolledBack(_Envelope):
+    """`run_id` is the run whose saved model the restored production version holds."""
+
+    type: Literal["trainer.model.rolled_back.v1"] = "trainer.model.rolled_back.v1"
+    payload: ModelStageChangedPayload
+
+
 Event = Annotated[
     JobQueued
     | JobStarted
@@ -282,7 +311,9 @@ Event = Annotated[
     | MetricsCompleted
     | StudyStarted
     | StudyTrialCompleted
-    | StudyCompleted,
+    | StudyCompleted
+    | ModelPromoted
+    | ModelRolledBack,
     Field(discriminator="type"),
 ]
 
@@ -301,7 +332,10 @@ EVENT_TYPES: tuple[type[_Envelope], ...] = (
     StudyStarted,
     StudyTrialCompleted,
     StudyCompleted,
+    ModelPromoted,
+    ModelRolledBack,
 )
+REGISTRY_EVENTS = (ModelPromoted, ModelRolledBack)
 
 _ADAPTER: TypeAdapter[Event] = TypeAdapter(Event)
 _OBJECT: TypeAdapter[dict[str, object]] = TypeAdapter(dict[str, object])

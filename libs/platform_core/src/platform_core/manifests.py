@@ -281,8 +281,6 @@ class DatasetManifest(BaseModel):
 
 # ---- model registry --------------------------------------------------------------------------
 
-Stage = Literal["staging", "production", "archived"]
-
 
 class DatasetRef(BaseModel):
     """The dataset a registered version was trained and measured on."""

@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -32,11 +33,18 @@ import redis
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.event_bus import EventBus
+from platform_core.events import (
+    Event,
+    ModelPromoted,
+    ModelRolledBack,
+    ModelStageChangedPayload,
+    Stage,
+)
 from platform_core.layout import MANIFEST_FILE, DataLayout
 from platform_core.manifests import (
     DatasetRef,
     ModelVersionMetadata,
-    Stage,
     read_dataset_manifest,
     read_metrics_summary,
     read_model_metadata,
@@ -53,6 +61,7 @@ MODEL_FILE_SUFFIXES: Final = (".safetensors", ".bin", ".json", ".txt", ".model")
 HISTORY_SCAN_LIMIT: Final = 10_000  # entries a rollback looks back through (years of changes)
 
 Action = Literal["register", "promote", "rollback"]
+DISCORD_ID: Final = re.compile(r"[1-9][0-9]{16,18}")  # a snowflake: an actor that is a user
 
 
 class RegistryChange(BaseModel):
@@ -164,9 +173,12 @@ class VersionState:
 class ModelRegistry:
     """Stages in Redis, files and the on-disk history under the data root."""
 
-    def __init__(self, client: redis.Redis, layout: DataLayout) -> None:
+    def __init__(
+        self, client: redis.Redis, layout: DataLayout, *, bus: EventBus | None = None
+    ) -> None:
         self._client = client
         self._layout = layout
+        self._bus = bus  # promotions and rollbacks are published here once they committed
         self._register = client.register_script(_REGISTER)
         self._promote = client.register_script(_PROMOTE)
         self._rollback = client.register_script(_ROLLBACK)
@@ -283,7 +295,7 @@ class ModelRegistry:
             raw = self._promote(keys=keys, args=args)
         except redis.ResponseError as exc:
             raise _script_error(exc, name=name, version=version, stage=stage) from exc
-        return self._recorded(raw)
+        return self._published(self._recorded(raw))
 
     def rollback(self, name: str, *, actor: str, reason: str) -> RegistryChange:
         """Put back the production version that the current one replaced (archiving it)."""
@@ -294,7 +306,7 @@ class ModelRegistry:
             raw = self._rollback(keys=keys, args=args)
         except redis.ResponseError as exc:
             raise _script_error(exc, name=name, version="", stage="production") from exc
-        return self._recorded(raw)
+        return self._published(self._recorded(raw))
 
     # ---- helpers ------------------------------------------------------------------------
 
@@ -312,6 +324,25 @@ class ModelRegistry:
             },
         )
         return entry
+
+    def _published(self, change: RegistryChange) -> RegistryChange:
+        """Publish a committed promotion or rollback on the bus. The change stands whatever
+        happens here: a bus that refuses is logged, and the caller still gets its answer (an
+        error would invite a retry that the registry then refuses as a conflict)."""
+        if self._bus is None or change.from_stage is None:
+            return change
+        try:
+            source_run = self.metadata(change.name, change.version).source_run
+        except AppError:  # an unreadable folder: the model's name stands in for the run
+            source_run = f"model-{change.name}"
+        try:
+            self._bus.publish(stage_changed_event(change, source_run))
+        except redis.RedisError:
+            _log.exception(
+                "registry change not published",
+                extra={"event": "registry.event_unpublished", "run_id": source_run},
+            )
+        return change
 
     def _log_to_disk(self, entry: RegistryChange) -> None:
         """Append to `models/<name>/history.jsonl` (O_APPEND: whole lines, never rewritten).
@@ -334,6 +365,26 @@ class ModelRegistry:
             return "1.0.0"
         major, minor, _ = _semver_key(max(versions, key=_semver_key))
         return f"{major}.{minor + 1}.0"
+
+
+def stage_changed_event(change: RegistryChange, source_run: str) -> Event:
+    """The bus event of a committed promotion or rollback; the actor's Discord id, when it is
+    one, becomes the event's user."""
+    if change.from_stage is None:
+        raise AppError(ErrorCode.INTERNAL, "a registration is not a change of stage")
+    payload = ModelStageChangedPayload(
+        name=change.name,
+        version=change.version,
+        from_stage=change.from_stage,
+        to_stage=change.to_stage,
+        previous_production=change.previous_production,
+        actor=change.actor,
+        reason=change.reason,
+    )
+    user_id = int(change.actor) if DISCORD_ID.fullmatch(change.actor) else None
+    if change.action == "rollback":
+        return ModelRolledBack(run_id=source_run, user_id=user_id, ts=change.at, payload=payload)
+    return ModelPromoted(run_id=source_run, user_id=user_id, ts=change.at, payload=payload)
 
 
 def _text(value: bytes | str) -> str:

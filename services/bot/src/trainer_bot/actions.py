@@ -15,6 +15,7 @@ from platform_core.api_models import RunCreate, RunPublic, RunQuery
 from platform_core.errors import invalid_input
 from platform_core.http_client import ApiError, AsyncTrainerClient
 from platform_core.specs import GenerateRequest, TrainRunSpec
+from trainer_bot import catch_up
 from trainer_bot.embeds import runs_embed, status_embed
 from trainer_bot.limits import truncate
 from trainer_bot.outbox import Attachment
@@ -112,11 +113,15 @@ async def runs(services: BotServices, offset: int = 0) -> Reply:
 
 
 async def watch(services: BotServices, run_id: str) -> Reply:
-    """Watch a run, with one catch-up message from its state: what it did before the watch."""
-    run = await services.api.get_run(run_id)  # an unknown run is refused in the API's words
-    added = await services.watches.watch(run_id)
+    """Watch a run, with one catch-up message: its state and its last few progress and eval
+    events. The watch starts after what the catch-up read (see `catch_up`)."""
+    # first the events (an unknown run is refused in the API's words), then the state, which
+    # is then at least as new as the events the watch starts after
+    recent = await catch_up.recent(services.api, run_id)
+    run = await services.api.get_run(run_id)
+    added = await services.watches.watch(run_id, after=recent.read_at)
     text = f"{'Watching' if added else 'Already watching'} `{run_id}`."
-    return Reply(text, embed=status_embed(run))
+    return Reply(text, embed=catch_up.with_recent(status_embed(run), recent))
 
 
 async def unwatch(services: BotServices, run_id: str) -> Reply:

@@ -1,5 +1,5 @@
 """The bot's application commands: `/train`, `/status`, `/runs`, `/watch`, `/unwatch`,
-`/cancel` and `/generate`, answered in DMs with the owner only.
+`/cancel`, `/generate` and `/models`, answered in DMs with the owner only.
 
 Every command defers first (Discord's 3-second deadline) and follows up once the API has
 answered. The tree runs the owner check (`guards.owner_only`) before any command or
@@ -17,7 +17,7 @@ from discord import app_commands
 from platform_core.api_models import RunQuery
 from platform_core.http_client import ApiError
 from platform_core.specs import ModelFamily, PrecisionChoice
-from trainer_bot import actions
+from trainer_bot import actions, registry
 from trainer_bot.actions import BotServices
 from trainer_bot.guards import owner_only, report_failure
 from trainer_bot.views import ConfirmCancel, RunsPager
@@ -193,6 +193,14 @@ async def generate(
     await answer(interaction, reply)
 
 
+@app_commands.command()
+@app_commands.describe(model="A registered model: its versions and their stages")
+async def models(interaction: Interaction, model: str | None = None) -> None:
+    """Registered models with their production versions."""
+    await interaction.response.defer(thinking=True)
+    await answer(interaction, await registry.models(interaction.client.services, model))
+
+
 def add_commands(tree: TrainerTree) -> None:
     tree.add_command(train)
     tree.add_command(status)
@@ -201,3 +209,4 @@ def add_commands(tree: TrainerTree) -> None:
     tree.add_command(unwatch)
     tree.add_command(cancel)
     tree.add_command(generate)
+    tree.add_command(models)

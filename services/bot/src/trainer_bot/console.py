@@ -25,7 +25,7 @@ from typing import TextIO
 
 from platform_core.errors import AppError
 from platform_core.http_client import ApiError
-from trainer_bot import actions
+from trainer_bot import actions, registry
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.guards import explain
 from trainer_bot.senders import embed_text
@@ -37,6 +37,7 @@ HELP = """commands:
   /runs [offset]          recent runs, newest first
   /cancel <run_id>        cancel a run (asks first)
   /generate <run_id> <prompt> [max_new_tokens]
+  /models [model]         registered models; a model's versions and stages
   /help, /quit"""
 _CLEAR = "\r\x1b[K"
 TRAIN_PARAMETERS = ("model", "tokenizer", "preset", "steps", "corpus", "precision")
@@ -95,6 +96,7 @@ class Console:
             "runs": (("offset",), 0, self._runs),
             "cancel": (("run_id",), 1, self._cancel),
             "generate": (("run_id", "prompt", "max_new_tokens"), 2, self._generate),
+            "models": (("model",), 0, self._models),
         }
 
     async def run(self, lines: asyncio.StreamReader) -> bool:
@@ -166,6 +168,9 @@ class Console:
 
     async def _watch(self, values: dict[str, str]) -> Reply:
         return await actions.watch(self.services, values["run_id"])
+
+    async def _models(self, values: dict[str, str]) -> Reply:
+        return await registry.models(self.services, values.get("model"))
 
     async def _unwatch(self, values: dict[str, str]) -> Reply:
         return await actions.unwatch(self.services, values["run_id"])

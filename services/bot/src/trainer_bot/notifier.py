@@ -60,6 +60,7 @@ from trainer_bot.heartbeat import Heartbeat, always_connected
 from trainer_bot.live_store import LiveStore
 from trainer_bot.outbox import Attachment, Notice, Outbox, OutgoingMessage
 from trainer_bot.rate_limit import DM_LIMIT, DM_WINDOW_S, GLOBAL_LIMIT, Pacer, PacingStore
+from trainer_bot.registry import owner_notice
 from trainer_bot.run_tracker import RunSnapshot
 from trainer_bot.senders import DeliveryFailed, DeliveryRateLimited, DiscordUnreachable, Sender
 from trainer_bot.watch_store import WatchStore
@@ -232,8 +233,11 @@ class Notifier:
             # submitted for the owner (`trainctl submit --user-id`, the API): watched from its
             # first event on, as `/train` does
             await self.watches.watch(event.run_id)
-        if not self.watches.is_watched(event.run_id):
-            await self._ack([delivery.id])
+        if (owner_embed := owner_notice(event)) is not None:  # whether watched or not
+            await self._queue(Notice(owner_embed, [delivery.id]))
+            return
+        if not self.watches.is_watched(event.run_id, delivery.id):
+            await self._ack([delivery.id])  # unwatched, or shown by /watch's catch-up
             return
         if event.run_id in self._ended and not isinstance(event, ATTENTION):
             await self._ack([delivery.id])  # a straggler after the end: nothing to update

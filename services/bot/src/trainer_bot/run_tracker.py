@@ -44,6 +44,8 @@ class RunSnapshot:
 
     def update(self, event: Event) -> bool:
         """Fold `event` in; True when it is a new best eval loss."""
+        if isinstance(event, JobProgress | MetricsProgress) and self.status == "queued":
+            self.status = "running"  # a run watched mid-run (`/watch`) never saw its start
         if isinstance(event, JobProgress):
             job = event.payload
             self.step, self.epoch, self.fraction = job.step, job.epoch, job.fraction

@@ -21,7 +21,7 @@ from platform_core.errors import AppError
 from platform_core.layout import DataLayout
 from platform_core.model_registry import ModelRegistry, RegistryChange
 from platform_core.specs import ID_REGEX, SEMVER_REGEX
-from trainer_api.deps import DataRootDep, RedisDep
+from trainer_api.deps import DataRootDep, EventBusDep, RedisDep
 from trainer_api.errors import error_responses
 
 router = APIRouter(prefix="/models", tags=["models"], responses=error_responses(401))
@@ -90,18 +90,25 @@ def promote_version(
     name: NamePath,
     version: VersionPath,
     body: PromoteRequest,
+    *,
     client: RedisDep,
     data_root: DataRootDep,
+    bus: EventBusDep,
 ) -> RegistryChange:
     """Move a version to a stage; to production archives the version it replaces."""
-    registry = ModelRegistry(client, DataLayout(data_root))
+    registry = ModelRegistry(client, DataLayout(data_root), bus=bus)
     return registry.promote(name, version, body.stage, actor=body.actor, reason=body.reason)
 
 
 @router.post("/{name}/rollback", responses=error_responses(404, 409, 422))
 def rollback(
-    name: NamePath, body: RollbackRequest, client: RedisDep, data_root: DataRootDep
+    name: NamePath,
+    body: RollbackRequest,
+    *,
+    client: RedisDep,
+    data_root: DataRootDep,
+    bus: EventBusDep,
 ) -> RegistryChange:
     """Put back the production version the current one replaced."""
-    registry = ModelRegistry(client, DataLayout(data_root))
+    registry = ModelRegistry(client, DataLayout(data_root), bus=bus)
     return registry.rollback(name, actor=body.actor, reason=body.reason)
