@@ -176,4 +176,4 @@ def test_an_unreachable_mlflow_keeps_every_row_in_the_buffer(data_root: Path) ->
     assert report.record.mlflow_run_id is None and report.record.pending_metrics == 40
     assert tracker.stats.failures >= 1 and tracker.stats.sent == 0
     assert len(MetricBuffer(layout.tracking_buffer(RUN)).load()) == 40
-    assert "MLflow did not answer: 40 metrics" in report.describe(tracker.buffer_path)
+    assert report.describe("b.jsonl") == "MLflow did not answer: 40 metrics kept in b.jsonl"

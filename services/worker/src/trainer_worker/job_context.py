@@ -356,7 +356,7 @@ def _finish_tracking(context: JobContext, status: EndStatus | None) -> str:
             "run ends with metrics MLflow has not confirmed",
             extra={"event": "tracking.unsynced", "pending": report.record.pending_metrics},
         )
-    return report.describe(tracker.buffer_path)
+    return report.describe(context.layout.relative(tracker.buffer_path))
 
 
 def _record_failure(context: JobContext, error: AppError) -> None:

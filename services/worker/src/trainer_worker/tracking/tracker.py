@@ -90,13 +90,12 @@ class TrackingReport:
     def synced(self) -> bool:
         return bool(self.record.synced)
 
-    def describe(self, buffer: Path) -> str:
+    def describe(self, buffer: str) -> str:
+        """A note for the run's message when MLflow did not get everything ("" otherwise);
+        `buffer`: where the rest is kept, relative to the data root."""
         if self.synced:
             return ""
-        return (
-            f"MLflow did not answer: {self.record.pending_metrics} metrics kept in "
-            f"{buffer.parent.name}/{buffer.name}"
-        )
+        return f"MLflow did not answer: {self.record.pending_metrics} metrics kept in {buffer}"
 
 
 class Tracker:
