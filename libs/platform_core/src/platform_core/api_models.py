@@ -16,7 +16,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.events import JobKind
-from platform_core.manifests import EvalPoint, TokenizerStats
+from platform_core.manifests import EvalPoint, TokenizerStats, TrackingRecord
 from platform_core.run_state import RunStatus
 from platform_core.specs import (
     ID_REGEX,
@@ -182,6 +182,9 @@ class RunPublic(BaseModel):
     eta_s: float | None = None
     progress: RunProgress | None = None
     metrics: RunMetrics | None = None
+    # its MLflow run (id, UI link; once it ended, whether MLflow got every metric), as the
+    # worker recorded it in the run folder; None when tracking is off or has not begun
+    tracking: TrackingRecord | None = None
 
 
 class RunQuery(BaseModel):
