@@ -13,6 +13,10 @@ import pytest
 from mlflow import MlflowClient
 
 from platform_core.events import (
+    JobProgress,
+    JobProgressPayload,
+    JobStarted,
+    JobStartedPayload,
     MetricsCheckpoint,
     MetricsCheckpointPayload,
     MetricsEval,
@@ -177,3 +181,15 @@ def test_an_unreachable_mlflow_keeps_every_row_in_the_buffer(data_root: Path) ->
     assert tracker.stats.failures >= 1 and tracker.stats.sent == 0
     assert len(MetricBuffer(layout.tracking_buffer(RUN)).load()) == 40
     assert report.describe("b.jsonl") == "MLflow did not answer: 40 metrics kept in b.jsonl"
+
+
+@pytest.mark.integration
+def test_a_run_that_publishes_no_metrics_is_not_tracked(data_root: Path) -> None:
+    layout = DataLayout(data_root)
+    tracker = _tracker(layout, TrackingSettings(final_wait_s=5))
+    started = JobStartedPayload(kind="train_tokenizer", worker="host:1", attempt=1)
+    tracker.observe(JobStarted(run_id=RUN, payload=started))
+    progress = JobProgressPayload(step=1, total_steps=1, epoch=1, fraction=1.0)
+    tracker.observe(JobProgress(run_id=RUN, payload=progress))
+    assert tracker.finish("FINISHED") is None
+    assert not layout.run_dir(RUN).exists()  # no run folder, no MLflow run

@@ -76,6 +76,7 @@ class MlflowBackend:
         self._settings = settings
         self._layout = layout
         self._client: MlflowClient | None = None
+        self._experiment: str | None = None
 
     @property
     def uri(self) -> str:
@@ -99,6 +100,11 @@ class MlflowBackend:
 
         self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
+
+    def warm_up(self) -> None:
+        """Import MLflow, open the store (a new SQLite store runs its migrations) and find
+        the experiment: the costly part of the first send, done ahead of it."""
+        self._experiment_id()
 
     def open_run(
         self, run_id: str, known: TrackingRecord | None, tags: dict[str, str]
@@ -126,15 +132,19 @@ class MlflowBackend:
         return TrackingRecord(mlflow_run_id=mlflow_run_id, experiment_id=experiment_id, ui_url=url)
 
     def _experiment_id(self) -> str:
+        if self._experiment is not None:
+            return self._experiment
         client = self.connect()
         name = self._settings.experiment
         experiment = client.get_experiment_by_name(name)
         if experiment is not None:
-            return str(experiment.experiment_id)
+            self._experiment = str(experiment.experiment_id)
+            return self._experiment
         location = None
         if self._settings.uri is None:  # the default store keeps artifacts under the data root
             location = (self._layout.mlflow_dir / "artifacts").resolve().as_uri()
-        return str(client.create_experiment(name, artifact_location=location))
+        self._experiment = str(client.create_experiment(name, artifact_location=location))
+        return self._experiment
 
     def log_metrics(self, mlflow_run_id: str, rows: Sequence[MetricRow]) -> None:
         from mlflow.entities import Metric  # noqa: PLC0415 - loaded with mlflow, see connect

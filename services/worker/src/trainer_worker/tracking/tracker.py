@@ -2,8 +2,11 @@
 background sender hands to MLflow.
 
 `observe` is all a publishing thread ever does: put the event on an unbounded queue (no
-lock, no I/O, no MLflow). The sender thread, started with the run's first metrics event
-(by then the run folder exists), turns events into rows (`event_metrics`), appends them to the
+lock, no I/O, no MLflow). The sender thread starts with the run's first event and connects
+at once (importing MLflow and opening its store cost a second or two of CPU: done while the
+run prepares, not while it trains). Its first metrics event (by then the run folder exists)
+opens the MLflow run; a run that publishes no metrics (a tokenizer) is not tracked. The
+sender turns events into rows (`event_metrics`), appends them to the
 run's buffer (`buffer`), and about once a second sends what the buffer holds with
 `log_batch` (at most 1,000 metrics a call). When MLflow does not answer, rows keep going to
 the buffer and the sender tries again after 1, 2, 4, 8, 16, 16, ... seconds. After a failed
@@ -115,6 +118,7 @@ class Tracker:
         self._settings = settings
         self._inbox: queue.SimpleQueue[Event | _Finish] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        self._active = False  # a metrics event was seen: the run is tracked
         self._sender = _Sender(run_id, kind, attempt, layout, MlflowBackend(settings, layout))
 
     @property
@@ -127,11 +131,10 @@ class Tracker:
 
     def observe(self, event: Event) -> None:
         """Hand `event` to the sender; never blocks, never fails."""
+        if isinstance(event, JobStarted):
+            self._sender.worker = event.payload.worker  # read once a metrics event came
+        self._active = self._active or isinstance(event, _METRICS)
         if self._thread is None:
-            if not isinstance(event, _METRICS):
-                if isinstance(event, JobStarted):
-                    self._sender.worker = event.payload.worker  # read by the thread later
-                return
             context = contextvars.copy_context()  # its log records keep the run_id
             self._thread = threading.Thread(
                 target=context.run,
@@ -150,6 +153,8 @@ class Tracker:
             return None
         wait_s = self._settings.final_wait_s
         self._inbox.put(_Finish(status, time.monotonic() + wait_s))
+        if not self._active:  # nothing to hand over: the sender stops once it has connected
+            return None
         # the sender gives up at the deadline; the margin covers its last request's timeout
         self._thread.join(timeout=wait_s + self._settings.request_timeout_s + 5)
         if self._thread.is_alive():
@@ -182,10 +187,15 @@ class _Sender:
         self._failures = 0
         self._outage_logged = False
         self._final: TrackingRecord | None = None
+        self._active = False  # a metrics event arrived: the run is tracked
 
     # ---- the loop ---------------------------------------------------------------------------
 
     def run(self, inbox: queue.SimpleQueue[Event | _Finish]) -> None:
+        try:  # connect while the run prepares; a failure here is retried with the first send
+            self._backend.warm_up()
+        except Exception as exc:  # the store is not there yet: the sends find out and retry
+            _log.info("MLflow not reached yet (%s)", type(exc).__name__)
         self._pending = self._buffer.load()
         self._verify = bool(self._pending)  # an earlier attempt may have sent some of them
         if self._pending:
@@ -203,7 +213,9 @@ class _Sender:
             if arrived is not None and finish is None:
                 finish = arrived
                 next_try = now  # the run ended: hand over what is held now, not in a second
-            if now >= next_try:
+            if finish is not None and not self._active:
+                return  # never tracked: nothing to send, nothing to end
+            if now >= next_try and self._active:
                 if self._send():
                     self._failures = 0
                     next_try = now + FLUSH_INTERVAL_S
@@ -236,6 +248,7 @@ class _Sender:
         return finish
 
     def _rows(self, event: Event) -> list[MetricRow]:
+        self._active = self._active or isinstance(event, _METRICS)
         if isinstance(event, MetricsConfig):
             p = event.payload
             self._tags.update(
