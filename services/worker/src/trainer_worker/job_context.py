@@ -337,7 +337,9 @@ def _finish_tracking(context: JobContext, status: EndStatus | None) -> str:
     tracker, context.tracker = context.tracker, None  # once per attempt
     if tracker is None:
         return ""
-    report = tracker.finish(status)
+    # the wait for MLflow (up to final_wait_s) keeps beating: the run is alive, not stale
+    with Heartbeat(context.store, context.run_id, defaults.HEARTBEAT_INTERVAL_S):
+        report = tracker.finish(status)
     if report is None:  # the run published no metrics: nothing was tracked
         return ""
     path = context.layout.run_manifest(context.run_id)
