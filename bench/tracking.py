@@ -145,6 +145,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="paired runs, tracking on/off")
     parser.add_argument("--steps", type=int, default=80, help="training steps per run")
     parser.add_argument("--outage-s", type=float, default=10.0, help="seconds MLflow is down")
+    parser.add_argument(
+        "--telemetry-only", action="store_true", help="(a) alone: no MLflow server needed"
+    )
     args = parser.parse_args()
     if args.steps < WARMUP_STEPS + 2 * PROGRESS_EVERY or args.steps % PROGRESS_EVERY:
         parser.error(f"--steps: a multiple of {PROGRESS_EVERY}, at least 30")
@@ -165,7 +168,9 @@ def main() -> None:
             if embedded is not None:
                 embedded.release()
         print(f"telemetry: {json.dumps(tax)}", flush=True)
-        lost, duplicated = buffer_replay(folder / "outage", args.outage_s)
+        lost, duplicated = (
+            (None, None) if args.telemetry_only else buffer_replay(folder / "outage", args.outage_s)
+        )
     result: JsonObject = {
         "bench": "tracking",
         "telemetry_tax": tax["telemetry_tax"],
