@@ -55,6 +55,21 @@ GPT2 = next(case for case in CASES if case.family == "gpt2")
 STEPS_PER_S = 50  # (d): the pace of progress reports, a fast small model's
 
 
+class _SenderCpu(logging.Handler):
+    """The sender's CPU seconds after connecting (which happens while the run prepares),
+    from each tracked run's `tracking.ended` log record."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+        self.cpu_s: list[float] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "event", None) == "tracking.ended":
+            total = float(getattr(record, "sender_cpu_s", 0.0))
+            connecting = float(getattr(record, "connect_cpu_s", 0.0))
+            self.cpu_s.append(total - connecting)  # while the run trained and ended
+
+
 def _tracked_run(
     client: redis.Redis, tokenizer_id: str, steps: int, run_id: str, *, tracking: bool
 ) -> float:
@@ -67,6 +82,10 @@ def telemetry_tax(client: redis.Redis, repeats: int = 5, steps: int = 80) -> Jso
     it. APP__DATA_ROOT must name the data root holding corpus.txt."""
     tokenizer_id = train_tokenizer(client, GPT2)
     _tracked_run(client, tokenizer_id, steps, "warm-up", tracking=True)
+    sender = _SenderCpu()
+    tracker_log = logging.getLogger("trainer_worker.tracking.tracker")
+    tracker_log.setLevel(logging.INFO)
+    tracker_log.addHandler(sender)
     on: list[float] = []
     off: list[float] = []
     for rep in range(repeats):
@@ -76,8 +95,15 @@ def telemetry_tax(client: redis.Redis, repeats: int = 5, steps: int = 80) -> Jso
                 client, tokenizer_id, steps, f"r{rep}-{tracking}", tracking=tracking
             )
             (on if tracking else off).append(figure)
+    tracker_log.removeHandler(sender)
     ratios = [a / b for a, b in zip(on, off, strict=True)]
+    # a run's tokens over its tokens/s: roughly its training seconds, the sender's CPU share
+    run_s = steps * GPT2.batch_size * GPT2.block_size / statistics.median(on)
     return {
+        "sender_cpu_s": round(statistics.median(sender.cpu_s), 3) if sender.cpu_s else None,
+        "sender_cpu_share": round(statistics.median(sender.cpu_s) / run_s, 4)
+        if sender.cpu_s
+        else None,
         "telemetry_tax": round(statistics.median(ratios), 4),
         "ratios": [round(r, 4) for r in ratios],
         "tokens_per_s_on": round(statistics.median(on), 1),
@@ -179,6 +205,7 @@ def main() -> None:
         "tokens_per_s_on": tax["tokens_per_s_on"],
         "tokens_per_s_off": tax["tokens_per_s_off"],
         "best_of_ratio": tax["best_of_ratio"],
+        "sender_cpu_share": tax["sender_cpu_share"],
         "repeats": args.repeats,
         "steps": args.steps,
         "outage_s": args.outage_s,
