@@ -136,16 +136,31 @@ class Tracker:
         if isinstance(event, JobStarted):
             self._sender.worker = event.payload.worker  # read once a metrics event came
         self._active = self._active or isinstance(event, _METRICS)
-        if self._thread is None:
-            context = contextvars.copy_context()  # its log records keep the run_id
-            self._thread = threading.Thread(
-                target=context.run,
-                args=(self._sender.run, self._inbox),
-                name="tracking-sender",
-                daemon=True,
-            )
-            self._thread.start()
+        self._start()
         self._inbox.put(event)
+
+    def sync(self, status: EndStatus | None) -> TrackingReport:
+        """Hand MLflow what the buffer of a run that has ended holds (`trainctl
+        sync-tracking`): the same sender, with no new events, waiting up to
+        `final_wait_s`; it ends the MLflow run with `status` again."""
+        self._active = True
+        self._sender.activate()
+        self._start()
+        report = self.finish(status)
+        assert report is not None  # active: the sender reports
+        return report
+
+    def _start(self) -> None:
+        if self._thread is not None:
+            return
+        context = contextvars.copy_context()  # its log records keep the run_id
+        self._thread = threading.Thread(
+            target=context.run,
+            args=(self._sender.run, self._inbox),
+            name="tracking-sender",
+            daemon=True,
+        )
+        self._thread.start()
 
     def finish(self, status: EndStatus | None) -> TrackingReport | None:
         """Hand over what is held (waiting up to `final_wait_s`), end the MLflow run with
@@ -190,6 +205,10 @@ class _Sender:
         self._outage_logged = False
         self._final: TrackingRecord | None = None
         self._active = False  # a metrics event arrived: the run is tracked
+
+    def activate(self) -> None:
+        """Track without waiting for a metrics event (a sync of a run that has ended)."""
+        self._active = True
 
     # ---- the loop ---------------------------------------------------------------------------
 
