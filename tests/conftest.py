@@ -7,6 +7,10 @@
 - `redis_client`: a client on that Redis, its database flushed before the test.
 - `data_root`: an empty data root for the test.
 
+MLflow tracking is off unless a test turns it on (`APP__TRACKING__ENABLED=true`, as the
+tracking tests do): every other test that trains through the jobs would otherwise create an
+MLflow store, which costs seconds a test and tests nothing of its own.
+
 Tests marked `gpu` are deselected when no CUDA device is present. torch is imported only
 when such a test was collected, so packages that never load torch keep starting fast.
 """
@@ -22,6 +26,8 @@ import redis
 
 from platform_core.embedded_redis import EmbeddedRedis
 from platform_core.redis_connection import connect
+
+os.environ.setdefault("APP__TRACKING__ENABLED", "false")
 
 
 @pytest.fixture(scope="session")

@@ -42,7 +42,7 @@ def test_dev_and_prod_profiles_start_redis_api_worker_and_bot(compose: JsonObjec
     services = _services(compose)
     for profile in ("dev", "prod"):
         started = {name for name, s in services.items() if profile in _list(s.get("profiles"))}
-        assert started == {"redis", "api", "worker", "bot"}, profile
+        assert started == {"redis", "api", "worker", "bot", "postgres", "mlflow"}, profile
     assert _list(services["worker-gpu"]["profiles"]) == ["gpu"]
 
 
@@ -90,7 +90,13 @@ def test_the_bot_waits_for_a_healthy_api(compose: JsonObject) -> None:
 
 def test_named_volumes_hold_the_data_root_the_hf_cache_and_redis(compose: JsonObject) -> None:
     services = _services(compose)
-    assert set(_object(compose["volumes"])) == {"data", "hf_cache", "redis_data"}
+    assert set(_object(compose["volumes"])) == {
+        "data",
+        "hf_cache",
+        "redis_data",
+        "postgres_data",
+        "mlflow_artifacts",
+    }
     for name in ("api", "worker", "worker-gpu", "bot"):
         assert "data:/data" in _list(services[name]["volumes"]), name
         assert _object(services[name]["environment"])["APP__DATA_ROOT"] == "/data"
@@ -116,6 +122,20 @@ def test_the_redis_url_comes_from_env_with_the_compose_redis_as_default(
         assert _interpolate(url, {}) == "redis://redis:6379/0", name
         assert _interpolate(url, {"APP__REDIS__URL": ""}) == "redis://redis:6379/0", name
         assert _interpolate(url, {"APP__REDIS__URL": other}) == other, name
+
+
+def test_the_workers_track_to_the_compose_mlflow_on_the_compose_postgres(
+    compose: JsonObject,
+) -> None:
+    services = _services(compose)
+    for name in ("worker", "worker-gpu"):
+        uri = str(_object(services[name]["environment"])["APP__TRACKING__URI"])
+        assert _interpolate(uri, {}) == "http://mlflow:5000", name
+    command = " ".join(str(part) for part in _list(services["mlflow"]["command"]))
+    assert "--port 5000" in command and "@postgres:5432/mlflow" in command
+    assert "$${POSTGRES_PASSWORD}" in command  # read inside the container, never written here
+    depends = _object(services["mlflow"]["depends_on"])
+    assert _object(depends["postgres"])["condition"] == "service_healthy"
 
 
 def test_secrets_come_from_env_file_and_never_from_the_compose_file(compose: JsonObject) -> None:

@@ -138,3 +138,39 @@ def test_env_example_documents_every_key() -> None:
             assert f"APP__{section.upper()}" in example
     for flat in FLAT_ALIASES:
         assert flat in example
+
+
+def test_tracking_defaults_to_the_local_store_and_reads_a_server_token_from_a_file(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    tracking = load_settings().tracking
+    assert tracking.enabled and tracking.uri is None and tracking.token is None
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "tracking__token").write_text("mlflow-file-token")
+    monkeypatch.setenv("APP_SECRETS_DIR", str(secrets))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "https://mlflow.example.com")
+    monkeypatch.setenv("APP__TRACKING__CA_BUNDLE", "/etc/ssl/mlflow-ca.pem")
+    settings = load_settings()
+    assert settings.tracking.uri == "https://mlflow.example.com"
+    assert settings.tracking.ca_bundle == Path("/etc/ssl/mlflow-ca.pem")
+    assert settings.secret_values() == ["mlflow-file-token"]  # masked in every log
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("APP__TRACKING__FINAL_WAIT_S", "nan"),
+        ("APP__TRACKING__FINAL_WAIT_S", "-1"),
+        ("APP__TRACKING__REQUEST_TIMEOUT_S", "0"),
+        ("APP__TRACKING__ENABLED", "maybe"),
+        ("APP__TRACKING__EXPERIMENT", ""),
+    ],
+)
+def test_bad_tracking_values_are_config_errors(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    monkeypatch.setenv(name, value)
+    with pytest.raises(AppError) as info:
+        load_settings()
+    assert info.value.code is ErrorCode.CONFIG_INVALID and name in info.value.message

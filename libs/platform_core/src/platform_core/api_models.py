@@ -22,6 +22,7 @@ from platform_core.manifests import (
     EvalPoint,
     ModelVersionMetadata,
     TokenizerStats,
+    TrackingRecord,
 )
 from platform_core.model_registry import RegistryChange
 from platform_core.run_state import RunStatus
@@ -306,6 +307,9 @@ class RunPublic(BaseModel):
     eta_s: float | None = None
     progress: RunProgress | None = None
     metrics: RunMetrics | None = None
+    # its MLflow run (id, UI link; once it ended, whether MLflow got every metric), as the
+    # worker recorded it in the run folder; None when tracking is off or has not begun
+    tracking: TrackingRecord | None = None
 
 
 class RunQuery(BaseModel):

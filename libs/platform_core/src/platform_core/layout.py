@@ -9,6 +9,9 @@ CLI.
                                             samples.jsonl, evaluations.jsonl (later evaluations)
 <root>/runs/<id>/model/                     its final weights
 <root>/runs/<id>/logs.jsonl                 its log
+<root>/runs/<id>/tracking/                  mlflow.json (its MLflow run), buffer.jsonl (metrics
+                                            not yet confirmed by MLflow)
+<root>/mlflow/                              the default MLflow store (mlflow.db, artifacts/)
 <root>/studies/<id>/                        a study's report and storage
 <root>/datasets/<id>/manifest.json          a prepared classification dataset (appears whole):
                                             train/val/test.jsonl, report.json, eval/baseline.json
@@ -49,6 +52,8 @@ LOG_FILE: Final = "logs.jsonl"
 CHECKPOINTS: Final = "checkpoints"
 EVAL: Final = "eval"
 MODEL: Final = "model"
+TRACKING: Final = "tracking"
+MLFLOW: Final = "mlflow"
 
 
 def check_id(value: str, *, what: str = "run id") -> str:
@@ -107,6 +112,17 @@ class DataLayout:
 
     def evaluations(self, run_id: str) -> Path:
         return self.eval_dir(run_id) / "evaluations.jsonl"
+
+    def tracking_dir(self, run_id: str) -> Path:
+        return self.run_dir(run_id) / TRACKING
+
+    def tracking_record(self, run_id: str) -> Path:
+        """The run's MLflow run (manifests.TrackingRecord), written when MLflow created it."""
+        return self.tracking_dir(run_id) / "mlflow.json"
+
+    def tracking_buffer(self, run_id: str) -> Path:
+        """Append-only JSONL of what MLflow has not confirmed yet (trainer_worker.tracking)."""
+        return self.tracking_dir(run_id) / "buffer.jsonl"
 
     # ---- tokenizers ----------------------------------------------------------------------
 
@@ -174,6 +190,12 @@ class DataLayout:
 
     def model_history(self, name: str) -> Path:
         return self.registered_model_dir(name) / "history.jsonl"
+
+    # ---- the default MLflow store ----------------------------------------------------------
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.root / MLFLOW
 
     # ---- worker state ---------------------------------------------------------------------
 

@@ -157,6 +157,23 @@ class RunFailure(BaseModel):
     attempt: int
 
 
+class TrackingRecord(BaseModel):
+    """A run's MLflow run: `runs/<id>/tracking/mlflow.json` from the moment MLflow created it
+    (so a resumed attempt continues the same MLflow run), copied into the manifest's
+    `tracking` when the run ends. Read by the API and the CLI without MLflow."""
+
+    model_config = _FROZEN
+
+    # None only in a manifest whose run never reached MLflow
+    mlflow_run_id: str | None = Field(default=None, min_length=1, max_length=64)
+    experiment_id: str | None = Field(default=None, min_length=1, max_length=64)
+    ui_url: str | None = Field(default=None, max_length=4_096)  # the run's page in MLflow's UI
+    # None while the run trains; at its end whether MLflow confirmed every metric
+    synced: bool | None = None
+    # metrics still held in runs/<id>/tracking/buffer.jsonl when the run ended
+    pending_metrics: int = Field(default=0, ge=0)
+
+
 class RunManifest(BaseModel):
     """`runs/<id>/manifest.json`: the source of truth of a run once it has a folder.
 
@@ -189,6 +206,7 @@ class RunManifest(BaseModel):
     artifacts: list[str] = []  # files of the run folder, relative to it
     model_files: dict[str, str] = {}  # final model files (relative to the run) -> SHA-256
     failure: RunFailure | None = None
+    tracking: TrackingRecord | None = None  # its MLflow run, recorded when the run ends
 
     def train_spec(self) -> TrainRunSpec:
         """The spec of a model run; DATA_INVALID for another kind or a spec that no longer
@@ -337,6 +355,11 @@ def read_run_manifest(path: Path) -> RunManifest:
 def read_metrics_summary(path: Path) -> MetricsSummary:
     """A run's `eval/metrics.json`; DATA_NOT_FOUND or DATA_INVALID otherwise."""
     return _validate(path, _read_object(path), MetricsSummary)
+
+
+def read_tracking_record(path: Path) -> TrackingRecord:
+    """A run's `tracking/mlflow.json`; DATA_NOT_FOUND or DATA_INVALID otherwise."""
+    return _validate(path, _read_object(path), TrackingRecord)
 
 
 def read_tokenizer_manifest(path: Path) -> TokenizerManifest:

@@ -2,8 +2,9 @@
 
 Sources, highest priority first: constructor arguments, `APP__...` environment variables
 (nested with `__`, e.g. `APP__REDIS__URL`), the well-known flat names operators expect
-(`REDIS_URL`, `DISCORD_TOKEN`, `DISCORD_OWNER_ID`, `API_KEY`, `DATA_ROOT`), a `.env` file, and
-secret files (`<secrets dir>/redis__url`, default dir `/run/secrets`, overridable with
+(`REDIS_URL`, `DISCORD_TOKEN`, `DISCORD_OWNER_ID`, `API_KEY`, `DATA_ROOT`, `MLFLOW_TRACKING_URI`,
+`MLFLOW_TRACKING_TOKEN`), a `.env` file, and secret files (`<secrets dir>/redis__url`,
+`<secrets dir>/tracking__token`, default dir `/run/secrets`, overridable with
 `APP_SECRETS_DIR`). `.env.example` documents every key.
 """
 
@@ -32,6 +33,8 @@ FLAT_ALIASES: dict[str, tuple[str, str | None]] = {
     "DISCORD_OWNER_ID": ("discord", "owner_id"),
     "API_KEY": ("security", "api_key"),
     "DATA_ROOT": ("data_root", None),
+    "MLFLOW_TRACKING_URI": ("tracking", "uri"),
+    "MLFLOW_TRACKING_TOKEN": ("tracking", "token"),
 }
 
 
@@ -103,6 +106,27 @@ class ClassifySettings(_Section):
     arxiv_min_interval_s: float = Field(default=3.0, ge=0.0, le=600.0)
 
 
+class TrackingSettings(_Section):
+    """MLflow experiment tracking of every run (trainer_worker.tracking, docs/tracking.md)."""
+
+    enabled: bool = True  # off: runs train without tracking and the worker never imports MLflow
+    # None: a SQLite store under the data root (sqlite:///<data_root>/mlflow/mlflow.db), with
+    # artifacts beside it; nothing to start. A remote server: https://mlflow.example.com
+    uri: str | None = Field(default=None, min_length=1, max_length=2_048)
+    token: SecretStr | None = None  # the remote server's bearer token (MLFLOW_TRACKING_TOKEN)
+    insecure_tls: bool = False  # True: do not verify the server's TLS certificate (self-signed)
+    ca_bundle: Path | None = None  # a CA bundle that verifies the server's certificate
+    experiment: str = Field(default="model-trainer", min_length=1, max_length=256)
+    # how UI links are built (GET /runs/{id}); None: the server's URI, or for the SQLite
+    # store what `mlflow ui --backend-store-uri <store>` serves
+    ui_url: str | None = Field(default=None, min_length=1, max_length=2_048)
+    # how long the end of a run waits for the sender to hand MLflow what it holds; past it the
+    # rest stays in the run's buffer and the run says so (it still completes)
+    final_wait_s: float = Field(default=30.0, ge=0, le=3_600, allow_inf_nan=False)
+    # one HTTP request's time limit: a dead server costs a retry slot, never a stuck sender
+    request_timeout_s: int = Field(default=10, ge=1, le=600)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP__",
@@ -126,6 +150,7 @@ class Settings(BaseSettings):
     discord: DiscordSettings = DiscordSettings()
     worker: WorkerSettings = WorkerSettings()
     classify: ClassifySettings = ClassifySettings()
+    tracking: TrackingSettings = TrackingSettings()
 
     @field_validator("data_root")
     @classmethod
@@ -148,7 +173,12 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log formatter to mask verbatim."""
-        secrets = [self.redis.url, self.security.api_key, self.discord.token]
+        secrets = [
+            self.redis.url,
+            self.security.api_key,
+            self.discord.token,
+            self.tracking.token,
+        ]
         return [s.get_secret_value() for s in secrets if s is not None]
 
     @classmethod

@@ -17,7 +17,12 @@ import redis
 from platform_core.api_models import RunMetrics, RunProgress, RunPublic
 from platform_core.errors import AppError, ErrorCode
 from platform_core.layout import DataLayout
-from platform_core.manifests import RunManifest, read_run_manifest
+from platform_core.manifests import (
+    RunManifest,
+    TrackingRecord,
+    read_run_manifest,
+    read_tracking_record,
+)
 from platform_core.run_state import status_key
 from trainer_api.live_state import (
     LiveState,
@@ -160,7 +165,20 @@ def run_public(live: LiveState, data_root: Path, run_id: str) -> RunPublic:
         eta_s=None if finished or progress is None else progress.eta_s,
         progress=progress,
         metrics=view.metrics if finished and view is not None else None,
+        tracking=_tracking(data_root, run_id, view),
     )
+
+
+def _tracking(data_root: Path, run_id: str, view: ManifestView | None) -> TrackingRecord | None:
+    """The run's MLflow run: the manifest's record once the run ended, else the one the
+    worker wrote when MLflow created the run (a stat while tracking has not begun)."""
+    if view is not None and view.manifest.tracking is not None:
+        return view.manifest.tracking
+    try:
+        path = DataLayout(data_root).tracking_record(run_id)
+        return read_tracking_record(path) if path.is_file() else None
+    except AppError:  # unreadable or not a run id: GET /runs/{id} still answers
+        return None
 
 
 def list_page(client: redis.Redis, data_root: Path, run_ids: list[str]) -> list[RunPublic]:

@@ -307,6 +307,11 @@ def _status(client: TrainerClient, args: argparse.Namespace) -> int:
         fields["perplexity"] = f"first {first} -> final {final}"
         fields["eval loss"] = f"best {format_number(m.best_eval_loss)}"
         fields["steps"] = f"{m.steps} in {format_duration(m.duration_s)} ({m.stop_reason})"
+    if (tracking := run.tracking) is not None:
+        fields["mlflow"] = tracking.mlflow_run_id or "never reached"
+        fields["mlflow-ui"] = tracking.ui_url
+        if tracking.synced is False:
+            fields["tracking"] = f"{tracking.pending_metrics} metrics not in MLflow (buffered)"
     for name, value in fields.items():
         if value is not None:
             print(f"{name:<11}{value}")

@@ -27,6 +27,7 @@ WORKER_COMMANDS: Final = {
     "worker": "run a worker on the training and inference queues",
     "list-checkpoints": "a run's checkpoints and their retention",
     "cleanup": "apply retention, remove unfinished or corrupt writes",
+    "sync-tracking": "send MLflow what a finished run's tracking buffer still holds",
 }
 INSTALL_HINT: Final = (
     "pip install ./libs/platform_core ./services/worker (from a checkout of the repository; "

@@ -15,6 +15,12 @@ Redis may blink while a run trains. Events go through the run's `EventSpool` (he
 and sent in order once Redis answers); the live progress figures and the cancel flag are
 skipped while it does not answer; the terminal status is retried until it does (up to
 `FINAL_WRITE_WAIT_S`), so a blip neither fails the run nor loses its ending.
+
+With tracking on, every event the run publishes also goes to its `Tracker`
+(`trainer_worker.tracking`), which hands metrics to MLflow from a thread of its own; when the
+body is done, the lifecycle lets it finish (ending the MLflow run with the run's status) and
+records the MLflow run in the manifest. A run whose MLflow never answered still completes,
+and its message and manifest say so.
 """
 
 from __future__ import annotations
@@ -46,11 +52,19 @@ from platform_core.events import (
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.logging import log_context
-from platform_core.manifests import RunFailure, read_run_manifest, storage_error, write_manifest
+from platform_core.manifests import (
+    RunFailure,
+    RunManifest,
+    read_run_manifest,
+    storage_error,
+    write_manifest,
+)
 from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.settings import TrackingSettings
 from trainer_worker import defaults
 from trainer_worker.event_spool import REDIS_DOWN, EventSpool
 from trainer_worker.heartbeat import Heartbeat
+from trainer_worker.tracking.tracker import EndStatus, Tracker
 
 _log = logging.getLogger(__name__)
 # how long the end of a run waits for Redis to take its status and held events; past it the
@@ -89,11 +103,14 @@ class JobContext:
     layout: DataLayout
     spool: EventSpool  # the run's events, on the configured stream
     store: RunStateStore
+    tracker: Tracker | None = None  # None: tracking is off
     _started: float = field(default_factory=time.monotonic)
     _stop_requested: bool = False
 
     def publish(self, event: Event) -> None:
         self.spool.publish(event)
+        if self.tracker is not None:  # a queue put: never blocks, never fails
+            self.tracker.observe(event)
 
     def should_stop(self) -> bool:
         """The cooperative cancel flag (one Redis round trip; the last answer while Redis
@@ -174,27 +191,35 @@ def run_job(
     user_id: int | None = None,
     can_retry: bool = False,
     resume_hint: ResumeHint | None = None,
+    tracking: TrackingSettings | None = None,
 ) -> JsonObject:
     """Run `body` inside the lifecycle; return a small JSON-safe result. `can_retry`: RQ has
-    an attempt left for this job, so a TRANSIENT failure raises `RetryLater`."""
+    an attempt left for this job, so a TRANSIENT failure raises `RetryLater`. `tracking`:
+    the MLflow settings when tracking is on."""
     store = RunStateStore(bus.client)
     with log_context(run_id=run_id):
         if store.status(run_id) is RunStatus.CANCELLED:  # cancelled while it waited
             return {"run_id": run_id, "status": RunStatus.CANCELLED.value}
+        attempt = store.next_attempt(run_id)
         context = JobContext(
             run_id=run_id,
             kind=kind,
             user_id=user_id,
-            attempt=store.next_attempt(run_id),
+            attempt=attempt,
             layout=layout,
             spool=EventSpool(bus, layout.spool_file(run_id)),
             store=store,
         )
+        if tracking is not None and tracking.enabled:
+            context.tracker = Tracker(
+                run_id=run_id, kind=kind, attempt=attempt, layout=layout, settings=tracking
+            )
         store.set_status(run_id, RunStatus.RUNNING)
         context.spool.flush(timeout_s=0.0)  # events an earlier attempt held go first
         try:
             return _attempt(context, body, can_retry=can_retry, resume_hint=resume_hint)
         finally:
+            _finish_tracking(context, None)  # a no-op once the ending below finished it
             context.spool.flush(timeout_s=FINAL_WRITE_WAIT_S)
             context.spool.close()
 
@@ -237,10 +262,13 @@ def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
 
 
 def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
-    _set_final_status(context, RunStatus.COMPLETED, outcome.message)
+    message = outcome.message
+    if note := _finish_tracking(context, "FINISHED"):
+        message = f"{message}; {note}"
+    _set_final_status(context, RunStatus.COMPLETED, message)
     payload = JobCompletedPayload(
         duration_s=context.elapsed_s,
-        message=outcome.message,
+        message=message,
         artifact_dir=outcome.artifact_dir,
         report=outcome.report,
     )
@@ -251,6 +279,7 @@ def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
 
 def _cancelled(context: JobContext, outcome: Outcome) -> JsonObject:
     step = outcome.cancelled_at_step
+    _finish_tracking(context, "KILLED")
     _set_final_status(context, RunStatus.CANCELLED, outcome.message)
     payload = JobCancelledPayload(stage="cooperative", step=step, message=outcome.message)
     context.publish(JobCancelled(run_id=context.run_id, user_id=context.user_id, payload=payload))
@@ -265,6 +294,8 @@ def _fail(context: JobContext, error: AppError, *, can_retry: bool) -> JsonObjec
         error.message,
         extra={"event": "job.failed", "error_code": error.code.value, "attempt": context.attempt},
     )
+    # a retried run goes on in its next attempt, and so does its MLflow run
+    _finish_tracking(context, None if retrying else "FAILED")
     if not retrying:
         _record_failure(context, error)
     payload = JobFailedPayload(
@@ -301,6 +332,37 @@ def _set_final_status(context: JobContext, status: RunStatus, message: str) -> N
             _log.warning("status not saved; retrying", extra={"event": "status.retry"})
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+
+
+def _finish_tracking(context: JobContext, status: EndStatus | None) -> str:
+    """Let the tracker hand MLflow what it holds and end the MLflow run (`status`; None:
+    leave it running for a later attempt); record the MLflow run in the manifest. Returns a
+    note for the run's message when MLflow did not get everything ("" otherwise)."""
+    tracker, context.tracker = context.tracker, None  # once per attempt
+    if tracker is None:
+        return ""
+    # the wait for MLflow (up to final_wait_s) keeps beating: the run is alive, not stale
+    with Heartbeat(context.store, context.run_id, defaults.HEARTBEAT_INTERVAL_S):
+        report = tracker.finish(status)
+    if report is None:  # the run published no metrics: nothing was tracked
+        return ""
+    path = context.layout.run_manifest(context.run_id)
+    try:
+        if path.is_file():
+            manifest: RunManifest = read_run_manifest(path)
+            write_manifest(path, manifest.model_copy(update={"tracking": report.record}))
+    except AppError as unwritten:  # the tracking record file still tells it
+        _log.error(
+            "the MLflow run could not be recorded in the manifest: %s",
+            unwritten.message,
+            extra={"event": "manifest.unwritten", "error_code": unwritten.code.value},
+        )
+    if not report.synced:
+        _log.warning(
+            "run ends with metrics MLflow has not confirmed",
+            extra={"event": "tracking.unsynced", "pending": report.record.pending_metrics},
+        )
+    return report.describe(context.layout.relative(tracker.buffer_path))
 
 
 def _record_failure(context: JobContext, error: AppError) -> None:

@@ -118,6 +118,7 @@ def _lifecycle(
         user_id=user_id,
         can_retry=bool(job.retries_left),
         resume_hint=resume_hint,
+        tracking=settings.tracking,
     )
 
 

@@ -1,4 +1,5 @@
-"""trainctl's worker-side commands: `worker`, `list-checkpoints` and `cleanup`.
+"""trainctl's worker-side commands: `worker`, `list-checkpoints`, `cleanup` and
+`sync-tracking`.
 
 `trainctl` (the trainer-cli package) finds them through this package's `trainctl.commands`
 entry points and loads one only once its command is chosen: each is called with the
@@ -67,3 +68,10 @@ def cleanup_command(parser: argparse.ArgumentParser) -> Runner:
 
     checkpoint_commands.add_cleanup_arguments(parser)
     return lambda settings, args: checkpoint_commands.cleanup_command(settings.data_root, args)
+
+
+def sync_tracking_command(parser: argparse.ArgumentParser) -> Runner:
+    from trainer_worker.cli import tracking_commands  # noqa: PLC0415 - loaded when chosen
+
+    tracking_commands.add_arguments(parser)
+    return tracking_commands.sync_tracking_command
