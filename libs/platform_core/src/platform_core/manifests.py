@@ -120,6 +120,8 @@ class EvalPoint(BaseModel):
     step: int
     eval_loss: Finite = None
     perplexity: Finite = None
+    # a task's named metrics at this eval (e.g. "val/criteria_matcher/f1"); none for an LM
+    metrics: dict[str, float] = {}
 
 
 class MetricsSummary(BaseModel):
