@@ -133,6 +133,8 @@ class MetricsCompletedPayload(_Strict):
     final_perplexity: float | None = None
     tokens_per_s: float | None = Field(default=None, ge=0)
     artifact_dir: str | None = None
+    # a task's final figures, e.g. "test/criteria_matcher/f1" and its "baseline/..." twin
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class StudyStartedPayload(_Strict):

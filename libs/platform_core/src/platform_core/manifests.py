@@ -122,6 +122,8 @@ class EvalPoint(BaseModel):
     step: int
     eval_loss: Finite = None
     perplexity: Finite = None
+    # a task's named metrics at this eval (e.g. "val/criteria_matcher/f1"); none for an LM
+    metrics: dict[str, float] = {}
 
 
 class MetricsSummary(BaseModel):
@@ -137,6 +139,22 @@ class MetricsSummary(BaseModel):
     final_eval_loss: Finite = None
     tokens_per_s: Finite = None
     eval_history: list[EvalPoint] = []
+
+
+class DualAgentRecord(BaseModel):
+    """What a dual-agent run learned beyond its losses: the decision thresholds tuned on
+    validation, the data report, and the model's test metrics beside the keyword
+    baseline's on the same test split (`eval/dual_agent.json` holds the same)."""
+
+    model_config = _FROZEN
+
+    criteria: list[str]  # the criteria head's order
+    criteria_head: Literal["sigmoid", "softmax"]
+    thresholds: dict[str, float]  # criterion -> probability at or above which it matches
+    data_report: dict[str, dict[str, int]]  # split -> criterion (or NO_CRITERION, POSTS) -> posts
+    val_metrics: dict[str, float]  # with the tuned thresholds
+    test_metrics: dict[str, float]  # empty when the data has no test split
+    baseline_test_metrics: dict[str, float]
 
 
 class RunDurations(BaseModel):
@@ -189,6 +207,7 @@ class RunManifest(BaseModel):
     artifacts: list[str] = []  # files of the run folder, relative to it
     model_files: dict[str, str] = {}  # final model files (relative to the run) -> SHA-256
     failure: RunFailure | None = None
+    dual_agent: DualAgentRecord | None = None  # dual_agent model runs only
 
     def train_spec(self) -> TrainRunSpec:
         """The spec of a model run; DATA_INVALID for another kind or a spec that no longer

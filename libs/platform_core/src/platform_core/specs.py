@@ -28,7 +28,7 @@ from pydantic import (
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from platform_core.errors import invalid_input
+from platform_core.errors import AppError, ErrorCode, invalid_input
 
 # byte-level BPE starts from the 256 byte symbols plus its two special tokens
 BPE_MIN_VOCAB_SIZE = 258
@@ -55,6 +55,11 @@ PRESET_SHAPES: dict[str, dict[str, PresetShape]] = {
         "tiny": PresetShape(n_layer=1, width=64, n_head=0, context=None),
         "small": PresetShape(n_layer=2, width=256, n_head=0, context=None),
         "medium": PresetShape(n_layer=3, width=512, n_head=0, context=None),
+    },
+    # a BERT-like encoder trained from scratch (trainer_worker.dual_agent.model)
+    "dual_agent": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
     },
 }
 # preset names per model family; the worker maps each to its architecture
@@ -104,7 +109,12 @@ class CorpusOptions(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative_path(cls, value: str | None) -> str | None:
-        return None if value is None else relative_data_path(value)
+        return relative_path(value)
+
+
+def relative_path(value: str | None) -> str | None:
+    """A user's optional path: None, or `relative_data_path(value)`."""
+    return None if value is None else relative_data_path(value)
 
 
 def relative_data_path(value: str) -> str:
@@ -258,7 +268,9 @@ class TrainConfig:
 # ---- from trainer_worker.models.registry ----------------------------------------
 
 
-ModelFamily = Literal["gpt2", "char_lstm"]
+ModelFamily = Literal["gpt2", "char_lstm", "dual_agent"]
+# families trained as causal language models on a tokenizer run and a text corpus
+LANGUAGE_MODEL_FAMILIES: tuple[ModelFamily, ...] = ("gpt2", "char_lstm")
 
 
 # a hub id as the Hugging Face hub spells it: `name` or `namespace/name`, each part letters and
@@ -287,7 +299,8 @@ class ModelSpec(BaseModel):
         max_length=512,
         pattern=PRETRAINED_PATTERN,
         description=(
-            "gpt2 only. `data:<folder>`: a save_pretrained folder under the data root; "
+            "gpt2 and dual_agent (its encoder). `data:<folder>`: a save_pretrained folder "
+            "under the data root; "
             f"otherwise a hub id (`name` or `namespace/name`, at most {HUB_ID_MAX_CHARS} "
             "characters). Excludes dropout and context_size."
         ),
@@ -299,7 +312,7 @@ class ModelSpec(BaseModel):
         default=None,
         ge=8,
         le=MAX_BLOCK_SIZE,
-        description="gpt2 only: overrides the preset's n_positions; fresh models only",
+        description="gpt2 and dual_agent: overrides the preset's positions; fresh models only",
     )
 
     @field_validator("pretrained")
@@ -317,9 +330,13 @@ class ModelSpec(BaseModel):
                 f"unknown {self.family} preset {self.preset!r}; choose one of {sorted(presets)}"
             )
         if self.family == "char_lstm" and self.pretrained is not None:
-            raise ValueError("pretrained weights are only available for the gpt2 family")
+            raise ValueError(
+                "pretrained weights are only available for the gpt2 and dual_agent families"
+            )
         if self.family == "char_lstm" and self.context_size is not None:
-            raise ValueError("context_size applies to gpt2 only; an LSTM has no context limit")
+            raise ValueError(
+                "context_size does not apply to char_lstm: an LSTM has no context limit"
+            )
         if self.pretrained is not None and (self.dropout is not None or self.context_size):
             raise ValueError("dropout and context_size cannot override a pretrained model")
         return self
@@ -476,20 +493,112 @@ class RetentionSpec(BaseModel):
     min_free_disk_fraction: StrictFloat = Field(default=0.10, ge=0.0, lt=1.0)
 
 
+class TaskWeights(BaseModel):
+    """The dual-agent joint loss: w_c * criteria loss + w_e * evidence loss (seed 002)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    criteria_matcher: StrictFloat = Field(default=1.0, ge=0.0, le=100.0)
+    evidence_binder: StrictFloat = Field(default=1.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> TaskWeights:
+        if self.criteria_matcher == 0.0 and self.evidence_binder == 0.0:
+            raise ValueError("at least one task weight must be positive")
+        return self
+
+
+class DualAgentOptions(BaseModel):
+    """The dual-agent family's data and heads. Data: `path` (a .jsonl or .csv of
+    ReDSM5-format posts under the data root), `hf_dataset` (a hub dataset id, local cache
+    first) or neither: the built-in generator's posts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    path: str | None = Field(default=None, min_length=1, max_length=1024)
+    hf_dataset: str | None = Field(
+        default=None, min_length=1, max_length=HUB_ID_MAX_CHARS, pattern=PRETRAINED_PATTERN
+    )
+    generated_posts: StrictInt = Field(default=600, ge=20, le=100_000)  # generator only
+    val_fraction: StrictFloat = Field(default=0.15, gt=0.0, le=0.5)
+    test_fraction: StrictFloat = Field(default=0.15, ge=0.0, le=0.5)  # files; generated: held out
+    split_seed: StrictInt = Field(default=1337, ge=0, le=MAX_SEED)
+    criteria_head: Literal["sigmoid", "softmax"] = "sigmoid"  # multi-label by default
+    # weigh positives by negatives / positives per criterion (few posts match any one)
+    class_weights: StrictBool = True
+    task_weights: TaskWeights = Field(default_factory=TaskWeights)
+    vocab_size: StrictInt = Field(default=2000, ge=100, le=100_000)  # from-scratch WordPiece
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str | None) -> str | None:
+        return relative_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DualAgentOptions:
+        if self.path is not None and self.hf_dataset is not None:
+            raise ValueError("give path or hf_dataset, not both")
+        if self.hf_dataset is not None and self.hf_dataset.startswith(DATA_PREFIX):
+            raise ValueError("hf_dataset is a hub id; a local file goes in path")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave posts to train on")
+        return self
+
+
 class TrainRunSpec(BaseModel):
-    """What `POST /runs/train` and `trainctl` send for a model run."""
+    """What `POST /runs/train` and `trainctl` send for a model run. Language models name a
+    tokenizer run and a corpus; the dual-agent family brings its own tokenizer and takes
+    `dual_agent` options instead."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     model: ModelSpec
-    tokenizer_id: str = Field(pattern=ID_REGEX)
+    tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
+    dual_agent: DualAgentOptions | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     sample_prompts: tuple[Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)], ...] = Field(
         default=DEFAULT_PROMPTS, max_length=MAX_SAMPLE_PROMPTS
     )
     sample_max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dual_agent_defaults(cls, data: object) -> object:
+        """A dual_agent spec without options gets the defaults, so the manifest shows them."""
+        if not isinstance(data, dict) or data.get("dual_agent") is not None:
+            return data
+        model = data.get("model")
+        family = model.get("family") if isinstance(model, dict) else getattr(model, "family", None)
+        return {**data, "dual_agent": {}} if family == "dual_agent" else data
+
+    @model_validator(mode="after")
+    def _family_inputs(self) -> TrainRunSpec:
+        if self.model.family == "dual_agent":
+            if self.tokenizer_id is not None:
+                raise ValueError("dual_agent trains its own tokenizer: leave tokenizer_id out")
+        else:
+            if self.tokenizer_id is None:
+                raise ValueError(f"{self.model.family} needs tokenizer_id (a tokenizer run)")
+            if self.dual_agent is not None:
+                raise ValueError("dual_agent options apply to the dual_agent family only")
+        return self
+
+    @property
+    def lm_tokenizer_id(self) -> str:
+        """The tokenizer run of a language-model spec (the validator made sure it is set);
+        INVALID_INPUT for a family without one (generate and score need a language model)."""
+        if self.tokenizer_id is None:
+            raise AppError(
+                ErrorCode.INVALID_INPUT,
+                f"a {self.model.family} model is not a language model (no tokenizer run)",
+            )
+        return self.tokenizer_id
+
+    @property
+    def dual_agent_options(self) -> DualAgentOptions:
+        return self.dual_agent or DualAgentOptions()
 
     @model_validator(mode="after")
     def _block_fits_the_model(self) -> TrainRunSpec:

@@ -86,7 +86,10 @@ def _checked_submit(
     if isinstance(body, TokenizerCreate):
         tokenizer_id = body.tokenizer_id or new_id("tok")
         return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
-    check_tokenizer(client, data_root, body.spec.tokenizer_id)
+    if body.spec.tokenizer_id is not None:  # language models; dual_agent brings its own
+        check_tokenizer(client, data_root, body.spec.tokenizer_id)
+    if body.spec.dual_agent is not None and body.spec.dual_agent.path is not None:
+        check_corpus(data_root, CorpusOptions(path=body.spec.dual_agent.path))
     check_pretrained(data_root, body.spec.model)
     check_memory(body.spec, max_activation_gib)
     run_id = body.run_id or new_id("run")

@@ -179,7 +179,7 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
         layout.checkpoints_dir(run_id)
     ):
         raise AppError(ErrorCode.CONFLICT, f"run {run_id} has no weights yet; try again later")
-    tokenizer = load_tokenizer(layout.tokenizer_dir(spec.tokenizer_id))
+    tokenizer = load_tokenizer(layout.tokenizer_dir(spec.lm_tokenizer_id))
     # the architecture: a `data:` folder resolved inside the root, as the training did
     model_spec = resolve_pretrained(spec.model, layout.root)
     model = build_model(model_spec, tokenizer.vocab_size, tokenizer.eos_id)

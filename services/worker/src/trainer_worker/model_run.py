@@ -65,7 +65,7 @@ from trainer_worker.training.loop import train
 from trainer_worker.training.seeding import seed_everything
 
 _log = logging.getLogger(__name__)
-_SERVICE: Final = "model-trainer-worker"
+SERVICE: Final = "model-trainer-worker"
 
 
 def parse_spec(spec: JsonObject) -> TrainRunSpec:
@@ -99,30 +99,39 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     """The body of a `train_model` job: prepare, resume or start, train, publish."""
     started = time.monotonic()
     run = _prepare(parse_spec(spec_json), context)
-    search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
+    search, manifest = begin_run(context, run.model, run.manifest, run.spec.train.max_steps)
+    with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
+        if search.point is not None or search.quarantined:
+            _log.warning(resume_message(search), extra={"event": "run.resumed"})
+        return _train_and_publish(context, run, manifest, started=started, resume=search.point)
+
+
+def begin_run(
+    context: JobContext, model: torch.nn.Module, manifest: RunManifest, max_steps: int
+) -> tuple[ResumeSearch, RunManifest]:
+    """Load the newest checkpoint that verifies into `model` (setting corrupt ones aside),
+    say where the run resumes, and write the starting manifest; every model kind begins so."""
+    search = find_resume_point(context.layout.checkpoints_dir(context.run_id), model)
     resume = search.point
     if search.quarantined:  # the run's message, as `trainctl status` shows it while it trains
-        context.store.set_status(context.run_id, RunStatus.RUNNING, message=_resume_message(search))
+        context.store.set_status(context.run_id, RunStatus.RUNNING, message=resume_message(search))
     if resume is not None or search.quarantined:
         context.progress(
             step=resume.state.step if resume else 0,
-            total_steps=run.spec.train.max_steps,
+            total_steps=max_steps,
             epoch=0,
             eta_s=None,
-            message=_resume_message(search),
+            message=resume_message(search),
         )
     context.layout.eval_dir(context.run_id).mkdir(parents=True, exist_ok=True)
-    manifest = run.manifest.model_copy(
+    started = manifest.model_copy(
         update={"resumed_from_step": resume.state.step if resume else None}
     )
-    write_manifest(context.layout.run_manifest(context.run_id), manifest)
-    with run_log(context.layout.run_log(context.run_id), context.run_id, service=_SERVICE):
-        if resume is not None or search.quarantined:
-            _log.warning(_resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started=started, resume=resume)
+    write_manifest(context.layout.run_manifest(context.run_id), started)
+    return search, started
 
 
-def _resume_message(search: ResumeSearch) -> str:
+def resume_message(search: ResumeSearch) -> str:
     """What the user is told: where the run resumes, and which corrupt checkpoints were set
     aside (renamed, kept for inspection)."""
     aside = ", ".join(f"{q.name} as {q.moved_to}" for q in search.quarantined)
@@ -135,7 +144,7 @@ def _resume_message(search: ResumeSearch) -> str:
 def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
     """Everything a user can get wrong (tokenizer, corpus, model), checked and built."""
     layout = context.layout
-    tokenizer = _load_tokenizer(layout, spec.tokenizer_id)
+    tokenizer = _load_tokenizer(layout, spec.lm_tokenizer_id)
     corpus = load_corpus(corpus_spec(spec.corpus), layout.root)
     train_ids = _encode(tokenizer, corpus.train_text)
     eval_ids = _encode(tokenizer, corpus.holdout_text) if corpus.holdout_documents else None
@@ -154,8 +163,8 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
         precision=setup.precision,
         num_params=count_parameters(model),
         corpus=CorpusRecord(source=corpus.source, sha256=corpus.sha256),
-        tokenizer=TokenizerRef(id=spec.tokenizer_id, vocab_size=tokenizer.vocab_size),
-        library_versions=_versions(),
+        tokenizer=TokenizerRef(id=spec.lm_tokenizer_id, vocab_size=tokenizer.vocab_size),
+        library_versions=library_versions(),
         host=HostInfo(
             python=platform.python_version(),
             machine=platform.machine(),
@@ -196,7 +205,7 @@ def _train_and_publish(
                 device=str(manifest.device),
                 precision=str(manifest.precision),
                 seed=spec.train.seed,
-                tokenizer_id=spec.tokenizer_id,
+                tokenizer_id=spec.lm_tokenizer_id,
             ),
         )
     )
@@ -206,7 +215,7 @@ def _train_and_publish(
         folder,
         spec.retention,
         watermark=context.store.published_step(run_id),
-        fallback_checkpoint_bytes=3 * _param_bytes(model),  # weights + two AdamW moments
+        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
     )
     try:
         result = train(
@@ -224,7 +233,7 @@ def _train_and_publish(
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
     _write_jsonl(layout.eval_samples(run_id), samples)
-    metrics = _metrics(result, read_history(folder))
+    metrics = metrics_summary(result, read_history(folder))
     write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
     layout.model_dir(run_id).mkdir(exist_ok=True)
     weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
@@ -239,7 +248,7 @@ def _train_and_publish(
                 total=round(duration, 3), training=round(result.duration_s, 3)
             ),
             "metrics": metrics,
-            "artifacts": _artifact_list(folder),
+            "artifacts": artifact_list(folder),
             "model_files": {f"{MODEL}/{MODEL_FILE}": str(weights["sha256"])},
         }
     )
@@ -276,7 +285,7 @@ def _train_and_publish(
     )
 
 
-def _param_bytes(model: torch.nn.Module) -> int:
+def param_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
@@ -310,7 +319,7 @@ def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -
     return samples
 
 
-def _metrics(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
+def metrics_summary(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
     """The run's metrics summary; evals come from the history file, so a resumed run's
     summary covers its whole life."""
     points = [EvalPoint.model_validate(row) for row in history]
@@ -327,11 +336,11 @@ def _metrics(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
     )
 
 
-def _artifact_list(folder: Path) -> list[str]:
+def artifact_list(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     names = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
     return {name: version(name) for name in names}
 

@@ -39,6 +39,8 @@ class EvalInfo:
     train_loss: float | None  # mean training loss since the previous eval; None at step 0
     best_eval_loss: float  # lowest eval loss so far, this one included
     improved: bool  # whether this eval beat the previous best by min_delta
+    # the task's named metrics (e.g. "val/criteria_matcher/f1"); empty for a language model
+    metrics: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
