@@ -208,6 +208,7 @@ class RunManifest(BaseModel):
     model_files: dict[str, str] = {}  # final model files (relative to the run) -> SHA-256
     failure: RunFailure | None = None
     dual_agent: DualAgentRecord | None = None  # dual_agent model runs only
+    classifier: ClassifierRecord | None = None  # classifier model runs only
 
     def train_spec(self) -> TrainRunSpec:
         """The spec of a model run; DATA_INVALID for another kind or a spec that no longer
@@ -261,6 +262,47 @@ class BaselineReport(BaseModel):
     val: ClassificationMetrics
     test: ClassificationMetrics
     train_s: float
+
+
+class LatencyReport(BaseModel):
+    """Single-text CPU inference (tokenise + forward), after warm-up passes."""
+
+    model_config = _FROZEN
+
+    p50_ms: float
+    p95_ms: float
+    samples: int
+    threads: int  # torch's intra-op threads while timing
+
+
+class QuantizedReport(BaseModel):
+    """The dynamic int8 copy (Linear layers) of a classifier, on the same test split."""
+
+    model_config = _FROZEN
+
+    test: ClassificationMetrics
+    accuracy_delta: float  # int8 accuracy - fp32 accuracy
+    latency: LatencyReport
+    speedup: float  # fp32 p50 / int8 p50
+    size_bytes: int  # the int8 state dict, serialised
+
+
+class ClassifierRecord(BaseModel):
+    """What a classifier run measured on its dataset's test split, beside the TF-IDF
+    baseline's figures stored with the dataset (`eval/classifier.json` holds the same)."""
+
+    model_config = _FROZEN
+
+    dataset_id: str
+    labels: list[str]  # the head's order (config.id2label)
+    best_step: int | None  # the step whose weights were kept (best validation accuracy)
+    best_val_accuracy: float | None
+    test: ClassificationMetrics
+    baseline_test: ClassificationMetrics | None  # None: the dataset has no baseline
+    confusion: list[list[int]]  # [true label][predicted label], in `labels` order
+    latency: LatencyReport
+    size_bytes: int  # the saved model's weights
+    quantized: QuantizedReport | None = None  # None: quantisation not asked for
 
 
 class DatasetReport(BaseModel):

@@ -61,6 +61,11 @@ PRESET_SHAPES: dict[str, dict[str, PresetShape]] = {
         "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
         "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
     },
+    # AutoModelForSequenceClassification (BERT) from scratch (trainer_worker.classify.model)
+    "classifier": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
+    },
 }
 # preset names per model family; the worker maps each to its architecture
 MODEL_PRESETS: dict[str, tuple[str, ...]] = {
@@ -268,9 +273,14 @@ class TrainConfig:
 # ---- from trainer_worker.models.registry ----------------------------------------
 
 
-ModelFamily = Literal["gpt2", "char_lstm", "dual_agent"]
+ModelFamily = Literal["gpt2", "char_lstm", "dual_agent", "classifier"]
 # families trained as causal language models on a tokenizer run and a text corpus
 LANGUAGE_MODEL_FAMILIES: tuple[ModelFamily, ...] = ("gpt2", "char_lstm")
+# families that build their own tokenizer (a WordPiece trained on their data, or the
+# pretrained model's)
+OWN_TOKENIZER_FAMILIES: tuple[ModelFamily, ...] = ("dual_agent", "classifier")
+# the classifier stops after this many evals without a better validation accuracy (issue #14)
+CLASSIFIER_PATIENCE = 2
 
 
 # a hub id as the Hugging Face hub spells it: `name` or `namespace/name`, each part letters and
@@ -299,8 +309,8 @@ class ModelSpec(BaseModel):
         max_length=512,
         pattern=PRETRAINED_PATTERN,
         description=(
-            "gpt2 and dual_agent (its encoder). `data:<folder>`: a save_pretrained folder "
-            "under the data root; "
+            "gpt2, dual_agent (its encoder) and classifier. `data:<folder>`: a "
+            "save_pretrained folder under the data root; "
             f"otherwise a hub id (`name` or `namespace/name`, at most {HUB_ID_MAX_CHARS} "
             "characters). Excludes dropout and context_size."
         ),
@@ -330,9 +340,7 @@ class ModelSpec(BaseModel):
                 f"unknown {self.family} preset {self.preset!r}; choose one of {sorted(presets)}"
             )
         if self.family == "char_lstm" and self.pretrained is not None:
-            raise ValueError(
-                "pretrained weights are only available for the gpt2 and dual_agent families"
-            )
+            raise ValueError("pretrained weights are not available for the char_lstm family")
         if self.family == "char_lstm" and self.context_size is not None:
             raise ValueError(
                 "context_size does not apply to char_lstm: an LSTM has no context limit"
@@ -545,10 +553,24 @@ class DualAgentOptions(BaseModel):
         return self
 
 
+class ClassifierOptions(BaseModel):
+    """The classifier family's data: a prepared dataset (`prepare_dataset` run) whose train,
+    val and test splits it trains, selects and reports on; and its test report's extras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    dataset_id: str = Field(pattern=ID_REGEX)
+    vocab_size: StrictInt = Field(default=4000, ge=100, le=100_000)  # from-scratch WordPiece
+    # also report a dynamic int8 copy (Linear layers) for CPU inference: accuracy and speed
+    quantize: StrictBool = True
+    # single-text forward passes timed for the p50/p95 latency (after 3 warm-up passes)
+    latency_samples: StrictInt = Field(default=50, ge=5, le=1000)
+
+
 class TrainRunSpec(BaseModel):
     """What `POST /runs/train` and `trainctl` send for a model run. Language models name a
-    tokenizer run and a corpus; the dual-agent family brings its own tokenizer and takes
-    `dual_agent` options instead."""
+    tokenizer run and a corpus; the dual-agent and classifier families bring their own
+    tokenizer and take `dual_agent` / `classifier` options instead."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
@@ -556,6 +578,7 @@ class TrainRunSpec(BaseModel):
     tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
     dual_agent: DualAgentOptions | None = None
+    classifier: ClassifierOptions | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     sample_prompts: tuple[Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)], ...] = Field(
@@ -573,16 +596,37 @@ class TrainRunSpec(BaseModel):
         family = model.get("family") if isinstance(model, dict) else getattr(model, "family", None)
         return {**data, "dual_agent": {}} if family == "dual_agent" else data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _classifier_patience(cls, data: object) -> object:
+        """A classifier spec whose train settings leave early stopping out gets patience 2."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        family = model.get("family") if isinstance(model, dict) else getattr(model, "family", None)
+        train = data.get("train", {})
+        if family != "classifier" or not isinstance(train, dict):
+            return data
+        if "early_stopping_patience" in train:
+            return data
+        return {**data, "train": {**train, "early_stopping_patience": CLASSIFIER_PATIENCE}}
+
     @model_validator(mode="after")
     def _family_inputs(self) -> TrainRunSpec:
-        if self.model.family == "dual_agent":
+        family = self.model.family
+        if family in OWN_TOKENIZER_FAMILIES:
             if self.tokenizer_id is not None:
-                raise ValueError("dual_agent trains its own tokenizer: leave tokenizer_id out")
-        else:
-            if self.tokenizer_id is None:
-                raise ValueError(f"{self.model.family} needs tokenizer_id (a tokenizer run)")
-            if self.dual_agent is not None:
-                raise ValueError("dual_agent options apply to the dual_agent family only")
+                raise ValueError(f"{family} trains its own tokenizer: leave tokenizer_id out")
+        elif self.tokenizer_id is None:
+            raise ValueError(f"{family} needs tokenizer_id (a tokenizer run)")
+        if self.dual_agent is not None and family != "dual_agent":
+            raise ValueError("dual_agent options apply to the dual_agent family only")
+        if (self.classifier is None) != (family != "classifier"):
+            raise ValueError(
+                "the classifier family needs classifier options (classifier.dataset_id)"
+                if family == "classifier"
+                else "classifier options apply to the classifier family only"
+            )
         return self
 
     @property
@@ -599,6 +643,15 @@ class TrainRunSpec(BaseModel):
     @property
     def dual_agent_options(self) -> DualAgentOptions:
         return self.dual_agent or DualAgentOptions()
+
+    @property
+    def classifier_options(self) -> ClassifierOptions:
+        """The classifier family's options (the validator made sure they are set)."""
+        if self.classifier is None:
+            raise AppError(
+                ErrorCode.INVALID_INPUT, f"a {self.model.family} run is not a classifier run"
+            )
+        return self.classifier
 
     @model_validator(mode="after")
     def _block_fits_the_model(self) -> TrainRunSpec:

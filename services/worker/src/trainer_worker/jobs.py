@@ -22,6 +22,7 @@ from platform_core.layout import DataLayout
 from platform_core.settings import load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
+from trainer_worker.classify.run import train_classifier_body
 from trainer_worker.dual_agent.run import train_dual_agent_body
 from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
@@ -60,13 +61,16 @@ def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None
 
 
 def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
-    """Train a model (GPT-2 or Char-LSTM on a trained tokenizer, or a dual-agent model on
-    ReDSM5-format posts); artifacts in `runs/<run_id>/`."""
+    """Train a model (GPT-2 or Char-LSTM on a trained tokenizer, a dual-agent model on
+    ReDSM5-format posts, or a text classifier on a prepared dataset); artifacts in
+    `runs/<run_id>/`."""
 
     def body(context: JobContext) -> Outcome:
         parsed = parse_spec(spec)
         if parsed.model.family == "dual_agent":
             return train_dual_agent_body(parsed, context)
+        if parsed.model.family == "classifier":
+            return train_classifier_body(parsed, context)
         return train_model_body(spec, context)
 
     return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)

@@ -214,11 +214,13 @@ def _evaluate(
     if not run.task.has_eval:
         return False
     result = run.task.evaluate(run.fwd_model, run.device, run.autocast, ctx)
-    eval_loss = result.loss
+    eval_loss, score = result.loss, result.score
+    # "best" is by the task's selection score (its loss unless it declares another), and so
+    # are early stopping and the score checkpoints carry for retention's keep-best
     best = run.best_eval_loss
-    improved = best is None or eval_loss < best - config.early_stopping_min_delta
+    improved = best is None or score < best - config.early_stopping_min_delta
     if improved:
-        run.best_eval_loss, run.evals_without_improvement = eval_loss, 0
+        run.best_eval_loss, run.evals_without_improvement = score, 0
     else:
         run.evals_without_improvement += 1
     since = run.loss_since_eval
@@ -227,12 +229,13 @@ def _evaluate(
         eval_loss=eval_loss,
         perplexity=perplexity(eval_loss),
         train_loss=sum(since) / len(since) if since else None,
-        best_eval_loss=min(eval_loss, best) if best is not None else eval_loss,
+        best_eval_loss=min(score, best) if best is not None else score,
         improved=improved,
         metrics=dict(result.metrics),
+        selection=result.selection,
     )
     run.loss_since_eval = []
-    run.last_eval_loss, run.last_eval_step = eval_loss, run.step
+    run.last_eval_loss, run.last_eval_step = score, run.step
     run.eval_history.append(info)
     logger.info(
         "evaluated",

@@ -26,12 +26,19 @@ BatchT = TypeVar("BatchT")
 
 @dataclass(frozen=True)
 class TaskEval:
-    """One evaluation: the holdout loss early stopping and retention judge by (lower is
-    better, the same on every process), and the task's named metrics (e.g.
-    `val/criteria_matcher/f1`), which reach the eval event and the run's history."""
+    """One evaluation: the holdout loss, the task's named metrics (e.g.
+    `val/criteria_matcher/f1`), which reach the eval event and the run's history, and the
+    score early stopping and the best checkpoint are judged by (lower is better, the same on
+    every process): the loss unless the task declares another in `selection`."""
 
     loss: float
     metrics: Mapping[str, float] = field(default_factory=dict)
+    # e.g. 1 - validation accuracy for a classifier; None = judge by `loss`
+    selection: float | None = None
+
+    @property
+    def score(self) -> float:
+        return self.loss if self.selection is None else self.selection
 
 
 class TrainingTask(Protocol[BatchT]):
