@@ -4,6 +4,7 @@ import discord
 import pytest
 
 from platform_core.api_models import RunList, RunMetrics, RunProgress, RunPublic
+from platform_core.events import MetricsCompleted
 from platform_core.run_state import RunStatus
 from tests.bot import factories
 from trainer_bot.embeds import (
@@ -218,3 +219,18 @@ def test_live_embed_of_a_run_without_figures_yet() -> None:
     assert embed.title == "run-2 · queued"
     assert embed.description == NONE
     assert set(fields(embed).values()) == {NONE}
+
+
+def test_training_finished_shows_the_model_beside_its_baseline() -> None:
+    metrics = {
+        "test/accuracy": 0.9123,
+        "test/macro_f1": 0.9,
+        "test/p95_ms": 4.2,
+        "baseline/accuracy": 0.9182,
+        "baseline/macro_f1": 0.92,
+    }
+    done = factories.like(MetricsCompleted, "run-1", metrics=metrics)
+    shown = fields(event_embed(done))
+    assert shown["Test accuracy"] == "0.9123 (baseline 0.9182)"
+    assert shown["Test macro f1"] == "0.9 (baseline 0.92)"
+    assert not any("p95" in name for name in shown)  # no baseline twin, not a pair

@@ -90,6 +90,8 @@ def _checked_submit(
         check_tokenizer(client, data_root, body.spec.tokenizer_id)
     if body.spec.dual_agent is not None and body.spec.dual_agent.path is not None:
         check_corpus(data_root, CorpusOptions(path=body.spec.dual_agent.path))
+    if body.spec.classifier is not None:
+        check_dataset(client, data_root, body.spec.classifier.dataset_id)
     check_pretrained(data_root, body.spec.model)
     check_memory(body.spec, max_activation_gib)
     run_id = body.run_id or new_id("run")
@@ -129,6 +131,19 @@ def check_memory(spec: TrainRunSpec, max_activation_gib: float) -> None:
         f"about {needed / 2**30:.1f} GiB of activations, over this API's bound of "
         f"{max_activation_gib:g} GiB (training.max_activation_gib); lower batch_size and raise "
         "grad_accum_steps instead",
+    )
+
+
+def check_dataset(client: redis.Redis, data_root: Path, dataset_id: str) -> None:
+    """Prepared, or queued / preparing (a classifier run queued behind its dataset's run)."""
+    if DataLayout(data_root).dataset_manifest(dataset_id).is_file():
+        return
+    live = live_state(client, dataset_id)
+    if live.kind == "prepare_dataset" and live.status in ("queued", "running"):
+        return
+    raise AppError(
+        ErrorCode.DATA_NOT_FOUND,
+        f"dataset {dataset_id!r} not found; prepare it first (POST /datasets)",
     )
 
 

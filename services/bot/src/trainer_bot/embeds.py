@@ -185,9 +185,27 @@ def _metrics(event: Event) -> discord.Embed | None:
         embed.add_field(name="Eval loss", value=format_metric(done.final_eval_loss))
         embed.add_field(name="Perplexity", value=format_metric(done.final_perplexity))
         embed.add_field(name="Tokens/s", value=format_rate(done.tokens_per_s))
+        for name, value in versus_baseline(done.metrics):
+            embed.add_field(name=name, value=value)
     else:
         return None
     return embed
+
+
+MAX_BASELINE_FIELDS = 6  # an embed holds 25 fields; the headline pairs are few
+
+
+def versus_baseline(metrics: dict[str, float]) -> list[tuple[str, str]]:
+    """A task's test figures beside its baseline's twin ("test/accuracy" and
+    "baseline/accuracy" -> ("Test accuracy", "0.9 (baseline 0.85)")), in the payload's order."""
+    pairs: list[tuple[str, str]] = []
+    for key, value in metrics.items():
+        name = key.removeprefix("test/")
+        twin = metrics.get(f"baseline/{name}")
+        if key.startswith("test/") and twin is not None:
+            label = f"Test {name.replace('/', ' ').replace('_', ' ')}"
+            pairs.append((label, f"{format_metric(value)} (baseline {format_metric(twin)})"))
+    return pairs[:MAX_BASELINE_FIELDS]
 
 
 def _study(event: Event) -> discord.Embed | None:
