@@ -21,8 +21,15 @@ from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.settings import load_settings
 from platform_core.specs import TokenizerSpec
+from trainer_worker.dual_agent.predict import predict_work
 from trainer_worker.dual_agent.run import train_dual_agent_body
-from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
+from trainer_worker.inference_jobs import (
+    answer_request,
+    evaluate_work,
+    generate_work,
+    run_inference,
+    score_work,
+)
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
 from trainer_worker.model_run import parse_spec, resume_hint, train_model_body
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
@@ -89,6 +96,13 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
     """Evaluate a run's model on its holdout; appended to `eval/evaluations.jsonl`."""
     return run_inference(
         "evaluate", request_id, spec, evaluate_work, client=_connection(), data_root=_data_root()
+    )
+
+
+def predict(request_id: str, spec: JsonObject) -> JsonObject:
+    """Label texts with a dual-agent run (criteria + evidence); answers into the cache."""
+    return answer_request(
+        "predict", request_id, predict_work, client=_connection(), data_root=_data_root()
     )
 
 
