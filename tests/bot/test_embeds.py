@@ -221,7 +221,28 @@ def test_live_embed_of_a_run_without_figures_yet() -> None:
     assert set(fields(embed).values()) == {NONE}
 
 
-def test_training_finished_shows_the_model_beside_its_baseline() -> None:
+def test_a_dual_agent_completion_shows_its_f1_against_the_baseline() -> None:
+    snapshot = RunSnapshot("run-1", step=300, total_steps=300, loss=0.01)
+    done = factories.like(
+        MetricsCompleted,
+        "run-1",
+        metrics={
+            "test/criteria_matcher/f1": 0.7123,
+            "baseline/criteria_matcher/f1": 0.4491,
+            "test/evidence_binder/char_f1": 0.6402,
+            "baseline/evidence_binder/char_f1": 0.3921,
+        },
+    )
+    snapshot.update(done)
+    embed = event_embed(factories.completed(), snapshot)
+    shown = fields(embed)
+    assert shown["Criteria macro F1"] == "0.7123 (baseline 0.4491)"
+    assert shown["Evidence char F1"] == "0.6402 (baseline 0.3921)"
+    assert "Perplexity" not in shown
+    assert fields(event_embed(done))["Criteria macro F1"] == "0.7123 (baseline 0.4491)"
+
+
+def test_a_classifier_completion_shows_accuracy_and_macro_f1_against_the_baseline() -> None:
     metrics = {
         "test/accuracy": 0.9123,
         "test/macro_f1": 0.9,
@@ -229,8 +250,7 @@ def test_training_finished_shows_the_model_beside_its_baseline() -> None:
         "baseline/accuracy": 0.9182,
         "baseline/macro_f1": 0.92,
     }
-    done = factories.like(MetricsCompleted, "run-1", metrics=metrics)
-    shown = fields(event_embed(done))
+    shown = fields(event_embed(factories.like(MetricsCompleted, "run-1", metrics=metrics)))
     assert shown["Test accuracy"] == "0.9123 (baseline 0.9182)"
-    assert shown["Test macro f1"] == "0.9 (baseline 0.92)"
-    assert not any("p95" in name for name in shown)  # no baseline twin, not a pair
+    assert shown["Test macro F1"] == "0.9 (baseline 0.92)"
+    assert "Criteria macro F1" not in shown and "Perplexity" not in shown

@@ -20,15 +20,22 @@ from transformers import AutoModelForSequenceClassification
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.events import Event, MetricsCheckpoint, MetricsCompleted, MetricsEval
+from platform_core.json_types import JsonObject, JsonValue
 from platform_core.layout import DataLayout
 from platform_core.manifests import read_run_manifest
 from platform_core.model_registry import ModelRegistry
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.specs import (
+    MAX_PREDICT_TEXTS,
+    MAX_PREDICT_TOP_LABELS,
+    ClassifierPrediction,
+    PredictResult,
+)
 from tests.worker.classify.classifier_helpers import DATASET_SPEC, classifier_spec
-from trainer_worker import defaults
+from trainer_worker import defaults, jobs
 from trainer_worker.classify.dataset_job import read_split
-from trainer_worker.classify.predict import MAX_PREDICT_TEXTS, ClassifierPredictor
+from trainer_worker.classify.predict import ClassifierPredictor
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -113,14 +120,26 @@ def test_a_tiny_classifier_learns_the_builtin_dataset_and_registers(
     test_rows = read_split(layout.dataset_split("ds-boto", "test"))[:20]
     texts = [row.text for row in test_rows]
     predictor = ClassifierPredictor(layout.model_dir("clf-1"))
-    answers = predictor.predict(texts, top_k=3)
-    assert all(len(a.top) == 3 and a.top[0].label == a.label for a in answers)
+    assert predictor.max_length == 64  # the run's block size, saved with its tokenizer
+    answers = predictor.predict(texts)
+    assert all(len(a.top) == MAX_PREDICT_TOP_LABELS and a.top[0].label == a.label for a in answers)
     assert all(
         a.top[0].probability >= a.top[1].probability >= a.top[2].probability for a in answers
     )
     with pytest.raises(AppError) as refused:
         predictor.predict(["x"] * (MAX_PREDICT_TEXTS + 1))
     assert refused.value.code is ErrorCode.INVALID_INPUT
+    # the shared predict job's work answers for a classifier run in the family's shape
+    request: JsonObject = {"texts": list[JsonValue](texts)}
+    answered = jobs.predict_run_work(data_root, "clf-1", request)
+    result = PredictResult.model_validate(answered)
+    assert [p.family for p in result.predictions] == ["classifier"] * len(texts)
+    assert [p.label for p in result.predictions if isinstance(p, ClassifierPrediction)] == [
+        a.label for a in answers
+    ]
+    with pytest.raises(AppError) as too_many:
+        jobs.predict_run_work(data_root, "clf-1", {"texts": ["x"] * (MAX_PREDICT_TEXTS + 1)})
+    assert too_many.value.code is ErrorCode.INVALID_INPUT
 
     # registered: the version loads with from_pretrained and predicts the same labels
     registry = ModelRegistry(redis_client, layout)

@@ -17,7 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, Valid
 from platform_core.errors import AppError, ErrorCode, FailureClass
 
 JobKind = Literal[
-    "train_tokenizer", "train_model", "evaluate", "generate", "score", "study", "prepare_dataset"
+    "train_tokenizer",
+    "train_model",
+    "evaluate",
+    "generate",
+    "score",
+    "predict",
+    "study",
+    "prepare_dataset",
 ]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]

@@ -475,6 +475,93 @@ def validate_score_request(payload: Mapping[str, object]) -> ScoreRequest:
         raise invalid_input(e, what="score request") from e
 
 
+# ---- from trainer_worker.dual_agent.predict ----------------------------------------
+
+
+MAX_PREDICT_TEXTS = 32  # one batch: a forward pass over at most this many posts
+MAX_PREDICT_CHARS = 20_000  # a long Reddit post; the model reads its first block_size tokens
+
+
+class PredictRequest(BaseModel):
+    """`POST /runs/{id}/predict`: texts to label with a classifying run (dual_agent or
+    classifier; each answers with its own member of `TextPrediction`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    texts: tuple[Annotated[str, Field(min_length=1, max_length=MAX_PREDICT_CHARS)], ...] = Field(
+        min_length=1, max_length=MAX_PREDICT_TEXTS
+    )
+
+
+class CriterionScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    criterion: str  # e.g. "ANHEDONIA"
+    probability: float
+    threshold: float  # tuned on the run's validation split
+    matched: bool  # probability >= threshold
+
+
+class EvidenceSpanOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: int  # character offsets into the text, end exclusive
+    end: int
+    text: str
+
+
+class DualAgentPrediction(BaseModel):
+    """One text's answer from a dual_agent run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["dual_agent"] = "dual_agent"  # the discriminator of TextPrediction
+    criteria: list[CriterionScore]  # every criterion, in the head's order
+    matched: list[str]  # the criteria at or above their threshold
+    evidence: EvidenceSpanOut | None  # None: the model found no evidence sentence
+
+
+class LabelProbability(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    probability: float
+
+
+MAX_PREDICT_TOP_LABELS = 5  # a classifier's answer: its likeliest labels, not all 1 000
+
+
+class ClassifierPrediction(BaseModel):
+    """One text's answer from a classifier run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["classifier"] = "classifier"  # the discriminator of TextPrediction
+    label: str  # the likeliest
+    probability: float
+    top: list[LabelProbability]  # up to MAX_PREDICT_TOP_LABELS, likeliest first
+
+
+# per text, the answer of the run's family, told apart by `family`
+TextPrediction = Annotated[
+    DualAgentPrediction | ClassifierPrediction, Field(discriminator="family")
+]
+
+
+class PredictResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    predictions: list[TextPrediction]  # in the order of the request's texts
+
+
+def validate_predict_request(payload: Mapping[str, object]) -> PredictRequest:
+    """Parse a JSON-like payload; bad fields raise INVALID_INPUT naming each field."""
+    try:
+        return PredictRequest.model_validate(payload)
+    except ValidationError as e:
+        raise invalid_input(e, what="predict request") from e
+
+
 # ---- from trainer_worker.model_run ----------------------------------------
 
 

@@ -1,15 +1,16 @@
 """Labels with probabilities for texts, from a classifier's saved model folder (a run's
-`model/` or a registered version: both load with `from_pretrained` as is).
+`model/` or a registered version: both load with `from_pretrained` as is), and the predict
+job's work for a classifier run (`POST /runs/{id}/predict`, shared with the dual-agent
+family: the request's bounds and the answer's shape live in platform_core.specs).
 
-Batched and bounded: at most `MAX_PREDICT_TEXTS` texts of at most `MAX_PREDICT_CHARS`
-characters per call (INVALID_INPUT past them), each read to the model's first `max_length`
-tokens, and the `top_k` most probable labels per text.
+Batched: at most `MAX_PREDICT_TEXTS` texts per call, `BATCH` per forward pass, each read to
+the run's block size; per text the likeliest labels (at most `MAX_PREDICT_TOP_LABELS`).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,26 +18,22 @@ from torch import nn
 from transformers import AutoModelForSequenceClassification, PreTrainedModel
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.json_types import JsonObject
+from platform_core.layout import DataLayout
+from platform_core.specs import (
+    MAX_PREDICT_CHARS,
+    MAX_PREDICT_TEXTS,
+    MAX_PREDICT_TOP_LABELS,
+    ClassifierPrediction,
+    LabelProbability,
+    PredictResult,
+    validate_predict_request,
+)
 from trainer_worker.classify.model import model_labels
 from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer
+from trainer_worker.inference_jobs import read_model_run
 
-MAX_PREDICT_TEXTS = 32  # one forward pass per call
-MAX_PREDICT_CHARS = 20_000
-DEFAULT_TOP_K = 3
 BATCH = 16  # texts per forward pass
-
-
-@dataclass(frozen=True)
-class LabelScore:
-    label: str
-    probability: float
-
-
-@dataclass(frozen=True)
-class TextLabels:
-    label: str  # the most probable
-    probability: float
-    top: list[LabelScore]  # the top_k, most probable first
 
 
 class ClassifierPredictor:
@@ -57,7 +54,8 @@ class ClassifierPredictor:
         self.tokenizer = load_fast_tokenizer(folder)
         self.labels = model_labels(self.model)
         positions = int(self.model.config.max_position_embeddings)
-        self.max_length = min(max_length or positions, positions)
+        # default: the length the run trained on (its tokenizer's model_max_length)
+        self.max_length = min(max_length or int(self.tokenizer.model_max_length), positions)
 
     @torch.no_grad()
     def probabilities(self, texts: Sequence[str]) -> torch.Tensor:
@@ -80,23 +78,23 @@ class ClassifierPredictor:
             out.append(logits.float().softmax(dim=-1).cpu())
         return torch.cat(out)
 
-    def predict(self, texts: Sequence[str], *, top_k: int = DEFAULT_TOP_K) -> list[TextLabels]:
-        if not 1 <= top_k <= len(self.labels):
-            raise AppError(
-                ErrorCode.INVALID_INPUT, f"top_k must be between 1 and {len(self.labels)}"
-            )
-        answers: list[TextLabels] = []
+    def predict(self, texts: Sequence[str]) -> list[ClassifierPrediction]:
+        top_k = min(MAX_PREDICT_TOP_LABELS, len(self.labels))
+        answers: list[ClassifierPrediction] = []
         for row in self.probabilities(texts):
             values, indices = row.topk(top_k)
             top = [
-                LabelScore(self.labels[int(i)], float(p))
+                LabelProbability(label=self.labels[int(i)], probability=float(p))
                 for p, i in zip(values, indices, strict=True)
             ]
-            answers.append(TextLabels(top[0].label, top[0].probability, top))
+            answers.append(
+                ClassifierPrediction(label=top[0].label, probability=top[0].probability, top=top)
+            )
         return answers
 
 
 def _check(texts: Sequence[str]) -> None:
+    """The request's bounds, for callers that did not come through `PredictRequest`."""
     if not 1 <= len(texts) <= MAX_PREDICT_TEXTS:
         raise AppError(
             ErrorCode.INVALID_INPUT, f"give between 1 and {MAX_PREDICT_TEXTS} texts per call"
@@ -108,3 +106,19 @@ def _check(texts: Sequence[str]) -> None:
             raise AppError(
                 ErrorCode.INVALID_INPUT, f"text {n} is longer than {MAX_PREDICT_CHARS} characters"
             )
+
+
+def classifier_predict_work(data_root: Path, run_id: str, request: JsonObject) -> JsonObject:
+    """The predict job's work for a classifier run: validate, load, answer (JSON-safe)."""
+    parsed = validate_predict_request(request)
+    layout = DataLayout(data_root)
+    manifest, spec = read_model_run(layout, run_id)
+    if manifest.classifier is None:
+        raise AppError(
+            ErrorCode.CONFLICT,
+            f"run {run_id} has not finished: its model is saved when training ends",
+        )
+    predictor = ClassifierPredictor(layout.model_dir(run_id), max_length=spec.train.block_size)
+    result = PredictResult(predictions=list(predictor.predict(parsed.texts)))
+    answer: JsonObject = json.loads(result.model_dump_json())
+    return answer

@@ -262,6 +262,9 @@ def _train_and_publish(
     model_dir = layout.model_dir(run_id)
     model_dir.mkdir(exist_ok=True)
     model.save_pretrained(str(model_dir), safe_serialization=True)
+    # the length it was trained on travels with the model (a registered version's users
+    # truncate as the run did)
+    run.tokenizer.model_max_length = spec.train.block_size
     run.tokenizer.save_pretrained(str(model_dir))
     record = measure(run, model_dir, history)
     write_atomic(layout.eval_dir(run_id) / REPORT_FILE, record.model_dump_json(indent=2).encode())

@@ -35,8 +35,9 @@ def keyword_baseline(texts: Sequence[str]) -> tuple[Tensor, list[CharSpan | None
         most = 0
         for match in _SENTENCE.finditer(text):
             count = sum(_hits(match.group(), name) for name in CRITERIA)
-            if count > most:
-                best, most = (match.start(), match.end()), count
+            if count > most:  # the sentence without the space before it
+                lead = len(match.group()) - len(match.group().lstrip())
+                best, most = (match.start() + lead, match.end()), count
         spans.append(best)
     return scores, spans
 

@@ -63,7 +63,8 @@ def criteria_metrics(
 
 
 def tune_thresholds(scores: Tensor, labels: Tensor) -> list[float]:
-    """Per criterion, the grid threshold with the best F1 on these (validation) posts;
+    """Per criterion, the grid threshold with the best F1 on these (validation) posts, the
+    one nearest 0.5 among equals (the middle of a range that separates the classes);
     0.5 for a criterion with no positive post to learn from."""
     gold = labels > 0.5
     chosen = []
@@ -71,7 +72,10 @@ def tune_thresholds(scores: Tensor, labels: Tensor) -> list[float]:
         if not bool(gold[:, c].any()):
             chosen.append(0.5)
             continue
-        best = max(THRESHOLD_GRID, key=lambda t: (_prf(scores[:, c] >= t, gold[:, c])[2], -t))
+        best = max(
+            THRESHOLD_GRID,
+            key=lambda t: (_prf(scores[:, c] >= t, gold[:, c])[2], -abs(t - 0.5)),
+        )
         chosen.append(best)
     return chosen
 

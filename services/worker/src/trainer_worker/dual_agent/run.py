@@ -171,7 +171,7 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
         val_gold=gold_spans(splits.val),
         head=options.criteria_head,
         weights=options.task_weights,
-        pos_weight=_pos_weight(train) if options.class_weights else None,
+        pos_weight=dual_pos_weight(train) if options.class_weights else None,
     )
     setup = resolve_device_setup(spec.train.device, spec.train.precision)
     manifest = RunManifest(
@@ -202,7 +202,7 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
     return _Prepared(spec, options, splits, tokenizer, model, task, test, manifest)
 
 
-def _pos_weight(train: Encoded) -> torch.Tensor:
+def dual_pos_weight(train: Encoded) -> torch.Tensor:
     """negatives / positives per criterion, within [1, 100] (1 for a criterion never seen)."""
     positives = train.labels.sum(dim=0)  # (C,)
     negatives = len(train) - positives
