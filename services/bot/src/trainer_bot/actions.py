@@ -14,7 +14,12 @@ from pydantic import ValidationError
 from platform_core.api_models import RunCreate, RunPublic, RunQuery
 from platform_core.errors import invalid_input
 from platform_core.http_client import ApiError, AsyncTrainerClient
-from platform_core.specs import GenerateRequest, PredictRequest, TrainRunSpec
+from platform_core.specs import (
+    ClassifierPrediction,
+    GenerateRequest,
+    PredictRequest,
+    TrainRunSpec,
+)
 from trainer_bot.embeds import runs_embed, status_embed
 from trainer_bot.limits import truncate
 from trainer_bot.outbox import Attachment
@@ -166,7 +171,8 @@ async def generate(
 async def predict(
     services: BotServices, run_id: str, text: str, idempotency_key: str | None = None
 ) -> Reply:
-    """The criteria a dual-agent run finds in `text`, and its evidence sentence."""
+    """The label a classifier run gives `text` (with the likeliest labels), or the criteria
+    a dual-agent run finds in it and its evidence sentence."""
     request = PredictRequest(texts=(text,))
     accepted = await services.api.predict(run_id, request, idempotency_key=idempotency_key)
     async with asyncio.timeout(services.generate_timeout_s):
@@ -178,6 +184,9 @@ async def predict(
         reason = record.error.message if record.error else "the worker gave no output"
         return Reply(f"Prediction failed: {reason}")
     (found,) = record.result.predictions
+    if isinstance(found, ClassifierPrediction):
+        likely_labels = ", ".join(f"{p.label} {p.probability:.2f}" for p in found.top)
+        return Reply(truncate(f"Label: {found.label}\nLikeliest: {likely_labels}", MESSAGE_MAX))
     likely = sorted(found.criteria, key=lambda c: -c.probability)[:3]
     lines = [
         f"Matched: {', '.join(found.matched) or 'none'}",

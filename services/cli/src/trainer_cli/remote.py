@@ -38,6 +38,7 @@ from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
 from platform_core.specs import (
     MODEL_PRESETS,
+    ClassifierPrediction,
     validate_generate_request,
     validate_predict_request,
     validate_score_request,
@@ -79,6 +80,7 @@ MODEL_FLAGS: Final = {
     "family": ("spec", "model", "family"),
     "preset": ("spec", "model", "preset"),
     "tokenizer": ("spec", "tokenizer_id"),
+    "dataset": ("spec", "classifier", "dataset_id"),
     "corpus": ("spec", "corpus", "path"),
     "steps": ("spec", "train", "max_steps"),
     "batch_size": ("spec", "train", "batch_size"),
@@ -108,8 +110,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _add_submit_arguments(tokenizer, "tokenizer")
     model = kinds.add_parser("model", parents=[common], help="train a model")
     model.add_argument(
-        "--tokenizer", help="id of a trained (or queued) tokenizer (not for dual_agent)"
+        "--tokenizer",
+        help="id of a trained (or queued) tokenizer (not for dual_agent or classifier)",
     )
+    model.add_argument("--dataset", help="classifier: id of a prepared (or queued) dataset")
     model.add_argument("--family", choices=list(MODEL_PRESETS))
     model.add_argument("--preset", help="size preset of the family (default tiny)")
     model.add_argument("--steps", type=int, help="optimizer steps")
@@ -165,7 +169,9 @@ def _add_inference_commands(
     _add_wait_argument(score)
 
     predict = commands.add_parser(
-        "predict", parents=[common], help="criteria and evidence of texts, by a dual_agent run"
+        "predict",
+        parents=[common],
+        help="labels of texts by a classifier run, or criteria and evidence by a dual_agent run",
     )
     predict.add_argument("run_id")
     predict.add_argument("texts", nargs="+", help="one or more texts (quote each)")
@@ -419,6 +425,10 @@ def _predict(client: TrainerClient, args: argparse.Namespace) -> int:
         print(record.model_dump_json(indent=2))
     elif record.result is not None:
         for index, prediction in enumerate(record.result.predictions, start=1):
+            if isinstance(prediction, ClassifierPrediction):
+                likely_labels = ", ".join(f"{p.label} {p.probability:.2f}" for p in prediction.top)
+                print(f"[{index}] {prediction.label} ({likely_labels})")
+                continue
             top = sorted(prediction.criteria, key=lambda c: -c.probability)[:3]
             likely = ", ".join(f"{c.criterion} {c.probability:.2f}" for c in top)
             print(f"[{index}] matched: {', '.join(prediction.matched) or 'none'} ({likely})")
