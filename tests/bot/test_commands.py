@@ -150,7 +150,8 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
     train = next(c for c in standin.commands if c["name"] == "train")
     options = json.loads(json.dumps(train["options"]))
     model = next(o for o in options if o["name"] == "model")
-    assert {choice["value"] for choice in model["choices"]} == {"gpt2", "char_lstm", "dual_agent"}
+    families = {"gpt2", "char_lstm", "dual_agent", "classifier"}
+    assert {choice["value"] for choice in model["choices"]} == families
     preset = next(o for o in options if o["name"] == "preset")
     assert preset["autocomplete"] is True
     assert train["description"] == "Start training a model."

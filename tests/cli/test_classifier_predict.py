@@ -75,4 +75,6 @@ def test_a_classifier_is_submitted_by_trainctl_and_predicts(
 
     shown = while_working(cli, redis_client, INFERENCE_QUEUE, "predict", "clf-p", TEXTS[0])
     assert shown.code == 0, shown.err
-    assert shown.out.startswith(f"[1] {predictions[0].label} (")
+    first = predictions[0]
+    assert isinstance(first, ClassifierPrediction)
+    assert shown.out.startswith(f"[1] {first.label} (")

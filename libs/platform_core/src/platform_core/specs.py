@@ -17,11 +17,13 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -542,9 +544,17 @@ class ClassifierPrediction(BaseModel):
     top: list[LabelProbability]  # up to MAX_PREDICT_TOP_LABELS, likeliest first
 
 
+def _prediction_family(value: object) -> str:
+    """`family` of a prediction; an answer stored before classifiers had none: dual_agent."""
+    family = value.get("family") if isinstance(value, dict) else getattr(value, "family", None)
+    return str(family or "dual_agent")
+
+
 # per text, the answer of the run's family, told apart by `family`
 TextPrediction = Annotated[
-    DualAgentPrediction | ClassifierPrediction, Field(discriminator="family")
+    Annotated[DualAgentPrediction, Tag("dual_agent")]
+    | Annotated[ClassifierPrediction, Tag("classifier")],
+    Discriminator(_prediction_family),
 ]
 
 

@@ -74,6 +74,8 @@ async def train(
     }
     if model == "dual_agent":  # its posts: a file under the data root, else generated ones
         wanted["dual_agent"] = {"path": corpus}
+    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
+        wanted["classifier"] = {"dataset_id": corpus}
     else:
         wanted["corpus"] = {"path": corpus}
     try:

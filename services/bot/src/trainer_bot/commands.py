@@ -98,9 +98,9 @@ async def presets(interaction: Interaction, current: str) -> list[app_commands.C
 @app_commands.command()
 @app_commands.describe(
     model="Model family",
-    tokenizer="Id of a trained tokenizer (gpt2, char_lstm; dual_agent trains its own)",
+    tokenizer="Id of a trained tokenizer (gpt2, char_lstm; the others train their own)",
     preset="Size preset of the family (tiny, small, ...)",
-    corpus="Corpus (dual_agent: posts .jsonl/.csv) inside the data root; empty for the demo",
+    corpus="Corpus in the data root, empty for the demo (dual_agent: posts; classifier: dataset)",
     steps="Optimizer steps to train for",
     precision="Numeric precision; auto picks the best for the device",
 )
@@ -203,7 +203,7 @@ async def generate(
 
 
 @app_commands.command()
-@app_commands.describe(run_id="A finished dual_agent run", text="A post to label")
+@app_commands.describe(run_id="A finished dual_agent or classifier run", text="A text to label")
 @app_commands.autocomplete(run_id=run_ids)
 async def predict(
     interaction: Interaction, run_id: str, text: app_commands.Range[str, 1, 2000]
