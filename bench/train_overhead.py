@@ -142,6 +142,11 @@ def job_tokens_per_s(
         "train": json.loads(json.dumps(train_config(case, steps).to_dict())),
         "sample_max_new_tokens": 1,
     }
+    return timed_job(client, spec, case, steps, run_id)
+
+
+def timed_job(client: redis.Redis, spec: JsonObject, case: Case, steps: int, run_id: str) -> float:
+    """Run `spec` as the real job; tokens per second between its progress events."""
     enqueue_job(client, "train_model", run_id, spec)
     SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
     store = RunStateStore(client)
@@ -241,19 +246,7 @@ def dual_job_tokens_per_s(client: redis.Redis, steps: int, run_id: str) -> float
         "dual_agent": json.loads(DUAL_OPTIONS.model_dump_json()),
         "train": json.loads(json.dumps(train_config(DUAL_CASE, steps).to_dict())),
     }
-    enqueue_job(client, "train_model", run_id, spec)
-    SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
-    store = RunStateStore(client)
-    if store.status(run_id) is not RunStatus.COMPLETED:
-        raise RuntimeError(f"{run_id}: {store.status(run_id)}: {store.message(run_id)}")
-    stamps = {
-        d.event.payload.step: d.event.ts.timestamp()
-        for d in EventBus(client).read(count=1_000_000)
-        if isinstance(d.event, MetricsProgress) and d.event.run_id == run_id
-    }
-    first, last = window(steps)
-    tokens = (last - first) * DUAL_CASE.batch_size * DUAL_CASE.block_size
-    return tokens / (stamps[last] - stamps[first])
+    return timed_job(client, spec, DUAL_CASE, steps, run_id)
 
 
 def dual_bare_tokens_per_s(data_root: Path, steps: int) -> float:

@@ -84,12 +84,13 @@ def test_a_tiny_classifier_learns_the_builtin_dataset_and_registers(
     diagonal = sum(record.confusion[i][i] for i in range(len(labels)))
     assert diagonal / record.test.num_examples == pytest.approx(record.test.accuracy)
     assert 0 < record.latency.p50_ms <= record.latency.p95_ms < 100
-    assert record.size_bytes == (layout.model_dir("clf-1") / "model.safetensors").stat().st_size
+    weights = (layout.model_dir("clf-1") / "model.safetensors").stat().st_size
+    assert 0 < weights - record.size_bytes < 64_000  # the file: parameters, buffers, header
     quantized = record.quantized
     assert quantized is not None
     assert quantized.accuracy_delta == pytest.approx(quantized.test.accuracy - record.test.accuracy)
     assert abs(quantized.accuracy_delta) < 0.1  # int8 Linear layers keep what was learned
-    assert 0 < quantized.size_bytes < record.size_bytes * 1.5
+    assert 0 < quantized.size_bytes < weights * 1.5
 
     # the best validation accuracy picked the weights; early stopping had patience 2
     spec = manifest.spec["train"]

@@ -301,7 +301,7 @@ class ClassifierRecord(BaseModel):
     baseline_test: ClassificationMetrics | None  # None: the dataset has no baseline
     confusion: list[list[int]]  # [true label][predicted label], in `labels` order
     latency: LatencyReport
-    size_bytes: int  # the saved model's weights
+    size_bytes: int  # the model's parameters (fp32 bytes; the safetensors file adds its header)
     quantized: QuantizedReport | None = None  # None: quantisation not asked for
 
 

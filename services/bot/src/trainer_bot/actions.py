@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 from pydantic import ValidationError
 
-from platform_core.api_models import RunCreate, RunPublic, RunQuery
+from platform_core.api_models import GenerateRecord, PredictRecord, RunCreate, RunPublic, RunQuery
 from platform_core.errors import invalid_input
 from platform_core.http_client import ApiError, AsyncTrainerClient
 from platform_core.specs import (
@@ -149,6 +151,19 @@ async def cancel(services: BotServices, run_id: str) -> str:
     return f"Asked `{run_id}` to stop; it keeps a final checkpoint."
 
 
+RecordT = TypeVar("RecordT", GenerateRecord, PredictRecord)
+
+
+async def finished(services: BotServices, fetch: Callable[[], Awaitable[RecordT]]) -> RecordT:
+    """Poll an inference request until the worker has answered (within the timeout)."""
+    async with asyncio.timeout(services.generate_timeout_s):
+        record = await fetch()
+        while record.status in {"queued", "running"}:
+            await asyncio.sleep(services.poll_interval_s)
+            record = await fetch()
+    return record
+
+
 async def generate(
     services: BotServices,
     run_id: str,
@@ -158,11 +173,9 @@ async def generate(
 ) -> Reply:
     request = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens)
     accepted = await services.api.generate(run_id, request, idempotency_key=idempotency_key)
-    async with asyncio.timeout(services.generate_timeout_s):
-        record = await services.api.get_generate(run_id, accepted.request_id)
-        while record.status in {"queued", "running"}:
-            await asyncio.sleep(services.poll_interval_s)
-            record = await services.api.get_generate(run_id, accepted.request_id)
+    record = await finished(
+        services, lambda: services.api.get_generate(run_id, accepted.request_id)
+    )
     if record.result is None:
         reason = record.error.message if record.error else "the worker gave no output"
         return Reply(f"Generation failed: {reason}")
@@ -177,11 +190,7 @@ async def predict(
     a dual-agent run finds in it and its evidence sentence."""
     request = PredictRequest(texts=(text,))
     accepted = await services.api.predict(run_id, request, idempotency_key=idempotency_key)
-    async with asyncio.timeout(services.generate_timeout_s):
-        record = await services.api.get_predict(run_id, accepted.request_id)
-        while record.status in {"queued", "running"}:
-            await asyncio.sleep(services.poll_interval_s)
-            record = await services.api.get_predict(run_id, accepted.request_id)
+    record = await finished(services, lambda: services.api.get_predict(run_id, accepted.request_id))
     if record.result is None:
         reason = record.error.message if record.error else "the worker gave no output"
         return Reply(f"Prediction failed: {reason}")

@@ -233,6 +233,46 @@ def _train_and_publish(
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
     _write_jsonl(layout.eval_samples(run_id), samples)
+    done = finish_run(context, manifest, result, model, started)
+    metrics, cancelled, artifact_dir = done.metrics, done.cancelled, done.artifact_dir
+    ppl = metrics.final_perplexity
+    message = (
+        f"cancelled at step {result.final_step}"
+        if cancelled
+        else f"trained {result.final_step} steps"
+    )
+    if ppl is not None:
+        message += f", eval perplexity {ppl:.2f}"
+    return Outcome(
+        result={"steps": result.final_step, "final_perplexity": ppl, "stop_reason": result.reason},
+        message=message,
+        artifact_dir=artifact_dir,
+        cancelled_at_step=result.final_step if cancelled else None,
+    )
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    metrics: MetricsSummary  # the run's metrics summary (every attempt's evals)
+    cancelled: bool
+    artifact_dir: str  # the run folder, relative to the data root
+
+
+def finish_run(
+    context: JobContext,
+    manifest: RunManifest,
+    result: TrainResult,
+    model: torch.nn.Module,
+    started: float,
+    *,
+    update: dict[str, object] | None = None,
+    final_metrics: dict[str, float] | None = None,
+) -> FinishedRun:
+    """How every model run ends: `eval/metrics.json`, the final weights (hashed in the
+    manifest), the final manifest (plus the family's `update`) and the completed event
+    (with the family's `final_metrics`; a perplexity only for a language model)."""
+    layout, run_id = context.layout, context.run_id
+    folder = layout.run_dir(run_id)
     metrics = metrics_summary(result, read_history(folder))
     write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
     layout.model_dir(run_id).mkdir(exist_ok=True)
@@ -250,6 +290,7 @@ def _train_and_publish(
             "metrics": metrics,
             "artifacts": artifact_list(folder),
             "model_files": {f"{MODEL}/{MODEL_FILE}": str(weights["sha256"])},
+            **(update or {}),
         }
     )
     write_manifest(layout.run_manifest(run_id), final)
@@ -263,26 +304,14 @@ def _train_and_publish(
                 duration_s=duration,
                 final_loss=result.final_loss,
                 final_eval_loss=metrics.final_eval_loss,
-                final_perplexity=metrics.final_perplexity,
+                final_perplexity=None if final_metrics else metrics.final_perplexity,
                 tokens_per_s=result.tokens_per_s,
                 artifact_dir=artifact_dir,
+                metrics=final_metrics or {},
             ),
         )
     )
-    ppl = metrics.final_perplexity
-    message = (
-        f"cancelled at step {result.final_step}"
-        if cancelled
-        else f"trained {result.final_step} steps"
-    )
-    if ppl is not None:
-        message += f", eval perplexity {ppl:.2f}"
-    return Outcome(
-        result={"steps": result.final_step, "final_perplexity": ppl, "stop_reason": result.reason},
-        message=message,
-        artifact_dir=artifact_dir,
-        cancelled_at_step=result.final_step if cancelled else None,
-    )
+    return FinishedRun(metrics, cancelled, artifact_dir)
 
 
 def param_bytes(model: torch.nn.Module) -> int:

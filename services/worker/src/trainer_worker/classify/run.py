@@ -30,13 +30,10 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
 
 from platform_core.events import (
-    MetricsCompleted,
-    MetricsCompletedPayload,
     MetricsConfig,
     MetricsConfigPayload,
 )
 from platform_core.json_types import JsonObject
-from platform_core.layout import MODEL
 from platform_core.logging import run_log
 from platform_core.manifests import (
     SPLITS,
@@ -44,11 +41,9 @@ from platform_core.manifests import (
     CorpusRecord,
     DatasetManifest,
     HostInfo,
-    RunDurations,
     RunManifest,
     read_dataset_manifest,
     write_atomic,
-    write_manifest,
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import TrainRunSpec
@@ -72,10 +67,9 @@ from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordp
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.model_run import (
     SERVICE,
-    artifact_list,
     begin_run,
+    finish_run,
     library_versions,
-    metrics_summary,
     param_bytes,
     resume_message,
 )
@@ -90,7 +84,6 @@ from trainer_worker.training.seeding import seed_everything
 _log = logging.getLogger(__name__)
 TOKENIZER_DIR = "tokenizer"  # in the run folder: a later attempt loads it back
 REPORT_FILE = "classifier.json"  # in eval/
-WEIGHTS_FILE = "model.safetensors"  # in model/
 
 
 @dataclass(frozen=True)
@@ -261,64 +254,35 @@ def _train_and_publish(
     module.to("cpu")  # the report times CPU inference, where int8 applies
     model_dir = layout.model_dir(run_id)
     model_dir.mkdir(exist_ok=True)
-    model.save_pretrained(str(model_dir), safe_serialization=True)
-    # the length it was trained on travels with the model (a registered version's users
-    # truncate as the run did)
+    # config (with the labels) and tokenizer here; finish_run writes the weights beside them
+    # as model.safetensors, so the folder loads with from_pretrained as is. The tokenizer
+    # carries the length the run trained on (a registered version's users truncate so too).
+    model.config.save_pretrained(str(model_dir))
     run.tokenizer.model_max_length = spec.train.block_size
     run.tokenizer.save_pretrained(str(model_dir))
-    record = measure(run, model_dir, history)
+    record = measure(run, history)
     write_atomic(layout.eval_dir(run_id) / REPORT_FILE, record.model_dump_json(indent=2).encode())
     confusion_png(record.confusion, record.labels, layout.eval_dir(run_id) / CONFUSION_PNG)
-    metrics = metrics_summary(result, history)
-    write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
-    duration = time.monotonic() - started
-    cancelled = result.reason == "cancelled"
-    final = manifest.model_copy(
-        update={
-            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
-            "stop_reason": result.reason,
-            "finished_at": datetime.now(UTC),
-            "durations_s": RunDurations(
-                total=round(duration, 3), training=round(result.duration_s, 3)
-            ),
-            "metrics": metrics,
-            "artifacts": artifact_list(folder),
-            "model_files": {
-                f"{MODEL}/{path.name}": _sha256(path)
-                for path in sorted(model_dir.iterdir())
-                if path.is_file()
-            },
-            "classifier": record,
-        }
-    )
-    write_manifest(layout.run_manifest(run_id), final)
     headline = headline_metrics(record)
-    artifact_dir = layout.relative(folder)
-    context.publish(
-        MetricsCompleted(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsCompletedPayload(
-                steps=result.final_step,
-                duration_s=duration,
-                final_loss=result.final_loss,
-                final_eval_loss=metrics.final_eval_loss,
-                tokens_per_s=result.tokens_per_s,
-                artifact_dir=artifact_dir,
-                metrics=headline,
-            ),
-        )
+    done = finish_run(
+        context,
+        manifest,
+        result,
+        model,
+        started,
+        update={"classifier": record},
+        final_metrics=headline,
     )
-    verb = f"cancelled at step {result.final_step}" if cancelled else "trained"
+    verb = f"cancelled at step {result.final_step}" if done.cancelled else "trained"
     return Outcome(
         result={"steps": result.final_step, "stop_reason": result.reason, **headline},
         message=f"{verb} {result.final_step} steps; {summary_line(headline)}",
-        artifact_dir=artifact_dir,
-        cancelled_at_step=result.final_step if cancelled else None,
+        artifact_dir=done.artifact_dir,
+        cancelled_at_step=result.final_step if done.cancelled else None,
     )
 
 
-def measure(run: _Prepared, model_dir: Path, history: list[JsonObject]) -> ClassifierRecord:
+def measure(run: _Prepared, history: list[JsonObject]) -> ClassifierRecord:
     """The restored model (on the CPU) on the test split, beside the dataset's baseline."""
     options, width = run.spec.classifier_options, run.spec.train.block_size
     metrics, guess = score(run.model, run.test, run.labels)
@@ -351,7 +315,7 @@ def measure(run: _Prepared, model_dir: Path, history: list[JsonObject]) -> Class
         baseline_test=baseline.test if baseline is not None else None,
         confusion=confusion_matrix(truth, guess, run.labels),
         latency=latency,
-        size_bytes=(model_dir / WEIGHTS_FILE).stat().st_size,
+        size_bytes=param_bytes(run.model),
         quantized=quantized,
     )
 
@@ -406,11 +370,3 @@ def summary_line(headline: dict[str, float]) -> str:
             f"accuracy {headline['int8/accuracy_delta']:+.3f}"
         )
     return line
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

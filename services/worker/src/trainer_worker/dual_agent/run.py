@@ -25,25 +25,19 @@ import torch
 from transformers import PreTrainedTokenizerFast
 
 from platform_core.events import (
-    MetricsCompleted,
-    MetricsCompletedPayload,
     MetricsConfig,
     MetricsConfigPayload,
 )
-from platform_core.layout import MODEL
 from platform_core.logging import run_log
 from platform_core.manifests import (
     CorpusRecord,
     DualAgentRecord,
     HostInfo,
-    RunDurations,
     RunManifest,
     write_atomic,
-    write_manifest,
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import DualAgentOptions, TrainRunSpec
-from trainer_worker.checkpoints import MODEL_FILE, write_model
 from trainer_worker.dual_agent.baseline import BASELINE_THRESHOLDS, keyword_baseline
 from trainer_worker.dual_agent.criteria import CRITERIA
 from trainer_worker.dual_agent.data import Post, Splits, data_report
@@ -66,17 +60,16 @@ from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordp
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.model_run import (
     SERVICE,
-    artifact_list,
     begin_run,
+    finish_run,
     library_versions,
-    metrics_summary,
     param_bytes,
     resume_message,
 )
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint
-from trainer_worker.run_callbacks import RunCallbacks, read_history
+from trainer_worker.run_callbacks import RunCallbacks
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
@@ -259,47 +252,21 @@ def _train_and_publish(
     # thresholds on val, then the test split: the model and the keyword baseline
     record = measure(run)
     write_atomic(layout.eval_dir(run_id) / REPORT_FILE, record.model_dump_json(indent=2).encode())
-    metrics = metrics_summary(result, read_history(folder))
-    write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
     model_dir = layout.model_dir(run_id)
     model_dir.mkdir(exist_ok=True)
-    weights = write_model(model_dir / MODEL_FILE, model)
     run.tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
     model.encoder.config.save_pretrained(str(model_dir / ENCODER_DIR))
-    duration = time.monotonic() - started
-    cancelled = result.reason == "cancelled"
-    final = manifest.model_copy(
-        update={
-            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
-            "stop_reason": result.reason,
-            "finished_at": datetime.now(UTC),
-            "durations_s": RunDurations(
-                total=round(duration, 3), training=round(result.duration_s, 3)
-            ),
-            "metrics": metrics,
-            "artifacts": artifact_list(folder),
-            "model_files": {f"{MODEL}/{MODEL_FILE}": str(weights["sha256"])},
-            "dual_agent": record,
-        }
-    )
-    write_manifest(layout.run_manifest(run_id), final)
     headline = headline_metrics(record)
-    artifact_dir = layout.relative(folder)
-    context.publish(
-        MetricsCompleted(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsCompletedPayload(
-                steps=result.final_step,
-                duration_s=duration,
-                final_loss=result.final_loss,
-                final_eval_loss=metrics.final_eval_loss,
-                tokens_per_s=result.tokens_per_s,
-                artifact_dir=artifact_dir,
-                metrics=headline,
-            ),
-        )
+    done = finish_run(
+        context,
+        manifest,
+        result,
+        model,
+        started,
+        update={"dual_agent": record},
+        final_metrics=headline,
     )
+    cancelled, artifact_dir = done.cancelled, done.artifact_dir
     verb = f"cancelled at step {result.final_step}" if cancelled else "trained"
     return Outcome(
         result={"steps": result.final_step, "stop_reason": result.reason, **headline},
