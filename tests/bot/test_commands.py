@@ -513,8 +513,9 @@ def test_a_command_that_fails_before_its_defer_is_still_answered(run_bot: BotRun
     )
 
 
-async def finish_predict(client: redis.Redis) -> None:
-    """Play the worker: answer the first predict request with one dual-agent prediction."""
+async def finish_predict(client: redis.Redis, prediction: dict[str, object] | None = None) -> None:
+    """Play the worker: answer the first predict request with one prediction (by default a
+    dual-agent one)."""
     while True:
         keys = [k.decode() for k in client.keys("inference:predict:*") if isinstance(k, bytes)]
         new = [k for k in keys if not k.endswith(":pred-1")]
@@ -529,7 +530,8 @@ async def finish_predict(client: redis.Redis) -> None:
         for name, p in (("SLEEP_ISSUES", 0.91), ("FATIGUE", 0.2), ("ANHEDONIA", 0.05))
     ]
     evidence = {"start": 15, "end": len(text), "text": text[15:]}
-    prediction = {"criteria": criteria, "matched": ["SLEEP_ISSUES"], "evidence": evidence}
+    if prediction is None:
+        prediction = {"criteria": criteria, "matched": ["SLEEP_ISSUES"], "evidence": evidence}
     result = {"predictions": [prediction]}
     done = queued.model_dump() | {"status": "completed", "result": result}
     save_record(client, InferenceRecord.model_validate(done))
@@ -578,3 +580,23 @@ def test_preset_autocomplete_follows_the_chosen_family(run_bot: BotRunner) -> No
     dual, lstm = (json.loads(json.dumps(data["choices"])) for _, data in answers)
     assert [c["value"] for c in dual] == ["small", "tiny"]
     assert [c["value"] for c in lstm] == ["medium"]
+
+
+def test_predict_shows_a_classifiers_label_and_likeliest_labels(
+    run_bot: BotRunner, redis_client: redis.Redis, known: None
+) -> None:
+    top = [{"label": "s3", "probability": 0.8}, {"label": "ec2", "probability": 0.15}]
+    prediction: dict[str, object] = {
+        "family": "classifier",
+        "label": "s3",
+        "probability": 0.8,
+        "top": top,
+    }
+
+    async def scenario(bot: Bot) -> None:
+        worker = asyncio.create_task(finish_predict(redis_client, prediction))
+        await bot.call(command("predict", run_id="run-1", text="Creates a bucket."))
+        await worker
+
+    standin = run_bot(scenario)
+    assert contents(standin) == ["Label: s3\nLikeliest: s3 0.80, ec2 0.15"]
