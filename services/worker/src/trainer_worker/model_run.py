@@ -61,8 +61,10 @@ from trainer_worker.training.callbacks import (
     TrainResult,
 )
 from trainer_worker.training.device import resolve_device_setup
-from trainer_worker.training.loop import train
+from trainer_worker.training.lm_task import LanguageModelTask
+from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
+from trainer_worker.training.task import BatchT, TrainingTask
 
 _log = logging.getLogger(__name__)
 SERVICE: Final = "model-trainer-worker"
@@ -186,49 +188,12 @@ def _train_and_publish(
 ) -> Outcome:
     spec, model, tokenizer = run.spec, run.model, run.tokenizer
     layout, run_id = context.layout, context.run_id
-    folder = layout.run_dir(run_id)
     _log.info("training started", extra={"event": "training.started"})
-    context.publish(
-        MetricsConfig(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsConfigPayload(
-                model_family=spec.model.family,
-                preset=spec.model.preset
-                if spec.model.pretrained is None
-                else spec.model.pretrained,
-                num_params=manifest.num_params or 0,
-                vocab_size=tokenizer.vocab_size,
-                batch_size=spec.train.batch_size,
-                max_steps=spec.train.max_steps,
-                learning_rate=spec.train.learning_rate,
-                device=str(manifest.device),
-                precision=str(manifest.precision),
-                seed=spec.train.seed,
-                tokenizer_id=spec.lm_tokenizer_id,
-            ),
-        )
+    announce_config(
+        context, spec, manifest, vocab_size=tokenizer.vocab_size, tokenizer_id=spec.lm_tokenizer_id
     )
-
-    callbacks = RunCallbacks(
-        context,
-        folder,
-        spec.retention,
-        watermark=context.store.published_step(run_id),
-        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
-    )
-    try:
-        result = train(
-            model,
-            run.train_ids,
-            run.eval_ids,
-            spec.train,
-            callbacks.callbacks(),
-            resume_from=resume.state if resume else None,
-            run_id=run_id,
-        )
-    finally:
-        callbacks.close()  # reports published, last checkpoint on disk, before the run ends
+    task = LanguageModelTask(run.train_ids, run.eval_ids)
+    result = train_with_callbacks(context, model, task, spec, resume)
 
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
@@ -312,6 +277,66 @@ def finish_run(
         )
     )
     return FinishedRun(metrics, cancelled, artifact_dir)
+
+
+def announce_config(
+    context: JobContext,
+    spec: TrainRunSpec,
+    manifest: RunManifest,
+    *,
+    vocab_size: int,
+    tokenizer_id: str | None = None,
+) -> None:
+    """The run's `metrics.config` event: family, preset (or pretrained id), size, settings."""
+    context.publish(
+        MetricsConfig(
+            run_id=context.run_id,
+            user_id=context.user_id,
+            payload=MetricsConfigPayload(
+                model_family=spec.model.family,
+                preset=spec.model.pretrained or spec.model.preset,
+                num_params=manifest.num_params or 0,
+                vocab_size=vocab_size,
+                batch_size=spec.train.batch_size,
+                max_steps=spec.train.max_steps,
+                learning_rate=spec.train.learning_rate,
+                device=str(manifest.device),
+                precision=str(manifest.precision),
+                seed=spec.train.seed,
+                tokenizer_id=tokenizer_id,
+            ),
+        )
+    )
+
+
+def train_with_callbacks(
+    context: JobContext,
+    model: torch.nn.Module,
+    task: TrainingTask[BatchT],
+    spec: TrainRunSpec,
+    resume: ResumePoint | None,
+) -> TrainResult:
+    """The shared loop on `task` with the run's callbacks (events, eval history, checkpoints,
+    retention, cancellation); closed before returning: reports published, the last
+    checkpoint on disk, before the run ends."""
+    callbacks = RunCallbacks(
+        context,
+        context.layout.run_dir(context.run_id),
+        spec.retention,
+        watermark=context.store.published_step(context.run_id),
+        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
+    )
+    try:
+        return train_task(
+            model,
+            task,
+            spec.train,
+            callbacks.callbacks(),
+            resume_from=resume.state if resume else None,
+            run_id=context.run_id,
+        )
+    finally:
+        callbacks.close()
 
 
 def param_bytes(model: torch.nn.Module) -> int:

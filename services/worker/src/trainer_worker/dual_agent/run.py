@@ -24,10 +24,6 @@ from pathlib import Path
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from platform_core.events import (
-    MetricsConfig,
-    MetricsConfigPayload,
-)
 from platform_core.logging import run_log
 from platform_core.manifests import (
     CorpusRecord,
@@ -60,18 +56,17 @@ from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordp
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.model_run import (
     SERVICE,
+    announce_config,
     begin_run,
     finish_run,
     library_versions,
-    param_bytes,
     resume_message,
+    train_with_callbacks,
 )
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint
-from trainer_worker.run_callbacks import RunCallbacks
 from trainer_worker.training.device import resolve_device_setup
-from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
 
 _log = logging.getLogger(__name__)
@@ -211,43 +206,8 @@ def _train_and_publish(
 ) -> Outcome:
     spec, model = run.spec, run.model
     layout, run_id = context.layout, context.run_id
-    folder = layout.run_dir(run_id)
-    context.publish(
-        MetricsConfig(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsConfigPayload(
-                model_family="dual_agent",
-                preset=spec.model.pretrained or spec.model.preset,
-                num_params=manifest.num_params or 0,
-                vocab_size=len(run.tokenizer),
-                batch_size=spec.train.batch_size,
-                max_steps=spec.train.max_steps,
-                learning_rate=spec.train.learning_rate,
-                device=str(manifest.device),
-                precision=str(manifest.precision),
-                seed=spec.train.seed,
-            ),
-        )
-    )
-    callbacks = RunCallbacks(
-        context,
-        folder,
-        spec.retention,
-        watermark=context.store.published_step(run_id),
-        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
-    )
-    try:
-        result = train_task(
-            model,
-            run.task,
-            spec.train,
-            callbacks.callbacks(),
-            resume_from=resume.state if resume else None,
-            run_id=run_id,
-        )
-    finally:
-        callbacks.close()
+    announce_config(context, spec, manifest, vocab_size=len(run.tokenizer))
+    result = train_with_callbacks(context, model, run.task, spec, resume)
 
     # thresholds on val, then the test split: the model and the keyword baseline
     record = measure(run)
