@@ -263,8 +263,6 @@ class TrainConfig:
 
 
 ModelFamily = Literal["gpt2", "char_lstm", "dual_agent"]
-# families trained as causal language models on a tokenizer run and a text corpus
-LANGUAGE_MODEL_FAMILIES: tuple[ModelFamily, ...] = ("gpt2", "char_lstm")
 
 
 # a hub id as the Hugging Face hub spells it: `name` or `namespace/name`, each part letters and
