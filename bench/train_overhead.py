@@ -19,7 +19,7 @@ On a CUDA device the script then runs GPT-2 124M in bf16 with torch.compile thro
 job and prints its tokens/s and its model FLOPs utilisation against the bf16 matrix-multiply
 peak it measures on that device.
 
-Usage: python bench/train_overhead.py [--repeats 5] [--steps 80]
+Usage: python bench/train_overhead.py [--repeats 5] [--steps 80] [--only lm|dual_agent]
 Redis: REDIS_URL when set, else the project's embedded redis-server under a temp data root.
 The last line printed is one JSON object with the figures issue 3 names.
 """
@@ -357,6 +357,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="paired runs per model")
     parser.add_argument("--steps", type=int, default=80, help="training steps per run")
+    parser.add_argument(
+        "--only", choices=["lm", "dual_agent"], help="only the language models, or only dual_agent"
+    )
     args = parser.parse_args()
     if args.steps < WARMUP_STEPS + 2 * PROGRESS_EVERY:
         parser.error(f"--steps must be at least {WARMUP_STEPS + 2 * PROGRESS_EVERY}")
@@ -371,31 +374,37 @@ def main() -> None:
         url, embedded = resolve_redis_url(os.environ.get("REDIS_URL"), data_root)
         client = redis.Redis.from_url(url)
         try:
-            figures = measure(client, data_root, args.repeats, args.steps)
-            figures.update(measure_dual(client, data_root, args.repeats, args.steps))
-            if torch.cuda.is_available():
+            figures: JsonObject = {}
+            if args.only != "dual_agent":
+                figures.update(measure(client, data_root, args.repeats, args.steps))
+            if args.only != "lm":
+                figures.update(measure_dual(client, data_root, args.repeats, args.steps))
+            if torch.cuda.is_available() and args.only is None:
                 figures.update(gpu_figures(client, args.steps))
         finally:
             client.close()
             if embedded is not None:
                 embedded.release()
+    headline = (
+        "gpt2_ratio",
+        "char_lstm_ratio",
+        "gpt2_best_of_ratio",
+        "char_lstm_best_of_ratio",
+        "gpt2_tokens_per_s",
+        "char_lstm_tokens_per_s",
+        "gpt2_bare_tokens_per_s",
+        "char_lstm_bare_tokens_per_s",
+    )
     result: JsonObject = {
         "bench": "train_overhead",
-        "gpt2_ratio": figures["gpt2_ratio"],
-        "char_lstm_ratio": figures["char_lstm_ratio"],
-        "gpt2_best_of_ratio": figures["gpt2_best_of_ratio"],
-        "char_lstm_best_of_ratio": figures["char_lstm_best_of_ratio"],
-        "gpt2_tokens_per_s": figures["gpt2_tokens_per_s"],
-        "char_lstm_tokens_per_s": figures["char_lstm_tokens_per_s"],
-        "gpt2_bare_tokens_per_s": figures["gpt2_bare_tokens_per_s"],
-        "char_lstm_bare_tokens_per_s": figures["char_lstm_bare_tokens_per_s"],
+        **{key: figures[key] for key in headline if key in figures},
         **{key: value for key, value in figures.items() if key.startswith("dual_agent_")},
         "device": "cpu",
         "threads": torch.get_num_threads(),
         **{key: value for key, value in figures.items() if key.startswith("gpu_")},
         "repeats": args.repeats,
         "steps": args.steps,
-        "char_lstm_steps": figures["char_lstm_steps"],
+        **({"char_lstm_steps": figures["char_lstm_steps"]} if "char_lstm_steps" in figures else {}),
     }
     print(json.dumps(result))
 

@@ -276,8 +276,6 @@ class TrainConfig:
 
 
 ModelFamily = Literal["gpt2", "char_lstm", "dual_agent", "classifier"]
-# families trained as causal language models on a tokenizer run and a text corpus
-LANGUAGE_MODEL_FAMILIES: tuple[ModelFamily, ...] = ("gpt2", "char_lstm")
 # families that build their own tokenizer (a WordPiece trained on their data, or the
 # pretrained model's)
 OWN_TOKENIZER_FAMILIES: tuple[ModelFamily, ...] = ("dual_agent", "classifier")
