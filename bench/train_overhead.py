@@ -1,5 +1,6 @@
 """Steady-state tokens/s of the worker's `train_model` job against a bare PyTorch loop on the
-same model, batches and dtype (issue 3's benchmark), for GPT-2 tiny and Char-LSTM on the CPU.
+same model, batches and dtype (issue 3's benchmark), for GPT-2 tiny and Char-LSTM on the CPU,
+and (issue 12) the dual-agent model's job against a bare loop on the same encoder and posts.
 
 The job runs for real: enqueued on Redis, taken by an in-process RQ SimpleWorker, with its
 heartbeat thread, run state, progress events on the bus, eval history and callbacks; only
@@ -18,7 +19,7 @@ On a CUDA device the script then runs GPT-2 124M in bf16 with torch.compile thro
 job and prints its tokens/s and its model FLOPs utilisation against the bf16 matrix-multiply
 peak it measures on that device.
 
-Usage: python bench/train_overhead.py [--repeats 5] [--steps 80]
+Usage: python bench/train_overhead.py [--repeats 5] [--steps 80] [--only lm|dual_agent]
 Redis: REDIS_URL when set, else the project's embedded redis-server under a temp data root.
 The last line printed is one JSON object with the figures issue 3 names.
 """
@@ -39,6 +40,7 @@ from typing import Literal
 
 import redis
 import torch
+import torch.nn.functional as F
 from rq import Queue, SimpleWorker
 
 from platform_core.event_bus import EventBus
@@ -48,8 +50,19 @@ from platform_core.layout import DataLayout
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.redis_connection import resolve_redis_url
 from platform_core.run_state import RunStateStore, RunStatus
-from platform_core.specs import CorpusOptions, ModelFamily, ModelSpec, TrainConfig
+from platform_core.specs import (
+    CorpusOptions,
+    DualAgentOptions,
+    ModelFamily,
+    ModelSpec,
+    TrainConfig,
+)
 from trainer_worker.data.corpus import corpus_spec, load_corpus
+from trainer_worker.dual_agent.encoding import encode_posts
+from trainer_worker.dual_agent.model import DUAL_AGENT_PRESETS, DualAgentModel, build_encoder
+from trainer_worker.dual_agent.run import dual_pos_weight
+from trainer_worker.dual_agent.sources import load_splits
+from trainer_worker.dual_agent.tokenizer import train_wordpiece
 from trainer_worker.models.registry import build_model
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.training.data import get_batch
@@ -129,6 +142,11 @@ def job_tokens_per_s(
         "train": json.loads(json.dumps(train_config(case, steps).to_dict())),
         "sample_max_new_tokens": 1,
     }
+    return timed_job(client, spec, case, steps, run_id)
+
+
+def timed_job(client: redis.Redis, spec: JsonObject, case: Case, steps: int, run_id: str) -> float:
+    """Run `spec` as the real job; tokens per second between its progress events."""
     enqueue_job(client, "train_model", run_id, spec)
     SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
     store = RunStateStore(client)
@@ -216,6 +234,86 @@ def measure(client: redis.Redis, data_root: Path, repeats: int, base_steps: int)
     return figures
 
 
+# the dual-agent case: a tiny encoder from scratch on generated posts, 16 posts x 64 tokens
+DUAL_OPTIONS = DualAgentOptions(generated_posts=600, split_seed=7, vocab_size=1000)
+DUAL_CASE = Case("dual_agent", {}, batch_size=16, block_size=64)
+
+
+def dual_job_tokens_per_s(client: redis.Redis, steps: int, run_id: str) -> float:
+    """The real train_model job on a dual_agent spec; (padded) tokens per second."""
+    spec: JsonObject = {
+        "model": {"family": "dual_agent", "preset": "tiny"},
+        "dual_agent": json.loads(DUAL_OPTIONS.model_dump_json()),
+        "train": json.loads(json.dumps(train_config(DUAL_CASE, steps).to_dict())),
+    }
+    return timed_job(client, spec, DUAL_CASE, steps, run_id)
+
+
+def dual_bare_tokens_per_s(data_root: Path, steps: int) -> float:
+    """A plain PyTorch loop on the same model and batches: random posts, the joint loss
+    (BCE with the same positive weights + the mean of the start / end cross-entropies),
+    clip, AdamW, the same LR schedule."""
+    config = train_config(DUAL_CASE, steps)
+    splits = load_splits(DUAL_OPTIONS, data_root).splits
+    with tempfile.TemporaryDirectory() as scratch:
+        texts = [post.text for post in splits.train]
+        tokenizer = train_wordpiece(texts, DUAL_OPTIONS.vocab_size, Path(scratch))
+    train = encode_posts(tokenizer, splits.train, config.block_size)
+    pos_weight = dual_pos_weight(train)
+    seed_everything(config.seed)
+    pad = tokenizer.pad_token_id or 0
+    encoder = build_encoder(DUAL_AGENT_PRESETS["tiny"], len(tokenizer), pad, None)
+    model = DualAgentModel(encoder, "sigmoid")
+    model.train()
+    optimizer = configure_optimizer(model, config, CPU)
+    generator = torch.Generator().manual_seed(config.seed)
+    first, last = window(steps)
+    started = 0.0
+    for step in range(last):
+        if step == first:
+            started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = get_lr(step, config)
+        ix = torch.randint(len(train), (config.batch_size,), generator=generator)
+        criteria, start, end = model(train.input_ids[ix], train.attention_mask[ix])
+        loss = F.binary_cross_entropy_with_logits(
+            criteria.float(), train.labels[ix], pos_weight=pos_weight
+        ) + 0.5 * (F.cross_entropy(start, train.start[ix]) + F.cross_entropy(end, train.end[ix]))
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        loss.item()
+    tokens = (last - first) * config.batch_size * config.block_size
+    return tokens / (time.perf_counter() - started)
+
+
+def measure_dual(client: redis.Redis, data_root: Path, repeats: int, steps: int) -> JsonObject:
+    job: list[float] = []
+    bare: list[float] = []
+    for rep in range(repeats):
+        if rep % 2:
+            job.append(dual_job_tokens_per_s(client, steps, f"dual-{rep}"))
+            bare.append(dual_bare_tokens_per_s(data_root, steps))
+        else:
+            bare.append(dual_bare_tokens_per_s(data_root, steps))
+            job.append(dual_job_tokens_per_s(client, steps, f"dual-{rep}"))
+    ratios = [j / b for j, b in zip(job, bare, strict=True)]
+    ratio = statistics.median(ratios)
+    print(
+        f"dual_agent ({steps} steps): job {statistics.median(job):,.0f} tokens/s, bare loop "
+        f"{statistics.median(bare):,.0f} tokens/s, ratio {ratio:.3f} "
+        f"(per repetition: {', '.join(f'{r:.3f}' for r in ratios)})",
+        flush=True,
+    )
+    return {
+        "dual_agent_ratio": round(ratio, 3),
+        "dual_agent_best_of_ratio": round(max(job) / max(bare), 3),
+        "dual_agent_tokens_per_s": round(statistics.median(job), 1),
+        "dual_agent_bare_tokens_per_s": round(statistics.median(bare), 1),
+    }
+
+
 def bf16_matmul_peak_flops(size: int = 8192, repeats: int = 20) -> float:
     """The device's bf16 matrix-multiply rate, measured: the denominator of MFU."""
     a = torch.randn(size, size, device="cuda", dtype=torch.bfloat16)
@@ -259,6 +357,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5, help="paired runs per model")
     parser.add_argument("--steps", type=int, default=80, help="training steps per run")
+    parser.add_argument(
+        "--only", choices=["lm", "dual_agent"], help="only the language models, or only dual_agent"
+    )
     args = parser.parse_args()
     if args.steps < WARMUP_STEPS + 2 * PROGRESS_EVERY:
         parser.error(f"--steps must be at least {WARMUP_STEPS + 2 * PROGRESS_EVERY}")
@@ -273,29 +374,37 @@ def main() -> None:
         url, embedded = resolve_redis_url(os.environ.get("REDIS_URL"), data_root)
         client = redis.Redis.from_url(url)
         try:
-            figures = measure(client, data_root, args.repeats, args.steps)
-            if torch.cuda.is_available():
+            figures: JsonObject = {}
+            if args.only != "dual_agent":
+                figures.update(measure(client, data_root, args.repeats, args.steps))
+            if args.only != "lm":
+                figures.update(measure_dual(client, data_root, args.repeats, args.steps))
+            if torch.cuda.is_available() and args.only is None:
                 figures.update(gpu_figures(client, args.steps))
         finally:
             client.close()
             if embedded is not None:
                 embedded.release()
+    headline = (
+        "gpt2_ratio",
+        "char_lstm_ratio",
+        "gpt2_best_of_ratio",
+        "char_lstm_best_of_ratio",
+        "gpt2_tokens_per_s",
+        "char_lstm_tokens_per_s",
+        "gpt2_bare_tokens_per_s",
+        "char_lstm_bare_tokens_per_s",
+    )
     result: JsonObject = {
         "bench": "train_overhead",
-        "gpt2_ratio": figures["gpt2_ratio"],
-        "char_lstm_ratio": figures["char_lstm_ratio"],
-        "gpt2_best_of_ratio": figures["gpt2_best_of_ratio"],
-        "char_lstm_best_of_ratio": figures["char_lstm_best_of_ratio"],
-        "gpt2_tokens_per_s": figures["gpt2_tokens_per_s"],
-        "char_lstm_tokens_per_s": figures["char_lstm_tokens_per_s"],
-        "gpt2_bare_tokens_per_s": figures["gpt2_bare_tokens_per_s"],
-        "char_lstm_bare_tokens_per_s": figures["char_lstm_bare_tokens_per_s"],
+        **{key: figures[key] for key in headline if key in figures},
+        **{key: value for key, value in figures.items() if key.startswith("dual_agent_")},
         "device": "cpu",
         "threads": torch.get_num_threads(),
         **{key: value for key, value in figures.items() if key.startswith("gpu_")},
         "repeats": args.repeats,
         "steps": args.steps,
-        "char_lstm_steps": figures["char_lstm_steps"],
+        **({"char_lstm_steps": figures["char_lstm_steps"]} if "char_lstm_steps" in figures else {}),
     }
     print(json.dumps(result))
 

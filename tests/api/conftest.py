@@ -202,3 +202,4 @@ def known(redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.Monkey
     enqueue_inference(redis_client, "generate", "run-1", "gen-1", {"prompt": "a"})
     enqueue_inference(redis_client, "score", "run-1", "score-1", {"text": "a"})
     enqueue_inference(redis_client, "evaluate", "run-1", "eval-1", {})
+    enqueue_inference(redis_client, "predict", "run-1", "pred-1", {"texts": ["a"]})

@@ -11,10 +11,10 @@ import pytest
 import redis
 
 from platform_core import api_calls
-from platform_core.api_models import DatasetCreate
+from platform_core.api_models import DatasetCreate, RunCreate
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
-from platform_core.specs import BuiltinSource, DatasetSpec, FileSource
+from platform_core.specs import BuiltinSource, DatasetSpec, FileSource, TrainRunSpec
 from tests.api.conftest import LiveApi, work
 
 pytestmark = pytest.mark.integration
@@ -81,3 +81,17 @@ def test_bad_specs_get_422_with_code_message_and_request_id(live_api: LiveApi) -
         assert answer.status_code == 422, body
         error = answer.json()
         assert error["code"] == "INVALID_INPUT" and error["message"] and error["request_id"], body
+
+
+def test_a_classifier_run_needs_its_dataset_prepared_or_queued(client: TrainerClient) -> None:
+    spec = TrainRunSpec.model_validate(
+        {"model": {"family": "classifier"}, "classifier": {"dataset_id": "ds-later"}}
+    )
+    with pytest.raises(ApiError) as missing:
+        client.call(api_calls.train_model(RunCreate(spec=spec)))
+    assert (missing.value.status, missing.value.error_code) == (404, ErrorCode.DATA_NOT_FOUND)
+    assert "prepare it first" in missing.value.message
+
+    client.call(api_calls.prepare_dataset(DatasetCreate(dataset_id="ds-later")))
+    accepted = client.call(api_calls.train_model(RunCreate(spec=spec, run_id="clf-q")))
+    assert (accepted.run_id, accepted.status) == ("clf-q", "queued")  # behind its dataset

@@ -133,7 +133,9 @@ def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
         await client.aclose()
 
     asyncio.run(scenario())
-    assert len(standin.commands) == 8
+    assert (
+        len(standin.commands) == 9
+    )  # train status runs watch unwatch cancel generate predict models
     [message] = standin.messages
     assert [e["title"] for e in message.embeds] == ["Queued · run-1"]
 

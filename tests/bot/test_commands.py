@@ -145,12 +145,25 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
 
     standin = run_bot(nothing)
     names = {str(c["name"]) for c in standin.commands}
-    assert names == {"train", "status", "runs", "watch", "unwatch", "cancel", "generate", "models"}
+    assert names == {
+        "train",
+        "status",
+        "runs",
+        "watch",
+        "unwatch",
+        "cancel",
+        "generate",
+        "predict",
+        "models",
+    }
     assert all(c["contexts"] == [1] for c in standin.commands)  # BOT_DM only
     train = next(c for c in standin.commands if c["name"] == "train")
     options = json.loads(json.dumps(train["options"]))
     model = next(o for o in options if o["name"] == "model")
-    assert {choice["value"] for choice in model["choices"]} == {"gpt2", "char_lstm"}
+    families = {"gpt2", "char_lstm", "dual_agent", "classifier"}
+    assert {choice["value"] for choice in model["choices"]} == families
+    preset = next(o for o in options if o["name"] == "preset")
+    assert preset["autocomplete"] is True
     assert train["description"] == "Start training a model."
 
 
@@ -508,3 +521,92 @@ def test_a_command_that_fails_before_its_defer_is_still_answered(run_bot: BotRun
             "tts": False,
         },
     )
+
+
+async def finish_predict(client: redis.Redis, prediction: dict[str, object] | None = None) -> None:
+    """Play the worker: answer the first predict request with one prediction (by default a
+    dual-agent one)."""
+    while True:
+        keys = [k.decode() for k in client.keys("inference:predict:*") if isinstance(k, bytes)]
+        new = [k for k in keys if not k.endswith(":pred-1")]
+        if new:
+            break
+        await asyncio.sleep(0.01)
+    queued = load_record(client, "predict", new[0].rsplit(":", 1)[1])
+    assert queued is not None
+    text = "Work was fine. I can't sleep at night."
+    criteria = [
+        {"criterion": name, "probability": p, "threshold": 0.5, "matched": p >= 0.5}
+        for name, p in (("SLEEP_ISSUES", 0.91), ("FATIGUE", 0.2), ("ANHEDONIA", 0.05))
+    ]
+    evidence = {"start": 15, "end": len(text), "text": text[15:]}
+    if prediction is None:
+        prediction = {"criteria": criteria, "matched": ["SLEEP_ISSUES"], "evidence": evidence}
+    result = {"predictions": [prediction]}
+    done = queued.model_dump() | {"status": "completed", "result": result}
+    save_record(client, InferenceRecord.model_validate(done))
+
+
+def test_predict_shows_the_criteria_and_the_evidence(
+    run_bot: BotRunner, redis_client: redis.Redis, known: None
+) -> None:
+    async def scenario(bot: Bot) -> None:
+        worker = asyncio.create_task(finish_predict(redis_client))
+        await bot.call(command("predict", run_id="run-1", text="I can't sleep at night."))
+        await worker
+
+    standin = run_bot(scenario)
+    assert contents(standin) == [
+        "Matched: SLEEP_ISSUES\n"
+        "Likeliest: SLEEP_ISSUES 0.91, FATIGUE 0.20, ANHEDONIA 0.05\n"
+        "Evidence (chars 15-38): > I can't sleep at night."
+    ]
+
+
+def test_train_a_dual_agent_model_needs_no_tokenizer(
+    run_bot: BotRunner, live_api: LiveApi, known: None
+) -> None:
+    async def scenario(bot: Bot) -> None:
+        await bot.call(command("train", model="dual_agent", steps=20, precision="fp32"))
+        await bot.call(command("train", model="gpt2", steps=20))  # a language model needs one
+
+    standin = run_bot(scenario)
+    queued, refused = contents(standin)
+    assert queued.startswith("Queued `run-")
+    assert "needs tokenizer_id" in refused and refused.endswith("(INVALID_INPUT)")
+    with TrainerClient(live_api.base_url) as api:
+        [run] = [r for r in api.list_runs().items if r.run_id != "run-1"]
+    assert run.kind == "train_model"
+
+
+def test_preset_autocomplete_follows_the_chosen_family(run_bot: BotRunner) -> None:
+    async def scenario(bot: Bot) -> None:
+        await bot.call(command("train", focused="preset", model="dual_agent", preset=""))
+        await bot.call(command("train", focused="preset", model="char_lstm", preset="me"))
+
+    standin = run_bot(scenario)
+    answers = [callback(answer) for answer in standin.interaction_answers()]
+    assert [kind for kind, _ in answers] == [AUTOCOMPLETE, AUTOCOMPLETE]
+    dual, lstm = (json.loads(json.dumps(data["choices"])) for _, data in answers)
+    assert [c["value"] for c in dual] == ["small", "tiny"]
+    assert [c["value"] for c in lstm] == ["medium"]
+
+
+def test_predict_shows_a_classifiers_label_and_likeliest_labels(
+    run_bot: BotRunner, redis_client: redis.Redis, known: None
+) -> None:
+    top = [{"label": "s3", "probability": 0.8}, {"label": "ec2", "probability": 0.15}]
+    prediction: dict[str, object] = {
+        "family": "classifier",
+        "label": "s3",
+        "probability": 0.8,
+        "top": top,
+    }
+
+    async def scenario(bot: Bot) -> None:
+        worker = asyncio.create_task(finish_predict(redis_client, prediction))
+        await bot.call(command("predict", run_id="run-1", text="Creates a bucket."))
+        await worker
+
+    standin = run_bot(scenario)
+    assert contents(standin) == ["Label: s3\nLikeliest: s3 0.80, ec2 0.15"]

@@ -4,6 +4,7 @@ import discord
 import pytest
 
 from platform_core.api_models import RunList, RunMetrics, RunProgress, RunPublic
+from platform_core.events import MetricsCompleted
 from platform_core.run_state import RunStatus
 from tests.bot import factories
 from trainer_bot.embeds import (
@@ -218,3 +219,38 @@ def test_live_embed_of_a_run_without_figures_yet() -> None:
     assert embed.title == "run-2 · queued"
     assert embed.description == NONE
     assert set(fields(embed).values()) == {NONE}
+
+
+def test_a_dual_agent_completion_shows_its_f1_against_the_baseline() -> None:
+    snapshot = RunSnapshot("run-1", step=300, total_steps=300, loss=0.01)
+    done = factories.like(
+        MetricsCompleted,
+        "run-1",
+        metrics={
+            "test/criteria_matcher/f1": 0.7123,
+            "baseline/criteria_matcher/f1": 0.4491,
+            "test/evidence_binder/char_f1": 0.6402,
+            "baseline/evidence_binder/char_f1": 0.3921,
+        },
+    )
+    snapshot.update(done)
+    embed = event_embed(factories.completed(), snapshot)
+    shown = fields(embed)
+    assert shown["Criteria macro F1"] == "0.7123 (baseline 0.4491)"
+    assert shown["Evidence char F1"] == "0.6402 (baseline 0.3921)"
+    assert "Perplexity" not in shown
+    assert fields(event_embed(done))["Criteria macro F1"] == "0.7123 (baseline 0.4491)"
+
+
+def test_a_classifier_completion_shows_accuracy_and_macro_f1_against_the_baseline() -> None:
+    metrics = {
+        "test/accuracy": 0.9123,
+        "test/macro_f1": 0.9,
+        "test/p95_ms": 4.2,
+        "baseline/accuracy": 0.9182,
+        "baseline/macro_f1": 0.92,
+    }
+    shown = fields(event_embed(factories.like(MetricsCompleted, "run-1", metrics=metrics)))
+    assert shown["Test accuracy"] == "0.9123 (baseline 0.9182)"
+    assert shown["Test macro F1"] == "0.9 (baseline 0.92)"
+    assert "Criteria macro F1" not in shown and "Perplexity" not in shown

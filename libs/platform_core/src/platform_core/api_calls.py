@@ -32,6 +32,7 @@ from platform_core.api_models import (
     ModelVersionCreate,
     ModelVersionList,
     ModelVersionPublic,
+    PredictRecord,
     PromoteRequest,
     ReadyStatus,
     RecentEvents,
@@ -49,7 +50,7 @@ from platform_core.api_models import (
 )
 from platform_core.events import EventDecodeError
 from platform_core.model_registry import RegistryChange
-from platform_core.specs import GenerateRequest, ScoreRequest
+from platform_core.specs import GenerateRequest, PredictRequest, ScoreRequest
 from platform_core.sse import SseMessage, StreamedEvent, streamed_event
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -188,6 +189,17 @@ def score(
 
 def get_score(run_id: str, request_id: str) -> ApiCall[ScoreRecord]:
     return ApiCall("GET", _run(run_id, "score", _segment(request_id)), ScoreRecord)
+
+
+def predict(
+    run_id: str, request: PredictRequest, *, idempotency_key: str | None = None
+) -> ApiCall[InferenceAccepted]:
+    path = _run(run_id, "predict")
+    return ApiCall("POST", path, InferenceAccepted, request, None, idempotency_key)
+
+
+def get_predict(run_id: str, request_id: str) -> ApiCall[PredictRecord]:
+    return ApiCall("GET", _run(run_id, "predict", _segment(request_id)), PredictRecord)
 
 
 def run_events(run_id: str, last_event_id: str | None = None) -> StreamCall:

@@ -33,6 +33,8 @@ from platform_core.specs import (
     GenerateRequest,
     GenerateResult,
     JsonRequest,
+    PredictRequest,
+    PredictResult,
     ScoreRequest,
     ScoreResult,
     TokenizerKind,
@@ -384,13 +386,13 @@ class EvaluateRequest(JsonRequest):
 
 
 class InferenceAccepted(BaseModel):
-    """202 answer to generate / score / evaluate: poll with `request_id`."""
+    """202 answer to generate / score / evaluate / predict: poll with `request_id`."""
 
     model_config = STRICT
 
     request_id: str
     run_id: str
-    kind: Literal["generate", "score", "evaluate"]
+    kind: Literal["generate", "score", "evaluate", "predict"]
     status: InferenceStatus
 
 
@@ -436,6 +438,13 @@ class ScoreRecord(_InferenceRecord):
 
     request: ScoreRequest
     result: ScoreResult | None = None
+
+
+class PredictRecord(_InferenceRecord):
+    """GET /runs/{id}/predict/{request_id}."""
+
+    request: PredictRequest
+    result: PredictResult | None = None
 
 
 class EvaluateRecord(_InferenceRecord):

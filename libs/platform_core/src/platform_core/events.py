@@ -18,7 +18,14 @@ from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.specs import SEMVER_REGEX
 
 JobKind = Literal[
-    "train_tokenizer", "train_model", "evaluate", "generate", "score", "study", "prepare_dataset"
+    "train_tokenizer",
+    "train_model",
+    "evaluate",
+    "generate",
+    "score",
+    "predict",
+    "study",
+    "prepare_dataset",
 ]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -135,6 +142,8 @@ class MetricsCompletedPayload(_Strict):
     final_perplexity: float | None = None
     tokens_per_s: float | None = Field(default=None, ge=0)
     artifact_dir: str | None = None
+    # a task's final figures, e.g. "test/criteria_matcher/f1" and its "baseline/..." twin
+    metrics: dict[str, float] = Field(default_factory=dict)
 
 
 class StudyStartedPayload(_Strict):

@@ -37,6 +37,7 @@ from platform_core.api_models import (
     InferenceAccepted,
     JobAccepted,
     LogLine,
+    PredictRecord,
     ReadyStatus,
     RunCreate,
     RunEval,
@@ -63,7 +64,7 @@ from platform_core.http_core import (
     retry_delay_s,
     stream_messages,
 )
-from platform_core.specs import GenerateRequest, ScoreRequest
+from platform_core.specs import GenerateRequest, PredictRequest, ScoreRequest
 from platform_core.sse import SseParser, StreamedEvent
 
 __all__ = [
@@ -209,6 +210,14 @@ class TrainerClient:
 
     def get_score(self, run_id: str, request_id: str) -> ScoreRecord:
         return self.call(calls.get_score(run_id, request_id))
+
+    def predict(
+        self, run_id: str, request: PredictRequest, *, idempotency_key: str | None = None
+    ) -> InferenceAccepted:
+        return self.call(calls.predict(run_id, request, idempotency_key=idempotency_key))
+
+    def get_predict(self, run_id: str, request_id: str) -> PredictRecord:
+        return self.call(calls.get_predict(run_id, request_id))
 
     def stream_events(
         self, run_id: str, last_event_id: str | None = None
@@ -361,6 +370,14 @@ class AsyncTrainerClient:
 
     async def get_score(self, run_id: str, request_id: str) -> ScoreRecord:
         return await self.call(calls.get_score(run_id, request_id))
+
+    async def predict(
+        self, run_id: str, request: PredictRequest, *, idempotency_key: str | None = None
+    ) -> InferenceAccepted:
+        return await self.call(calls.predict(run_id, request, idempotency_key=idempotency_key))
+
+    async def get_predict(self, run_id: str, request_id: str) -> PredictRecord:
+        return await self.call(calls.get_predict(run_id, request_id))
 
     async def stream_events(
         self, run_id: str, last_event_id: str | None = None

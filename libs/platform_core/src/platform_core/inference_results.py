@@ -1,5 +1,5 @@
-"""Inference requests (generate, score, evaluate) on a trained run, and their results cached
-in Redis by request id.
+"""Inference requests (generate, score, evaluate, predict) on a trained run, and their
+results cached in Redis by request id.
 
 `POST /runs/{id}/generate` enqueues and answers with the request id at once; the worker
 writes the record as it goes (queued -> running -> completed | failed) and
@@ -22,7 +22,7 @@ from platform_core.json_types import JsonObject
 from platform_core.layout import ID_PATTERN
 from platform_core.queue import INFERENCE_QUEUE, JOB_FUNCTIONS
 
-InferenceKind = Literal["generate", "score", "evaluate"]
+InferenceKind = Literal["generate", "score", "evaluate", "predict"]
 RESULT_TTL_S = 24 * 3600  # long enough to read a result the next morning
 
 

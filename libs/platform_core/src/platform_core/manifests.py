@@ -122,6 +122,8 @@ class EvalPoint(BaseModel):
     step: int
     eval_loss: Finite = None
     perplexity: Finite = None
+    # a task's named metrics at this eval (e.g. "val/criteria_matcher/f1"); none for an LM
+    metrics: dict[str, float] = {}
 
 
 class MetricsSummary(BaseModel):
@@ -137,6 +139,22 @@ class MetricsSummary(BaseModel):
     final_eval_loss: Finite = None
     tokens_per_s: Finite = None
     eval_history: list[EvalPoint] = []
+
+
+class DualAgentRecord(BaseModel):
+    """What a dual-agent run learned beyond its losses: the decision thresholds tuned on
+    validation, the data report, and the model's test metrics beside the keyword
+    baseline's on the same test split (`eval/dual_agent.json` holds the same)."""
+
+    model_config = _FROZEN
+
+    criteria: list[str]  # the criteria head's order
+    criteria_head: Literal["sigmoid", "softmax"]
+    thresholds: dict[str, float]  # criterion -> probability at or above which it matches
+    data_report: dict[str, dict[str, int]]  # split -> criterion (or NO_CRITERION, POSTS) -> posts
+    val_metrics: dict[str, float]  # with the tuned thresholds
+    test_metrics: dict[str, float]  # empty when the data has no test split
+    baseline_test_metrics: dict[str, float]
 
 
 class RunDurations(BaseModel):
@@ -207,6 +225,8 @@ class RunManifest(BaseModel):
     model_files: dict[str, str] = {}  # final model files (relative to the run) -> SHA-256
     failure: RunFailure | None = None
     tracking: TrackingRecord | None = None  # its MLflow run, recorded when the run ends
+    dual_agent: DualAgentRecord | None = None  # dual_agent model runs only
+    classifier: ClassifierRecord | None = None  # classifier model runs only
 
     def train_spec(self) -> TrainRunSpec:
         """The spec of a model run; DATA_INVALID for another kind or a spec that no longer
@@ -260,6 +280,47 @@ class BaselineReport(BaseModel):
     val: ClassificationMetrics
     test: ClassificationMetrics
     train_s: float
+
+
+class LatencyReport(BaseModel):
+    """Single-text CPU inference (tokenise + forward), after warm-up passes."""
+
+    model_config = _FROZEN
+
+    p50_ms: float
+    p95_ms: float
+    samples: int
+    threads: int  # torch's intra-op threads while timing
+
+
+class QuantizedReport(BaseModel):
+    """The dynamic int8 copy (Linear layers) of a classifier, on the same test split."""
+
+    model_config = _FROZEN
+
+    test: ClassificationMetrics
+    accuracy_delta: float  # int8 accuracy - fp32 accuracy
+    latency: LatencyReport
+    speedup: float  # fp32 p50 / int8 p50
+    size_bytes: int  # the int8 state dict, serialised
+
+
+class ClassifierRecord(BaseModel):
+    """What a classifier run measured on its dataset's test split, beside the TF-IDF
+    baseline's figures stored with the dataset (`eval/classifier.json` holds the same)."""
+
+    model_config = _FROZEN
+
+    dataset_id: str
+    labels: list[str]  # the head's order (config.id2label)
+    best_step: int | None  # the step whose weights were kept (best validation accuracy)
+    best_val_accuracy: float | None
+    test: ClassificationMetrics
+    baseline_test: ClassificationMetrics | None  # None: the dataset has no baseline
+    confusion: list[list[int]]  # [true label][predicted label], in `labels` order
+    latency: LatencyReport
+    size_bytes: int  # the model's parameters (fp32 bytes; the safetensors file adds its header)
+    quantized: QuantizedReport | None = None  # None: quantisation not asked for
 
 
 class DatasetReport(BaseModel):

@@ -45,6 +45,8 @@ from platform_core.layout import MANIFEST_FILE, DataLayout
 from platform_core.manifests import (
     DatasetRef,
     ModelVersionMetadata,
+    RunManifest,
+    Stage,
     read_dataset_manifest,
     read_metrics_summary,
     read_model_metadata,
@@ -224,13 +226,16 @@ class ModelRegistry:
     ) -> ModelVersionMetadata:
         """Copy run `source_run`'s saved transformers model into `models/<name>/<version>/`
         with its metadata, and register it in staging. `version` None: the next minor
-        version (1.0.0 for a new name)."""
+        version (1.0.0 for a new name). `dataset_id` None: a classifier run's own dataset."""
         layout = self._layout
         version = version or self._next_version(name)
         folder = layout.model_version_dir(name, version)
         if folder.exists() or self._client.hexists(versions_key(name), version):
             raise AppError(ErrorCode.CONFLICT, f"version {version} of {name} is already registered")
         model_dir = _saved_model(layout, source_run)
+        run = _run_manifest(layout, source_run)
+        if dataset_id is None and run is not None and run.classifier is not None:
+            dataset_id = run.classifier.dataset_id
         try:
             folder.parent.mkdir(parents=True, exist_ok=True)
             # a folder of its own: two registrations racing for one version never share it
@@ -248,8 +253,8 @@ class ModelRegistry:
                 version=version,
                 source_run=source_run,
                 dataset=_dataset_ref(layout, dataset_id),
-                hyperparameters=_run_spec(layout, source_run),
-                metrics=_run_metrics(layout, source_run),
+                hyperparameters=run.spec if run is not None else {},
+                metrics=_run_metrics(layout, source_run, run),
                 size_bytes=sum((staging / file).stat().st_size for file in files),
                 files=files,
                 git_commit=git_commit(),
@@ -454,19 +459,23 @@ def _dataset_ref(layout: DataLayout, dataset_id: str | None) -> DatasetRef | Non
     return DatasetRef(id=manifest.id, source=manifest.source, report=manifest.report)
 
 
-def _run_spec(layout: DataLayout, run_id: str) -> dict[str, JsonValue]:
+def _run_manifest(layout: DataLayout, run_id: str) -> RunManifest | None:
     path = layout.run_manifest(run_id)
-    return read_run_manifest(path).spec if path.is_file() else {}
+    return read_run_manifest(path) if path.is_file() else None
 
 
-def _run_metrics(layout: DataLayout, run_id: str) -> dict[str, JsonValue]:
+def _run_metrics(layout: DataLayout, run_id: str, run: RunManifest | None) -> dict[str, JsonValue]:
+    """The run's metrics summary, and a classifier's test report under "classifier" (test
+    metrics, the baseline's, confusion, latency, size, int8)."""
+    loaded: dict[str, JsonValue] = {}
     path = layout.eval_metrics(run_id)
-    if not path.is_file():
-        return {}
-    try:
-        loaded: dict[str, JsonValue] = json.loads(read_metrics_summary(path).model_dump_json())
-    except (AppError, ValidationError):
-        return {}
+    if path.is_file():
+        try:
+            loaded = json.loads(read_metrics_summary(path).model_dump_json())
+        except (AppError, ValidationError):
+            loaded = {}
+    if run is not None and run.classifier is not None:
+        loaded["classifier"] = json.loads(run.classifier.model_dump_json())
     return loaded
 
 

@@ -48,6 +48,7 @@ JOB_FUNCTIONS: dict[JobKind, str] = {
     "generate": "trainer_worker.jobs.generate",
     "score": "trainer_worker.jobs.score",
     "prepare_dataset": "trainer_worker.jobs.prepare_dataset",
+    "predict": "trainer_worker.jobs.predict",
 }  # "study" is an event kind with no job yet: enqueue_job refuses it
 _JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
 _QUEUE_OF: dict[JobKind, str] = {
@@ -57,6 +58,7 @@ _QUEUE_OF: dict[JobKind, str] = {
     "generate": INFERENCE_QUEUE,
     "score": INFERENCE_QUEUE,
     "prepare_dataset": TRAINING_QUEUE,
+    "predict": INFERENCE_QUEUE,
 }
 # A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
 # 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.

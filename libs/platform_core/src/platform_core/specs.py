@@ -17,11 +17,13 @@ from typing import Annotated, Literal
 from pydantic import (
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
     Strict,
     StrictBool,
     StrictFloat,
     StrictInt,
+    Tag,
     ValidationError,
     field_validator,
     model_validator,
@@ -29,7 +31,7 @@ from pydantic import (
 from pydantic.config import JsonDict, JsonValue
 from pydantic.dataclasses import dataclass as pydantic_dataclass
 
-from platform_core.errors import invalid_input
+from platform_core.errors import AppError, ErrorCode, invalid_input
 
 # byte-level BPE starts from the 256 byte symbols plus its two special tokens
 BPE_MIN_VOCAB_SIZE = 258
@@ -56,6 +58,16 @@ PRESET_SHAPES: dict[str, dict[str, PresetShape]] = {
         "tiny": PresetShape(n_layer=1, width=64, n_head=0, context=None),
         "small": PresetShape(n_layer=2, width=256, n_head=0, context=None),
         "medium": PresetShape(n_layer=3, width=512, n_head=0, context=None),
+    },
+    # a BERT-like encoder trained from scratch (trainer_worker.dual_agent.model)
+    "dual_agent": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
+    },
+    # AutoModelForSequenceClassification (BERT) from scratch (trainer_worker.classify.model)
+    "classifier": {
+        "tiny": PresetShape(n_layer=2, width=64, n_head=2, context=128),
+        "small": PresetShape(n_layer=4, width=256, n_head=4, context=256),
     },
 }
 # preset names per model family; the worker maps each to its architecture
@@ -145,7 +157,12 @@ class CorpusOptions(BaseModel):
     @field_validator("path")
     @classmethod
     def _relative_path(cls, value: str | None) -> str | None:
-        return None if value is None else relative_data_path(value)
+        return relative_path(value)
+
+
+def relative_path(value: str | None) -> str | None:
+    """A user's optional path: None, or `relative_data_path(value)`."""
+    return None if value is None else relative_data_path(value)
 
 
 def relative_data_path(value: str) -> str:
@@ -320,7 +337,12 @@ class TrainConfig:
 # ---- from trainer_worker.models.registry ----------------------------------------
 
 
-ModelFamily = Literal["gpt2", "char_lstm"]
+ModelFamily = Literal["gpt2", "char_lstm", "dual_agent", "classifier"]
+# families that build their own tokenizer (a WordPiece trained on their data, or the
+# pretrained model's)
+OWN_TOKENIZER_FAMILIES: tuple[ModelFamily, ...] = ("dual_agent", "classifier")
+# the classifier stops after this many evals without a better validation accuracy (issue #14)
+CLASSIFIER_PATIENCE = 2
 
 
 # a hub id as the Hugging Face hub spells it: `name` or `namespace/name`, each part letters and
@@ -369,7 +391,8 @@ class ModelSpec(BaseModel):
         max_length=512,
         pattern=PRETRAINED_PATTERN,
         description=(
-            "gpt2 only. `data:<folder>`: a save_pretrained folder under the data root; "
+            "gpt2, dual_agent (its encoder) and classifier. `data:<folder>`: a "
+            "save_pretrained folder under the data root; "
             f"otherwise a hub id (`name` or `namespace/name`, at most {HUB_ID_MAX_CHARS} "
             "characters). Excludes dropout and context_size."
         ),
@@ -379,7 +402,9 @@ class ModelSpec(BaseModel):
     )
     context_size: Annotated[StrictInt, Field(ge=8, le=MAX_BLOCK_SIZE)] | None = Field(
         default=None,
-        description="gpt2 only: overrides the preset's n_positions; fresh models only",
+        ge=8,
+        le=MAX_BLOCK_SIZE,
+        description="gpt2 and dual_agent: overrides the preset's positions; fresh models only",
     )
 
     @field_validator("pretrained")
@@ -397,9 +422,11 @@ class ModelSpec(BaseModel):
                 f"unknown {self.family} preset {self.preset!r}; choose one of {sorted(presets)}"
             )
         if self.family == "char_lstm" and self.pretrained is not None:
-            raise ValueError("pretrained weights are only available for the gpt2 family")
+            raise ValueError("pretrained weights are not available for the char_lstm family")
         if self.family == "char_lstm" and self.context_size is not None:
-            raise ValueError("context_size applies to gpt2 only; an LSTM has no context limit")
+            raise ValueError(
+                "context_size does not apply to char_lstm: an LSTM has no context limit"
+            )
         if self.pretrained is not None and (self.dropout is not None or self.context_size):
             raise ValueError("dropout and context_size cannot override a pretrained model")
         return self
@@ -532,6 +559,101 @@ def validate_score_request(payload: Mapping[str, object]) -> ScoreRequest:
         raise invalid_input(e, what="score request") from e
 
 
+# ---- from trainer_worker.dual_agent.predict ----------------------------------------
+
+
+MAX_PREDICT_TEXTS = 32  # one batch: a forward pass over at most this many posts
+MAX_PREDICT_CHARS = 20_000  # a long Reddit post; the model reads its first block_size tokens
+
+
+class PredictRequest(BaseModel):
+    """`POST /runs/{id}/predict`: texts to label with a classifying run (dual_agent or
+    classifier; each answers with its own member of `TextPrediction`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    texts: tuple[Annotated[str, Field(min_length=1, max_length=MAX_PREDICT_CHARS)], ...] = Field(
+        min_length=1, max_length=MAX_PREDICT_TEXTS
+    )
+
+
+class CriterionScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    criterion: str  # e.g. "ANHEDONIA"
+    probability: float
+    threshold: float  # tuned on the run's validation split
+    matched: bool  # probability >= threshold
+
+
+class EvidenceSpanOut(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    start: int  # character offsets into the text, end exclusive
+    end: int
+    text: str
+
+
+class DualAgentPrediction(BaseModel):
+    """One text's answer from a dual_agent run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["dual_agent"] = "dual_agent"  # the discriminator of TextPrediction
+    criteria: list[CriterionScore]  # every criterion, in the head's order
+    matched: list[str]  # the criteria at or above their threshold
+    evidence: EvidenceSpanOut | None  # None: the model found no evidence sentence
+
+
+class LabelProbability(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    label: str
+    probability: float
+
+
+MAX_PREDICT_TOP_LABELS = 5  # a classifier's answer: its likeliest labels, not all 1 000
+
+
+class ClassifierPrediction(BaseModel):
+    """One text's answer from a classifier run."""
+
+    model_config = ConfigDict(frozen=True)
+
+    family: Literal["classifier"] = "classifier"  # the discriminator of TextPrediction
+    label: str  # the likeliest
+    probability: float
+    top: list[LabelProbability]  # up to MAX_PREDICT_TOP_LABELS, likeliest first
+
+
+def _prediction_family(value: object) -> str:
+    """`family` of a prediction; an answer stored before classifiers had none: dual_agent."""
+    family = value.get("family") if isinstance(value, dict) else getattr(value, "family", None)
+    return str(family or "dual_agent")
+
+
+# per text, the answer of the run's family, told apart by `family`
+TextPrediction = Annotated[
+    Annotated[DualAgentPrediction, Tag("dual_agent")]
+    | Annotated[ClassifierPrediction, Tag("classifier")],
+    Discriminator(_prediction_family),
+]
+
+
+class PredictResult(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    predictions: list[TextPrediction]  # in the order of the request's texts
+
+
+def validate_predict_request(payload: Mapping[str, object]) -> PredictRequest:
+    """Parse a JSON-like payload; bad fields raise INVALID_INPUT naming each field."""
+    try:
+        return PredictRequest.model_validate(payload)
+    except ValidationError as e:
+        raise invalid_input(e, what="predict request") from e
+
+
 # ---- from trainer_worker.model_run ----------------------------------------
 
 
@@ -583,8 +705,76 @@ def _block_fits_preset_rules() -> JsonDict:
     return {"allOf": rules}
 
 
+class TaskWeights(BaseModel):
+    """The dual-agent joint loss: w_c * criteria loss + w_e * evidence loss (seed 002)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    criteria_matcher: StrictFloat = Field(default=1.0, ge=0.0, le=100.0)
+    evidence_binder: StrictFloat = Field(default=1.0, ge=0.0, le=100.0)
+
+    @model_validator(mode="after")
+    def _not_both_zero(self) -> TaskWeights:
+        if self.criteria_matcher == 0.0 and self.evidence_binder == 0.0:
+            raise ValueError("at least one task weight must be positive")
+        return self
+
+
+class DualAgentOptions(BaseModel):
+    """The dual-agent family's data and heads. Data: `path` (a .jsonl or .csv of
+    ReDSM5-format posts under the data root), `hf_dataset` (a hub dataset id, local cache
+    first) or neither: the built-in generator's posts."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    path: str | None = Field(default=None, min_length=1, max_length=1024)
+    hf_dataset: str | None = Field(
+        default=None, min_length=1, max_length=HUB_ID_MAX_CHARS, pattern=PRETRAINED_PATTERN
+    )
+    generated_posts: StrictInt = Field(default=600, ge=20, le=100_000)  # generator only
+    val_fraction: StrictFloat = Field(default=0.15, gt=0.0, le=0.5)
+    test_fraction: StrictFloat = Field(default=0.15, ge=0.0, le=0.5)  # files; generated: held out
+    split_seed: StrictInt = Field(default=1337, ge=0, le=MAX_SEED)
+    criteria_head: Literal["sigmoid", "softmax"] = "sigmoid"  # multi-label by default
+    # weigh positives by negatives / positives per criterion (few posts match any one)
+    class_weights: StrictBool = True
+    task_weights: TaskWeights = Field(default_factory=TaskWeights)
+    vocab_size: StrictInt = Field(default=2000, ge=100, le=100_000)  # from-scratch WordPiece
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str | None) -> str | None:
+        return relative_path(value)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DualAgentOptions:
+        if self.path is not None and self.hf_dataset is not None:
+            raise ValueError("give path or hf_dataset, not both")
+        if self.hf_dataset is not None and self.hf_dataset.startswith(DATA_PREFIX):
+            raise ValueError("hf_dataset is a hub id; a local file goes in path")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ValueError("val_fraction + test_fraction must leave posts to train on")
+        return self
+
+
+class ClassifierOptions(BaseModel):
+    """The classifier family's data: a prepared dataset (`prepare_dataset` run) whose train,
+    val and test splits it trains, selects and reports on; and its test report's extras."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    dataset_id: str = Field(pattern=ID_REGEX)
+    vocab_size: StrictInt = Field(default=4000, ge=100, le=100_000)  # from-scratch WordPiece
+    # also report a dynamic int8 copy (Linear layers) for CPU inference: accuracy and speed
+    quantize: StrictBool = True
+    # single-text forward passes timed for the p50/p95 latency (after 3 warm-up passes)
+    latency_samples: StrictInt = Field(default=50, ge=5, le=1000)
+
+
 class TrainRunSpec(JsonRequest):
-    """What `POST /runs/train` and `trainctl` send for a model run."""
+    """What `POST /runs/train` and `trainctl` send for a model run. Language models name a
+    tokenizer run and a corpus; the dual-agent and classifier families bring their own
+    tokenizer and take `dual_agent` / `classifier` options instead."""
 
     model_config = ConfigDict(
         extra="forbid",
@@ -594,14 +784,83 @@ class TrainRunSpec(JsonRequest):
     )
 
     model: ModelSpec
-    tokenizer_id: str = Field(pattern=ID_REGEX)
+    tokenizer_id: str | None = Field(default=None, pattern=ID_REGEX)
     corpus: CorpusOptions = Field(default_factory=CorpusOptions)
+    dual_agent: DualAgentOptions | None = None
+    classifier: ClassifierOptions | None = None
     train: TrainConfig = Field(default_factory=TrainConfig)
     retention: RetentionSpec = Field(default_factory=RetentionSpec)
     sample_prompts: tuple[Annotated[str, Field(max_length=MAX_SAMPLE_PROMPT_CHARS)], ...] = Field(
         default=DEFAULT_PROMPTS, max_length=MAX_SAMPLE_PROMPTS
     )
     sample_max_new_tokens: StrictInt = Field(default=64, ge=1, le=512)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _dual_agent_defaults(cls, data: object) -> object:
+        """A dual_agent spec without options gets the defaults, so the manifest shows them."""
+        if not isinstance(data, dict) or data.get("dual_agent") is not None:
+            return data
+        model = data.get("model")
+        family = model.get("family") if isinstance(model, dict) else getattr(model, "family", None)
+        return {**data, "dual_agent": {}} if family == "dual_agent" else data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _classifier_patience(cls, data: object) -> object:
+        """A classifier spec whose train settings leave early stopping out gets patience 2."""
+        if not isinstance(data, dict):
+            return data
+        model = data.get("model")
+        family = model.get("family") if isinstance(model, dict) else getattr(model, "family", None)
+        train = data.get("train", {})
+        if family != "classifier" or not isinstance(train, dict):
+            return data
+        if "early_stopping_patience" in train:
+            return data
+        return {**data, "train": {**train, "early_stopping_patience": CLASSIFIER_PATIENCE}}
+
+    @model_validator(mode="after")
+    def _family_inputs(self) -> TrainRunSpec:
+        family = self.model.family
+        if family in OWN_TOKENIZER_FAMILIES:
+            if self.tokenizer_id is not None:
+                raise ValueError(f"{family} trains its own tokenizer: leave tokenizer_id out")
+        elif self.tokenizer_id is None:
+            raise ValueError(f"{family} needs tokenizer_id (a tokenizer run)")
+        if self.dual_agent is not None and family != "dual_agent":
+            raise ValueError("dual_agent options apply to the dual_agent family only")
+        if (self.classifier is None) != (family != "classifier"):
+            raise ValueError(
+                "the classifier family needs classifier options (classifier.dataset_id)"
+                if family == "classifier"
+                else "classifier options apply to the classifier family only"
+            )
+        return self
+
+    @property
+    def lm_tokenizer_id(self) -> str:
+        """The tokenizer run of a language-model spec (the validator made sure it is set);
+        INVALID_INPUT for a family without one (generate and score need a language model)."""
+        if self.tokenizer_id is None:
+            raise AppError(
+                ErrorCode.INVALID_INPUT,
+                f"a {self.model.family} model is not a language model (no tokenizer run)",
+            )
+        return self.tokenizer_id
+
+    @property
+    def dual_agent_options(self) -> DualAgentOptions:
+        return self.dual_agent or DualAgentOptions()
+
+    @property
+    def classifier_options(self) -> ClassifierOptions:
+        """The classifier family's options (the validator made sure they are set)."""
+        if self.classifier is None:
+            raise AppError(
+                ErrorCode.INVALID_INPUT, f"a {self.model.family} run is not a classifier run"
+            )
+        return self.classifier
 
     @model_validator(mode="after")
     def _block_fits_the_model(self) -> TrainRunSpec:
@@ -653,22 +912,33 @@ class TrainRunSpec(JsonRequest):
         return 2 * self.train.batch_size * self.train.block_size * vocab_size * LOGIT_BYTES
 
 
-def pretrained_shape(config: Mapping[str, object]) -> PresetShape:
-    """The architecture a GPT-2 `config.json` (transformers' save_pretrained) declares (its
-    vocabulary does not matter: the worker resizes the embeddings to the tokenizer's);
-    ValueError naming the field when one is missing or not a positive integer."""
-    fields = {}
-    for name in ("n_layer", "n_embd", "n_head", "n_positions"):
+# the config.json fields (transformers' names) of each family's architecture: layers, width,
+# heads, positions; the dual-agent and classifier families load BERT-like encoders
+_CONFIG_FIELDS: dict[str, tuple[str, str, str, str]] = {
+    "gpt2": ("n_layer", "n_embd", "n_head", "n_positions"),
+    "encoder": (
+        "num_hidden_layers",
+        "hidden_size",
+        "num_attention_heads",
+        "max_position_embeddings",
+    ),
+}
+
+
+def pretrained_shape(config: Mapping[str, object], family: str = "gpt2") -> PresetShape:
+    """The architecture a `config.json` (transformers' save_pretrained) declares: GPT-2's
+    fields for gpt2, a BERT-like encoder's for the dual-agent and classifier families (the
+    vocabulary does not matter: embeddings are resized to the tokenizer's); ValueError naming
+    the field when one is missing or not a positive integer."""
+    names = _CONFIG_FIELDS["gpt2" if family == "gpt2" else "encoder"]
+    values = []
+    for name in names:
         value = config.get(name)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"config.json: {name} must be a positive integer, got {value!r}")
-        fields[name] = value
-    return PresetShape(
-        n_layer=fields["n_layer"],
-        width=fields["n_embd"],
-        n_head=fields["n_head"],
-        context=fields["n_positions"],
-    )
+        values.append(value)
+    n_layer, width, n_head, context = values
+    return PresetShape(n_layer=n_layer, width=width, n_head=n_head, context=context)
 
 
 # ---- from trainer_worker.classify (text classification datasets) ------------------------

@@ -96,9 +96,19 @@ def _checked_submit(
     if isinstance(body, TokenizerCreate):
         tokenizer_id = body.tokenizer_id or new_id("tok")
         return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
-    check_tokenizer(client, data_root, body.spec.tokenizer_id)
+    if body.spec.tokenizer_id is not None:  # language models; the other families bring their own
+        check_tokenizer(client, data_root, body.spec.tokenizer_id)
+    if body.spec.dual_agent is not None and body.spec.dual_agent.path is not None:
+        check_corpus(data_root, CorpusOptions(path=body.spec.dual_agent.path))
+    if body.spec.classifier is not None:
+        check_dataset(client, data_root, body.spec.classifier.dataset_id)
     shape = check_pretrained(data_root, body.spec)  # None for a preset, or a hub model
-    vocab_size = tokenizer_vocab_size(client, data_root, body.spec.tokenizer_id)
+    # encoder families (dual_agent, classifier) emit no vocabulary-sized logits
+    vocab_size = (
+        0
+        if body.spec.tokenizer_id is None
+        else tokenizer_vocab_size(client, data_root, body.spec.tokenizer_id)
+    )
     check_memory(body.spec, max_activation_gib, vocab_size=vocab_size, shape=shape)
     run_id = body.run_id or new_id("run")
     return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
@@ -129,14 +139,13 @@ def check_pretrained(data_root: Path, spec: TrainRunSpec) -> PresetShape | None:
         )
     try:
         config = json.loads(read_regular_text(found / "config.json"))
-        shape = pretrained_shape(config if isinstance(config, dict) else {})
+        shape = pretrained_shape(config if isinstance(config, dict) else {}, spec.model.family)
     except (OSError, UnicodeDecodeError, ValueError) as e:  # JSONDecodeError is a ValueError
         # an OSError's text would name the server's paths: its reason alone
         reason = (e.strerror or "unreadable") if isinstance(e, OSError) else str(e)
         raise AppError(
             ErrorCode.INVALID_INPUT,
-            f"spec.model.pretrained: folder {folder!r} has no readable GPT-2 config.json "
-            f"({reason})",
+            f"spec.model.pretrained: folder {folder!r} has no readable config.json ({reason})",
         ) from e
     if shape.context is not None and spec.train.block_size > shape.context:
         raise AppError(
@@ -185,6 +194,19 @@ def tokenizer_vocab_size(client: redis.Redis, data_root: Path, tokenizer_id: str
     except ValidationError:  # a spec of an older version: the default stands in
         spec = TokenizerSpec(kind="char")
     return spec.vocab_size
+
+
+def check_dataset(client: redis.Redis, data_root: Path, dataset_id: str) -> None:
+    """Prepared, or queued / preparing (a classifier run queued behind its dataset's run)."""
+    if DataLayout(data_root).dataset_manifest(dataset_id).is_file():
+        return
+    live = live_state(client, dataset_id)
+    if live.kind == "prepare_dataset" and live.status in ("queued", "running"):
+        return
+    raise AppError(
+        ErrorCode.DATA_NOT_FOUND,
+        f"dataset {dataset_id!r} not found; prepare it first (POST /datasets)",
+    )
 
 
 def check_tokenizer(client: redis.Redis, data_root: Path, tokenizer_id: str) -> None:

@@ -6,15 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import discord
 from pydantic import ValidationError
 
-from platform_core.api_models import RunCreate, RunPublic, RunQuery
+from platform_core.api_models import GenerateRecord, PredictRecord, RunCreate, RunPublic, RunQuery
 from platform_core.errors import invalid_input
 from platform_core.http_client import ApiError, AsyncTrainerClient
-from platform_core.specs import GenerateRequest, TrainRunSpec
+from platform_core.specs import (
+    ClassifierPrediction,
+    GenerateRequest,
+    PredictRequest,
+    TrainRunSpec,
+)
 from trainer_bot import catch_up
 from trainer_bot.embeds import runs_embed, status_embed
 from trainer_bot.limits import truncate
@@ -33,7 +40,7 @@ class BotServices:
     api: AsyncTrainerClient
     watches: WatchStore
     owner_id: int | None  # None: nobody is the owner, every interaction is refused
-    generate_timeout_s: float = 120.0  # /generate waits this long for the worker's answer
+    generate_timeout_s: float = 120.0  # /generate and /predict wait this long for the worker
     poll_interval_s: float = 0.5  # and asks for it this often
 
 
@@ -55,7 +62,7 @@ async def train(
     *,
     user_id: int,
     model: str,  # a ModelFamily; the spec validates it, as every other field
-    tokenizer: str,
+    tokenizer: str | None,  # language models only; dual_agent trains its own
     preset: str = "tiny",
     corpus: str | None = None,
     steps: int = 1_000,
@@ -63,12 +70,17 @@ async def train(
     idempotency_key: str | None = None,
 ) -> Reply:
     """Queue a model run, watched from before it exists: its "queued" notice is never missed."""
-    wanted = {
+    wanted: dict[str, object] = {
         "model": {"family": model, "preset": preset},
         "tokenizer_id": tokenizer,
-        "corpus": {"path": corpus},
         "train": {"max_steps": steps, "precision": precision},
     }
+    if model == "dual_agent":  # its posts: a file under the data root, else generated ones
+        wanted["dual_agent"] = {"path": corpus}
+    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
+        wanted["classifier"] = {"dataset_id": corpus}
+    else:
+        wanted["corpus"] = {"path": corpus}
     try:
         spec = TrainRunSpec.model_validate(wanted)
     except ValidationError as exc:
@@ -144,6 +156,19 @@ async def cancel(services: BotServices, run_id: str) -> str:
     return f"Asked `{run_id}` to stop; it keeps a final checkpoint."
 
 
+RecordT = TypeVar("RecordT", GenerateRecord, PredictRecord)
+
+
+async def finished(services: BotServices, fetch: Callable[[], Awaitable[RecordT]]) -> RecordT:
+    """Poll an inference request until the worker has answered (within the timeout)."""
+    async with asyncio.timeout(services.generate_timeout_s):
+        record = await fetch()
+        while record.status in {"queued", "running"}:
+            await asyncio.sleep(services.poll_interval_s)
+            record = await fetch()
+    return record
+
+
 async def generate(
     services: BotServices,
     run_id: str,
@@ -153,13 +178,40 @@ async def generate(
 ) -> Reply:
     request = GenerateRequest(prompt=prompt, max_new_tokens=max_new_tokens)
     accepted = await services.api.generate(run_id, request, idempotency_key=idempotency_key)
-    async with asyncio.timeout(services.generate_timeout_s):
-        record = await services.api.get_generate(run_id, accepted.request_id)
-        while record.status in {"queued", "running"}:
-            await asyncio.sleep(services.poll_interval_s)
-            record = await services.api.get_generate(run_id, accepted.request_id)
+    record = await finished(
+        services, lambda: services.api.get_generate(run_id, accepted.request_id)
+    )
     if record.result is None:
         reason = record.error.message if record.error else "the worker gave no output"
         return Reply(f"Generation failed: {reason}")
     text = truncate(record.result.outputs[0], MESSAGE_MAX - len("```\n\n```"))
     return Reply(f"```\n{text}\n```")
+
+
+async def predict(
+    services: BotServices, run_id: str, text: str, idempotency_key: str | None = None
+) -> Reply:
+    """The label a classifier run gives `text` (with the likeliest labels), or the criteria
+    a dual-agent run finds in it and its evidence sentence."""
+    request = PredictRequest(texts=(text,))
+    accepted = await services.api.predict(run_id, request, idempotency_key=idempotency_key)
+    record = await finished(services, lambda: services.api.get_predict(run_id, accepted.request_id))
+    if record.result is None:
+        reason = record.error.message if record.error else "the worker gave no output"
+        return Reply(f"Prediction failed: {reason}")
+    (found,) = record.result.predictions
+    if isinstance(found, ClassifierPrediction):
+        likely_labels = ", ".join(f"{p.label} {p.probability:.2f}" for p in found.top)
+        return Reply(truncate(f"Label: {found.label}\nLikeliest: {likely_labels}", MESSAGE_MAX))
+    likely = sorted(found.criteria, key=lambda c: -c.probability)[:3]
+    lines = [
+        f"Matched: {', '.join(found.matched) or 'none'}",
+        "Likeliest: " + ", ".join(f"{c.criterion} {c.probability:.2f}" for c in likely),
+    ]
+    if found.evidence is None:
+        lines.append("Evidence: none found")
+    else:
+        span = found.evidence
+        quoted = truncate(span.text, MESSAGE_MAX // 2)
+        lines.append(f"Evidence (chars {span.start}-{span.end}): > {quoted}")
+    return Reply(truncate("\n".join(lines), MESSAGE_MAX))

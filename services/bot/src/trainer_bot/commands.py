@@ -1,5 +1,5 @@
 """The bot's application commands: `/train`, `/status`, `/runs`, `/watch`, `/unwatch`,
-`/cancel`, `/generate` and `/models`, answered in DMs with the owner only.
+`/cancel`, `/generate`, `/predict` and `/models`, answered in DMs with the owner only.
 
 Every command defers first (Discord's 3-second deadline) and follows up once the API has
 answered. The tree runs the owner check (`guards.owner_only`) before any command or
@@ -16,7 +16,7 @@ from discord import app_commands
 
 from platform_core.api_models import RunQuery
 from platform_core.http_client import ApiError
-from platform_core.specs import ModelFamily, PrecisionChoice
+from platform_core.specs import MODEL_PRESETS, ModelFamily, PrecisionChoice
 from trainer_bot import actions, registry
 from trainer_bot.actions import BotServices
 from trainer_bot.guards import owner_only, report_failure
@@ -87,20 +87,29 @@ async def answer(interaction: Interaction, reply: actions.Reply) -> None:
     await interaction.followup.send(reply.text or "", embeds=embeds, files=files)
 
 
+async def presets(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The size presets of the family chosen so far (every family's before one is)."""
+    family = getattr(interaction.namespace, "model", None)
+    families = [family] if family in MODEL_PRESETS else list(MODEL_PRESETS)
+    names = sorted({name for f in families for name in MODEL_PRESETS[f]})
+    return [app_commands.Choice(name=n, value=n) for n in names if current.lower() in n.lower()]
+
+
 @app_commands.command()
 @app_commands.describe(
     model="Model family",
-    tokenizer="Id of a trained tokenizer",
+    tokenizer="Id of a trained tokenizer (gpt2, char_lstm; the others train their own)",
     preset="Size preset of the family (tiny, small, ...)",
-    corpus="Corpus path inside the data root; empty for the demo corpus",
+    corpus="Corpus in the data root, empty for the demo (dual_agent: posts; classifier: dataset)",
     steps="Optimizer steps to train for",
     precision="Numeric precision; auto picks the best for the device",
 )
+@app_commands.autocomplete(preset=presets)
 async def train(
     interaction: Interaction,
     *,
     model: ModelFamily,
-    tokenizer: str,
+    tokenizer: str | None = None,
     preset: str = "tiny",
     corpus: str | None = None,
     steps: app_commands.Range[int, 1, 10_000_000] = 1_000,
@@ -201,6 +210,18 @@ async def models(interaction: Interaction, model: str | None = None) -> None:
     await answer(interaction, await registry.models(interaction.client.services, model))
 
 
+@app_commands.describe(run_id="A finished dual_agent or classifier run", text="A text to label")
+@app_commands.autocomplete(run_id=run_ids)
+async def predict(
+    interaction: Interaction, run_id: str, text: app_commands.Range[str, 1, 2000]
+) -> None:
+    """The criteria a dual-agent run finds in a post, and its evidence sentence."""
+    await interaction.response.defer(thinking=True)
+    key = f"discord-{interaction.id}"
+    reply = await actions.predict(interaction.client.services, run_id, text, idempotency_key=key)
+    await answer(interaction, reply)
+
+
 def add_commands(tree: TrainerTree) -> None:
     tree.add_command(train)
     tree.add_command(status)
@@ -210,3 +231,4 @@ def add_commands(tree: TrainerTree) -> None:
     tree.add_command(cancel)
     tree.add_command(generate)
     tree.add_command(models)
+    tree.add_command(predict)

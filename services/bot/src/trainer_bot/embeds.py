@@ -183,7 +183,10 @@ def _metrics(event: Event) -> discord.Embed | None:
         embed.add_field(name="Duration", value=format_duration(done.duration_s))
         embed.add_field(name="Final loss", value=format_metric(done.final_loss))
         embed.add_field(name="Eval loss", value=format_metric(done.final_eval_loss))
-        embed.add_field(name="Perplexity", value=format_metric(done.final_perplexity))
+        if done.metrics:
+            _add_against_baseline(embed, done.metrics)
+        else:
+            embed.add_field(name="Perplexity", value=format_metric(done.final_perplexity))
         embed.add_field(name="Tokens/s", value=format_rate(done.tokens_per_s))
     else:
         return None
@@ -221,8 +224,32 @@ def _study(event: Event) -> discord.Embed | None:
 def _add_figures(embed: discord.Embed, snapshot: RunSnapshot) -> None:
     embed.add_field(name="Step", value=_step(snapshot.step, snapshot.total_steps))
     embed.add_field(name="Loss", value=format_metric(snapshot.loss))
-    embed.add_field(name="Perplexity", value=format_metric(snapshot.perplexity))
+    if snapshot.final_metrics:  # a classifying run: its test figures, not a perplexity
+        _add_against_baseline(embed, snapshot.final_metrics)
+    else:
+        embed.add_field(name="Perplexity", value=format_metric(snapshot.perplexity))
     embed.add_field(name="Tokens/s", value=format_rate(snapshot.tokens_per_s))
+
+
+# (field name, metric) of a classifying run's completion: the model's test figure and the
+# baseline's on the same split (dual-agent: the keyword baseline; classifier: TF-IDF)
+_AGAINST_BASELINE = (
+    ("Criteria macro F1", "criteria_matcher/f1"),
+    ("Evidence char F1", "evidence_binder/char_f1"),
+    ("Test accuracy", "accuracy"),
+    ("Test macro F1", "macro_f1"),
+)
+
+
+def _add_against_baseline(embed: discord.Embed, metrics: dict[str, float]) -> None:
+    for name, metric in _AGAINST_BASELINE:
+        model, baseline = metrics.get(f"test/{metric}"), metrics.get(f"baseline/{metric}")
+        if model is None:
+            continue
+        value = format_metric(model)
+        if baseline is not None:
+            value += f" (baseline {format_metric(baseline)})"
+        embed.add_field(name=name, value=value)
 
 
 def live_embed(snapshot: RunSnapshot) -> discord.Embed:

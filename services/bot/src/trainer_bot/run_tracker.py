@@ -41,6 +41,8 @@ class RunSnapshot:
     best_eval_loss: float | None = None
     last_checkpoint_step: int | None = None
     ended_at: float | None = None  # UNIX seconds of the event that ended the run
+    # a classifying run's final figures (dual_agent: "test/..." and "baseline/..." names)
+    final_metrics: dict[str, float] | None = None
 
     def update(self, event: Event) -> bool:
         """Fold `event` in; True when it is a new best eval loss."""
@@ -73,6 +75,7 @@ class RunSnapshot:
             self.loss = done.final_loss if done.final_loss is not None else self.loss
             # one throughput per run: the worker's average over the whole run wins
             self.tokens_per_s = done.tokens_per_s or self.tokens_per_s
+            self.final_metrics = dict(done.metrics) or self.final_metrics
         else:
             self._lifecycle(event)
         return False

@@ -1,5 +1,5 @@
 """The `trainctl` commands that work through the trainer API: submit, runs, status, follow,
-cancel, generate, score, logs.
+cancel, generate, score, predict, logs.
 
 They reach the API at APP__API__BASE_URL (default http://APP__API__HOST:APP__API__PORT) with
 APP__SECURITY__API_KEY when set, print readable text, or with `--json` the API's answer as
@@ -24,6 +24,7 @@ from pydantic import BaseModel, ValidationError
 from platform_core.api_models import (
     GenerateRecord,
     LogLine,
+    PredictRecord,
     RunCreate,
     RunPublic,
     RunQuery,
@@ -35,7 +36,13 @@ from platform_core.events import Event
 from platform_core.http_client import ApiError, TrainerClient
 from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
-from platform_core.specs import validate_generate_request, validate_score_request
+from platform_core.specs import (
+    MODEL_PRESETS,
+    ClassifierPrediction,
+    validate_generate_request,
+    validate_predict_request,
+    validate_score_request,
+)
 from trainer_cli.follow import follow_run
 from trainer_cli.progress import (
     ProgressView,
@@ -44,11 +51,21 @@ from trainer_cli.progress import (
     format_status,
 )
 
-COMMANDS: Final = ("submit", "runs", "status", "follow", "cancel", "generate", "score", "logs")
+COMMANDS: Final = (
+    "submit",
+    "runs",
+    "status",
+    "follow",
+    "cancel",
+    "generate",
+    "score",
+    "predict",
+    "logs",
+)
 POLL_INTERVAL_S = 0.2  # generate / score results: a tiny model answers within a few polls
 
 BodyT = TypeVar("BodyT", bound=BaseModel)
-RecordT = TypeVar("RecordT", GenerateRecord, ScoreRecord)
+RecordT = TypeVar("RecordT", GenerateRecord, ScoreRecord, PredictRecord)
 Handler = Callable[[TrainerClient, argparse.Namespace], int]
 # flag dest -> where its value goes in the request body (overriding a --spec file)
 TOKENIZER_FLAGS: Final = {
@@ -63,6 +80,7 @@ MODEL_FLAGS: Final = {
     "family": ("spec", "model", "family"),
     "preset": ("spec", "model", "preset"),
     "tokenizer": ("spec", "tokenizer_id"),
+    "dataset": ("spec", "classifier", "dataset_id"),
     "corpus": ("spec", "corpus", "path"),
     "steps": ("spec", "train", "max_steps"),
     "batch_size": ("spec", "train", "batch_size"),
@@ -90,9 +108,13 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     tokenizer.add_argument("--vocab-size", type=int)
     tokenizer.add_argument("--min-frequency", type=int, help="bpe only")
     _add_submit_arguments(tokenizer, "tokenizer")
-    model = kinds.add_parser("model", parents=[common], help="train a model on a tokenizer")
-    model.add_argument("--tokenizer", help="id of a trained (or queued) tokenizer")
-    model.add_argument("--family", choices=["gpt2", "char_lstm"])
+    model = kinds.add_parser("model", parents=[common], help="train a model")
+    model.add_argument(
+        "--tokenizer",
+        help="id of a trained (or queued) tokenizer (not for dual_agent or classifier)",
+    )
+    model.add_argument("--dataset", help="classifier: id of a prepared (or queued) dataset")
+    model.add_argument("--family", choices=list(MODEL_PRESETS))
     model.add_argument("--preset", help="size preset of the family (default tiny)")
     model.add_argument("--steps", type=int, help="optimizer steps")
     model.add_argument("--batch-size", type=int)
@@ -116,6 +138,18 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ):
         commands.add_parser(name, parents=[common], help=text).add_argument("run_id")
 
+    _add_inference_commands(commands, common)
+
+    logs = commands.add_parser("logs", parents=[common], help="a run's last log lines")
+    logs.add_argument("run_id")
+    logs.add_argument("--tail", type=int, default=100, help="how many last lines")
+    logs.add_argument("--follow", action="store_true", help="then new lines until the run ends")
+
+
+def _add_inference_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: argparse.ArgumentParser,
+) -> None:
     generate = commands.add_parser("generate", parents=[common], help="generate text from a run")
     generate.add_argument("run_id")
     generate.add_argument("prompt")
@@ -134,10 +168,14 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     score.add_argument("--top-k", type=int, default=0, help="predictions listed per token")
     _add_wait_argument(score)
 
-    logs = commands.add_parser("logs", parents=[common], help="a run's last log lines")
-    logs.add_argument("run_id")
-    logs.add_argument("--tail", type=int, default=100, help="how many last lines")
-    logs.add_argument("--follow", action="store_true", help="then new lines until the run ends")
+    predict = commands.add_parser(
+        "predict",
+        parents=[common],
+        help="labels of texts by a classifier run, or criteria and evidence by a dual_agent run",
+    )
+    predict.add_argument("run_id")
+    predict.add_argument("texts", nargs="+", help="one or more texts (quote each)")
+    _add_wait_argument(predict)
 
 
 def _add_submit_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -384,6 +422,27 @@ def _score(client: TrainerClient, args: argparse.Namespace) -> int:
     return _inference_exit_code(record)
 
 
+def _predict(client: TrainerClient, args: argparse.Namespace) -> int:
+    request = validate_predict_request({"texts": list(args.texts)})
+    accepted = client.predict(args.run_id, request, idempotency_key=uuid.uuid4().hex)
+    record = _wait(lambda: client.get_predict(args.run_id, accepted.request_id), args.wait)
+    if args.json:
+        print(record.model_dump_json(indent=2))
+    elif record.result is not None:
+        for index, prediction in enumerate(record.result.predictions, start=1):
+            if isinstance(prediction, ClassifierPrediction):
+                likely_labels = ", ".join(f"{p.label} {p.probability:.2f}" for p in prediction.top)
+                print(f"[{index}] {prediction.label} ({likely_labels})")
+                continue
+            top = sorted(prediction.criteria, key=lambda c: -c.probability)[:3]
+            likely = ", ".join(f"{c.criterion} {c.probability:.2f}" for c in top)
+            print(f"[{index}] matched: {', '.join(prediction.matched) or 'none'} ({likely})")
+            span = prediction.evidence
+            where = "none" if span is None else f"{span.start}-{span.end} {span.text!r}"
+            print(f"    evidence: {where}")
+    return _inference_exit_code(record)
+
+
 def _wait(poll: Callable[[], RecordT], wait_s: float) -> RecordT:
     """Poll an inference request until it has finished."""
     deadline = time.monotonic() + wait_s
@@ -400,7 +459,7 @@ def _wait(poll: Callable[[], RecordT], wait_s: float) -> RecordT:
         time.sleep(POLL_INTERVAL_S)
 
 
-def _inference_exit_code(record: GenerateRecord | ScoreRecord) -> int:
+def _inference_exit_code(record: GenerateRecord | ScoreRecord | PredictRecord) -> int:
     if record.error is None:
         return ExitCode.OK
     print(f"trainctl: {record.error.code}: {record.error.message}", file=sys.stderr)
@@ -433,5 +492,6 @@ _HANDLERS: Final[dict[str, Handler]] = {
     "cancel": _cancel,
     "generate": _generate,
     "score": _score,
+    "predict": _predict,
     "logs": _logs,
 }

@@ -35,6 +35,7 @@ from platform_core.specs import (
     ScoreRequest,
     TrainRunSpec,
     validate_generate_request,
+    validate_predict_request,
     validate_score_request,
 )
 from trainer_worker.checkpoints import (
@@ -54,6 +55,8 @@ from trainer_worker.tokenizers.protocol import Tokenizer
 _log = logging.getLogger(__name__)
 
 Work = Callable[[nn.Module, Tokenizer, JsonObject, TrainRunSpec, Path], JsonObject]
+# a request on any kind of run: (data root, run id, request) -> result; loads what it needs
+RunWork = Callable[[Path, str, JsonObject], JsonObject]
 
 
 def run_inference(
@@ -61,6 +64,23 @@ def run_inference(
     request_id: str,
     spec: JsonObject,
     work: Work,
+    *,
+    client: redis.Redis,
+    data_root: Path,
+) -> JsonObject:
+    """A language-model request: load the run's model and tokenizer, then `work` on them."""
+
+    def on_run(root: Path, run_id: str, request: JsonObject) -> JsonObject:
+        model, tokenizer, run_spec, folder = _load_run(root, run_id)
+        return work(model, tokenizer, request, run_spec, folder)
+
+    return answer_request(kind, request_id, on_run, client=client, data_root=data_root)
+
+
+def answer_request(
+    kind: InferenceKind,
+    request_id: str,
+    work: RunWork,
     *,
     client: redis.Redis,
     data_root: Path,
@@ -73,8 +93,7 @@ def run_inference(
         save_record(client, record.model_copy(update={"status": "running"}))
         try:
             _VALIDATORS[kind](record.request)  # refuse bad values before loading any weights
-            model, tokenizer, run_spec, folder = _load_run(data_root, record.run_id)
-            result = work(model, tokenizer, record.request, run_spec, folder)
+            result = work(data_root, record.run_id, record.request)
         except AppError as error:
             _log.info(
                 "inference refused: %s", error.message, extra={"error_code": error.code.value}
@@ -154,6 +173,7 @@ _VALIDATORS: dict[InferenceKind, Callable[[JsonObject], object]] = {
     "generate": validate_generate_request,
     "score": validate_score_request,
     "evaluate": _no_parameters,
+    "predict": validate_predict_request,
 }
 
 
@@ -162,12 +182,11 @@ def _as_json(output: BaseModel) -> JsonObject:
     return result
 
 
-def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, TrainRunSpec, Path]:
-    layout = DataLayout(data_root)
-    folder = layout.run_dir(run_id)
+def read_model_run(layout: DataLayout, run_id: str) -> tuple[RunManifest, TrainRunSpec]:
+    """A model run's manifest and spec; NOT_FOUND / MODEL_NOT_FOUND in the caller's words."""
     try:
         manifest = read_run_manifest(layout.run_manifest(run_id))
-        spec = manifest.train_spec()
+        return manifest, manifest.train_spec()
     except AppError as error:
         if error.code is ErrorCode.DATA_NOT_FOUND:
             raise AppError(ErrorCode.NOT_FOUND, f"run {run_id} has no artifacts") from error
@@ -175,20 +194,26 @@ def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, Train
             ErrorCode.MODEL_NOT_FOUND,
             f"run {run_id} has no usable manifest ({error.message})",
         ) from error
+
+
+def _load_run(data_root: Path, run_id: str) -> tuple[nn.Module, Tokenizer, TrainRunSpec, Path]:
+    layout = DataLayout(data_root)
+    folder = layout.run_dir(run_id)
+    manifest, spec = read_model_run(layout, run_id)
     if not (layout.model_dir(run_id) / MODEL_FILE).is_file() and not list_checkpoints(
         layout.checkpoints_dir(run_id)
     ):
         raise AppError(ErrorCode.CONFLICT, f"run {run_id} has no weights yet; try again later")
-    tokenizer = load_tokenizer(layout.tokenizer_dir(spec.tokenizer_id))
+    tokenizer = load_tokenizer(layout.tokenizer_dir(spec.lm_tokenizer_id))
     # the architecture: a `data:` folder resolved inside the root, as the training did
     model_spec = resolve_pretrained(spec.model, layout.root)
     model = build_model(model_spec, tokenizer.vocab_size, tokenizer.eos_id)
-    _load_weights(layout, manifest, model)
+    load_weights(layout, manifest, model)
     model.eval()
     return model, tokenizer, spec, folder
 
 
-def _load_weights(layout: DataLayout, manifest: RunManifest, model: nn.Module) -> None:
+def load_weights(layout: DataLayout, manifest: RunManifest, model: nn.Module) -> None:
     """The run's final weights, verified against the SHA-256 its manifest recorded; else
     (still training, or the final file is damaged) its newest checkpoint that verifies.
     Corrupt checkpoints are skipped here, never moved: the run's own worker owns them."""

@@ -22,9 +22,20 @@ from platform_core.layout import DataLayout
 from platform_core.settings import load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
-from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
+from trainer_worker.classify.predict import classifier_predict_work
+from trainer_worker.classify.run import train_classifier_body
+from trainer_worker.dual_agent.predict import predict_work
+from trainer_worker.dual_agent.run import train_dual_agent_body
+from trainer_worker.inference_jobs import (
+    answer_request,
+    evaluate_work,
+    generate_work,
+    read_model_run,
+    run_inference,
+    score_work,
+)
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
-from trainer_worker.model_run import resume_hint, train_model_body
+from trainer_worker.model_run import parse_spec, resume_hint, train_model_body
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 
 
@@ -59,9 +70,16 @@ def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None
 
 
 def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
-    """Train a model (GPT-2 or Char-LSTM) on a trained tokenizer; artifacts in `runs/<run_id>/`."""
+    """Train a model (GPT-2 or Char-LSTM on a trained tokenizer, a dual-agent model on
+    ReDSM5-format posts, or a text classifier on a prepared dataset); artifacts in
+    `runs/<run_id>/`."""
 
     def body(context: JobContext) -> Outcome:
+        parsed = parse_spec(spec)
+        if parsed.model.family == "dual_agent":
+            return train_dual_agent_body(parsed, context)
+        if parsed.model.family == "classifier":
+            return train_classifier_body(parsed, context)
         return train_model_body(spec, context)
 
     return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
@@ -97,6 +115,23 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
     return run_inference(
         "evaluate", request_id, spec, evaluate_work, client=_connection(), data_root=_data_root()
     )
+
+
+def predict(request_id: str, spec: JsonObject) -> JsonObject:
+    """Label texts with a classifying run (dual-agent: criteria + evidence; classifier:
+    labels with probabilities); answers into the cache."""
+    return answer_request(
+        "predict", request_id, predict_run_work, client=_connection(), data_root=_data_root()
+    )
+
+
+def predict_run_work(data_root: Path, run_id: str, request: JsonObject) -> JsonObject:
+    """The run's family answers: a classifier run here, any other the dual-agent predictor
+    (which refuses a language model)."""
+    _, spec = read_model_run(DataLayout(data_root), run_id)
+    if spec.model.family == "classifier":
+        return classifier_predict_work(data_root, run_id, request)
+    return predict_work(data_root, run_id, request)
 
 
 def _lifecycle(

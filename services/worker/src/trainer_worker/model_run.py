@@ -61,11 +61,13 @@ from trainer_worker.training.callbacks import (
     TrainResult,
 )
 from trainer_worker.training.device import resolve_device_setup
-from trainer_worker.training.loop import train
+from trainer_worker.training.lm_task import LanguageModelTask
+from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
+from trainer_worker.training.task import BatchT, TrainingTask
 
 _log = logging.getLogger(__name__)
-_SERVICE: Final = "model-trainer-worker"
+SERVICE: Final = "model-trainer-worker"
 
 
 def parse_spec(spec: JsonObject) -> TrainRunSpec:
@@ -99,30 +101,39 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     """The body of a `train_model` job: prepare, resume or start, train, publish."""
     started = time.monotonic()
     run = _prepare(parse_spec(spec_json), context)
-    search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
+    search, manifest = begin_run(context, run.model, run.manifest, run.spec.train.max_steps)
+    with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
+        if search.point is not None or search.quarantined:
+            _log.warning(resume_message(search), extra={"event": "run.resumed"})
+        return _train_and_publish(context, run, manifest, started=started, resume=search.point)
+
+
+def begin_run(
+    context: JobContext, model: torch.nn.Module, manifest: RunManifest, max_steps: int
+) -> tuple[ResumeSearch, RunManifest]:
+    """Load the newest checkpoint that verifies into `model` (setting corrupt ones aside),
+    say where the run resumes, and write the starting manifest; every model kind begins so."""
+    search = find_resume_point(context.layout.checkpoints_dir(context.run_id), model)
     resume = search.point
     if search.quarantined:  # the run's message, as `trainctl status` shows it while it trains
-        context.store.set_status(context.run_id, RunStatus.RUNNING, message=_resume_message(search))
+        context.store.set_status(context.run_id, RunStatus.RUNNING, message=resume_message(search))
     if resume is not None or search.quarantined:
         context.progress(
             step=resume.state.step if resume else 0,
-            total_steps=run.spec.train.max_steps,
+            total_steps=max_steps,
             epoch=0,
             eta_s=None,
-            message=_resume_message(search),
+            message=resume_message(search),
         )
     context.layout.eval_dir(context.run_id).mkdir(parents=True, exist_ok=True)
-    manifest = run.manifest.model_copy(
+    started = manifest.model_copy(
         update={"resumed_from_step": resume.state.step if resume else None}
     )
-    write_manifest(context.layout.run_manifest(context.run_id), manifest)
-    with run_log(context.layout.run_log(context.run_id), context.run_id, service=_SERVICE):
-        if resume is not None or search.quarantined:
-            _log.warning(_resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started=started, resume=resume)
+    write_manifest(context.layout.run_manifest(context.run_id), started)
+    return search, started
 
 
-def _resume_message(search: ResumeSearch) -> str:
+def resume_message(search: ResumeSearch) -> str:
     """What the user is told: where the run resumes, and which corrupt checkpoints were set
     aside (renamed, kept for inspection)."""
     aside = ", ".join(f"{q.name} as {q.moved_to}" for q in search.quarantined)
@@ -135,7 +146,7 @@ def _resume_message(search: ResumeSearch) -> str:
 def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
     """Everything a user can get wrong (tokenizer, corpus, model), checked and built."""
     layout = context.layout
-    tokenizer = _load_tokenizer(layout, spec.tokenizer_id)
+    tokenizer = _load_tokenizer(layout, spec.lm_tokenizer_id)
     corpus = load_corpus(corpus_spec(spec.corpus), layout.root)
     train_ids = _encode(tokenizer, corpus.train_text)
     eval_ids = _encode(tokenizer, corpus.holdout_text) if corpus.holdout_documents else None
@@ -154,8 +165,8 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
         precision=setup.precision,
         num_params=count_parameters(model),
         corpus=CorpusRecord(source=corpus.source, sha256=corpus.sha256),
-        tokenizer=TokenizerRef(id=spec.tokenizer_id, vocab_size=tokenizer.vocab_size),
-        library_versions=_versions(),
+        tokenizer=TokenizerRef(id=spec.lm_tokenizer_id, vocab_size=tokenizer.vocab_size),
+        library_versions=library_versions(),
         host=HostInfo(
             python=platform.python_version(),
             machine=platform.machine(),
@@ -177,89 +188,18 @@ def _train_and_publish(
 ) -> Outcome:
     spec, model, tokenizer = run.spec, run.model, run.tokenizer
     layout, run_id = context.layout, context.run_id
-    folder = layout.run_dir(run_id)
     _log.info("training started", extra={"event": "training.started"})
-    context.publish(
-        MetricsConfig(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsConfigPayload(
-                model_family=spec.model.family,
-                preset=spec.model.preset
-                if spec.model.pretrained is None
-                else spec.model.pretrained,
-                num_params=manifest.num_params or 0,
-                vocab_size=tokenizer.vocab_size,
-                batch_size=spec.train.batch_size,
-                max_steps=spec.train.max_steps,
-                learning_rate=spec.train.learning_rate,
-                device=str(manifest.device),
-                precision=str(manifest.precision),
-                seed=spec.train.seed,
-                tokenizer_id=spec.tokenizer_id,
-            ),
-        )
+    announce_config(
+        context, spec, manifest, vocab_size=tokenizer.vocab_size, tokenizer_id=spec.lm_tokenizer_id
     )
-
-    callbacks = RunCallbacks(
-        context,
-        folder,
-        spec.retention,
-        watermark=context.store.published_step(run_id),
-        fallback_checkpoint_bytes=3 * _param_bytes(model),  # weights + two AdamW moments
-    )
-    try:
-        result = train(
-            model,
-            run.train_ids,
-            run.eval_ids,
-            spec.train,
-            callbacks.callbacks(),
-            resume_from=resume.state if resume else None,
-            run_id=run_id,
-        )
-    finally:
-        callbacks.close()  # reports published, last checkpoint on disk, before the run ends
+    task = LanguageModelTask(run.train_ids, run.eval_ids)
+    result = train_with_callbacks(context, model, task, spec, resume)
 
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
     _write_jsonl(layout.eval_samples(run_id), samples)
-    metrics = _metrics(result, read_history(folder))
-    write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
-    layout.model_dir(run_id).mkdir(exist_ok=True)
-    weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
-    duration = time.monotonic() - started
-    cancelled = result.reason == "cancelled"
-    final = manifest.model_copy(
-        update={
-            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
-            "stop_reason": result.reason,
-            "finished_at": datetime.now(UTC),
-            "durations_s": RunDurations(
-                total=round(duration, 3), training=round(result.duration_s, 3)
-            ),
-            "metrics": metrics,
-            "artifacts": _artifact_list(folder),
-            "model_files": {f"{MODEL}/{MODEL_FILE}": str(weights["sha256"])},
-        }
-    )
-    write_manifest(layout.run_manifest(run_id), final)
-    artifact_dir = layout.relative(folder)
-    context.publish(
-        MetricsCompleted(
-            run_id=run_id,
-            user_id=context.user_id,
-            payload=MetricsCompletedPayload(
-                steps=result.final_step,
-                duration_s=duration,
-                final_loss=result.final_loss,
-                final_eval_loss=metrics.final_eval_loss,
-                final_perplexity=metrics.final_perplexity,
-                tokens_per_s=result.tokens_per_s,
-                artifact_dir=artifact_dir,
-            ),
-        )
-    )
+    done = finish_run(context, manifest, result, model, started)
+    metrics, cancelled, artifact_dir = done.metrics, done.cancelled, done.artifact_dir
     ppl = metrics.final_perplexity
     message = (
         f"cancelled at step {result.final_step}"
@@ -276,7 +216,130 @@ def _train_and_publish(
     )
 
 
-def _param_bytes(model: torch.nn.Module) -> int:
+@dataclass(frozen=True)
+class FinishedRun:
+    metrics: MetricsSummary  # the run's metrics summary (every attempt's evals)
+    cancelled: bool
+    artifact_dir: str  # the run folder, relative to the data root
+
+
+def finish_run(
+    context: JobContext,
+    manifest: RunManifest,
+    result: TrainResult,
+    model: torch.nn.Module,
+    started: float,
+    *,
+    update: dict[str, object] | None = None,
+    final_metrics: dict[str, float] | None = None,
+) -> FinishedRun:
+    """How every model run ends: `eval/metrics.json`, the final weights (hashed in the
+    manifest), the final manifest (plus the family's `update`) and the completed event
+    (with the family's `final_metrics`; a perplexity only for a language model)."""
+    layout, run_id = context.layout, context.run_id
+    folder = layout.run_dir(run_id)
+    metrics = metrics_summary(result, read_history(folder))
+    write_atomic(layout.eval_metrics(run_id), metrics.model_dump_json(indent=2).encode())
+    layout.model_dir(run_id).mkdir(exist_ok=True)
+    weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
+    duration = time.monotonic() - started
+    cancelled = result.reason == "cancelled"
+    final = manifest.model_copy(
+        update={
+            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
+            "stop_reason": result.reason,
+            "finished_at": datetime.now(UTC),
+            "durations_s": RunDurations(
+                total=round(duration, 3), training=round(result.duration_s, 3)
+            ),
+            "metrics": metrics,
+            "artifacts": artifact_list(folder),
+            "model_files": {f"{MODEL}/{MODEL_FILE}": str(weights["sha256"])},
+            **(update or {}),
+        }
+    )
+    write_manifest(layout.run_manifest(run_id), final)
+    artifact_dir = layout.relative(folder)
+    context.publish(
+        MetricsCompleted(
+            run_id=run_id,
+            user_id=context.user_id,
+            payload=MetricsCompletedPayload(
+                steps=result.final_step,
+                duration_s=duration,
+                final_loss=result.final_loss,
+                final_eval_loss=metrics.final_eval_loss,
+                final_perplexity=None if final_metrics else metrics.final_perplexity,
+                tokens_per_s=result.tokens_per_s,
+                artifact_dir=artifact_dir,
+                metrics=final_metrics or {},
+            ),
+        )
+    )
+    return FinishedRun(metrics, cancelled, artifact_dir)
+
+
+def announce_config(
+    context: JobContext,
+    spec: TrainRunSpec,
+    manifest: RunManifest,
+    *,
+    vocab_size: int,
+    tokenizer_id: str | None = None,
+) -> None:
+    """The run's `metrics.config` event: family, preset (or pretrained id), size, settings."""
+    context.publish(
+        MetricsConfig(
+            run_id=context.run_id,
+            user_id=context.user_id,
+            payload=MetricsConfigPayload(
+                model_family=spec.model.family,
+                preset=spec.model.pretrained or spec.model.preset,
+                num_params=manifest.num_params or 0,
+                vocab_size=vocab_size,
+                batch_size=spec.train.batch_size,
+                max_steps=spec.train.max_steps,
+                learning_rate=spec.train.learning_rate,
+                device=str(manifest.device),
+                precision=str(manifest.precision),
+                seed=spec.train.seed,
+                tokenizer_id=tokenizer_id,
+            ),
+        )
+    )
+
+
+def train_with_callbacks(
+    context: JobContext,
+    model: torch.nn.Module,
+    task: TrainingTask[BatchT],
+    spec: TrainRunSpec,
+    resume: ResumePoint | None,
+) -> TrainResult:
+    """The shared loop on `task` with the run's callbacks (events, eval history, checkpoints,
+    retention, cancellation); closed before returning: reports published, the last
+    checkpoint on disk, before the run ends."""
+    callbacks = RunCallbacks(
+        context,
+        context.layout.run_dir(context.run_id),
+        spec.retention,
+        watermark=context.store.published_step(context.run_id),
+        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
+    )
+    try:
+        return train_task(
+            model,
+            task,
+            spec.train,
+            callbacks.callbacks(),
+            resume_from=resume.state if resume else None,
+            run_id=context.run_id,
+        )
+    finally:
+        callbacks.close()
+
+
+def param_bytes(model: torch.nn.Module) -> int:
     return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
@@ -310,7 +373,7 @@ def _samples(model: torch.nn.Module, tokenizer: Tokenizer, spec: TrainRunSpec) -
     return samples
 
 
-def _metrics(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
+def metrics_summary(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
     """The run's metrics summary; evals come from the history file, so a resumed run's
     summary covers its whole life."""
     points = [EvalPoint.model_validate(row) for row in history]
@@ -327,11 +390,11 @@ def _metrics(result: TrainResult, history: list[JsonObject]) -> MetricsSummary:
     )
 
 
-def _artifact_list(folder: Path) -> list[str]:
+def artifact_list(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     names = ("torch", "transformers", "tokenizers", "safetensors", "numpy")
     return {name: version(name) for name in names}
 

@@ -141,10 +141,15 @@ class RunCallbacks:
             "eval_loss": info.eval_loss,
             "perplexity": info.perplexity,
         }
+        if info.metrics:  # a language model has none; its rows stay as they were
+            row["metrics"] = dict(info.metrics)
         with (self.folder / EVAL / HISTORY_FILE).open("a", encoding="utf-8") as handle:
             handle.write(json.dumps(row) + "\n")
         payload = MetricsEvalPayload(
-            step=info.step, eval_loss=info.eval_loss, perplexity=info.perplexity
+            step=info.step,
+            eval_loss=info.eval_loss,
+            perplexity=info.perplexity,
+            metrics=dict(info.metrics),
         )
         context = self.context
         context.publish(

@@ -1,5 +1,5 @@
-"""Inference on a trained run: generate, score, evaluate. Each request is validated, queued
-on the inference queue and answered at once with a request id to poll."""
+"""Inference on a trained run: generate, score, evaluate, predict. Each request is validated,
+queued on the inference queue and answered at once with a request id to poll."""
 
 from __future__ import annotations
 
@@ -15,13 +15,14 @@ from platform_core.api_models import (
     EvaluateRequest,
     GenerateRecord,
     InferenceAccepted,
+    PredictRecord,
     RunEval,
     ScoreRecord,
 )
 from platform_core.errors import AppError, ErrorCode
 from platform_core.inference_results import InferenceRecord, enqueue_inference, load_record
 from platform_core.json_types import JsonObject
-from platform_core.specs import ID_REGEX, GenerateRequest, ScoreRequest
+from platform_core.specs import ID_REGEX, GenerateRequest, PredictRequest, ScoreRequest
 from trainer_api.deps import DataRootDep, IdempotencyKeyHeader, RedisDep, RequestIdPath, RunIdPath
 from trainer_api.errors import error_responses
 from trainer_api.eval_views import load_eval
@@ -30,8 +31,13 @@ from trainer_api.run_views import model_run_exists, run_folder
 from trainer_api.submissions import new_id
 
 router = APIRouter(prefix="/runs", tags=["inference"], responses=error_responses(401))
-Kind = Literal["generate", "score", "evaluate"]
-_PREFIX: dict[Kind, str] = {"generate": "gen", "score": "score", "evaluate": "eval"}
+Kind = Literal["generate", "score", "evaluate", "predict"]
+_PREFIX: dict[Kind, str] = {
+    "generate": "gen",
+    "score": "score",
+    "evaluate": "eval",
+    "predict": "pred",
+}
 _ACCEPTED = error_responses(404, 409, 413, 422)
 _POLLED = error_responses(404, 422)
 
@@ -113,6 +119,26 @@ def score(
 def get_score(run_id: RunIdPath, request_id: RequestIdPath, client: RedisDep) -> ScoreRecord:
     """A scoring's status, and loss, perplexity and per-token surprisal once completed."""
     return ScoreRecord.model_validate(_record(client, "score", run_id, request_id))
+
+
+@router.post("/{run_id}/predict", status_code=status.HTTP_202_ACCEPTED, responses=_ACCEPTED)
+def predict(
+    run_id: RunIdPath,
+    body: PredictRequest,
+    client: RedisDep,
+    data_root: DataRootDep,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> InferenceAccepted:
+    """Queue labelling texts with a dual-agent run; poll GET /runs/{run_id}/predict/{request_id}."""
+    return _accept(
+        client, data_root, "predict", run_id=run_id, body=body, idempotency_key=idempotency_key
+    )
+
+
+@router.get("/{run_id}/predict/{request_id}", responses=_POLLED)
+def get_predict(run_id: RunIdPath, request_id: RequestIdPath, client: RedisDep) -> PredictRecord:
+    """A prediction's status, and per text the criteria and evidence once completed."""
+    return PredictRecord.model_validate(_record(client, "predict", run_id, request_id))
 
 
 @router.post("/{run_id}/evaluate", status_code=status.HTTP_202_ACCEPTED, responses=_ACCEPTED)

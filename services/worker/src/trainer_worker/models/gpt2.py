@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import snapshot_download
@@ -143,22 +144,38 @@ def load_gpt2(
 def _from_pretrained(
     name_or_path: str, cache_dir: Path | None, attempts: int, backoff_s: float
 ) -> GPT2LMHeadModel:
-    """An absolute path is a folder the caller resolved inside the data root; anything else
-    must be a hub id, fetched into an absolute cache: a relative string is never read
-    against the working directory (transformers would open `./<id>` when it exists)."""
+    return _load_folder(
+        fetch_pretrained(name_or_path, cache_dir, attempts, backoff_s), name_or_path
+    )
+
+
+def fetch_pretrained(
+    name_or_path: str,
+    cache_dir: Path | None,
+    attempts: int = DOWNLOAD_ATTEMPTS,
+    backoff_s: float = DOWNLOAD_BACKOFF_S,
+    *,
+    repo_type: Literal["model", "dataset"] = "model",
+) -> Path:
+    """The local folder of a pretrained model (or a hub dataset): an absolute path is a
+    folder the caller resolved inside the data root; anything else must be a hub id, taken
+    from the local cache first, else downloaded into an absolute cache with `attempts`
+    bounded retries. A relative string is never read against the working directory
+    (transformers would open `./<id>` when it exists)."""
+    what = "pretrained model" if repo_type == "model" else "dataset"
     if Path(name_or_path).is_absolute():
-        return _load_folder(Path(name_or_path), name_or_path)
+        return Path(name_or_path)
     if not is_hub_id(name_or_path):
         raise AppError(
             ErrorCode.MODEL_NOT_FOUND,
-            f"pretrained {name_or_path!r} is neither a data-root folder nor a hub id",
+            f"{what} {name_or_path!r} is neither a data-root folder nor a hub id",
         )
     cache = (cache_dir or Path(hub_constants.HF_HUB_CACHE)).expanduser().resolve()
     try:
-        return _load_folder(_snapshot(name_or_path, cache, local_only=True), name_or_path)
+        return _snapshot(name_or_path, cache, local_only=True, repo_type=repo_type)
     except (OSError, ValueError):
         logger.info(
-            "pretrained model not in the local cache",
+            "pretrained files not in the local cache",
             extra={"event": "model.cache_miss", "model": name_or_path},
         )
     why = "offline mode is on"
@@ -166,36 +183,40 @@ def _from_pretrained(
     if not _hub_offline():
         for attempt in range(1, attempts + 1):
             try:
-                folder = _snapshot(name_or_path, cache, local_only=False)
+                return _snapshot(name_or_path, cache, local_only=False, repo_type=repo_type)
             # huggingface_hub's HTTP errors are OSErrors; malformed ids are ValueErrors
             except (OSError, ValueError) as e:
                 why, last_error = f"the download failed ({type(e).__name__})", e
                 if _is_permanent(e) or attempt == attempts:
                     break
                 logger.warning(
-                    "model download failed; retrying",
+                    "download failed; retrying",
                     extra={"event": "model.download_retry", "model": name_or_path, "n": attempt},
                 )
                 time.sleep(backoff_s * 2 ** (attempt - 1))
-            else:
-                return _load_folder(folder, name_or_path)
+    flag = " --repo-type dataset" if repo_type == "dataset" else ""
     raise AppError(
-        ErrorCode.MODEL_NOT_FOUND,
-        f"pretrained model {name_or_path!r} is not in the model cache, and {why}. "
+        ErrorCode.MODEL_NOT_FOUND if repo_type == "model" else ErrorCode.DATA_NOT_FOUND,
+        f"{what} {name_or_path!r} is not in the {repo_type} cache, and {why}. "
         "Download it by hand on a machine with internet access: "
-        f"`huggingface-cli download {name_or_path} --local-dir models/{name_or_path}` "
-        f"(under the data root), then set `pretrained` to `data:models/{name_or_path}`.",
+        f"`huggingface-cli download{flag} {name_or_path} --local-dir models/{name_or_path}` "
+        f"(under the data root), then name `data:models/{name_or_path}` "
+        "(for a dataset: the file's path).",
     ) from last_error
 
 
-def _snapshot(repo_id: str, cache: Path, *, local_only: bool) -> Path:
-    """The absolute folder of `repo_id`'s weights and config in `cache` (downloaded unless
-    `local_only`)."""
+def _snapshot(
+    repo_id: str, cache: Path, *, local_only: bool, repo_type: Literal["model", "dataset"]
+) -> Path:
+    """The absolute folder of `repo_id`'s files in `cache` (downloaded unless `local_only`):
+    a model's weights and config, a dataset's JSONL / CSV files."""
+    patterns = ["*.json", "*.safetensors", "*.bin", "*.txt"]
     folder = snapshot_download(
         repo_id,
         cache_dir=cache,
         local_files_only=local_only,
-        allow_patterns=["*.json", "*.safetensors", "*.bin", "*.txt"],
+        repo_type=repo_type,
+        allow_patterns=patterns if repo_type == "model" else ["*.jsonl", "*.csv", "*.json"],
     )
     return Path(folder)
 

@@ -37,8 +37,13 @@ class EvalInfo:
     eval_loss: float  # mean holdout loss, nats per token
     perplexity: float  # exp(eval_loss)
     train_loss: float | None  # mean training loss since the previous eval; None at step 0
-    best_eval_loss: float  # lowest eval loss so far, this one included
+    # lowest selection score so far, this one included: the eval loss unless the task
+    # declares a selection score (`TaskEval.selection`)
+    best_eval_loss: float
     improved: bool  # whether this eval beat the previous best by min_delta
+    # the task's named metrics (e.g. "val/criteria_matcher/f1"); empty for a language model
+    metrics: dict[str, float] = field(default_factory=dict)
+    selection: float | None = None  # the task's selection score (lower is better), if any
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class CheckpointInfo:
     model: nn.Module  # unwrapped from DDP / torch.compile: its state_dict keys are stable
     state: TrainState  # pass back as `resume_from` to continue
     reason: CheckpointReason  # interval, cancelled (keep a final one) or final (run ended)
-    eval_loss: float | None  # latest holdout loss at or before this step
+    # the selection score (holdout loss unless the task declares another) of an eval at
+    # this very step; retention keeps the lowest as "best"
+    eval_loss: float | None
     is_best: bool  # the latest eval, at this very step, is the best so far
 
 

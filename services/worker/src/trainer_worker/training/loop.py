@@ -1,10 +1,12 @@
 """The training loop: one function, nanoGPT-style, shared by every model family.
 
-`train(model, train_ids, eval_ids, config, callbacks)` runs AdamW with warmup + cosine LR,
-gradient accumulation and clipping, autocast (plus a GradScaler for fp16), optional
-torch.compile and DDP under torchrun; it evaluates on the holdout, stops early when the
-eval loss stalls, and hands progress, evals and checkpoints to the caller's callbacks.
-Storage, Redis and events stay outside: the loop only calls back.
+`train_task(model, task, config, callbacks)` runs AdamW with warmup + cosine LR, gradient
+accumulation and clipping, autocast (plus a GradScaler for fp16), optional torch.compile and
+DDP under torchrun; it evaluates on the holdout, stops early when the eval loss stalls, and
+hands progress, evals and checkpoints to the caller's callbacks. The task (`task.py`) says
+what a batch is, its loss and how to evaluate; `train(model, train_ids, eval_ids, ...)` is
+the causal language model's entry. Storage, Redis and events stay outside: the loop only
+calls back.
 """
 
 from __future__ import annotations
@@ -32,25 +34,20 @@ from trainer_worker.training.callbacks import (
     StopReason,
     TrainResult,
 )
-from trainer_worker.training.data import get_batch
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.distributed import (
     DistContext,
     all_reduce_mean,
-    all_reduce_sum,
     broadcast_flag,
     init_distributed,
     shutdown_distributed,
 )
-from trainer_worker.training.evaluate import (
-    estimate_loss,
-    forward_logits,
-    lm_loss,
-    perplexity,
-)
+from trainer_worker.training.evaluate import perplexity
+from trainer_worker.training.lm_task import LanguageModelTask
 from trainer_worker.training.prepare import PreparedRun, prepare_run
 from trainer_worker.training.schedule import get_lr
 from trainer_worker.training.state import TrainState, capture_train_state
+from trainer_worker.training.task import BatchT, TrainingTask
 
 logger = logging.getLogger(__name__)
 
@@ -66,20 +63,36 @@ def train(
     run_id: str | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TrainResult:
-    """Train `model` in place on `train_ids` (1-D token ids); see the module docstring.
+    """Train the causal LM `model` in place on `train_ids` (1-D token ids), evaluating on
+    `eval_ids`; see the module docstring.
 
     Resuming: load the checkpoint's weights into `model` first, then pass its TrainState.
     """
+    task = LanguageModelTask(train_ids, eval_ids)
+    return train_task(
+        model, task, config, callbacks, resume_from=resume_from, run_id=run_id, clock=clock
+    )
+
+
+def train_task(
+    model: nn.Module,
+    task: TrainingTask[BatchT],
+    config: TrainConfig,
+    callbacks: Callbacks | None = None,
+    *,
+    resume_from: TrainState | None = None,
+    run_id: str | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> TrainResult:
+    """Train `model` in place on `task`'s batches; see the module docstring."""
     cb = callbacks or Callbacks()
     setup = resolve_device_setup(config.device, config.precision)
     ctx = init_distributed(setup.device)
-    run: PreparedRun | None = None
+    run: PreparedRun[BatchT] | None = None
     try:
-        run = prepare_run(
-            model, train_ids, eval_ids, config, setup=setup, ctx=ctx, resume_from=resume_from
-        )
+        run = prepare_run(model, task, config, setup=setup, ctx=ctx, resume_from=resume_from)
         run.log = {"run_id": run_id, "rank": ctx.rank}
-        return _loop(run, train_ids, config, cb, ctx=ctx, clock=clock)
+        return _loop(run, config, cb, ctx=ctx, clock=clock)
     except BaseException as e:
         if ctx.enabled:  # the traceback's frames would keep the DDP wrapper alive
             traceback.clear_frames(e.__traceback__)
@@ -90,15 +103,14 @@ def train(
 
 
 def _loop(
-    run: PreparedRun,
-    train_ids: Tensor,
+    run: PreparedRun[BatchT],
     config: TrainConfig,
     cb: Callbacks,
     *,
     ctx: DistContext,
     clock: Callable[[], float],
 ) -> TrainResult:
-    accum = config.grad_accum_steps
+    accum, task = config.grad_accum_steps, run.task
     tokens_per_step = config.batch_size * config.block_size * accum * ctx.world_size
     t0 = clock()
     progress = _ProgressClock(start_t=t0, last_t=t0, last_tokens=run.tokens_seen)
@@ -114,19 +126,10 @@ def _loop(
         micro_losses: list[Tensor] = []
         try:
             for micro in range(accum):
-                x, y = get_batch(
-                    train_ids,
-                    config.block_size,
-                    config.batch_size,
-                    run.sampler,
-                    run.device,
-                    rank=ctx.rank,
-                    world_size=ctx.world_size,
-                )  # (B, T), (B, T)
+                batch = task.get_batch(config, run.sampler, run.device, ctx)
                 # forward
                 with _grad_sync(run.train_model, last_micro=micro == accum - 1), run.autocast():
-                    logits = forward_logits(run.train_model, x)  # (B, T, V)
-                    loss = lm_loss(logits, y)
+                    loss = task.loss(run.train_model, batch)
                     # the step's loss is the micro-batch mean (no extra autograd op for one)
                     loss = loss / accum if accum > 1 else loss
                 # backward (grads add up over micro-batches; DDP averages them over ranks)
@@ -153,7 +156,7 @@ def _loop(
         run.losses.append(loss_value)
         run.loss_since_eval.append(loss_value)
         if ctx.is_main and cb.on_progress is not None:
-            progress.maybe_report(run, config, cb.on_progress, train_ids.numel(), lr, now=clock())
+            progress.maybe_report(run, config, cb.on_progress, task.train_tokens, lr, now=clock())
 
         # eval + checkpoint
         due_eval = run.step % config.eval_every == 0 or run.step == config.max_steps
@@ -176,7 +179,7 @@ class _ProgressClock:
 
     def maybe_report(
         self,
-        run: PreparedRun,
+        run: PreparedRun[BatchT],
         config: TrainConfig,
         on_progress: Callable[[ProgressInfo], None],
         train_tokens: int,
@@ -203,17 +206,21 @@ class _ProgressClock:
         self.last_t, self.last_tokens = now, run.tokens_seen
 
 
-def _evaluate(run: PreparedRun, config: TrainConfig, cb: Callbacks, ctx: DistContext) -> bool:
-    """Holdout loss at the current step; True when early stopping says stop."""
-    if run.eval_batches is None:
+def _evaluate(
+    run: PreparedRun[BatchT], config: TrainConfig, cb: Callbacks, ctx: DistContext
+) -> bool:
+    """Holdout loss (and the task's metrics) at the current step; True when early stopping
+    says stop."""
+    if not run.task.has_eval:
         return False
-    part = estimate_loss(run.fwd_model, run.eval_batches, run.device, run.autocast)
-    total, tokens = all_reduce_sum([part.total_nats, float(part.tokens)], ctx)
-    eval_loss = total / tokens
+    result = run.task.evaluate(run.fwd_model, run.device, run.autocast, ctx)
+    eval_loss, score = result.loss, result.score
+    # "best" is by the task's selection score (its loss unless it declares another), and so
+    # are early stopping and the score checkpoints carry for retention's keep-best
     best = run.best_eval_loss
-    improved = best is None or eval_loss < best - config.early_stopping_min_delta
+    improved = best is None or score < best - config.early_stopping_min_delta
     if improved:
-        run.best_eval_loss, run.evals_without_improvement = eval_loss, 0
+        run.best_eval_loss, run.evals_without_improvement = score, 0
     else:
         run.evals_without_improvement += 1
     since = run.loss_since_eval
@@ -222,11 +229,13 @@ def _evaluate(run: PreparedRun, config: TrainConfig, cb: Callbacks, ctx: DistCon
         eval_loss=eval_loss,
         perplexity=perplexity(eval_loss),
         train_loss=sum(since) / len(since) if since else None,
-        best_eval_loss=min(eval_loss, best) if best is not None else eval_loss,
+        best_eval_loss=min(score, best) if best is not None else score,
         improved=improved,
+        metrics=dict(result.metrics),
+        selection=result.selection,
     )
     run.loss_since_eval = []
-    run.last_eval_loss, run.last_eval_step = eval_loss, run.step
+    run.last_eval_loss, run.last_eval_step = score, run.step
     run.eval_history.append(info)
     logger.info(
         "evaluated",
@@ -239,7 +248,7 @@ def _evaluate(run: PreparedRun, config: TrainConfig, cb: Callbacks, ctx: DistCon
 
 
 def _checkpoint(
-    run: PreparedRun, cb: Callbacks, ctx: DistContext, reason: CheckpointReason
+    run: PreparedRun[BatchT], cb: Callbacks, ctx: DistContext, reason: CheckpointReason
 ) -> None:
     if not ctx.is_main or cb.on_checkpoint is None:
         return
@@ -269,7 +278,7 @@ def _checkpoint(
 
 
 def _finish(
-    run: PreparedRun, cb: Callbacks, ctx: DistContext, reason: StopReason, duration_s: float
+    run: PreparedRun[BatchT], cb: Callbacks, ctx: DistContext, reason: StopReason, duration_s: float
 ) -> TrainResult:
     _checkpoint(run, cb, ctx, "cancelled" if reason == "cancelled" else "final")
     logger.info(

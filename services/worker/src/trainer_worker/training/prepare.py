@@ -1,36 +1,37 @@
 """Everything the training loop needs before its first step, gathered in one place.
 
-`prepare_run` validates the data against the model, seeds every generator, moves the model
-to its device, wraps it (torch.compile, DDP), builds AdamW, the GradScaler, the autocast
-context and the holdout batches, and restores a checkpoint's state when resuming. The
-resulting `PreparedRun` also carries the loop's bookkeeping.
+`prepare_run` seeds every generator, moves the model to its device, lets the task check its
+data against the model and build its holdout batches, wraps the model (torch.compile, DDP),
+builds AdamW, the GradScaler and the autocast context, and restores a checkpoint's state
+when resuming. The resulting `PreparedRun` also carries the loop's bookkeeping.
 """
 
 from __future__ import annotations
 
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from typing import Generic
 
 import torch
-from torch import Tensor, nn
-from torch.utils.data import DataLoader
+from torch import nn
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import TrainConfig
-from trainer_worker.models.registry import context_size, require_vocab
+from trainer_worker.models.registry import context_size
 from trainer_worker.training.callbacks import EvalInfo
-from trainer_worker.training.data import check_token_ids, eval_loader
 from trainer_worker.training.device import DeviceSetup
 from trainer_worker.training.distributed import DistContext, wrap_model
-from trainer_worker.training.evaluate import AutocastFactory, output_vocab_size
+from trainer_worker.training.evaluate import AutocastFactory
 from trainer_worker.training.seeding import make_generator, restore_rng_state, seed_everything
 from trainer_worker.training.state import TrainState
+from trainer_worker.training.task import BatchT, TrainingTask
 
 
 @dataclass
-class PreparedRun:
+class PreparedRun(Generic[BatchT]):
     """What the loop works with, plus its mutable bookkeeping (step, evals, losses)."""
 
+    task: TrainingTask[BatchT]  # the family's batches, loss and evaluation
     raw_model: nn.Module  # the caller's module: what checkpoints save
     fwd_model: nn.Module  # raw_model, or its torch.compile wrapper
     train_model: nn.Module  # fwd_model, or DDP around it
@@ -38,7 +39,6 @@ class PreparedRun:
     scaler: torch.amp.GradScaler
     sampler: torch.Generator
     autocast: AutocastFactory
-    eval_batches: DataLoader[tuple[Tensor, Tensor]] | None
     device: torch.device
     step: int
     tokens_seen: int
@@ -56,20 +56,16 @@ class PreparedRun:
 
 def prepare_run(
     model: nn.Module,
-    train_ids: Tensor,
-    eval_ids: Tensor | None,
+    task: TrainingTask[BatchT],
     config: TrainConfig,
     *,
     setup: DeviceSetup,
     ctx: DistContext,
     resume_from: TrainState | None,
-) -> PreparedRun:
-    """Validate the inputs, place the model, build optimizer / scaler / eval batches, seed,
-    and restore a checkpoint's state when resuming."""
-    check_token_ids(train_ids, "train_ids", config.block_size + 1)
-    if eval_ids is not None:
-        check_token_ids(eval_ids, "eval_ids", 2)
-    elif config.early_stopping_patience is not None:
+) -> PreparedRun[BatchT]:
+    """Validate the inputs, place the model, let the task prepare its data, build optimizer
+    and scaler, seed, and restore a checkpoint's state when resuming."""
+    if not task.has_eval and config.early_stopping_patience is not None:
         raise AppError(ErrorCode.CONFIG_INVALID, "early stopping needs eval_ids (a holdout)")
     limit = context_size(model)
     if limit is not None and config.block_size > limit:
@@ -87,7 +83,7 @@ def prepare_run(
     sampler = make_generator(config.seed)
     device = ctx.device
     model.to(device)
-    _check_vocab(model, train_ids, eval_ids, device)
+    task.prepare(model, config, setup=setup, ctx=ctx)
     fwd_model = torch.compile(model) if config.compile else model
     if not isinstance(fwd_model, nn.Module):
         raise AppError(ErrorCode.INTERNAL, "torch.compile did not return a module")
@@ -100,20 +96,8 @@ def prepare_run(
             return nullcontext()
         return torch.autocast(device_type=device.type, dtype=dtype)
 
-    loader = None
-    if eval_ids is not None:
-        loader = eval_loader(
-            eval_ids,
-            config.block_size,
-            config.batch_size,
-            config.eval_batches,
-            rank=ctx.rank,
-            world_size=ctx.world_size,
-            num_workers=setup.num_workers,
-            pin_memory=setup.pin_memory,
-            seed=config.seed,
-        )
     run = PreparedRun(
+        task=task,
         raw_model=model,
         fwd_model=fwd_model,
         train_model=wrap_model(fwd_model, ctx),
@@ -121,7 +105,6 @@ def prepare_run(
         scaler=scaler,
         sampler=sampler,
         autocast=autocast,
-        eval_batches=loader,
         device=device,
         step=0,
         tokens_seen=0,
@@ -157,12 +140,3 @@ def configure_optimizer(
         betas=(config.beta1, config.beta2),
         fused=device.type == "cuda",  # one kernel for all parameters on GPU
     )
-
-
-def _check_vocab(
-    model: nn.Module, train_ids: Tensor, eval_ids: Tensor | None, device: torch.device
-) -> None:
-    max_id = int(train_ids.max())
-    if eval_ids is not None:
-        max_id = max(max_id, int(eval_ids.max()))
-    require_vocab(output_vocab_size(model, device), max_id)

@@ -26,7 +26,7 @@ class TrainState:
     scaler: dict[str, object] | None  # GradScaler state_dict; None when fp16 is not in use
     rng: RngState  # rank 0's generators at `step`
     tokens_seen: int  # global tokens consumed so far (epochs = tokens_seen / train tokens)
-    best_eval_loss: float | None  # lowest holdout loss seen; None before the first eval
+    best_eval_loss: float | None  # lowest selection score (holdout loss) seen; None before any eval
     evals_without_improvement: int  # early-stopping counter
 
     def state_dict(self) -> dict[str, object]:
