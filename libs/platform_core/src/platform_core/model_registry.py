@@ -46,7 +46,6 @@ from platform_core.manifests import (
     DatasetRef,
     ModelVersionMetadata,
     RunManifest,
-    Stage,
     read_dataset_manifest,
     read_metrics_summary,
     read_model_metadata,

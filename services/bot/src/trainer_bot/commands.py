@@ -210,6 +210,7 @@ async def models(interaction: Interaction, model: str | None = None) -> None:
     await answer(interaction, await registry.models(interaction.client.services, model))
 
 
+@app_commands.command()
 @app_commands.describe(run_id="A finished dual_agent or classifier run", text="A text to label")
 @app_commands.autocomplete(run_id=run_ids)
 async def predict(
