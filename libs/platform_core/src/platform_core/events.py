@@ -16,7 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 
-JobKind = Literal["train_tokenizer", "train_model", "evaluate", "generate", "score", "study"]
+JobKind = Literal[
+    "train_tokenizer", "train_model", "evaluate", "generate", "score", "study", "study_trial"
+]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
 ParamValue = float | int | str | bool

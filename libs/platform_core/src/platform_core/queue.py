@@ -47,7 +47,8 @@ JOB_FUNCTIONS: dict[JobKind, str] = {
     "evaluate": "trainer_worker.jobs.evaluate",
     "generate": "trainer_worker.jobs.generate",
     "score": "trainer_worker.jobs.score",
-}  # "study" is an event kind with no job yet: enqueue_job refuses it
+    "study_trial": "trainer_worker.studies.trial_job.study_trial",
+}  # a "study" runs as its trials' jobs (platform_core.studies): enqueue_job refuses it
 _JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
 _QUEUE_OF: dict[JobKind, str] = {
     "train_tokenizer": TRAINING_QUEUE,
@@ -55,6 +56,7 @@ _QUEUE_OF: dict[JobKind, str] = {
     "evaluate": INFERENCE_QUEUE,
     "generate": INFERENCE_QUEUE,
     "score": INFERENCE_QUEUE,
+    "study_trial": TRAINING_QUEUE,
 }
 # A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
 # 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.

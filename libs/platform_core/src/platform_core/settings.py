@@ -96,6 +96,13 @@ class WorkerSettings(_Section):
     max_attempts: int = Field(default=3, ge=1, le=1_000)
 
 
+class StudySettings(_Section):
+    # Optuna's storage for every study: unset, a journal file in each study's folder (nothing
+    # to start; workers sharing the data root share it); e.g. postgresql://user@host/db for
+    # workers on many machines. A secret: it may carry a password.
+    storage_url: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP__",
@@ -118,6 +125,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     discord: DiscordSettings = DiscordSettings()
     worker: WorkerSettings = WorkerSettings()
+    studies: StudySettings = StudySettings()
 
     @field_validator("data_root")
     @classmethod
@@ -140,7 +148,12 @@ class Settings(BaseSettings):
 
     def secret_values(self) -> list[str]:
         """Every configured secret, for the log formatter to mask verbatim."""
-        secrets = [self.redis.url, self.security.api_key, self.discord.token]
+        secrets = [
+            self.redis.url,
+            self.security.api_key,
+            self.discord.token,
+            self.studies.storage_url,
+        ]
         return [s.get_secret_value() for s in secrets if s is not None]
 
     @classmethod

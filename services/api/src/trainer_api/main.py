@@ -29,6 +29,7 @@ from trainer_api.routes import (
     inference,
     logs,
     runs,
+    studies,
     tokenizers,
 )
 from trainer_api.security import ApiKeyMiddleware, declare_api_key
@@ -112,6 +113,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inference.router,
         artifacts.router,
         charts.router,
+        studies.router,
     ):
         app.include_router(router)
     return app

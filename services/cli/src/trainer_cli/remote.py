@@ -33,6 +33,8 @@ from platform_core.api_models import (
 from platform_core.errors import AppError, ErrorCode, ExitCode, invalid_input
 from platform_core.events import Event
 from platform_core.http_client import ApiError, TrainerClient
+
+__all__ = ["ApiError", "read_spec", "with_client"]
 from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
 from platform_core.specs import validate_generate_request, validate_score_request
@@ -161,11 +163,17 @@ def _add_wait_argument(parser: argparse.ArgumentParser) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run one remote command; API errors become their exit code."""
+    return with_client(settings, lambda client: _HANDLERS[args.command](client, args))
+
+
+def with_client(settings: Settings, command: Callable[[TrainerClient], int]) -> int:
+    """Run `command` with a client on the configured API; API errors become their exit
+    code."""
     api_key = settings.security.api_key
     secret = api_key.get_secret_value() if api_key is not None else None
     try:
         with TrainerClient(settings.api_base_url, api_key=secret) as client:
-            return _HANDLERS[args.command](client, args)
+            return command(client)
     except ApiError as error:
         print(f"trainctl: {error.code}: {error.message}", file=sys.stderr)
         if error.status == 0:
@@ -214,7 +222,7 @@ def _request(
     defaults: dict[str, object],
 ) -> BodyT:
     """The request body: the --spec file (or `defaults`), each flag given set on top."""
-    body = _read_spec(args.spec) if args.spec is not None else defaults
+    body = read_spec(args.spec) if args.spec is not None else defaults
     for dest, path in flags.items():
         value = getattr(args, dest)
         if value is None:
@@ -233,7 +241,7 @@ def _request(
         raise invalid_input(exc, what=f"{model.__name__} request") from exc
 
 
-def _read_spec(path: Path) -> dict[str, object]:
+def read_spec(path: Path) -> dict[str, object]:
     try:
         found: object = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

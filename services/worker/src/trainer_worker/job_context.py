@@ -74,6 +74,7 @@ class Outcome:
     message: str  # one line for the terminal event, the run's message and DMs
     artifact_dir: str | None = None  # relative to the data root
     cancelled_at_step: int | None = None  # set when the body stopped on a cancel request
+    pruned: bool = False  # a study trial its pruner stopped: ends "pruned", not "completed"
 
 
 @dataclass
@@ -236,13 +237,15 @@ def _announce_start(context: JobContext, resumed_from_step: int | None) -> None:
 
 
 def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
-    _set_final_status(context, RunStatus.COMPLETED, outcome.message)
+    # a pruned trial ended as designed: its terminal event is "completed", its status pruned
+    status = RunStatus.PRUNED if outcome.pruned else RunStatus.COMPLETED
+    _set_final_status(context, status, outcome.message)
     payload = JobCompletedPayload(
         duration_s=context.elapsed_s, message=outcome.message, artifact_dir=outcome.artifact_dir
     )
     context.publish(JobCompleted(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job completed", extra={"event": "job.completed"})
-    return {**outcome.result, "run_id": context.run_id, "status": RunStatus.COMPLETED.value}
+    return {**outcome.result, "run_id": context.run_id, "status": status.value}
 
 
 def _cancelled(context: JobContext, outcome: Outcome) -> JsonObject:

@@ -54,7 +54,7 @@ def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None
             artifact_dir=context.layout.relative(context.layout.tokenizer_dir(run_id)),
         )
 
-    return _lifecycle("train_tokenizer", run_id, body, user_id=user_id)
+    return lifecycle("train_tokenizer", run_id, body, user_id=user_id)
 
 
 def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -63,7 +63,7 @@ def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
     def body(context: JobContext) -> Outcome:
         return train_model_body(spec, context)
 
-    return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
+    return lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:
@@ -87,7 +87,7 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
     )
 
 
-def _lifecycle(
+def lifecycle(
     kind: JobKind,
     run_id: str,
     body: Body,
@@ -96,7 +96,7 @@ def _lifecycle(
     resume_hint: ResumeHint | None = None,
 ) -> JsonObject:
     settings = load_settings()
-    job = _current_job()
+    job = current_job()
     return run_job(
         kind,
         run_id,
@@ -109,7 +109,7 @@ def _lifecycle(
     )
 
 
-def _current_job() -> Job:
+def current_job() -> Job:
     job = get_current_job()
     if job is None:
         raise AppError(ErrorCode.INTERNAL, "jobs run inside an RQ worker (trainctl worker)")
@@ -117,7 +117,7 @@ def _current_job() -> Job:
 
 
 def _connection() -> redis.Redis:
-    return _current_job().connection
+    return current_job().connection
 
 
 def _data_root() -> Path:

@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -57,9 +58,7 @@ from trainer_worker.resume import ResumePoint, ResumeSearch, find_resume_point
 from trainer_worker.run_callbacks import RunCallbacks, read_history
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
-from trainer_worker.training.callbacks import (
-    TrainResult,
-)
+from trainer_worker.training.callbacks import EvalInfo, TrainResult
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.loop import train
 from trainer_worker.training.seeding import seed_everything
@@ -95,8 +94,14 @@ def resume_hint(layout: DataLayout, run_id: str) -> int | None:
     return int(checkpoints[-1].name.removeprefix("step-")) if checkpoints else None
 
 
-def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
-    """The body of a `train_model` job: prepare, resume or start, train, publish."""
+def train_model_body(
+    spec_json: JsonObject,
+    context: JobContext,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None = None,
+) -> Outcome:
+    """The body of a `train_model` job: prepare, resume or start, train, publish.
+    `should_prune`: a study trial's pruner, asked at each eval (the run ends "pruned")."""
     started = time.monotonic()
     run = _prepare(parse_spec(spec_json), context)
     search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
@@ -119,7 +124,9 @@ def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
     with run_log(context.layout.run_log(context.run_id), context.run_id, service=_SERVICE):
         if resume is not None or search.quarantined:
             _log.warning(_resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started=started, resume=resume)
+        return _train_and_publish(
+            context, run, manifest, started=started, resume=resume, should_prune=should_prune
+        )
 
 
 def _resume_message(search: ResumeSearch) -> str:
@@ -174,6 +181,7 @@ def _train_and_publish(
     *,
     started: float,
     resume: ResumePoint | None,
+    should_prune: Callable[[EvalInfo], bool] | None,
 ) -> Outcome:
     spec, model, tokenizer = run.spec, run.model, run.tokenizer
     layout, run_id = context.layout, context.run_id
@@ -207,6 +215,7 @@ def _train_and_publish(
         spec.retention,
         watermark=context.store.published_step(run_id),
         fallback_checkpoint_bytes=3 * _param_bytes(model),  # weights + two AdamW moments
+        should_prune=should_prune,
     )
     try:
         result = train(
@@ -229,10 +238,11 @@ def _train_and_publish(
     layout.model_dir(run_id).mkdir(exist_ok=True)
     weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
     duration = time.monotonic() - started
-    cancelled = result.reason == "cancelled"
+    cancelled, pruned = result.reason == "cancelled", result.reason == "pruned"
+    status = RunStatus.PRUNED if pruned else RunStatus.COMPLETED
     final = manifest.model_copy(
         update={
-            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
+            "status": RunStatus.CANCELLED if cancelled else status,
             "stop_reason": result.reason,
             "finished_at": datetime.now(UTC),
             "durations_s": RunDurations(
@@ -261,18 +271,22 @@ def _train_and_publish(
         )
     )
     ppl = metrics.final_perplexity
-    message = (
-        f"cancelled at step {result.final_step}"
-        if cancelled
-        else f"trained {result.final_step} steps"
-    )
+    message = f"{result.reason} at step {result.final_step}"
+    if not (cancelled or pruned):
+        message = f"trained {result.final_step} steps"
     if ppl is not None:
         message += f", eval perplexity {ppl:.2f}"
     return Outcome(
-        result={"steps": result.final_step, "final_perplexity": ppl, "stop_reason": result.reason},
+        result={
+            "steps": result.final_step,
+            "final_perplexity": ppl,
+            "best_eval_loss": metrics.best_eval_loss,
+            "stop_reason": result.reason,
+        },
         message=message,
         artifact_dir=artifact_dir,
         cancelled_at_step=result.final_step if cancelled else None,
+        pruned=pruned,
     )
 
 
