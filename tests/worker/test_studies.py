@@ -62,26 +62,36 @@ def _work(client: redis.Redis) -> None:
     SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
 
 
-def study_payload(tokenizer_id: str, *, n_trials: int, parallelism: int) -> JsonObject:
-    """A study of tiny char_lstm trials: 20 steps, an eval every 5, pruning from step 5."""
+def study_payload(
+    tokenizer_id: str,
+    *,
+    n_trials: int,
+    parallelism: int,
+    train: JsonObject | None = None,
+    pruner: JsonObject | None = None,
+) -> JsonObject:
+    """A study of tiny char_lstm trials: 20 steps, an eval every 5, pruning from step 5
+    (`train` and `pruner` override)."""
+    settings: JsonObject = {
+        "max_steps": 20,
+        "batch_size": 8,
+        "block_size": 32,
+        "learning_rate": 1e-2,
+        "min_lr": 0.0,
+        "warmup_steps": 0,
+        "eval_every": 5,
+        "eval_batches": 2,
+        "checkpoint_every": 10,
+        "progress_every_steps": 10,
+        "device": "cpu",
+        "seed": 5,
+    }
+    settings.update(train or {})
     base: JsonObject = {
         "model": {"family": "char_lstm", "preset": "tiny"},
         "tokenizer_id": tokenizer_id,
         "corpus": {"path": "corpus.txt"},
-        "train": {
-            "max_steps": 20,
-            "batch_size": 8,
-            "block_size": 32,
-            "learning_rate": 1e-2,
-            "min_lr": 0.0,
-            "warmup_steps": 0,
-            "eval_every": 5,
-            "eval_batches": 2,
-            "checkpoint_every": 10,
-            "progress_every_steps": 10,
-            "device": "cpu",
-            "seed": 5,
-        },
+        "train": settings,
         "sample_prompts": [],
     }
     return {
@@ -94,7 +104,7 @@ def study_payload(tokenizer_id: str, *, n_trials: int, parallelism: int) -> Json
         "n_trials": n_trials,
         "parallelism": parallelism,
         "sampler": {"seed": 11, "n_startup_trials": 4},
-        "pruner": {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+        "pruner": pruner or {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
     }
 
 

@@ -232,6 +232,8 @@ def requeue_stale_runs(
         meta, spec_json = store.meta(run_id), store.spec_json(run_id)
         kind, owner = meta.get("kind"), meta.get("user_id")
         user_id = int(owner) if owner else None
+        if kind == "study":  # no job of its own: its trials beat for it and are requeued
+            continue
         if spec_json is None or kind not in JOB_FUNCTIONS:
             # not ours to resume; left unlocked, so the cancellation sweep may still stop it
             _log.warning("stale run without a spec; cannot requeue", extra={"run_id": run_id})

@@ -68,29 +68,38 @@ def finish_study(
     *,
     storage_url: str | None,
 ) -> JsonObject:
-    started = time.monotonic()
+    """Evaluate, draw and end the study. A failure of the evaluation or of Optuna's storage
+    still ends the study (failed, with the reason): nothing would end it otherwise."""
     with log_context(run_id=study_id):
         spec = studies.spec(study_id)
         folder = layout.study_dir(study_id)
-        study = open_study(study_id, spec, make_storage(folder, storage_url))
-        _fail_orphans(study)
+        folder.mkdir(parents=True, exist_ok=True)  # on PostgreSQL, nothing else made it
         trials = studies.trials(study_id)
         best = best_trial(trials, spec.direction)
-        report = evaluate_best(layout, study_id, spec, best) if best is not None else None
-        draw_plots(study, folder)
-        cancelled = studies.cancel_requested(study_id)
-        status = RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED
-        if best is None and not cancelled:
-            status = RunStatus.FAILED
         counts = {s: sum(1 for t in trials if t.state == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
         message = (
             f"{counts['COMPLETE']} completed, {counts['PRUNED']} pruned, {counts['FAIL']} failed"
         )
         if best is not None:
             message += f"; best trial {best.trial_number}: {spec.metric} {best.value:.4f}"
+        cancelled = studies.cancel_requested(study_id)
+        status = RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED
+        if best is None and not cancelled:
+            status = RunStatus.FAILED
+        report: JsonObject | None = None
+        try:
+            study = open_study(study_id, spec, make_storage(folder, storage_url))
+            _fail_orphans(study)
+            report = evaluate_best(layout, study_id, spec, best) if best is not None else None
+            draw_plots(study, folder)
+        except (AppError, OSError, ImportError, optuna.exceptions.OptunaError) as exc:
+            reason = exc.message if isinstance(exc, AppError) else f"{type(exc).__name__}: {exc}"
+            _log.error("study evaluation failed: %s", reason, extra={"event": "study.failed"})
+            status, message = RunStatus.FAILED, f"{message}; evaluation failed: {reason}"
         if not studies.status(study_id).is_terminal:
             studies.runs.set_status(study_id, status, message=message)
-        owner = studies.runs.meta(study_id).get("user_id")
+        meta = studies.runs.meta(study_id)
+        owner, created = meta.get("user_id"), meta.get("created_at")
         bus.publish(
             StudyCompleted(
                 run_id=study_id,
@@ -99,7 +108,7 @@ def finish_study(
                     n_completed=counts["COMPLETE"],
                     n_pruned=counts["PRUNED"],
                     n_failed=counts["FAIL"],
-                    duration_s=time.monotonic() - started,
+                    duration_s=max(0.0, time.time() - float(created)) if created else 0.0,
                     best_trial_number=best.trial_number if best else None,
                     best_value=best.value if best else None,
                     best_params=best.params if best else {},

@@ -9,9 +9,11 @@ machines. Optuna's dashboard opens either as it is (docs/studies.md).
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
@@ -19,6 +21,7 @@ from platform_core.settings import load_settings
 from platform_core.study_specs import StudySpec
 
 JOURNAL_FILE = "optuna.journal"
+SCHEMA_ATTEMPTS = 5
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our JSON log says what matters
 
@@ -26,11 +29,29 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)  # our JSON log says what m
 def make_storage(study_dir: Path, storage_url: str | None = None) -> BaseStorage:
     """The configured storage: RDB at `storage_url`, else the study folder's journal."""
     if storage_url:
-        # pool_pre_ping: a worker idle between trials finds its connection dropped by the
-        # server, and gets a fresh one instead of an error
-        return RDBStorage(storage_url, engine_kwargs={"pool_pre_ping": True})
+        # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver installed is
+        # psycopg2 (psycopg2-binary: no libpq needed on the machine)
+        if storage_url.startswith(("postgresql://", "postgres://")):
+            storage_url = "postgresql+psycopg2://" + storage_url.split("://", 1)[1]
+        return _rdb_storage(storage_url)
     study_dir.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(study_dir / JOURNAL_FILE)))
+
+
+def _rdb_storage(url: str) -> RDBStorage:
+    """RDBStorage creates its tables on first use; two workers doing so at once on a fresh
+    database collide (a duplicate type or table): the loser finds them made on a retry."""
+    attempt = 1
+    while True:
+        try:
+            # pool_pre_ping: a worker idle between trials finds its connection dropped by the
+            # server, and gets a fresh one instead of an error
+            return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == SCHEMA_ATTEMPTS:
+                raise
+            time.sleep(0.2 * attempt)
+            attempt += 1
 
 
 def configured_storage_url() -> str | None:
