@@ -146,6 +146,7 @@ class StudyTrialCompletedPayload(_Strict):
     value: float | None = None
     params: dict[str, ParamValue] = Field(default_factory=dict)
     trial_run_id: str | None = None
+    is_best: bool = False  # the study's best trial so far (its checkpoint is the one kept)
 
 
 class StudyCompletedPayload(_Strict):
@@ -264,6 +265,11 @@ class StudyTrialCompleted(_Envelope):
 class StudyCompleted(_Envelope):
     type: Literal["trainer.study.completed.v1"] = "trainer.study.completed.v1"
     payload: StudyCompletedPayload
+
+    @property
+    def ends_run(self) -> bool:
+        """A study is a run: its completion (completed, cancelled or failed) ends it."""
+        return True
 
 
 Event = Annotated[

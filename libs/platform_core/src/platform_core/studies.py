@@ -16,6 +16,7 @@ deadline), or, for the end of the last trial in flight, finalize (exactly once).
     studies:<id>:runs      sorted set: trial run id by ticket
     studies:<id>:trials    hash: trial run id -> JSON TrialRecord
     studies:<id>:finalize  set once: the finalization was handed out
+    studies:<id>:kept      the ended trial whose checkpoint is kept (the best so far)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from rq import Queue
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
+from platform_core.events import JobQueued, JobQueuedPayload
 from platform_core.json_types import JsonObject
 from platform_core.layout import check_id
 from platform_core.queue import (
@@ -98,10 +100,17 @@ class StudyStore:
         self.runs = RunStateStore(client)
 
     def create(
-        self, study_id: str, spec: StudySpec, *, user_id: int | None, now: float | None = None
+        self,
+        study_id: str,
+        spec: StudySpec,
+        *,
+        user_id: int | None,
+        bus: EventBus | None = None,
+        now: float | None = None,
     ) -> list[str]:
-        """Record the study (queued) and enqueue its first `parallelism` trials; their run
-        ids. CONFLICT when the id is taken."""
+        """Record the study (queued), announce it (`trainer.job.queued.v1`, kind "study": the
+        bot watches its owner's studies from there) and enqueue its first `parallelism`
+        trials; their run ids. CONFLICT when the id is taken."""
         check_id(study_id, what="study id")
         if len(study_id) > MAX_STUDY_ID_CHARS:
             raise AppError(
@@ -123,6 +132,10 @@ class StudyStore:
         pipe.hset(_key(study_id, "plan"), mapping={"n_trials": spec.n_trials, "deadline": deadline})
         pipe.set(_key(study_id, "issued"), first)
         pipe.execute()
+        queued = JobQueuedPayload(kind="study", queue=TRAINING_QUEUE, description=spec.name)
+        (bus or EventBus(self.client)).publish(
+            JobQueued(run_id=study_id, user_id=user_id, payload=queued)
+        )
         return [self.enqueue_trial(study_id, ticket) for ticket in range(1, first + 1)]
 
     def enqueue_trial(self, study_id: str, ticket: int) -> str:
@@ -211,6 +224,14 @@ class StudyStore:
     def trial(self, study_id: str, run_id: str) -> TrialRecord | None:
         raw = self.client.hget(_key(study_id, "trials"), run_id)
         return None if raw is None else TrialRecord.model_validate_json(_text(raw))
+
+    def kept_trial(self, study_id: str) -> TrialRecord | None:
+        """The ended trial whose checkpoint the study keeps (the best so far)."""
+        raw = self.client.get(_key(study_id, "kept"))
+        return None if raw is None else TrialRecord.model_validate_json(_text(raw))
+
+    def set_kept_trial(self, study_id: str, record: TrialRecord) -> None:
+        self.client.set(_key(study_id, "kept"), record.model_dump_json())
 
     def trials(self, study_id: str) -> list[TrialRecord]:
         raw = self.client.hgetall(_key(study_id, "trials"))

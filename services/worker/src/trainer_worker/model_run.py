@@ -49,6 +49,7 @@ from platform_core.manifests import (
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import GenerateRequest, TrainRunSpec
+from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
@@ -99,9 +100,11 @@ def train_model_body(
     context: JobContext,
     *,
     should_prune: Callable[[EvalInfo], bool] | None = None,
+    disk_probe: DiskProbe | None = None,
 ) -> Outcome:
     """The body of a `train_model` job: prepare, resume or start, train, publish.
-    `should_prune`: a study trial's pruner, asked at each eval (the run ends "pruned")."""
+    A study trial passes its pruner, asked at each eval (the run ends "pruned"), and its
+    view of the disk (its share of the study's checkpoint budget)."""
     started = time.monotonic()
     run = _prepare(parse_spec(spec_json), context)
     search = find_resume_point(context.layout.checkpoints_dir(context.run_id), run.model)
@@ -125,7 +128,13 @@ def train_model_body(
         if resume is not None or search.quarantined:
             _log.warning(_resume_message(search), extra={"event": "run.resumed"})
         return _train_and_publish(
-            context, run, manifest, started=started, resume=resume, should_prune=should_prune
+            context,
+            run,
+            manifest,
+            started=started,
+            resume=resume,
+            should_prune=should_prune,
+            disk_probe=disk_probe,
         )
 
 
@@ -182,6 +191,7 @@ def _train_and_publish(
     started: float,
     resume: ResumePoint | None,
     should_prune: Callable[[EvalInfo], bool] | None,
+    disk_probe: DiskProbe | None,
 ) -> Outcome:
     spec, model, tokenizer = run.spec, run.model, run.tokenizer
     layout, run_id = context.layout, context.run_id
@@ -216,6 +226,7 @@ def _train_and_publish(
         watermark=context.store.published_step(run_id),
         fallback_checkpoint_bytes=3 * _param_bytes(model),  # weights + two AdamW moments
         should_prune=should_prune,
+        probe=disk_probe,
     )
     try:
         result = train(

@@ -48,7 +48,11 @@ REPORT_FILE = "evaluation_report.json"  # written by the worker's trainer_worker
 
 @router.post("", status_code=status.HTTP_202_ACCEPTED, responses=error_responses(404, 409, 422))
 def create_study(
-    body: StudyCreate, client: RedisDep, data_root: DataRootDep, settings: SettingsDep
+    body: StudyCreate,
+    client: RedisDep,
+    data_root: DataRootDep,
+    settings: SettingsDep,
+    bus: EventBusDep,
 ) -> StudyAccepted:
     """Queue a study: its first `parallelism` trials go on the training queue."""
     spec = body.spec
@@ -60,7 +64,7 @@ def create_study(
     study_id = body.study_id or new_id("study")
     if DataLayout(data_root).study_dir(study_id).exists():
         raise AppError(ErrorCode.CONFLICT, f"study {study_id} already exists")
-    trials = StudyStore(client).create(study_id, spec, user_id=body.user_id)
+    trials = StudyStore(client).create(study_id, spec, user_id=body.user_id, bus=bus)
     return StudyAccepted(study_id=study_id, status=RunStatus.QUEUED, trial_run_ids=trials)
 
 

@@ -9,6 +9,7 @@ machines. Optuna's dashboard opens either as it is (docs/studies.md).
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 
@@ -26,8 +27,11 @@ SCHEMA_ATTEMPTS = 5
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our JSON log says what matters
 
 
+@functools.cache
 def make_storage(study_dir: Path, storage_url: str | None = None) -> BaseStorage:
-    """The configured storage: RDB at `storage_url`, else the study folder's journal."""
+    """The configured storage: RDB at `storage_url`, else the study folder's journal. One per
+    process and place: a journal storage reads the log once and then only what was appended,
+    an RDB storage keeps its connection pool (both stay safe across processes)."""
     if storage_url:
         # SQLAlchemy 2.1 reads a bare postgresql:// as psycopg 3; the driver installed is
         # psycopg2 (psycopg2-binary: no libpq needed on the machine)

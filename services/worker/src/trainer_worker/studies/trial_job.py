@@ -33,6 +33,7 @@ from platform_core.layout import DataLayout
 from platform_core.logging import log_context
 from platform_core.run_state import RunStatus
 from platform_core.settings import load_settings
+from platform_core.specs import TrainRunSpec
 from platform_core.studies import StudyStore
 from platform_core.study_api import TrialRecord
 from platform_core.study_specs import (
@@ -45,11 +46,16 @@ from platform_core.study_specs import (
     trial_spec,
 )
 from trainer_worker import defaults
+from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.heartbeat import Heartbeat
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.jobs import current_job, lifecycle
 from trainer_worker.model_run import resume_hint, train_model_body
-from trainer_worker.studies.retention import retain_study_checkpoints, study_lock
+from trainer_worker.studies.retention import (
+    retain_study_checkpoints,
+    share_probe,
+    study_lock,
+)
 from trainer_worker.studies.storage import configured_storage_url, make_storage, open_study
 from trainer_worker.training.callbacks import EvalInfo
 
@@ -65,8 +71,27 @@ class _Attempt:
     params: dict[str, ParamValue] = field(default_factory=dict)
 
 
+Pruner = Callable[[EvalInfo], bool]
+# what a trial runs: its spec, the run's context, its pruner and its view of the disk
+TrainTrial = Callable[[TrainRunSpec, JobContext, Pruner, DiskProbe | None], Outcome]
+
+
+def train_trial(
+    train: TrainRunSpec, context: JobContext, should_prune: Pruner, probe: DiskProbe | None
+) -> Outcome:
+    """A trial of a language-model family: the model-run body with the pruner."""
+    return train_model_body(
+        json.loads(train.model_dump_json()), context, should_prune=should_prune, disk_probe=probe
+    )
+
+
 def study_trial(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
     """Run the trial `spec` names ({"study_id", "ticket"}) as the run `run_id`."""
+    return run_trial(run_id, spec, train=train_trial)
+
+
+def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject:
+    """The trial's lifecycle around `train` (see the module docstring)."""
     study_id, ticket = _reference(spec)
     settings = load_settings()
     client = current_job().connection
@@ -85,7 +110,6 @@ def study_trial(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
             study_id, study_spec, _storage(layout, study_id), sampler_offset=ticket
         )
         attempt.trial = _trial_for(attempt.study, studies.trial(study_id, run_id))
-        attempt.trial.set_user_attr("run_id", run_id)
         attempt.params = _suggest(attempt.trial, study_spec)
         studies.save_trial(
             study_id,
@@ -96,15 +120,17 @@ def study_trial(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
                 params=attempt.params,
             ),
         )
-        train = json.loads(trial_spec(study_spec, attempt.params).model_dump_json())
-        return train_model_body(train, context, should_prune=_pruner(attempt.trial, study_spec))
+        applied = trial_spec(study_spec, attempt.params)
+        share = study_spec.trial_share_gb()
+        probe = share_probe(share, applied.retention.min_free_disk_fraction) if share else None
+        return train(applied, context, _pruner(attempt.trial, study_spec), probe)
 
     # the study is alive while any of its trials runs: they beat for it
     beat = Heartbeat(studies.runs, study_id, defaults.HEARTBEAT_INTERVAL_S)
     with log_context(run_id=run_id), beat:
         result = lifecycle("study_trial", run_id, body, user_id=None, resume_hint=resume_hint)
         ended = TrialRecord(run_id=run_id, ticket=ticket, params=attempt.params)
-        record = _end_trial(studies, layout, study_id, ended, study_spec, attempt, result)
+        record, is_best = _end_trial(studies, layout, study_id, ended, study_spec, attempt, result)
     if record.trial_number is not None:
         bus.publish(
             StudyTrialCompleted(
@@ -116,6 +142,7 @@ def study_trial(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
                     value=record.value,
                     params=record.params,
                     trial_run_id=run_id,
+                    is_best=is_best,
                 ),
             )
         )
@@ -185,7 +212,7 @@ def _metric(info: EvalInfo, spec: StudySpec) -> float:
     return info.eval_loss if spec.metric == "eval_loss" else info.perplexity
 
 
-def _pruner(trial: optuna.Trial, spec: StudySpec) -> Callable[[EvalInfo], bool]:
+def _pruner(trial: optuna.Trial, spec: StudySpec) -> Pruner:
     def should_prune(info: EvalInfo) -> bool:
         trial.report(_metric(info, spec), info.step)
         return trial.should_prune()
@@ -201,9 +228,10 @@ def _end_trial(  # noqa: PLR0917 - one call site, each argument a different thin
     spec: StudySpec,
     attempt: _Attempt,
     result: JsonObject,
-) -> TrialRecord:
+) -> tuple[TrialRecord, bool]:
     """Tell Optuna how the run ended, record it, and keep only the study's retained
-    checkpoints; under the study's lock, so two trials ending at once judge "best" in turn."""
+    checkpoints; under the study's lock, so two trials ending at once judge "best" in turn.
+    The record, and whether it is the study's new best."""
     status = RunStatus(str(result.get("status")))
     value = _value(result, spec) if status is RunStatus.COMPLETED else None
     state = "COMPLETE" if value is not None else "PRUNED" if status is RunStatus.PRUNED else "FAIL"
@@ -225,8 +253,8 @@ def _end_trial(  # noqa: PLR0917 - one call site, each argument a different thin
             }
         )
         studies.save_trial(study_id, record)
-        retain_study_checkpoints(layout, studies, study_id, spec)
-    return record
+        is_best = retain_study_checkpoints(layout, studies, study_id, spec, record)
+    return record, is_best
 
 
 def _value(result: JsonObject, spec: StudySpec) -> float | None:
