@@ -93,15 +93,15 @@ def _base(tokenizer_id: str) -> JsonObject:
         "tokenizer_id": tokenizer_id,
         "corpus": {"path": "corpus.txt"},
         "train": {
-            "max_steps": 40,
+            "max_steps": 20,
             "batch_size": 8,
             "block_size": 32,
             "learning_rate": 1e-2,
             "min_lr": 0.0,
             "warmup_steps": 0,
-            "eval_every": 10,
-            "eval_batches": 2,
-            "checkpoint_every": 5,
+            "eval_every": 5,
+            "eval_batches": 1,
+            "checkpoint_every": 4,
             "progress_every_steps": 20,
             "device": "cpu",
             "seed": 3,
@@ -174,7 +174,7 @@ def disk_budget(client: redis.Redis, data_root: Path, n_trials: int) -> dict[str
             "n_trials": n_trials,
             "parallelism": 1,
             "sampler": {"seed": SEED},
-            "pruner": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 10},
+            "pruner": {"type": "median", "n_startup_trials": 5, "n_warmup_steps": 5},
             "checkpoint_budget_gb": budget_gb,
         }
     )

@@ -8,6 +8,8 @@ import hashlib
 import io
 import json
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from pydoc_data.topics import topics
@@ -22,6 +24,7 @@ from platform_core.events import StudyCompleted, StudyStarted, StudyTrialComplet
 from platform_core.json_types import JsonObject
 from platform_core.logging import configure_logging
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.studies import StudyStore
 from platform_core.study_specs import validate_study
@@ -174,3 +177,37 @@ def test_a_study_of_twenty_tiny_trials_prunes_some_and_keeps_only_the_best_check
     assert len(done) == 1
     assert done[0].payload.n_completed + done[0].payload.n_pruned == 20
     assert done[0].payload.best_trial_number == view.best.trial_number
+
+
+def test_cancelling_a_running_study_stops_its_running_trial_and_queues_no_more(
+    redis_client: redis.Redis, redis_url: str, data_root: Path, tokenizer: str
+) -> None:
+    train: JsonObject = {"max_steps": 2000, "eval_every": 100, "checkpoint_every": 100}
+    payload = study_payload(tokenizer, n_trials=5, parallelism=1, train=train)
+    StudyStore(redis_client).create("st-c", validate_study(payload), user_id=None)
+    cancelled: list[str] = []
+
+    def cancel_once_training() -> None:  # the operator, while the worker trains trial 1
+        client = connect(redis_url)
+        runs = RunStateStore(client)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if runs.progress("st-c-t0001").get("step"):
+                cancelled.extend(StudyStore(client).cancel("st-c"))
+                break
+            time.sleep(0.05)
+        client.close()
+
+    operator = threading.Thread(target=cancel_once_training)
+    operator.start()
+    _work(redis_client)
+    operator.join()
+
+    assert cancelled == ["st-c-t0001"]
+    studies = StudyStore(redis_client)
+    view = studies.view("st-c")
+    assert view.status is RunStatus.CANCELLED, view.message
+    assert [t.run_id for t in view.trials] == ["st-c-t0001"]  # no trial queued after it
+    assert RunStateStore(redis_client).status("st-c-t0001") is RunStatus.CANCELLED
+    assert view.trials[0].state == "FAIL"  # Optuna has no "cancelled": failed there
+    assert int(RunStateStore(redis_client).progress("st-c-t0001")["step"]) < 2000

@@ -19,7 +19,7 @@ from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
-from platform_core.settings import load_settings
+from platform_core.settings import Settings, load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.inference_jobs import evaluate_work, generate_work, run_inference, score_work
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
@@ -94,8 +94,11 @@ def lifecycle(
     *,
     user_id: int | None,
     resume_hint: ResumeHint | None = None,
+    settings: Settings | None = None,
 ) -> JsonObject:
-    settings = load_settings()
+    """`run_job` with the worker's Redis connection and the configured data root
+    (`settings`: already loaded by the caller, else loaded here)."""
+    settings = settings or load_settings()
     job = current_job()
     return run_job(
         kind,

@@ -80,11 +80,16 @@ def open_study(
             n_warmup_steps=spec.pruner.n_warmup_steps,
             interval_steps=spec.pruner.interval_steps,
         )
-    return optuna.create_study(
-        storage=storage,
-        study_name=study_id,
-        sampler=sampler,
-        pruner=pruner,
-        direction=spec.direction,
-        load_if_exists=True,
-    )
+    try:  # loaded first: a journal appends (and fsyncs) a line for every create attempt
+        return optuna.load_study(
+            study_name=study_id, storage=storage, sampler=sampler, pruner=pruner
+        )
+    except KeyError:  # the first trial of the study
+        return optuna.create_study(
+            storage=storage,
+            study_name=study_id,
+            sampler=sampler,
+            pruner=pruner,
+            direction=spec.direction,
+            load_if_exists=True,  # another trial may create it at the same moment
+        )

@@ -56,7 +56,7 @@ from trainer_worker.studies.retention import (
     share_probe,
     study_lock,
 )
-from trainer_worker.studies.storage import configured_storage_url, make_storage, open_study
+from trainer_worker.studies.storage import make_storage, open_study
 from trainer_worker.training.callbacks import EvalInfo
 
 _log = logging.getLogger(__name__)
@@ -97,6 +97,8 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
     client = current_job().connection
     bus = EventBus.from_settings(client, settings.redis)
     layout = DataLayout(settings.data_root.resolve())
+    secret = settings.studies.storage_url
+    url = None if secret is None else secret.get_secret_value()
     studies = StudyStore(client)
     study_spec = studies.spec(study_id)
     owner = _owner(studies, study_id)
@@ -107,7 +109,10 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
             return Outcome({}, "its study was cancelled before it started", cancelled_at_step=0)
         _mark_study_running(studies, bus, study_id, study_spec, owner)
         attempt.study = open_study(
-            study_id, study_spec, _storage(layout, study_id), sampler_offset=ticket
+            study_id,
+            study_spec,
+            make_storage(layout.study_dir(study_id), url),
+            sampler_offset=ticket,
         )
         attempt.trial = _trial_for(attempt.study, studies.trial(study_id, run_id))
         attempt.params = _suggest(attempt.trial, study_spec)
@@ -128,7 +133,9 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
     # the study is alive while any of its trials runs: they beat for it
     beat = Heartbeat(studies.runs, study_id, defaults.HEARTBEAT_INTERVAL_S)
     with log_context(run_id=run_id), beat:
-        result = lifecycle("study_trial", run_id, body, user_id=None, resume_hint=resume_hint)
+        result = lifecycle(
+            "study_trial", run_id, body, user_id=None, resume_hint=resume_hint, settings=settings
+        )
         ended = TrialRecord(run_id=run_id, ticket=ticket, params=attempt.params)
         record, is_best = _end_trial(studies, layout, study_id, ended, study_spec, attempt, result)
     if record.trial_number is not None:
@@ -161,10 +168,6 @@ def _reference(spec: JsonObject) -> tuple[str, int]:
 def _owner(studies: StudyStore, study_id: str) -> int | None:
     raw = studies.runs.meta(study_id).get("user_id")
     return int(raw) if raw else None
-
-
-def _storage(layout: DataLayout, study_id: str) -> optuna.storages.BaseStorage:
-    return make_storage(layout.study_dir(study_id), configured_storage_url())
 
 
 def _mark_study_running(
