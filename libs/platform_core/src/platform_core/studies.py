@@ -193,6 +193,9 @@ class StudyStore:
         for run_id in self.trial_run_ids(study_id):
             trial_status = self.runs.status(run_id)
             if trial_status is None or trial_status.is_terminal:
+                # counted once, whoever ends it: this counts a trial the stale-run sweep gave
+                # up on (no job of it runs again), so the study still reaches its end
+                self.finish_trial(study_id, run_id)
                 continue
             outcome = request_cancel(self.client, run_id, bus=bus)
             touched.append(run_id)
