@@ -5,12 +5,9 @@ and its final evaluation."""
 from __future__ import annotations
 
 import hashlib
-import io
 import json
-import logging
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from pydoc_data.topics import topics
 
@@ -22,31 +19,19 @@ from rq import Queue, SimpleWorker
 from platform_core.event_bus import EventBus
 from platform_core.events import StudyCompleted, StudyStarted, StudyTrialCompleted
 from platform_core.json_types import JsonObject
-from platform_core.logging import configure_logging
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.studies import StudyStore
 from platform_core.study_specs import validate_study
+from tests.worker.test_jobs_train_model import worker_logging  # logs as `trainctl worker`
 from trainer_worker import defaults
 from trainer_worker.checkpoints import list_checkpoints
 from trainer_worker.studies.finalize import HISTORY_PNG, IMPORTANCE_PNG, REPORT_FILE
 from trainer_worker.studies.storage import JOURNAL_FILE
 
+__all__ = ["worker_logging"]
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-
-@pytest.fixture(autouse=True)
-def worker_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    configure_logging("model-trainer-worker", level="INFO", stream=io.StringIO())
-    yield
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-    for handler in saved_handlers:
-        root.addHandler(handler)
-    root.setLevel(saved_level)
 
 
 @pytest.fixture
