@@ -60,7 +60,8 @@ def test_events_are_frozen() -> None:
 
 def test_only_the_last_lifecycle_event_ends_a_run() -> None:
     ending = {type(event).__name__ for event in samples() if event.ends_run}
-    assert ending == {"JobCompleted", "JobCancelled", "JobFailed"}
+    # a study is a run without lifecycle events of its own: its completion ends it
+    assert ending == {"JobCompleted", "JobCancelled", "JobFailed", "StudyCompleted"}
     failed = next(event for event in samples() if isinstance(event, JobFailed))
     payload = failed.payload.model_copy(update={"retrying": True})
     retried = failed.model_copy(update={"payload": payload})

@@ -41,6 +41,7 @@ def test_job_routing() -> None:
     assert queue_for("train_model") == TRAINING_QUEUE
     assert queue_for("generate") == INFERENCE_QUEUE
     assert queue_for("prepare_dataset") == TRAINING_QUEUE
+    assert queue_for("study_trial") == TRAINING_QUEUE  # a study's trials are training runs
     assert set(JOB_FUNCTIONS) == {
         "train_tokenizer",
         "train_model",
@@ -48,6 +49,7 @@ def test_job_routing() -> None:
         "generate",
         "score",
         "prepare_dataset",
+        "study_trial",
     }
     assert job_id_for("r", 1) == "r"
     assert job_id_for("r", 3) == "r--attempt-3"

@@ -26,6 +26,7 @@ JobKind = Literal[
     "predict",
     "study",
     "prepare_dataset",
+    "study_trial",
 ]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -159,6 +160,7 @@ class StudyTrialCompletedPayload(_Strict):
     value: float | None = None
     params: dict[str, ParamValue] = Field(default_factory=dict)
     trial_run_id: str | None = None
+    is_best: bool = False  # the study's best trial so far (its checkpoint is the one kept)
 
 
 class StudyCompletedPayload(_Strict):
@@ -290,6 +292,11 @@ class StudyTrialCompleted(_Envelope):
 class StudyCompleted(_Envelope):
     type: Literal["trainer.study.completed.v1"] = "trainer.study.completed.v1"
     payload: StudyCompletedPayload
+
+    @property
+    def ends_run(self) -> bool:
+        """A study is a run: its completion (completed, cancelled or failed) ends it."""
+        return True
 
 
 class ModelPromoted(_Envelope):

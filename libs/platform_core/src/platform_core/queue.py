@@ -49,7 +49,8 @@ JOB_FUNCTIONS: dict[JobKind, str] = {
     "score": "trainer_worker.jobs.score",
     "prepare_dataset": "trainer_worker.jobs.prepare_dataset",
     "predict": "trainer_worker.jobs.predict",
-}  # "study" is an event kind with no job yet: enqueue_job refuses it
+    "study_trial": "trainer_worker.studies.trial_job.study_trial",
+}  # a "study" runs as its trials' jobs (platform_core.studies): enqueue_job refuses it
 _JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
 _QUEUE_OF: dict[JobKind, str] = {
     "train_tokenizer": TRAINING_QUEUE,
@@ -59,6 +60,7 @@ _QUEUE_OF: dict[JobKind, str] = {
     "score": INFERENCE_QUEUE,
     "prepare_dataset": TRAINING_QUEUE,
     "predict": INFERENCE_QUEUE,
+    "study_trial": TRAINING_QUEUE,
 }
 # A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
 # 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.
@@ -234,6 +236,8 @@ def requeue_stale_runs(
         meta, spec_json = store.meta(run_id), store.spec_json(run_id)
         kind, owner = meta.get("kind"), meta.get("user_id")
         user_id = int(owner) if owner else None
+        if kind == "study":  # no job of its own: its trials beat for it and are requeued
+            continue
         if spec_json is None or kind not in JOB_FUNCTIONS:
             # not ours to resume; left unlocked, so the cancellation sweep may still stop it
             _log.warning("stale run without a spec; cannot requeue", extra={"run_id": run_id})

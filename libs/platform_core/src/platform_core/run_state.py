@@ -32,13 +32,16 @@ class RunStatus(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PRUNED = "pruned"  # a study trial its pruner stopped early: ended as designed, not failed
 
     @property
     def is_terminal(self) -> bool:
         return self in _TERMINAL
 
 
-_TERMINAL = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
+_TERMINAL = frozenset(
+    {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.PRUNED}
+)
 
 # Which transitions the worker may make; anything else is a bug or a race we refuse.
 _ALLOWED: dict[RunStatus | None, frozenset[RunStatus]] = {
@@ -46,11 +49,18 @@ _ALLOWED: dict[RunStatus | None, frozenset[RunStatus]] = {
     RunStatus.QUEUED: frozenset({RunStatus.RUNNING, RunStatus.CANCELLED, RunStatus.FAILED}),
     # running -> queued: a transient failure re-enqueued, or a dead worker's run resumed
     RunStatus.RUNNING: frozenset(
-        {RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.QUEUED}
+        {
+            RunStatus.COMPLETED,
+            RunStatus.FAILED,
+            RunStatus.CANCELLED,
+            RunStatus.PRUNED,
+            RunStatus.QUEUED,
+        }
     ),
     RunStatus.COMPLETED: frozenset(),
     RunStatus.FAILED: frozenset({RunStatus.QUEUED}),  # an operator's retry
     RunStatus.CANCELLED: frozenset(),
+    RunStatus.PRUNED: frozenset(),
 }
 
 

@@ -127,6 +127,13 @@ class TrackingSettings(_Section):
     request_timeout_s: int = Field(default=10, ge=1, le=600)
 
 
+class StudySettings(_Section):
+    # Optuna's storage for every study: unset, a journal file in each study's folder (nothing
+    # to start; workers sharing the data root share it); e.g. postgresql://user@host/db for
+    # workers on many machines. A secret: it may carry a password.
+    storage_url: SecretStr | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="APP__",
@@ -151,6 +158,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     classify: ClassifySettings = ClassifySettings()
     tracking: TrackingSettings = TrackingSettings()
+    studies: StudySettings = StudySettings()
 
     @field_validator("data_root")
     @classmethod
@@ -178,6 +186,7 @@ class Settings(BaseSettings):
             self.security.api_key,
             self.discord.token,
             self.tracking.token,
+            self.studies.storage_url,
         ]
         return [s.get_secret_value() for s in secrets if s is not None]
 

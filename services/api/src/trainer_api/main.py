@@ -36,6 +36,7 @@ from trainer_api.routes import (
     logs,
     models,
     runs,
+    studies,
     tokenizers,
 )
 from trainer_api.security import ApiKeyMiddleware, declare_api_key
@@ -123,6 +124,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         inference.router,
         artifacts.router,
         charts.router,
+        studies.router,
     ):
         app.include_router(router)
     return app

@@ -45,6 +45,7 @@ STATUS_COLOURS = {
     "completed": SUCCESS,
     "failed": FAILURE,
     "cancelled": STOPPED,
+    "pruned": STOPPED,  # a study trial its pruner stopped: ended as designed
 }
 
 

@@ -248,6 +248,8 @@ class Notifier:
         new_best = live.snapshot.update(event)
         if event.ends_run:
             await self._end(live, event, delivery.id)
+        elif isinstance(event, StudyTrialCompleted) and not event.payload.is_best:
+            await self._ack([delivery.id])  # a DM for each new best trial, not every trial
         elif isinstance(event, ATTENTION):
             await self._queue(Notice(event_embed(event), [delivery.id]))
         elif isinstance(event, MetricsEval) and new_best and self.config.notify_best_eval:

@@ -62,7 +62,7 @@ def exit_code_of(event: Event) -> int:
 
 
 def _exit_code_of_status(status: str) -> int:
-    if status == "completed":
+    if status in ("completed", "pruned"):  # a pruned trial ended as its study designed
         return ExitCode.OK
     if status == "cancelled":
         return ErrorCode.CANCELLED.exit_code

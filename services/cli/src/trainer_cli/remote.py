@@ -34,6 +34,8 @@ from platform_core.api_models import (
 from platform_core.errors import AppError, ErrorCode, ExitCode, invalid_input
 from platform_core.events import Event
 from platform_core.http_client import ApiError, TrainerClient
+
+__all__ = ["ApiError", "read_spec", "with_client"]
 from platform_core.run_state import RunStatus
 from platform_core.settings import Settings
 from platform_core.specs import (
@@ -209,11 +211,17 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
 
 def run_handler(settings: Settings, args: argparse.Namespace, handler: Handler) -> int:
     """`handler` with a client on the configured API; API errors become their exit code."""
+    return with_client(settings, lambda client: handler(client, args))
+
+
+def with_client(settings: Settings, command: Callable[[TrainerClient], int]) -> int:
+    """Run `command` with a client on the configured API; API errors become their exit
+    code."""
     api_key = settings.security.api_key
     secret = api_key.get_secret_value() if api_key is not None else None
     try:
         with TrainerClient(settings.api_base_url, api_key=secret) as client:
-            return handler(client, args)
+            return command(client)
     except ApiError as error:
         print(f"trainctl: {error.code}: {error.message}", file=sys.stderr)
         if error.status == 0:
@@ -263,7 +271,7 @@ def request_body(
 ) -> BodyT:
     """The request body: the --spec file (or `defaults`), each flag given set on top."""
     spec = getattr(args, "spec", None)  # commands without a --spec file build from flags
-    body = _read_spec(spec) if spec is not None else defaults
+    body = read_spec(spec) if spec is not None else defaults
     for dest, path in flags.items():
         value = getattr(args, dest)
         if value is None:
@@ -282,7 +290,7 @@ def request_body(
         raise invalid_input(exc, what=f"{model.__name__} request") from exc
 
 
-def _read_spec(path: Path) -> dict[str, object]:
+def read_spec(path: Path) -> dict[str, object]:
     try:
         found: object = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:

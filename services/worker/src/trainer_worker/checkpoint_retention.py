@@ -28,7 +28,7 @@ from platform_core.specs import RetentionSpec
 from trainer_worker.checkpoints import CheckpointMeta, write_index
 
 _log = logging.getLogger(__name__)
-_GB = 1024**3
+GB = 1024**3
 
 # (free bytes, total bytes) of the filesystem holding a path; injectable for tests
 DiskProbe = Callable[[Path], tuple[int, int]]
@@ -79,7 +79,7 @@ def plan_retention(
         )
         keep_steps |= {e.step for e in evaluated[: policy.keep_best_k]}
         if policy.max_total_size_gb is not None:
-            keep_steps = _fit(by_step, keep_steps, int(policy.max_total_size_gb * _GB), notices)
+            keep_steps = _fit(by_step, keep_steps, int(policy.max_total_size_gb * GB), notices)
     keep = [e for e in by_step if e.step in keep_steps]
     return RetentionPlan(keep, [e for e in by_step if e.step not in keep_steps], notices)
 

@@ -89,6 +89,7 @@ class Outcome:
     artifact_dir: str | None = None  # relative to the data root
     cancelled_at_step: int | None = None  # set when the body stopped on a cancel request
     report: JsonObject | None = None  # goes into the completed event (a dataset's counts)
+    pruned: bool = False  # a study trial its pruner stopped: ends "pruned", not "completed"
 
 
 @dataclass
@@ -265,7 +266,9 @@ def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
     message = outcome.message
     if note := _finish_tracking(context, "FINISHED"):
         message = f"{message}; {note}"
-    _set_final_status(context, RunStatus.COMPLETED, message)
+    # a pruned trial ended as designed: its terminal event is "completed", its status pruned
+    status = RunStatus.PRUNED if outcome.pruned else RunStatus.COMPLETED
+    _set_final_status(context, status, message)
     payload = JobCompletedPayload(
         duration_s=context.elapsed_s,
         message=message,
@@ -274,7 +277,7 @@ def _completed(context: JobContext, outcome: Outcome) -> JsonObject:
     )
     context.publish(JobCompleted(run_id=context.run_id, user_id=context.user_id, payload=payload))
     _log.info("job completed", extra={"event": "job.completed"})
-    return {**outcome.result, "run_id": context.run_id, "status": RunStatus.COMPLETED.value}
+    return {**outcome.result, "run_id": context.run_id, "status": status.value}
 
 
 def _cancelled(context: JobContext, outcome: Outcome) -> JsonObject:

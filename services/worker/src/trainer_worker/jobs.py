@@ -19,7 +19,7 @@ from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
-from platform_core.settings import load_settings
+from platform_core.settings import Settings, load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
 from trainer_worker.classify.predict import classifier_predict_work
@@ -66,7 +66,7 @@ def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None
             artifact_dir=context.layout.relative(context.layout.tokenizer_dir(run_id)),
         )
 
-    return _lifecycle("train_tokenizer", run_id, body, user_id=user_id)
+    return lifecycle("train_tokenizer", run_id, body, user_id=user_id)
 
 
 def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -82,7 +82,7 @@ def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
             return train_classifier_body(parsed, context)
         return train_model_body(spec, context)
 
-    return _lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
+    return lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
 
 
 def prepare_dataset(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -93,7 +93,7 @@ def prepare_dataset(run_id: str, spec: JsonObject, *, user_id: int | None = None
     def body(context: JobContext) -> Outcome:
         return prepare_dataset_body(spec, context, settings)
 
-    return _lifecycle("prepare_dataset", run_id, body, user_id=user_id)
+    return lifecycle("prepare_dataset", run_id, body, user_id=user_id)
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:
@@ -134,16 +134,19 @@ def predict_run_work(data_root: Path, run_id: str, request: JsonObject) -> JsonO
     return predict_work(data_root, run_id, request)
 
 
-def _lifecycle(
+def lifecycle(
     kind: JobKind,
     run_id: str,
     body: Body,
     *,
     user_id: int | None,
     resume_hint: ResumeHint | None = None,
+    settings: Settings | None = None,
 ) -> JsonObject:
-    settings = load_settings()
-    job = _current_job()
+    """`run_job` with the worker's Redis connection and the configured data root
+    (`settings`: already loaded by the caller, else loaded here)."""
+    settings = settings or load_settings()
+    job = current_job()
     return run_job(
         kind,
         run_id,
@@ -157,7 +160,7 @@ def _lifecycle(
     )
 
 
-def _current_job() -> Job:
+def current_job() -> Job:
     job = get_current_job()
     if job is None:
         raise AppError(ErrorCode.INTERNAL, "jobs run inside an RQ worker (trainctl worker)")
@@ -165,7 +168,7 @@ def _current_job() -> Job:
 
 
 def _connection() -> redis.Redis:
-    return _current_job().connection
+    return current_job().connection
 
 
 def _data_root() -> Path:

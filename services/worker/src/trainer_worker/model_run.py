@@ -16,6 +16,7 @@ import logging
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -48,6 +49,7 @@ from platform_core.manifests import (
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import GenerateRequest, TrainRunSpec, sample_seed
+from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.checkpoints import MODEL_FILE, list_checkpoints, write_model
 from trainer_worker.data.corpus import corpus_spec, load_corpus
 from trainer_worker.inference.generate import generate
@@ -57,9 +59,7 @@ from trainer_worker.resume import ResumePoint, ResumeSearch, find_resume_point
 from trainer_worker.run_callbacks import RunCallbacks, read_history
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 from trainer_worker.tokenizers.protocol import Tokenizer
-from trainer_worker.training.callbacks import (
-    TrainResult,
-)
+from trainer_worker.training.callbacks import EvalInfo, TrainResult
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.lm_task import LanguageModelTask
 from trainer_worker.training.loop import train_task
@@ -97,15 +97,31 @@ def resume_hint(layout: DataLayout, run_id: str) -> int | None:
     return int(checkpoints[-1].name.removeprefix("step-")) if checkpoints else None
 
 
-def train_model_body(spec_json: JsonObject, context: JobContext) -> Outcome:
-    """The body of a `train_model` job: prepare, resume or start, train, publish."""
+def train_model_body(
+    spec_json: JsonObject,
+    context: JobContext,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None = None,
+    disk_probe: DiskProbe | None = None,
+) -> Outcome:
+    """The body of a `train_model` job: prepare, resume or start, train, publish.
+    A study trial passes its pruner, asked at each eval (the run ends "pruned"), and its
+    view of the disk (its share of the study's checkpoint budget)."""
     started = time.monotonic()
     run = _prepare(parse_spec(spec_json), context)
     search, manifest = begin_run(context, run.model, run.manifest, run.spec.train.max_steps)
     with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
         if search.point is not None or search.quarantined:
             _log.warning(resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started=started, resume=search.point)
+        return _train_and_publish(
+            context,
+            run,
+            manifest,
+            started=started,
+            resume=search.point,
+            should_prune=should_prune,
+            disk_probe=disk_probe,
+        )
 
 
 def begin_run(
@@ -185,6 +201,8 @@ def _train_and_publish(
     *,
     started: float,
     resume: ResumePoint | None,
+    should_prune: Callable[[EvalInfo], bool] | None,
+    disk_probe: DiskProbe | None,
 ) -> Outcome:
     spec, model, tokenizer = run.spec, run.model, run.tokenizer
     layout, run_id = context.layout, context.run_id
@@ -193,26 +211,33 @@ def _train_and_publish(
         context, spec, manifest, vocab_size=tokenizer.vocab_size, tokenizer_id=spec.lm_tokenizer_id
     )
     task = LanguageModelTask(run.train_ids, run.eval_ids)
-    result = train_with_callbacks(context, model, task, spec, resume)
+    result = train_with_callbacks(
+        context, model, task, spec, resume, should_prune=should_prune, disk_probe=disk_probe
+    )
 
     # samples, metrics, weights, manifest
     samples = _samples(model, tokenizer, spec)
     _write_jsonl(layout.eval_samples(run_id), samples)
     done = finish_run(context, manifest, result, model, started)
     metrics, cancelled, artifact_dir = done.metrics, done.cancelled, done.artifact_dir
+    pruned = result.reason == "pruned"
     ppl = metrics.final_perplexity
-    message = (
-        f"cancelled at step {result.final_step}"
-        if cancelled
-        else f"trained {result.final_step} steps"
-    )
+    message = f"{result.reason} at step {result.final_step}"
+    if not (cancelled or pruned):
+        message = f"trained {result.final_step} steps"
     if ppl is not None:
         message += f", eval perplexity {ppl:.2f}"
     return Outcome(
-        result={"steps": result.final_step, "final_perplexity": ppl, "stop_reason": result.reason},
+        result={
+            "steps": result.final_step,
+            "final_perplexity": ppl,
+            "best_eval_loss": metrics.best_eval_loss,
+            "stop_reason": result.reason,
+        },
         message=message,
         artifact_dir=artifact_dir,
         cancelled_at_step=result.final_step if cancelled else None,
+        pruned=pruned,
     )
 
 
@@ -244,9 +269,11 @@ def finish_run(
     weights = write_model(layout.model_dir(run_id) / MODEL_FILE, model)
     duration = time.monotonic() - started
     cancelled = result.reason == "cancelled"
+    # a study trial its pruner stopped ended as designed: pruned, not failed nor completed
+    ended = RunStatus.PRUNED if result.reason == "pruned" else RunStatus.COMPLETED
     final = manifest.model_copy(
         update={
-            "status": RunStatus.CANCELLED if cancelled else RunStatus.COMPLETED,
+            "status": RunStatus.CANCELLED if cancelled else ended,
             "stop_reason": result.reason,
             "finished_at": datetime.now(UTC),
             "durations_s": RunDurations(
@@ -315,16 +342,21 @@ def train_with_callbacks(
     task: TrainingTask[BatchT],
     spec: TrainRunSpec,
     resume: ResumePoint | None,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None = None,
+    disk_probe: DiskProbe | None = None,
 ) -> TrainResult:
     """The shared loop on `task` with the run's callbacks (events, eval history, checkpoints,
-    retention, cancellation); closed before returning: reports published, the last
-    checkpoint on disk, before the run ends."""
+    retention, cancellation; a study trial's pruner and disk share); closed before
+    returning: reports published, the last checkpoint on disk, before the run ends."""
     callbacks = RunCallbacks(
         context,
         context.layout.run_dir(context.run_id),
         spec.retention,
         watermark=context.store.published_step(context.run_id),
         fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
+        should_prune=should_prune,
+        probe=disk_probe,
     )
     try:
         return train_task(

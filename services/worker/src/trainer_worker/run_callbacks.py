@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -60,6 +61,7 @@ class RunCallbacks:
     watermark: int = -1  # the last step already published (a resumed run's previous life)
     probe: DiskProbe | None = None  # None: the real filesystem (checkpoint_retention.disk_usage)
     fallback_checkpoint_bytes: int = 0  # size estimate before the first checkpoint exists
+    should_prune: Callable[[EvalInfo], bool] | None = None  # a study trial's pruner
     writer: CheckpointWriter = field(default_factory=CheckpointWriter)
     reporter: RunReporter = field(init=False)
     _last_saved_step: int | None = None
@@ -77,6 +79,7 @@ class RunCallbacks:
             on_eval=self.on_eval,
             on_checkpoint=self.on_checkpoint,
             should_stop=self.should_stop,
+            should_prune=self.should_prune,
         )
 
     def close(self) -> None:

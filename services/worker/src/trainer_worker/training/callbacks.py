@@ -15,7 +15,7 @@ from torch import nn
 
 from trainer_worker.training.state import TrainState
 
-StopReason = Literal["completed", "early_stopping", "cancelled"]
+StopReason = Literal["completed", "early_stopping", "cancelled", "pruned"]
 CheckpointReason = Literal["interval", "cancelled", "final"]
 
 
@@ -65,6 +65,9 @@ class Callbacks:
     on_checkpoint: Callable[[CheckpointInfo], None] | None = None
     # polled between steps; True ends the run cooperatively (reason "cancelled")
     should_stop: Callable[[], bool] | None = None
+    # a study trial: called with each eval on the training thread; True ends the run there
+    # (reason "pruned")
+    should_prune: Callable[[EvalInfo], bool] | None = None
 
 
 @dataclass(frozen=True)

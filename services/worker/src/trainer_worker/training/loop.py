@@ -115,8 +115,8 @@ def _loop(
     t0 = clock()
     progress = _ProgressClock(start_t=t0, last_t=t0, last_tokens=run.tokens_seen)
     logger.info("training started", extra={"event": "train.started", "step": run.step, **run.log})
-    if run.step == 0 and _evaluate(run, config, cb, ctx):
-        return _finish(run, cb, ctx, "early_stopping", clock() - t0)
+    if run.step == 0 and (stop := _evaluate(run, config, cb, ctx)):
+        return _finish(run, cb, ctx, stop, clock() - t0)
 
     while run.step < config.max_steps:
         if _stop_requested(cb, ctx):
@@ -160,8 +160,8 @@ def _loop(
 
         # eval + checkpoint
         due_eval = run.step % config.eval_every == 0 or run.step == config.max_steps
-        if due_eval and _evaluate(run, config, cb, ctx):
-            return _finish(run, cb, ctx, "early_stopping", clock() - t0)
+        if due_eval and (stop := _evaluate(run, config, cb, ctx)):
+            return _finish(run, cb, ctx, stop, clock() - t0)
         every = config.checkpoint_every
         if every is not None and run.step % every == 0 and run.step < config.max_steps:
             _checkpoint(run, cb, ctx, "interval")
@@ -208,11 +208,11 @@ class _ProgressClock:
 
 def _evaluate(
     run: PreparedRun[BatchT], config: TrainConfig, cb: Callbacks, ctx: DistContext
-) -> bool:
-    """Holdout loss (and the task's metrics) at the current step; True when early stopping
-    says stop."""
+) -> StopReason | None:
+    """Holdout loss (and the task's metrics) at the current step; why to stop now (early
+    stopping, a study's pruner)."""
     if not run.task.has_eval:
-        return False
+        return None
     result = run.task.evaluate(run.fwd_model, run.device, run.autocast, ctx)
     eval_loss, score = result.loss, result.score
     # "best" is by the task's selection score (its loss unless it declares another), and so
@@ -243,8 +243,13 @@ def _evaluate(
     )
     if ctx.is_main and cb.on_eval is not None:
         cb.on_eval(info)
+    # a study's pruner decides on rank 0; every rank hears the answer
+    if broadcast_flag(ctx.is_main and cb.should_prune is not None and cb.should_prune(info), ctx):
+        return "pruned"
     patience = config.early_stopping_patience
-    return patience is not None and run.evals_without_improvement >= patience
+    if patience is not None and run.evals_without_improvement >= patience:
+        return "early_stopping"
+    return None
 
 
 def _checkpoint(

@@ -1,0 +1,198 @@
+"""Studies end to end on a real Redis with real (tiny) training: trials as jobs on the
+training queue, median pruning in the loop, Optuna's journal storage, the study's retention
+and its final evaluation."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from pathlib import Path
+from pydoc_data.topics import topics
+
+import optuna
+import pytest
+import redis
+from rq import Queue, SimpleWorker
+
+from platform_core.event_bus import EventBus
+from platform_core.events import StudyCompleted, StudyStarted, StudyTrialCompleted
+from platform_core.json_types import JsonObject
+from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.redis_connection import connect
+from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.studies import StudyStore
+from platform_core.study_specs import validate_study
+from tests.worker.test_jobs_train_model import worker_logging  # logs as `trainctl worker`
+from trainer_worker import defaults
+from trainer_worker.checkpoints import list_checkpoints
+from trainer_worker.studies.finalize import HISTORY_PNG, IMPORTANCE_PNG, REPORT_FILE
+from trainer_worker.studies.storage import JOURNAL_FILE
+
+__all__ = ["worker_logging"]
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture
+def tokenizer(redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
+    monkeypatch.setattr(defaults, "HEARTBEAT_INTERVAL_S", 0.05)
+    text = "\n\n".join(topics[key] for key in sorted(topics))[:30_000]
+    (data_root / "corpus.txt").write_text(text, encoding="utf-8")
+    spec: JsonObject = {"kind": "char", "corpus": {"path": "corpus.txt"}}
+    enqueue_job(redis_client, "train_tokenizer", "tok", spec)
+    _work(redis_client)
+    return "tok"
+
+
+def _work(client: redis.Redis) -> None:
+    SimpleWorker([Queue(TRAINING_QUEUE, connection=client)], connection=client).work(burst=True)
+
+
+def study_payload(
+    tokenizer_id: str,
+    *,
+    n_trials: int,
+    parallelism: int,
+    train: JsonObject | None = None,
+    pruner: JsonObject | None = None,
+) -> JsonObject:
+    """A study of tiny char_lstm trials: 20 steps, an eval every 5, pruning from step 5
+    (`train` and `pruner` override)."""
+    settings: JsonObject = {
+        "max_steps": 20,
+        "batch_size": 8,
+        "block_size": 32,
+        "learning_rate": 1e-2,
+        "min_lr": 0.0,
+        "warmup_steps": 0,
+        "eval_every": 5,
+        "eval_batches": 2,
+        "checkpoint_every": 10,
+        "progress_every_steps": 10,
+        "device": "cpu",
+        "seed": 5,
+    }
+    settings.update(train or {})
+    base: JsonObject = {
+        "model": {"family": "char_lstm", "preset": "tiny"},
+        "tokenizer_id": tokenizer_id,
+        "corpus": {"path": "corpus.txt"},
+        "train": settings,
+        "sample_prompts": [],
+    }
+    return {
+        "name": "tiny-lstm",
+        "base": base,
+        "search_space": {
+            "train.learning_rate": {"type": "log_uniform", "low": 1e-4, "high": 5e-2},
+            "train.batch_size": {"type": "categorical", "choices": [4, 8]},
+        },
+        "n_trials": n_trials,
+        "parallelism": parallelism,
+        "sampler": {"seed": 11, "n_startup_trials": 4},
+        "pruner": pruner or {"type": "median", "n_startup_trials": 3, "n_warmup_steps": 1},
+    }
+
+
+def test_a_study_of_twenty_tiny_trials_prunes_some_and_keeps_only_the_best_checkpoint(
+    redis_client: redis.Redis, data_root: Path, tokenizer: str
+) -> None:
+    spec = validate_study(study_payload(tokenizer, n_trials=20, parallelism=2))
+    studies = StudyStore(redis_client)
+    first = studies.create("st-a", spec, user_id=9)
+    assert first == ["st-a-t0001", "st-a-t0002"]
+
+    _work(redis_client)  # the trials enqueue their successors, the last one the finalization
+
+    view = studies.view("st-a")
+    assert view.status is RunStatus.COMPLETED, view.message
+    assert len(view.trials) == 20
+    states = [t.state for t in view.trials]
+    assert "PRUNED" in states and "COMPLETE" in states, states
+    assert "FAIL" not in states
+    runs = RunStateStore(redis_client)
+    for trial in view.trials:  # each trial is a run of its own, pruned ones end "pruned"
+        expected = RunStatus.PRUNED if trial.state == "PRUNED" else RunStatus.COMPLETED
+        assert runs.status(trial.run_id) is expected, runs.message(trial.run_id)
+    # Optuna's own record agrees, in the journal file under the study folder
+    folder = data_root / "studies" / "st-a"
+    stored = optuna.load_study(
+        study_name="st-a",
+        storage=optuna.storages.JournalStorage(
+            optuna.storages.journal.JournalFileBackend(str(folder / JOURNAL_FILE))
+        ),
+    )
+    by_number = {t.number: t for t in stored.trials}
+    assert len(by_number) == 20
+    for trial in view.trials:
+        assert trial.trial_number is not None
+        assert by_number[trial.trial_number].state.name == trial.state
+    assert view.best is not None
+    assert view.best.value == pytest.approx(stored.best_value)
+
+    # only the best trial's best checkpoint is left on disk
+    with_checkpoints = {
+        t.run_id: list_checkpoints(data_root / "runs" / t.run_id / "checkpoints")
+        for t in view.trials
+    }
+    kept = {run_id: c for run_id, c in with_checkpoints.items() if c}
+    assert list(kept) == [view.best.run_id]
+    assert len(kept[view.best.run_id]) == 1
+
+    report = json.loads((folder / REPORT_FILE).read_text())
+    assert report["best_trial"]["run_id"] == view.best.run_id
+    assert report["best_trial"]["params"] == view.best.params
+    checkpoint = data_root / report["checkpoint"]["path"]
+    assert checkpoint == kept[view.best.run_id][0]
+    weights = (checkpoint / "model.safetensors").read_bytes()
+    assert report["checkpoint"]["sha256"] == hashlib.sha256(weights).hexdigest()
+    assert 0 < report["test_metrics"]["eval_loss"] < 10
+    for png in (HISTORY_PNG, IMPORTANCE_PNG):
+        assert (folder / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    bus = EventBus(redis_client)
+    events = [d.event for d in bus.read(count=100_000) if d.event.run_id == "st-a"]
+    assert sum(isinstance(e, StudyStarted) for e in events) == 1
+    trial_events = [e for e in events if isinstance(e, StudyTrialCompleted)]
+    assert sorted(e.payload.trial_number for e in trial_events) == list(range(20))
+    assert all(e.user_id == 9 for e in events)
+    done = [e for e in events if isinstance(e, StudyCompleted)]
+    assert len(done) == 1
+    assert done[0].payload.n_completed + done[0].payload.n_pruned == 20
+    assert done[0].payload.best_trial_number == view.best.trial_number
+
+
+def test_cancelling_a_running_study_stops_its_running_trial_and_queues_no_more(
+    redis_client: redis.Redis, redis_url: str, data_root: Path, tokenizer: str
+) -> None:
+    train: JsonObject = {"max_steps": 2000, "eval_every": 100, "checkpoint_every": 100}
+    payload = study_payload(tokenizer, n_trials=5, parallelism=1, train=train)
+    StudyStore(redis_client).create("st-c", validate_study(payload), user_id=None)
+    cancelled: list[str] = []
+
+    def cancel_once_training() -> None:  # the operator, while the worker trains trial 1
+        client = connect(redis_url)
+        runs = RunStateStore(client)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if runs.progress("st-c-t0001").get("step"):
+                cancelled.extend(StudyStore(client).cancel("st-c"))
+                break
+            time.sleep(0.05)
+        client.close()
+
+    operator = threading.Thread(target=cancel_once_training)
+    operator.start()
+    _work(redis_client)
+    operator.join()
+
+    assert cancelled == ["st-c-t0001"]
+    studies = StudyStore(redis_client)
+    view = studies.view("st-c")
+    assert view.status is RunStatus.CANCELLED, view.message
+    assert [t.run_id for t in view.trials] == ["st-c-t0001"]  # no trial queued after it
+    assert RunStateStore(redis_client).status("st-c-t0001") is RunStatus.CANCELLED
+    assert view.trials[0].state == "FAIL"  # Optuna has no "cancelled": failed there
+    assert int(RunStateStore(redis_client).progress("st-c-t0001")["step"]) < 2000
