@@ -96,22 +96,30 @@ def _checked_submit(
     if isinstance(body, TokenizerCreate):
         tokenizer_id = body.tokenizer_id or new_id("tok")
         return _submit(bus, data_root, "train_tokenizer", tokenizer_id, body.spec, body.user_id)
-    if body.spec.tokenizer_id is not None:  # language models; the other families bring their own
-        check_tokenizer(client, data_root, body.spec.tokenizer_id)
-    if body.spec.dual_agent is not None and body.spec.dual_agent.path is not None:
-        check_corpus(data_root, CorpusOptions(path=body.spec.dual_agent.path))
-    if body.spec.classifier is not None:
-        check_dataset(client, data_root, body.spec.classifier.dataset_id)
-    shape = check_pretrained(data_root, body.spec)  # None for a preset, or a hub model
+    check_train_spec(client, data_root, body.spec, max_activation_gib)
+    run_id = body.run_id or new_id("run")
+    return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
+
+
+def check_train_spec(
+    client: redis.Redis, data_root: Path, spec: TrainRunSpec, max_activation_gib: float
+) -> None:
+    """What a model run needs before it is queued (a run's spec, a study's base at its
+    largest corner): its tokenizer, data, pretrained folder and memory."""
+    if spec.tokenizer_id is not None:  # language models; the other families bring their own
+        check_tokenizer(client, data_root, spec.tokenizer_id)
+    if spec.dual_agent is not None and spec.dual_agent.path is not None:
+        check_corpus(data_root, CorpusOptions(path=spec.dual_agent.path))
+    if spec.classifier is not None:
+        check_dataset(client, data_root, spec.classifier.dataset_id)
+    shape = check_pretrained(data_root, spec)  # None for a preset, or a hub model
     # encoder families (dual_agent, classifier) emit no vocabulary-sized logits
     vocab_size = (
         0
-        if body.spec.tokenizer_id is None
-        else tokenizer_vocab_size(client, data_root, body.spec.tokenizer_id)
+        if spec.tokenizer_id is None
+        else tokenizer_vocab_size(client, data_root, spec.tokenizer_id)
     )
-    check_memory(body.spec, max_activation_gib, vocab_size=vocab_size, shape=shape)
-    run_id = body.run_id or new_id("run")
-    return _submit(bus, data_root, "train_model", run_id, body.spec, body.user_id)
+    check_memory(spec, max_activation_gib, vocab_size=vocab_size, shape=shape)
 
 
 def check_corpus(data_root: Path, corpus: CorpusOptions) -> None:

@@ -23,9 +23,8 @@ from platform_core.settings import Settings, load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
 from trainer_worker.classify.predict import classifier_predict_work
-from trainer_worker.classify.run import train_classifier_body
 from trainer_worker.dual_agent.predict import predict_work
-from trainer_worker.dual_agent.run import train_dual_agent_body
+from trainer_worker.families import train_run_body
 from trainer_worker.inference_jobs import (
     answer_request,
     evaluate_work,
@@ -35,7 +34,7 @@ from trainer_worker.inference_jobs import (
     score_work,
 )
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
-from trainer_worker.model_run import parse_spec, resume_hint, train_model_body
+from trainer_worker.model_run import parse_spec, resume_hint
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 
 
@@ -75,12 +74,7 @@ def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
     `runs/<run_id>/`."""
 
     def body(context: JobContext) -> Outcome:
-        parsed = parse_spec(spec)
-        if parsed.model.family == "dual_agent":
-            return train_dual_agent_body(parsed, context)
-        if parsed.model.family == "classifier":
-            return train_classifier_body(parsed, context)
-        return train_model_body(spec, context)
+        return train_run_body(parse_spec(spec), context)
 
     return lifecycle("train_model", run_id, body, user_id=user_id, resume_hint=resume_hint)
 

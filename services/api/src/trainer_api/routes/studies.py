@@ -33,13 +33,7 @@ from platform_core.study_api import (
 from platform_core.study_specs import check_search_space, highest_corner
 from trainer_api.deps import DataRootDep, EventBusDep, RedisDep, SettingsDep
 from trainer_api.errors import error_responses
-from trainer_api.submissions import (
-    check_corpus,
-    check_memory,
-    check_pretrained,
-    check_tokenizer,
-    new_id,
-)
+from trainer_api.submissions import check_corpus, check_train_spec, new_id
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=error_responses(401))
 StudyIdPath = Annotated[str, PathParam(pattern=STUDY_ID_REGEX)]
@@ -58,9 +52,7 @@ def create_study(
     spec = body.spec
     check_search_space(spec)
     check_corpus(data_root, spec.base.corpus)
-    check_tokenizer(client, data_root, spec.base.tokenizer_id)
-    check_pretrained(data_root, spec.base.model)
-    check_memory(highest_corner(spec), settings.training.max_activation_gib)
+    check_train_spec(client, data_root, highest_corner(spec), settings.training.max_activation_gib)
     study_id = body.study_id or new_id("study")
     if DataLayout(data_root).study_dir(study_id).exists():
         raise AppError(ErrorCode.CONFLICT, f"study {study_id} already exists")

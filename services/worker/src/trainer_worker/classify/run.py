@@ -22,6 +22,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +44,7 @@ from platform_core.manifests import (
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import TrainRunSpec
+from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.classify.dataset_job import read_split
 from trainer_worker.classify.model import (
     CLASSIFIER_PRESETS,
@@ -75,6 +77,7 @@ from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint
 from trainer_worker.run_callbacks import read_history
+from trainer_worker.training.callbacks import EvalInfo
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.seeding import seed_everything
 
@@ -96,7 +99,13 @@ class _Prepared:
     manifest: RunManifest
 
 
-def train_classifier_body(spec: TrainRunSpec, context: JobContext) -> Outcome:
+def train_classifier_body(
+    spec: TrainRunSpec,
+    context: JobContext,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None = None,
+    disk_probe: DiskProbe | None = None,
+) -> Outcome:
     """The body of a `train_model` job whose family is classifier."""
     started = time.monotonic()
     run = _prepare(spec, context)
@@ -107,7 +116,15 @@ def train_classifier_body(spec: TrainRunSpec, context: JobContext) -> Outcome:
     with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
         if search.point is not None or search.quarantined:
             _log.warning(resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started, search.point)
+        return _train_and_publish(
+            context,
+            run,
+            manifest,
+            started,
+            search.point,
+            should_prune=should_prune,
+            disk_probe=disk_probe,
+        )
 
 
 def _tokenizer(
@@ -203,12 +220,17 @@ def _train_and_publish(
     manifest: RunManifest,
     started: float,
     resume: ResumePoint | None,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None,
+    disk_probe: DiskProbe | None,
 ) -> Outcome:
     spec, model = run.spec, run.model
     layout, run_id = context.layout, context.run_id
     folder = layout.run_dir(run_id)
     announce_config(context, spec, manifest, vocab_size=len(run.tokenizer))
-    result = train_with_callbacks(context, model, run.task, spec, resume)
+    result = train_with_callbacks(
+        context, model, run.task, spec, resume, should_prune=should_prune, disk_probe=disk_probe
+    )
 
     history = read_history(folder)
     if run.task.best_state is not None:  # the weights of the best validation accuracy
@@ -242,6 +264,7 @@ def _train_and_publish(
         message=f"{verb} {result.final_step} steps; {summary_line(headline)}",
         artifact_dir=done.artifact_dir,
         cancelled_at_step=result.final_step if done.cancelled else None,
+        pruned=result.reason == "pruned",  # a study trial its pruner stopped
     )
 
 

@@ -16,6 +16,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,6 +35,7 @@ from platform_core.manifests import (
 )
 from platform_core.run_state import RunStatus
 from platform_core.specs import DualAgentOptions, TrainRunSpec
+from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.dual_agent.baseline import BASELINE_THRESHOLDS, keyword_baseline
 from trainer_worker.dual_agent.criteria import CRITERIA
 from trainer_worker.dual_agent.data import Post, Splits, data_report
@@ -66,6 +68,7 @@ from trainer_worker.model_run import (
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import count_parameters, resolve_pretrained
 from trainer_worker.resume import ResumePoint
+from trainer_worker.training.callbacks import EvalInfo
 from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.seeding import seed_everything
 
@@ -101,7 +104,13 @@ def gold_spans(posts: tuple[Post, ...]) -> list[list[CharSpan]]:
     return [[(s.start, s.end) for s in post.evidence] for post in posts]
 
 
-def train_dual_agent_body(spec: TrainRunSpec, context: JobContext) -> Outcome:
+def train_dual_agent_body(
+    spec: TrainRunSpec,
+    context: JobContext,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None = None,
+    disk_probe: DiskProbe | None = None,
+) -> Outcome:
     """The body of a `train_model` job whose family is dual_agent."""
     started = time.monotonic()
     run = _prepare(spec, context)
@@ -112,7 +121,15 @@ def train_dual_agent_body(spec: TrainRunSpec, context: JobContext) -> Outcome:
     with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
         if search.point is not None or search.quarantined:
             _log.warning(resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(context, run, manifest, started, search.point)
+        return _train_and_publish(
+            context,
+            run,
+            manifest,
+            started,
+            search.point,
+            should_prune=should_prune,
+            disk_probe=disk_probe,
+        )
 
 
 def _tokenizer(
@@ -203,11 +220,16 @@ def _train_and_publish(
     manifest: RunManifest,
     started: float,
     resume: ResumePoint | None,
+    *,
+    should_prune: Callable[[EvalInfo], bool] | None,
+    disk_probe: DiskProbe | None,
 ) -> Outcome:
     spec, model = run.spec, run.model
     layout, run_id = context.layout, context.run_id
     announce_config(context, spec, manifest, vocab_size=len(run.tokenizer))
-    result = train_with_callbacks(context, model, run.task, spec, resume)
+    result = train_with_callbacks(
+        context, model, run.task, spec, resume, should_prune=should_prune, disk_probe=disk_probe
+    )
 
     # thresholds on val, then the test split: the model and the keyword baseline
     record = measure(run)
@@ -233,6 +255,7 @@ def _train_and_publish(
         message=f"{verb} {result.final_step} steps; {summary_line(headline)}",
         artifact_dir=artifact_dir,
         cancelled_at_step=result.final_step if cancelled else None,
+        pruned=result.reason == "pruned",  # a study trial its pruner stopped
     )
 
 

@@ -27,7 +27,7 @@ from platform_core.events import StudyCompleted, StudyCompletedPayload
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.logging import log_context
-from platform_core.manifests import write_atomic
+from platform_core.manifests import read_run_manifest, write_atomic
 from platform_core.run_state import RunStatus
 from platform_core.settings import load_settings
 from platform_core.studies import StudyStore
@@ -35,6 +35,7 @@ from platform_core.study_api import TrialRecord, best_trial
 from platform_core.study_specs import StudySpec, trial_spec
 from trainer_worker.checkpoint_retention import best_of, entries_of
 from trainer_worker.checkpoints import MODEL_FILE, load_checkpoint
+from trainer_worker.classify.run import headline_metrics as classifier_headline
 from trainer_worker.inference_jobs import evaluate_work
 from trainer_worker.jobs import current_job
 from trainer_worker.models.registry import build_model, resolve_pretrained
@@ -170,6 +171,8 @@ def evaluate_checkpoint(
     (gpt2, char_lstm) have no separate test split: their test is the held-out part of the
     corpus, every token predicted once (`evaluate_work`)."""
     train = trial_spec(spec, best.params)
+    if train.tokenizer_id is None:
+        return _measured_test_metrics(layout, best.run_id)
     tokenizer = load_tokenizer(layout.tokenizer_dir(train.tokenizer_id))
     model = build_model(
         resolve_pretrained(train.model, layout.root), tokenizer.vocab_size, tokenizer.eos_id
@@ -217,3 +220,16 @@ def draw_plots(study: optuna.Study, folder: Path) -> list[Path]:
 def _sha256(path: Path) -> str:
     with path.open("rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _measured_test_metrics(layout: DataLayout, run_id: str) -> JsonObject:
+    """The dual-agent and classifier families measure their test split as a run ends (the
+    classifier with its best validation weights, the dual-agent model with its thresholds
+    tuned on validation): the best trial's figures are read from its manifest, not measured
+    again."""
+    manifest = read_run_manifest(layout.run_manifest(run_id))
+    if manifest.dual_agent is not None:
+        return {key: value for key, value in manifest.dual_agent.test_metrics.items()}
+    if manifest.classifier is not None:
+        return {key: value for key, value in classifier_headline(manifest.classifier).items()}
+    raise AppError(ErrorCode.DATA_NOT_FOUND, f"trial {run_id} has no test report in its manifest")

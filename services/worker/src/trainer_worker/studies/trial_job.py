@@ -11,7 +11,6 @@ checkpoints, publishes `trainer.study.trial_completed.v1` and hands the study on
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable
@@ -47,10 +46,11 @@ from platform_core.study_specs import (
 )
 from trainer_worker import defaults
 from trainer_worker.checkpoint_retention import DiskProbe
+from trainer_worker.families import train_run_body
 from trainer_worker.heartbeat import Heartbeat
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.jobs import current_job, lifecycle
-from trainer_worker.model_run import resume_hint, train_model_body
+from trainer_worker.model_run import resume_hint
 from trainer_worker.studies.retention import (
     retain_study_checkpoints,
     share_probe,
@@ -79,10 +79,8 @@ TrainTrial = Callable[[TrainRunSpec, JobContext, Pruner, DiskProbe | None], Outc
 def train_trial(
     train: TrainRunSpec, context: JobContext, should_prune: Pruner, probe: DiskProbe | None
 ) -> Outcome:
-    """A trial of a language-model family: the model-run body with the pruner."""
-    return train_model_body(
-        json.loads(train.model_dump_json()), context, should_prune=should_prune, disk_probe=probe
-    )
+    """A trial: the run body of its model family, with the pruner and its disk share."""
+    return train_run_body(train, context, should_prune=should_prune, disk_probe=probe)
 
 
 def study_trial(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
