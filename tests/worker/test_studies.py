@@ -24,6 +24,7 @@ from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.studies import StudyStore
 from platform_core.study_specs import validate_study
+from tests.worker.dual_agent_helpers import dual_agent_spec
 from tests.worker.test_jobs_train_model import worker_logging  # logs as `trainctl worker`
 from trainer_worker import defaults
 from trainer_worker.checkpoints import list_checkpoints
@@ -196,3 +197,42 @@ def test_cancelling_a_running_study_stops_its_running_trial_and_queues_no_more(
     assert RunStateStore(redis_client).status("st-c-t0001") is RunStatus.CANCELLED
     assert view.trials[0].state == "FAIL"  # Optuna has no "cancelled": failed there
     assert int(RunStateStore(redis_client).progress("st-c-t0001")["step"]) < 2000
+
+
+def test_a_dual_agent_study_trains_its_trials_as_dual_agent_runs_and_reports_their_test_figures(
+    redis_client: redis.Redis, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every family runs as a trial: here the dual-agent model (its own tokenizer, generated
+    posts); the study's report carries the best trial's measured test figures."""
+    monkeypatch.setenv("APP__DATA_ROOT", str(data_root))
+    monkeypatch.setattr(defaults, "HEARTBEAT_INTERVAL_S", 0.05)
+    base = dual_agent_spec(max_steps=10, eval_every=5, checkpoint_every=5, batch_size=8)
+    dual = base["dual_agent"]
+    assert isinstance(dual, dict)
+    base["dual_agent"] = {**dual, "generated_posts": 120, "vocab_size": 300}
+    spec = validate_study(
+        {
+            "name": "tiny-dual",
+            "base": base,
+            "search_space": {
+                "train.learning_rate": {"type": "log_uniform", "low": 1e-3, "high": 1e-2}
+            },
+            "n_trials": 2,
+            "parallelism": 1,
+            "sampler": {"seed": 3, "n_startup_trials": 2},
+            "pruner": {"type": "none"},
+        }
+    )
+    StudyStore(redis_client).create("st-dual", spec, user_id=None)
+    _work(redis_client)
+
+    view = StudyStore(redis_client).view("st-dual")
+    assert view.status is RunStatus.COMPLETED, view.message
+    assert [t.state for t in view.trials] == ["COMPLETE", "COMPLETE"]
+    assert view.best is not None
+    manifest = json.loads((data_root / "runs" / view.best.run_id / "manifest.json").read_text())
+    assert manifest["spec"]["model"]["family"] == "dual_agent"
+    report = json.loads((data_root / "studies" / "st-dual" / REPORT_FILE).read_text())
+    assert report["model_family"] == "dual_agent"
+    assert report["test_metrics"] == manifest["dual_agent"]["test_metrics"]
+    assert "test/criteria_matcher/f1" in report["test_metrics"]

@@ -260,7 +260,13 @@ def _train_and_publish(
     )
     verb = f"cancelled at step {result.final_step}" if done.cancelled else "trained"
     return Outcome(
-        result={"steps": result.final_step, "stop_reason": result.reason, **headline},
+        result={
+            "steps": result.final_step,
+            "stop_reason": result.reason,
+            # a study trial's objective, as for the language models
+            "best_eval_loss": done.metrics.best_eval_loss,
+            **headline,
+        },
         message=f"{verb} {result.final_step} steps; {summary_line(headline)}",
         artifact_dir=done.artifact_dir,
         cancelled_at_step=result.final_step if done.cancelled else None,
