@@ -5,9 +5,11 @@ a 422 is not counted against the API when EVERY problem it names is a rule that 
 cannot state, so that schemathesis cannot know the request was invalid:
 
 - a rule comparing two numbers of the request (`min_lr <= learning_rate`,
-  `lr_decay_steps > warmup_steps`, `batch_size x block_size <= 131072`,
-  `train.block_size <= model.context_size`): each is in the fields' descriptions and refused
-  with a 422 naming both fields and both values;
+  `lr_decay_steps > warmup_steps`, a study distribution's `low < high`,
+  `batch_size x block_size <= 131072`, `train.block_size <= model.context_size`): each is
+  in the fields' descriptions and refused with a 422 naming both fields and both values;
+- a study's search-space path naming a field of its base spec: which fields the base holds
+  depends on the base itself (a family's options exist for that family only);
 - the activation bound, which depends on the tokenizer's vocabulary and on the server's
   `training.max_activation_gib`, not on the request alone.
 
@@ -27,6 +29,8 @@ from schemathesis.core.failures import Failure
 UNSTATABLE_RULES = (
     "must be <= learning_rate",
     "must be greater than warmup_steps",
+    "must be < high",  # a study's uniform / log-uniform / int bounds
+    "is not a field of the base spec",  # a study's search path names a field its base holds
     "tokens) must be <=",
     "must be <= model.context_size",
     "training.max_activation_gib",

@@ -129,6 +129,10 @@ def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
         "/models/{name}/versions",
         "/models/{name}/versions/{version}/promote",
         "/models/{name}/rollback",
+        "/studies",
+        "/studies/{study_id}",
+        "/studies/{study_id}/cancel",
+        "/studies/{study_id}/evaluate",
     } == paths
     assert "APIKeyHeader" in raw["components"]["securitySchemes"]
 

@@ -40,6 +40,7 @@ ROOT = Path(__file__).parents[2]
 def test_job_routing() -> None:
     assert queue_for("train_model") == TRAINING_QUEUE
     assert queue_for("generate") == INFERENCE_QUEUE
+    assert queue_for("predict") == INFERENCE_QUEUE
     assert queue_for("prepare_dataset") == TRAINING_QUEUE
     assert queue_for("study_trial") == TRAINING_QUEUE  # a study's trials are training runs
     assert set(JOB_FUNCTIONS) == {
@@ -48,6 +49,7 @@ def test_job_routing() -> None:
         "evaluate",
         "generate",
         "score",
+        "predict",
         "prepare_dataset",
         "study_trial",
     }

@@ -246,7 +246,7 @@ def test_model_spec_validation() -> None:
         ModelSpec.model_validate({"family": "gpt2", "layers": 3})
     with pytest.raises(ValidationError, match="unknown gpt2 preset"):
         ModelSpec(family="gpt2", preset="huge")
-    with pytest.raises(ValidationError, match="only available for the gpt2"):
+    with pytest.raises(ValidationError, match="not available for the char_lstm family"):
         ModelSpec(family="char_lstm", pretrained="gpt2")
     with pytest.raises(ValidationError, match="no context limit"):
         ModelSpec(family="char_lstm", context_size=64)

@@ -12,7 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import PurePosixPath, PureWindowsPath
-from typing import Annotated, Literal
+from typing import Annotated, Literal, get_args
 
 from pydantic import (
     BaseModel,
@@ -361,13 +361,20 @@ _PRETRAINED_RE = re.compile(PRETRAINED_PATTERN)
 def _model_rules() -> JsonDict:
     """ModelSpec's cross-field rules (`_check_family_fields`) in JSON Schema."""
     lstm: list[JsonValue] = list(MODEL_PRESETS["char_lstm"])
-    gpt2: list[JsonValue] = list(MODEL_PRESETS["gpt2"])
     rules: list[JsonValue] = [
         when(
             _props(family={"const": "char_lstm"}),
             _props(preset={"enum": lstm}, pretrained=_NULL, context_size=_NULL),
         ),
-        when(_props(family={"const": "gpt2"}, pretrained=_NULL), _props(preset={"enum": gpt2})),
+        # a family with pretrained weights: its presets when none are given
+        *(
+            when(
+                _props(family={"const": family}, pretrained=_NULL),
+                _props(preset={"enum": list[JsonValue](presets)}),
+            )
+            for family, presets in MODEL_PRESETS.items()
+            if family != "char_lstm"
+        ),
         when(
             {**_props(pretrained={"type": "string"}), "required": ["pretrained"]},
             _props(dropout=_NULL, context_size=_NULL),
@@ -390,6 +397,10 @@ class ModelSpec(BaseModel):
         min_length=1,
         max_length=512,
         pattern=PRETRAINED_PATTERN,
+        # a hub id is shorter than a data: folder may be
+        json_schema_extra={
+            "allOf": [{"anyOf": [{"pattern": f"^{DATA_PREFIX}"}, {"maxLength": HUB_ID_MAX_CHARS}]}]
+        },
         description=(
             "gpt2, dual_agent (its encoder) and classifier. `data:<folder>`: a "
             "save_pretrained folder under the data root; "
@@ -686,7 +697,7 @@ class RetentionSpec(BaseModel):
     min_free_disk_fraction: StrictFloat = Field(default=0.10, ge=0.0, lt=1.0)
 
 
-def _block_fits_preset_rules() -> JsonDict:
+def _block_fits_preset_rules() -> list[JsonValue]:
     """`train.block_size` within a gpt2 preset's context, in JSON Schema (the bound against
     `model.context_size` compares two fields: it is in block_size's description)."""
     rules: list[JsonValue] = []
@@ -702,7 +713,41 @@ def _block_fits_preset_rules() -> JsonDict:
             )
             train = _props(train=_props(block_size={"maximum": shape.context}))
             rules.append(when(_props(model=model), train))
-    return {"allOf": rules}
+    return rules
+
+
+def _family_input_rules() -> list[JsonValue]:
+    """What each family takes, in JSON Schema: a language model names its tokenizer run; the
+    dual-agent and classifier families bring their own (no tokenizer_id); dual_agent options
+    only for dual_agent; classifier options exactly for the classifier family."""
+    rules: list[JsonValue] = []
+    for family in get_args(ModelFamily):
+        is_family = _props(model=_props(family={"const": family}))
+        if family in OWN_TOKENIZER_FAMILIES:
+            rules.append(when(is_family, _props(tokenizer_id=_NULL)))
+        else:
+            rules.append(
+                when(
+                    is_family,
+                    {"required": ["tokenizer_id"], **_props(tokenizer_id={"type": "string"})},
+                )
+            )
+        if family != "dual_agent":
+            rules.append(when(is_family, _props(dual_agent=_NULL)))
+        if family == "classifier":
+            rules.append(
+                when(
+                    is_family, {"required": ["classifier"], **_props(classifier={"type": "object"})}
+                )
+            )
+        else:
+            rules.append(when(is_family, _props(classifier=_NULL)))
+    return rules
+
+
+def _train_run_rules() -> JsonDict:
+    """The cross-field rules of a model run's spec that JSON Schema can state."""
+    return {"allOf": [*_block_fits_preset_rules(), *_family_input_rules()]}
 
 
 class TaskWeights(BaseModel):
@@ -780,7 +825,7 @@ class TrainRunSpec(JsonRequest):
         extra="forbid",
         frozen=True,
         allow_inf_nan=False,
-        json_schema_extra=_block_fits_preset_rules(),
+        json_schema_extra=_train_run_rules(),
     )
 
     model: ModelSpec

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from platform_core.api_calls import ApiCall
+from platform_core.api_models import DISCORD_ID_LIMIT
 from platform_core.json_types import JsonObject
 from platform_core.run_state import RunStatus
+from platform_core.specs import JsonRequest
 from platform_core.study_specs import ParamValue, StudySpec
 
 STRICT: Final = ConfigDict(extra="forbid", frozen=True)
@@ -42,14 +44,15 @@ def best_trial(trials: list[TrialRecord], direction: str) -> TrialRecord | None:
     return min(done, key=lambda t: (sign * (t.value or 0.0), t.ticket))
 
 
-class StudyCreate(BaseModel):
+class StudyCreate(JsonRequest):
     """POST /studies."""
 
     model_config = STRICT
 
     spec: StudySpec
     study_id: str | None = Field(default=None, pattern=STUDY_ID_REGEX)  # None: study-<hex>
-    user_id: StrictInt | None = Field(default=None, ge=0, le=2**63 - 1)  # the owner to DM
+    # the owner to DM
+    user_id: Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)] | None = None
 
 
 class StudyAccepted(BaseModel):

@@ -64,8 +64,8 @@ class CategoricalParam(_Strict):
 
 class UniformParam(_Strict):
     type: Literal["uniform"]
-    low: StrictFloat | StrictInt = Field(ge=-1e9, le=1e9)
-    high: StrictFloat | StrictInt = Field(ge=-1e9, le=1e9)
+    low: StrictFloat = Field(ge=-1e9, le=1e9)
+    high: StrictFloat = Field(ge=-1e9, le=1e9)
 
     @model_validator(mode="after")
     def _ordered(self) -> UniformParam:
@@ -79,8 +79,8 @@ class UniformParam(_Strict):
 
 class LogUniformParam(_Strict):
     type: Literal["log_uniform"]
-    low: StrictFloat | StrictInt = Field(gt=0, le=1e9)
-    high: StrictFloat | StrictInt = Field(gt=0, le=1e9)
+    low: StrictFloat = Field(gt=0, le=1e9)
+    high: StrictFloat = Field(gt=0, le=1e9)
 
     @model_validator(mode="after")
     def _ordered(self) -> LogUniformParam:
@@ -143,18 +143,23 @@ class StudySpec(_Strict):
 
     name: str = Field(default="study", min_length=1, max_length=128)
     base: TrainRunSpec
-    search_space: dict[ParamPath, SearchParam] = Field(min_length=1, max_length=MAX_SEARCH_PARAMS)
+    search_space: dict[ParamPath, SearchParam] = Field(
+        min_length=1,
+        max_length=MAX_SEARCH_PARAMS,
+        # the keys' pattern binds: JSON Schema's patternProperties alone lets other keys by
+        json_schema_extra={"additionalProperties": False},
+    )
     metric: StudyMetric = "eval_loss"  # the trial's validation metric, reported at each eval
     direction: Direction = "minimize"
     n_trials: StrictInt = Field(default=20, ge=1, le=MAX_TRIALS)
-    timeout_s: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=MAX_TIMEOUT_S)
+    timeout_s: Annotated[StrictFloat, Field(gt=0, le=MAX_TIMEOUT_S)] | None = None
     parallelism: StrictInt = Field(default=1, ge=1, le=MAX_PARALLELISM)
     sampler: SamplerSpec = Field(default_factory=SamplerSpec)
     pruner: PrunerSpec = Field(default_factory=PrunerSpec)
     # the checkpoints of the whole study on disk; None: bounded by counts (each running
     # trial's last and best, the best trial's best). Each running trial gets an equal share,
     # and one share stays for the best trial's best checkpoint.
-    checkpoint_budget_gb: StrictFloat | StrictInt | None = Field(default=None, gt=0, le=1_000_000)
+    checkpoint_budget_gb: Annotated[StrictFloat, Field(gt=0, le=1_000_000)] | None = None
 
     @model_validator(mode="after")
     def _metric_direction(self) -> StudySpec:
@@ -224,6 +229,11 @@ def check_search_space(spec: StudySpec) -> None:
     for path, param in spec.search_space.items():
         for value in param.corners():
             apply_params(spec.base, {path: value})
+        if isinstance(param, UniformParam | LogUniformParam):
+            # a draw between the corners is fractional: an integer field refuses it here, not
+            # in a trial (the corners alone pass it: a request reads 8.0 as the integer 8)
+            low, high = float(param.low), float(param.high)
+            apply_params(spec.base, {path: low + (high - low) / math.pi})
     for pick in (0, -1):  # every low together, every high together
         corner = {path: param.corners()[pick] for path, param in spec.search_space.items()}
         apply_params(spec.base, corner)
