@@ -57,6 +57,31 @@ def new_run_id() -> str:
     return f"run-{secrets.token_hex(6)}"
 
 
+def train_request(
+    *,
+    model: str,
+    tokenizer: str | None,
+    preset: str,
+    corpus: str | None,
+    steps: int,
+    precision: str = "auto",
+) -> dict[str, object]:
+    """A training spec's fields from what the owner typed (for `/train`, and `/study start`'s
+    base spec); the spec validates them."""
+    wanted: dict[str, object] = {
+        "model": {"family": model, "preset": preset},
+        "tokenizer_id": tokenizer,
+        "train": {"max_steps": steps, "precision": precision},
+    }
+    if model == "dual_agent":  # its posts: a file under the data root, else generated ones
+        wanted["dual_agent"] = {"path": corpus}
+    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
+        wanted["classifier"] = {"dataset_id": corpus}
+    else:
+        wanted["corpus"] = {"path": corpus}
+    return wanted
+
+
 async def train(
     services: BotServices,
     *,
@@ -70,17 +95,14 @@ async def train(
     idempotency_key: str | None = None,
 ) -> Reply:
     """Queue a model run, watched from before it exists: its "queued" notice is never missed."""
-    wanted: dict[str, object] = {
-        "model": {"family": model, "preset": preset},
-        "tokenizer_id": tokenizer,
-        "train": {"max_steps": steps, "precision": precision},
-    }
-    if model == "dual_agent":  # its posts: a file under the data root, else generated ones
-        wanted["dual_agent"] = {"path": corpus}
-    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
-        wanted["classifier"] = {"dataset_id": corpus}
-    else:
-        wanted["corpus"] = {"path": corpus}
+    wanted = train_request(
+        model=model,
+        tokenizer=tokenizer,
+        preset=preset,
+        corpus=corpus,
+        steps=steps,
+        precision=precision,
+    )
     try:
         spec = TrainRunSpec.model_validate(wanted)
     except ValidationError as exc:
