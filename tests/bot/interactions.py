@@ -77,6 +77,7 @@ def command(
 def subcommand(
     group: str,
     name: str,
+    /,
     *,
     user_id: int = OWNER_ID,
     focused: str | None = None,

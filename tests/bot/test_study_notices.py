@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-import redis
-
 import pytest
+import redis
 
 from platform_core.events import StudyTrialCompleted
 from tests.bot import factories
