@@ -143,3 +143,12 @@ def test_bad_study_requests_are_refused_in_plain_words_and_nothing_is_queued(
     with TrainerClient(live_api.base_url) as api:
         assert api.call(list_studies()).total == 0
     assert redis_client.smembers(WATCHING_KEY) == set()  # each watch taken back
+
+
+def test_study_ids_autocomplete_to_nothing_while_the_api_is_down(run_bot: BotRunner) -> None:
+    async def scenario(bot: Bot) -> None:
+        await bot.call(subcommand("study", "status", focused="study_id", study_id="st"))
+
+    standin = run_bot(scenario, api_url="http://127.0.0.1:9")
+    [answer] = standin.interaction_answers()
+    assert callback(answer) == (AUTOCOMPLETE, {"choices": []})
