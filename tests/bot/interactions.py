@@ -77,10 +77,9 @@ def command(
 def subcommand(
     group: str,
     name: str,
-    /,
-    *,
     user_id: int = OWNER_ID,
     focused: str | None = None,
+    /,
     **options: str | int,
 ) -> str:
     """A group's subcommand (`/study start ...`), or with `focused` its autocomplete, as JSON."""

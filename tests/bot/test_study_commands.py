@@ -72,7 +72,7 @@ def test_a_study_started_from_discord_runs_to_a_dm_with_its_plots(
     assert study.plots == list(STUDY_PLOTS) and study.best is not None
 
     async def status_then_notices(bot: Bot) -> None:
-        await bot.call(subcommand("study", "status", focused="study_id", study_id=study_id[:9]))
+        await bot.call(subcommand("study", "status", OWNER_ID, "study_id", study_id=study_id[:9]))
         await bot.call(subcommand("study", "status", study_id=study_id))
         redis_async = await connect_async(redis_url)
         services = bot.client.services
@@ -118,14 +118,16 @@ def test_bad_study_requests_are_refused_in_plain_words_and_nothing_is_queued(
     run_bot: BotRunner, live_api: LiveApi, redis_client: redis.Redis, known: None
 ) -> None:
     async def scenario(bot: Bot) -> None:
-        start = {"model": "char_lstm", "tokenizer": "tok-1"}
-        await bot.call(subcommand("study", "start", space="learning rate please", **start))
-        await bot.call(subcommand("study", "start", space='["train.learning_rate"]', **start))
-        nope = '{"train.nope": {"type": "uniform", "low": 0, "high": 1}}'
-        await bot.call(subcommand("study", "start", space=nope, **start))
-        await bot.call(subcommand("study", "start", direction="maximize", **start))
+        def start(focused: str | None = None, **options: str) -> str:
+            options |= {"model": "char_lstm", "tokenizer": "tok-1"}
+            return subcommand("study", "start", OWNER_ID, focused, **options)
+
+        await bot.call(start(space="learning rate please"))
+        await bot.call(start(space='["train.learning_rate"]'))
+        await bot.call(start(space='{"train.nope": {"type": "uniform", "low": 0, "high": 1}}'))
+        await bot.call(start(direction="maximize"))
         await bot.call(subcommand("study", "status", study_id="no-such-study"))
-        await bot.call(subcommand("study", "start", focused="space", space="lr", **start))
+        await bot.call(start(focused="space", space="lr"))
 
     standin = run_bot(scenario)
     not_json, not_an_object, bad_path, maximize, unknown = contents(standin)
@@ -147,7 +149,7 @@ def test_bad_study_requests_are_refused_in_plain_words_and_nothing_is_queued(
 
 def test_study_ids_autocomplete_to_nothing_while_the_api_is_down(run_bot: BotRunner) -> None:
     async def scenario(bot: Bot) -> None:
-        await bot.call(subcommand("study", "status", focused="study_id", study_id="st"))
+        await bot.call(subcommand("study", "status", OWNER_ID, "study_id", study_id="st"))
 
     standin = run_bot(scenario, api_url="http://127.0.0.1:9")
     [answer] = standin.interaction_answers()
