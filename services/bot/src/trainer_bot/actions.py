@@ -31,6 +31,7 @@ from trainer_bot.watch_store import WatchStore
 MESSAGE_MAX = 2_000  # characters in a message's content
 RUNS_PAGE_SIZE = 10
 NOT_FOUND = 404
+AcceptedT = TypeVar("AcceptedT")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,19 @@ def train_request(
     return wanted
 
 
+async def watched(
+    services: BotServices, run_id: str, submit: Callable[[], Awaitable[AcceptedT]]
+) -> AcceptedT:
+    """`submit` the run (or study) `run_id`, watched from before it exists, so its "queued"
+    notice is never missed; the watch is taken back when nothing was submitted."""
+    await services.watches.watch(run_id)
+    try:
+        return await submit()
+    except BaseException:
+        await services.watches.unwatch(run_id)  # no run: nothing to watch
+        raise
+
+
 async def train(
     services: BotServices,
     *,
@@ -108,13 +122,10 @@ async def train(
     except ValidationError as exc:
         raise invalid_input(exc, what="training request") from exc
     run_id = new_run_id()
-    await services.watches.watch(run_id)
-    try:
-        body = RunCreate(spec=spec, run_id=run_id, user_id=user_id)
-        accepted = await services.api.train_model(body, idempotency_key=idempotency_key)
-    except BaseException:
-        await services.watches.unwatch(run_id)  # no run: nothing to watch
-        raise
+    body = RunCreate(spec=spec, run_id=run_id, user_id=user_id)
+    accepted = await watched(
+        services, run_id, lambda: services.api.train_model(body, idempotency_key=idempotency_key)
+    )
     if accepted.run_id != run_id:  # an idempotent replay answered an earlier submission
         await services.watches.unwatch(run_id)
         await services.watches.watch(accepted.run_id)

@@ -35,7 +35,7 @@ from platform_core.study_api import (
     study_plot,
 )
 from platform_core.study_specs import StudySpec
-from trainer_bot.actions import BotServices, Reply, train_request
+from trainer_bot.actions import BotServices, Reply, train_request, watched
 from trainer_bot.embeds import NONE, STATUS_COLOURS, format_metric
 from trainer_bot.limits import clamp_embed
 from trainer_bot.outbox import Attachment
@@ -114,13 +114,8 @@ async def start(
     except ValidationError as exc:
         raise invalid_input(exc, what="study request") from exc
     study_id = new_study_id()
-    await services.watches.watch(study_id)
-    try:
-        body = StudyCreate(spec=spec, study_id=study_id, user_id=user_id)
-        accepted = await services.api.call(create_study(body))
-    except BaseException:
-        await services.watches.unwatch(study_id)  # no study: nothing to watch
-        raise
+    body = StudyCreate(spec=spec, study_id=study_id, user_id=user_id)
+    accepted = await watched(services, study_id, lambda: services.api.call(create_study(body)))
     running = len(accepted.trial_run_ids)
     return Reply(
         f"Queued study `{accepted.study_id}`: {spec.n_trials} trials, {running} at a time. "
