@@ -133,6 +133,7 @@ def test_the_schema_is_published_with_every_route(live_api: LiveApi) -> None:
         "/studies/{study_id}",
         "/studies/{study_id}/cancel",
         "/studies/{study_id}/evaluate",
+        "/studies/{study_id}/plots/{name}",
     } == paths
     assert "APIKeyHeader" in raw["components"]["securitySchemes"]
 

@@ -19,6 +19,7 @@ from platform_core.json_types import JsonObject, JsonValue
 from platform_core.queue import TRAINING_QUEUE
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.study_api import (
+    STUDY_PLOTS,
     StudyCreate,
     StudyQuery,
     cancel_study,
@@ -26,6 +27,7 @@ from platform_core.study_api import (
     evaluate_study,
     get_study,
     list_studies,
+    study_plot,
 )
 from platform_core.study_specs import StudySpec
 from tests.api.conftest import LiveApi, char_tokenizer, work
@@ -124,6 +126,11 @@ def test_a_study_runs_to_its_report_through_the_api(
     best = study.report["best_trial"]
     assert isinstance(best, dict) and best["run_id"] == study.best.run_id
     assert (data_root / "studies" / study_id / "evaluation_report.json").is_file()
+    assert study.plots == list(STUDY_PLOTS)  # three completed trials with different rates
+    for name in study.plots:
+        png = client.read_bytes(study_plot(study_id, name))
+        assert png == (data_root / "studies" / study_id / name).read_bytes()
+        assert png.startswith(b"\x89PNG")
     listed = client.call(list_studies(StudyQuery(status=RunStatus.COMPLETED)))
     assert [s.study_id for s in listed.items] == [study_id]
     assert listed.items[0].best_value == study.best.value
@@ -201,3 +208,23 @@ def test_unknown_tokenizer_and_unknown_study_are_404(client: TrainerClient, corp
     with pytest.raises(ApiError) as bad_id:
         client.call(get_study("../x"))
     assert bad_id.value.status in (404, 422)
+
+
+def test_a_plot_is_404_until_drawn_and_only_allowed_names_are_served(
+    live_api: LiveApi, client: TrainerClient, corpus: str
+) -> None:
+    client.train_tokenizer(char_tokenizer(corpus, "tok"))  # queued only
+    study_id = _create(client, study_spec("tok", corpus), study_id="st-plots")
+    assert client.call(get_study(study_id)).plots == []
+    with pytest.raises(ApiError) as not_drawn:
+        client.read_bytes(study_plot(study_id, "optimization_history.png"))
+    assert (not_drawn.value.status, not_drawn.value.code) == (404, ErrorCode.NOT_FOUND)
+    assert "drawn when it ends" in not_drawn.value.message
+    with pytest.raises(ApiError) as unknown:
+        client.read_bytes(study_plot("no-such-study", "param_importances.png"))
+    assert (unknown.value.status, unknown.value.code) == (404, ErrorCode.NOT_FOUND)
+    for name in ("evaluation_report.json", "optuna.journal", "chart.png"):
+        response = httpx.get(f"{live_api.base_url}/studies/{study_id}/plots/{name}")
+        assert response.status_code == 422, name  # not an allowed plot name
+        error = response.json()
+        assert error["code"] == "INVALID_INPUT" and error["request_id"]

@@ -74,6 +74,21 @@ def command(
     return json.dumps(payload)
 
 
+def subcommand(
+    group: str,
+    name: str,
+    user_id: int = OWNER_ID,
+    focused: str | None = None,
+    /,
+    **options: str | int,
+) -> str:
+    """A group's subcommand (`/study start ...`), or with `focused` its autocomplete, as JSON."""
+    payload = json.loads(command(group, user_id=user_id, focused=focused))
+    inner = [_option(k, v, k == focused) for k, v in options.items()]
+    payload["data"]["options"] = [{"name": name, "type": 1, "options": inner}]
+    return json.dumps(payload)
+
+
 def button(custom_id: str, message: dict[str, object], *, user_id: int = OWNER_ID) -> str:
     """A button press on `message` as JSON."""
     payload = _base(3, user_id, None)

@@ -133,9 +133,8 @@ def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
         await client.aclose()
 
     asyncio.run(scenario())
-    assert (
-        len(standin.commands) == 9
-    )  # train status runs watch unwatch cancel generate predict models
+    # train status runs watch unwatch cancel generate predict models study
+    assert len(standin.commands) == 10
     [message] = standin.messages
     assert [e["title"] for e in message.embeds] == ["Queued · run-1"]
 

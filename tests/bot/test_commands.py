@@ -155,8 +155,12 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
         "generate",
         "predict",
         "models",
+        "study",
     }
     assert all(c["contexts"] == [1] for c in standin.commands)  # BOT_DM only
+    study = next(c for c in standin.commands if c["name"] == "study")
+    subcommands = json.loads(json.dumps(study["options"]))
+    assert [(o["name"], o["type"]) for o in subcommands] == [("start", 1), ("status", 1)]
     train = next(c for c in standin.commands if c["name"] == "train")
     options = json.loads(json.dumps(train["options"]))
     model = next(o for o in options if o["name"] == "model")

@@ -101,3 +101,30 @@ def test_the_console_runs_the_commands_and_saves_charts(
     assert printed[after_usage].endswith("(NOT_FOUND)")
     assert printed[after_usage + 1] == "unknown command /bogus"
     assert printed[-1] == HELP.splitlines()[-1]  # nothing after /quit
+
+
+def test_the_console_starts_a_study_and_shows_its_status(
+    live_api: LiveApi, redis_url: str, redis_client: redis.Redis, known: None, tmp_path: Path
+) -> None:
+    printed = type_lines(
+        live_api,
+        redis_url,
+        tmp_path,
+        "/study start model=char_lstm tokenizer=tok-1 trials=4 parallelism=2 steps=20 name=c",
+        "/study status",
+        "/study start model=char_lstm tokenizer=tok-1 space=nope",
+        "/study start model=char_lstm tokenizer=tok-1 trials=many",
+    )
+    queued = printed[1]
+    assert queued.startswith("Queued study study-") and "4 trials, 2 at a time" in queued
+    study_id = queued.split()[2].rstrip(":")
+    assert redis_client.smembers(WATCHING_KEY) == {study_id.encode()}
+    usage = "/study: /study status <study_id>, or /study start model=<family> ..."
+    assert printed[2] == usage
+    after_usage = 2 + 1 + len(HELP.splitlines())
+    assert printed[after_usage].startswith("the search space must be one of lr, lr-batch")
+    assert printed[after_usage + 1].startswith("/study: trials must be a whole number")
+
+    status = type_lines(live_api, redis_url, tmp_path, f"/study status {study_id}")[1]
+    assert status.startswith(f"{study_id} · queued · c · Trials: 0 / 4 done: 0 completed")
+    assert "2 in flight" in status and "Best trial: —" in status

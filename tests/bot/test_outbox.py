@@ -37,12 +37,23 @@ def test_a_message_never_carries_more_than_6000_embed_characters() -> None:
 def test_attachments_travel_with_their_embed() -> None:
     outbox = Outbox()
     chart = Attachment("loss-run-1.png", b"png")
-    outbox.add(Notice(discord.Embed(title="done"), ["1-0"], terminal=True, attachment=chart))
+    outbox.add(Notice(discord.Embed(title="done"), ["1-0"], terminal=True, attachments=(chart,)))
     outbox.add(notice("next"))
     message = outbox.next_message()
     assert message is not None
     assert message.attachments == [chart]
     assert message.ack_ids == ["1-0", "next"]
+
+
+def test_a_message_carries_at_most_ten_files() -> None:
+    outbox = Outbox()
+    plots = tuple(Attachment(f"plot-{i}.png", b"png") for i in range(2))
+    for i in range(6):  # six finished studies, two plots each
+        outbox.add(Notice(discord.Embed(title=f"study {i}"), [f"{i}-0"], attachments=plots))
+    first, second = outbox.next_message(), outbox.next_message()
+    assert first is not None and second is not None
+    assert (len(first.embeds), len(first.attachments)) == (5, 10)
+    assert (len(second.embeds), len(second.attachments)) == (1, 2)
 
 
 def test_overflow_drops_the_oldest_non_terminal_notice_never_a_terminal_one() -> None:

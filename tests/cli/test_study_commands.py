@@ -13,6 +13,7 @@ import redis
 
 from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
+from platform_core.study_api import STUDY_PLOTS
 from tests.api.conftest import char_tokenizer, work
 from tests.api.test_studies import study_spec
 from tests.cli.test_remote import Cli, cli
@@ -64,6 +65,11 @@ def test_hpo_list_status_evaluate_and_cancel(
 
     status = cli("study", "status", "st-cli")
     assert status.code == ExitCode.OK and "2/2: 2 completed" in status.out
+    plots = cli("study", "plots", "st-cli", "--dir", str(tmp_path / "plots"))
+    assert plots.code == ExitCode.OK, plots.err
+    saved = [Path(line) for line in plots.out.splitlines()]
+    assert [p.name for p in saved] == [f"st-cli-{name}" for name in STUDY_PLOTS]
+    assert all(p.read_bytes().startswith(b"\x89PNG") for p in saved)
 
     before = json.loads(cli("study", "status", "st-cli", "--json").out)["report"]
     evaluated = cli("study", "evaluate-study", "st-cli", "--json", "--wait", "0")
@@ -98,7 +104,10 @@ def test_hpo_waits_for_the_end_and_refuses_bad_specs(
     assert cli("study", "hpo", "--spec", spec, "--id", "st-w").code == ExitCode.OK
     cancelled = cli("study", "cancel", "st-w")
     assert cancelled.code == ExitCode.OK and "st-w-t0001" in cancelled.out
+    not_drawn = cli("study", "plots", "st-w")
+    assert not_drawn.code == ExitCode.DATA and "has no plots yet" in not_drawn.err
     work(redis_client)
     assert "cancelled" in cli("study", "status", "st-w").out
+    assert cli("study", "plots", "nope").code == ExitCode.DATA  # as `status` of an unknown one
     taken = cli("study", "hpo", "--spec", spec, "--id", "st-w", "--wait", "5")
     assert taken.code == ExitCode.DATA, taken.err  # the id is taken: seed's 3

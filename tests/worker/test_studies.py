@@ -23,12 +23,13 @@ from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.studies import StudyStore
+from platform_core.study_api import HISTORY_PNG, IMPORTANCE_PNG
 from platform_core.study_specs import validate_study
 from tests.worker.dual_agent_helpers import dual_agent_spec
 from tests.worker.test_jobs_train_model import worker_logging  # logs as `trainctl worker`
 from trainer_worker import defaults
 from trainer_worker.checkpoints import list_checkpoints
-from trainer_worker.studies.finalize import HISTORY_PNG, IMPORTANCE_PNG, REPORT_FILE
+from trainer_worker.studies.finalize import REPORT_FILE
 from trainer_worker.studies.storage import JOURNAL_FILE
 
 __all__ = ["worker_logging"]

@@ -234,9 +234,13 @@ class TrainerClient:
         for chunk in self._stream(calls.log_stream(run_id, tail=tail)):
             yield from log_lines_of(stream_messages(parser, chunk))
 
+    def read_bytes(self, call: StreamCall) -> bytes:
+        """The whole body of a small file endpoint (a chart, a study's plot)."""
+        return b"".join(self._stream(call))
+
     def run_chart(self, run_id: str) -> bytes:
         """The run's chart (PNG) from its whole metric history."""
-        return b"".join(self._stream(calls.run_chart(run_id)))
+        return self.read_bytes(calls.run_chart(run_id))
 
     def download_artifact(self, kind: ArtifactKind, artifact_id: str, dest: Path) -> Path:
         """Save the tar.gz of a tokenizer or run folder as `dest`."""
@@ -395,10 +399,14 @@ class AsyncTrainerClient:
                 for line in log_lines_of(stream_messages(parser, chunk)):
                     yield line
 
+    async def read_bytes(self, call: StreamCall) -> bytes:
+        """The whole body of a small file endpoint (a chart, a study's plot)."""
+        async with aclosing(self._stream(call)) as chunks:
+            return b"".join([chunk async for chunk in chunks])
+
     async def run_chart(self, run_id: str) -> bytes:
         """The run's chart (PNG) from its whole metric history."""
-        async with aclosing(self._stream(calls.run_chart(run_id))) as chunks:
-            return b"".join([chunk async for chunk in chunks])
+        return await self.read_bytes(calls.run_chart(run_id))
 
     async def download_artifact(self, kind: ArtifactKind, artifact_id: str, dest: Path) -> Path:
         part = _partial(dest)

@@ -261,6 +261,8 @@ def requeue_stale_runs(
         attempts = store.attempts(run_id)
         if attempts >= max_attempts:
             _give_up(store, run_id, user_id, attempts, bus or EventBus(client))
+            if kind == "study_trial":
+                _count_for_study(client, run_id, json.loads(spec_json))
             continue
         enqueue_job(
             client,
@@ -301,6 +303,15 @@ def _give_up(
     )
     bus.publish(JobFailed(run_id=run_id, user_id=user_id, payload=payload))
     _log.error("stale run failed for good", extra={"event": "run.abandoned", "run_id": run_id})
+
+
+def _count_for_study(client: redis.Redis, run_id: str, spec: JsonObject) -> None:
+    """A study trial given up on has ended, and no job of it will say so: count it for its
+    study as its job would have (once, whoever counts it), so the study issues its next trial
+    or hands out its finalization."""
+    from platform_core.studies import StudyStore  # noqa: PLC0415 - studies imports this module
+
+    StudyStore(client).fail_trial(str(spec.get("study_id")), run_id)
 
 
 def _attempt_of(job_id: str | None) -> int:

@@ -169,6 +169,20 @@ class StudyStore:
             return "finalize"
         return "none"
 
+    def fail_trial(self, study_id: str, run_id: str) -> NextStep:
+        """A trial that ended without its job (the stale-run sweep gave up on it): record it
+        failed, then count it (`finish_trial`). Optuna still shows it running until the
+        finalization fails it with the other orphans."""
+        record = self.trial(study_id, run_id)
+        if record is not None and record.state == "RUNNING":
+            self.save_trial(study_id, record.model_copy(update={"state": "FAIL"}))
+        step = self.finish_trial(study_id, run_id)
+        _log.warning(
+            "trial given up on, counted as failed",
+            extra={"event": "study.trial_given_up", "run_id": run_id, "next": step},
+        )
+        return step
+
     def enqueue_finalize(self, study_id: str) -> None:
         """The study's last job: evaluate the best trial, write the report, end the study."""
         Queue(TRAINING_QUEUE, connection=self.client).enqueue(
@@ -193,8 +207,8 @@ class StudyStore:
         for run_id in self.trial_run_ids(study_id):
             trial_status = self.runs.status(run_id)
             if trial_status is None or trial_status.is_terminal:
-                # counted once, whoever ends it: this counts a trial the stale-run sweep gave
-                # up on (no job of it runs again), so the study still reaches its end
+                # counted once, whoever ends it (its job, the stale-run sweep's give-up, or
+                # this): a second count changes nothing
                 self.finish_trial(study_id, run_id)
                 continue
             outcome = request_cancel(self.client, run_id, bus=bus)

@@ -8,7 +8,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
-from platform_core.api_calls import ApiCall
+from platform_core.api_calls import ApiCall, StreamCall
 from platform_core.api_models import DISCORD_ID_LIMIT
 from platform_core.json_types import JsonObject
 from platform_core.run_state import RunStatus
@@ -20,6 +20,12 @@ STUDY_ID_REGEX: Final = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,57}$"  # room for the tria
 
 
 TrialState = Literal["RUNNING", "COMPLETE", "PRUNED", "FAIL"]
+# the PNGs a finished study's finalization draws in its folder, as `GET
+# /studies/{id}/plots/{name}` serves them (importances need two completed trials that differ)
+StudyPlot = Literal["optimization_history.png", "param_importances.png"]
+HISTORY_PNG: Final = "optimization_history.png"
+IMPORTANCE_PNG: Final = "param_importances.png"
+STUDY_PLOTS: Final[tuple[StudyPlot, ...]] = (HISTORY_PNG, IMPORTANCE_PNG)
 
 
 class TrialRecord(BaseModel):
@@ -94,6 +100,7 @@ class StudyPublic(StudySummary):
     trials: list[TrialRecord]
     best: TrialRecord | None = None
     report: JsonObject | None = None  # evaluation_report.json
+    plots: list[StudyPlot] = []  # drawn so far, for GET /studies/{id}/plots/{name}
 
 
 class StudyQuery(BaseModel):
@@ -155,3 +162,7 @@ def cancel_study(study_id: str) -> ApiCall[StudyCancelResult]:
 
 def evaluate_study(study_id: str) -> ApiCall[StudyEvaluateAccepted]:
     return ApiCall("POST", _study(study_id, "evaluate"), StudyEvaluateAccepted)
+
+
+def study_plot(study_id: str, name: StudyPlot) -> StreamCall:
+    return StreamCall(_study(study_id, "plots", name), "image/png")

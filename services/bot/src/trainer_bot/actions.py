@@ -31,6 +31,7 @@ from trainer_bot.watch_store import WatchStore
 MESSAGE_MAX = 2_000  # characters in a message's content
 RUNS_PAGE_SIZE = 10
 NOT_FOUND = 404
+AcceptedT = TypeVar("AcceptedT")
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,44 @@ def new_run_id() -> str:
     return f"run-{secrets.token_hex(6)}"
 
 
+def train_request(
+    *,
+    model: str,
+    tokenizer: str | None,
+    preset: str,
+    corpus: str | None,
+    steps: int,
+    precision: str = "auto",
+) -> dict[str, object]:
+    """A training spec's fields from what the owner typed (for `/train`, and `/study start`'s
+    base spec); the spec validates them."""
+    wanted: dict[str, object] = {
+        "model": {"family": model, "preset": preset},
+        "tokenizer_id": tokenizer,
+        "train": {"max_steps": steps, "precision": precision},
+    }
+    if model == "dual_agent":  # its posts: a file under the data root, else generated ones
+        wanted["dual_agent"] = {"path": corpus}
+    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
+        wanted["classifier"] = {"dataset_id": corpus}
+    else:
+        wanted["corpus"] = {"path": corpus}
+    return wanted
+
+
+async def watched(
+    services: BotServices, run_id: str, submit: Callable[[], Awaitable[AcceptedT]]
+) -> AcceptedT:
+    """`submit` the run (or study) `run_id`, watched from before it exists, so its "queued"
+    notice is never missed; the watch is taken back when nothing was submitted."""
+    await services.watches.watch(run_id)
+    try:
+        return await submit()
+    except BaseException:
+        await services.watches.unwatch(run_id)  # no run: nothing to watch
+        raise
+
+
 async def train(
     services: BotServices,
     *,
@@ -70,29 +109,23 @@ async def train(
     idempotency_key: str | None = None,
 ) -> Reply:
     """Queue a model run, watched from before it exists: its "queued" notice is never missed."""
-    wanted: dict[str, object] = {
-        "model": {"family": model, "preset": preset},
-        "tokenizer_id": tokenizer,
-        "train": {"max_steps": steps, "precision": precision},
-    }
-    if model == "dual_agent":  # its posts: a file under the data root, else generated ones
-        wanted["dual_agent"] = {"path": corpus}
-    elif model == "classifier":  # its prepared dataset's id (the spec refuses none)
-        wanted["classifier"] = {"dataset_id": corpus}
-    else:
-        wanted["corpus"] = {"path": corpus}
+    wanted = train_request(
+        model=model,
+        tokenizer=tokenizer,
+        preset=preset,
+        corpus=corpus,
+        steps=steps,
+        precision=precision,
+    )
     try:
         spec = TrainRunSpec.model_validate(wanted)
     except ValidationError as exc:
         raise invalid_input(exc, what="training request") from exc
     run_id = new_run_id()
-    await services.watches.watch(run_id)
-    try:
-        body = RunCreate(spec=spec, run_id=run_id, user_id=user_id)
-        accepted = await services.api.train_model(body, idempotency_key=idempotency_key)
-    except BaseException:
-        await services.watches.unwatch(run_id)  # no run: nothing to watch
-        raise
+    body = RunCreate(spec=spec, run_id=run_id, user_id=user_id)
+    accepted = await watched(
+        services, run_id, lambda: services.api.train_model(body, idempotency_key=idempotency_key)
+    )
     if accepted.run_id != run_id:  # an idempotent replay answered an earlier submission
         await services.watches.unwatch(run_id)
         await services.watches.watch(accepted.run_id)

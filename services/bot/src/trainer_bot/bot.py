@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -29,11 +30,11 @@ from platform_core.http_client import AsyncTrainerClient
 from platform_core.logging import configure_logging
 from platform_core.redis_connection import connect_async, resolve_redis_url
 from platform_core.settings import Settings, load_settings
-from trainer_bot import actions
+from trainer_bot import actions, studies
 from trainer_bot.actions import BotServices
 from trainer_bot.commands import BotClient
 from trainer_bot.console import Console, TerminalOutput, stdin_reader
-from trainer_bot.notifier import ChartSource, Notifier, NotifierConfig
+from trainer_bot.notifier import ChartSource, Notifier, NotifierConfig, PlotSource
 from trainer_bot.senders import ConsoleSender, DiscordSender
 from trainer_bot.watch_store import WatchStore
 
@@ -64,6 +65,7 @@ class TrainerBot(BotClient):
             config,
             connected=self.connected,
             charts=chart_source(services),
+            plots=plot_source(services),
         )
         self._notifier_task: asyncio.Task[None] | None = None
 
@@ -125,6 +127,11 @@ def chart_source(services: BotServices) -> ChartSource:
     return chart
 
 
+def plot_source(services: BotServices) -> PlotSource:
+    """A finished study's plots from the API (`GET /studies/{id}/plots/{name}`)."""
+    return functools.partial(studies.plots, services)
+
+
 async def serve_console(
     settings: Settings,
     services: BotServices,
@@ -141,7 +148,13 @@ async def serve_console(
     # a terminal has no rate limit: Discord's 5-per-5-s window shrinks to 5 per millisecond
     config = dataclasses.replace(config or NotifierConfig(), dm_window_s=CONSOLE_WINDOW_S)
     notifier = Notifier(
-        bus, services.watches, sender, recipient, config, charts=chart_source(services)
+        bus,
+        services.watches,
+        sender,
+        recipient,
+        config,
+        charts=chart_source(services),
+        plots=plot_source(services),
     )
     _on_stop_signals(notifier.stop)
     where = "commands at this prompt" if lines is not None else "no prompt (stdin is not one)"

@@ -1,5 +1,6 @@
 """The bot's application commands: `/train`, `/status`, `/runs`, `/watch`, `/unwatch`,
-`/cancel`, `/generate`, `/predict` and `/models`, answered in DMs with the owner only.
+`/cancel`, `/generate`, `/predict`, `/models` and `/study start|status`, answered in DMs with
+the owner only.
 
 Every command defers first (Discord's 3-second deadline) and follows up once the API has
 answered. The tree runs the owner check (`guards.owner_only`) before any command or
@@ -17,7 +18,8 @@ from discord import app_commands
 from platform_core.api_models import RunQuery
 from platform_core.http_client import ApiError
 from platform_core.specs import MODEL_PRESETS, ModelFamily, PrecisionChoice
-from trainer_bot import actions, registry
+from platform_core.study_specs import MAX_PARALLELISM, MAX_TRIALS, Direction, StudyMetric
+from trainer_bot import actions, registry, studies
 from trainer_bot.actions import BotServices
 from trainer_bot.guards import owner_only, report_failure
 from trainer_bot.views import ConfirmCancel, RunsPager
@@ -223,6 +225,92 @@ async def predict(
     await answer(interaction, reply)
 
 
+# ---- /study -----------------------------------------------------------------------------
+
+study = app_commands.Group(name="study", description="Optuna studies: start one, see one")
+
+
+async def study_ids(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Recent studies whose id contains what the owner typed."""
+    try:
+        found = await studies.recent(interaction.client.services, AUTOCOMPLETE_MAX)
+    except ApiError:
+        return []
+    return [
+        app_commands.Choice(name=f"{s.study_id} · {s.status} · {s.name}"[:100], value=s.study_id)
+        for s in found
+        if current.lower() in s.study_id.lower()
+    ]
+
+
+async def search_spaces(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """The named search spaces (any JSON object may be typed instead)."""
+    return [
+        app_commands.Choice(name=name, value=name)
+        for name in studies.SEARCH_SPACES
+        if current.lower() in name
+    ]
+
+
+@study.command(name="start")
+@app_commands.describe(
+    model="Model family",
+    space=f"A named space ({', '.join(studies.SEARCH_SPACES)}) or JSON: path -> distribution",
+    trials="Trials in all",
+    tokenizer="Id of a trained tokenizer (gpt2, char_lstm; the others train their own)",
+    preset="Size preset of the family (tiny, small, ...)",
+    corpus="Corpus in the data root, empty for the demo (dual_agent: posts; classifier: dataset)",
+    steps="Optimizer steps of each trial",
+    parallelism="Trials at once (one per free worker)",
+    metric="Validation metric each trial reports",
+    direction="Whether the metric should go down or up",
+    name="The study's name (default: family-preset)",
+)
+@app_commands.autocomplete(preset=presets, space=search_spaces)
+async def study_start(
+    interaction: Interaction,
+    *,
+    model: ModelFamily,
+    space: app_commands.Range[str, 1, 4000] = studies.DEFAULT_SPACE,
+    trials: app_commands.Range[int, 1, MAX_TRIALS] = studies.DEFAULT_TRIALS,
+    tokenizer: str | None = None,
+    preset: str = "tiny",
+    corpus: str | None = None,
+    steps: app_commands.Range[int, 1, 10_000_000] = studies.DEFAULT_STEPS,
+    parallelism: app_commands.Range[int, 1, MAX_PARALLELISM] = 1,
+    metric: StudyMetric = "eval_loss",
+    direction: Direction = "minimize",
+    name: app_commands.Range[str, 1, 128] | None = None,
+) -> None:
+    """Start an Optuna study of a model's hyperparameters."""
+    await interaction.response.defer(thinking=True)
+    reply = await studies.start(
+        interaction.client.services,
+        user_id=interaction.user.id,
+        model=model,
+        space=space,
+        trials=trials,
+        tokenizer=tokenizer,
+        preset=preset,
+        corpus=corpus,
+        steps=steps,
+        parallelism=parallelism,
+        metric=metric,
+        direction=direction,
+        name=name,
+    )
+    await answer(interaction, reply)
+
+
+@study.command(name="status")
+@app_commands.describe(study_id="The study")
+@app_commands.autocomplete(study_id=study_ids)
+async def study_status(interaction: Interaction, study_id: str) -> None:
+    """A study's trials, its best so far and, once drawn, its optimisation history."""
+    await interaction.response.defer(thinking=True)
+    await answer(interaction, await studies.status(interaction.client.services, study_id))
+
+
 def add_commands(tree: TrainerTree) -> None:
     tree.add_command(train)
     tree.add_command(status)
@@ -233,3 +321,4 @@ def add_commands(tree: TrainerTree) -> None:
     tree.add_command(generate)
     tree.add_command(models)
     tree.add_command(predict)
+    tree.add_command(study)

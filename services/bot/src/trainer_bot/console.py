@@ -25,7 +25,7 @@ from typing import TextIO
 
 from platform_core.errors import AppError
 from platform_core.http_client import ApiError
-from trainer_bot import actions, registry
+from trainer_bot import actions, registry, studies
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.guards import explain
 from trainer_bot.senders import embed_text
@@ -38,9 +38,26 @@ HELP = """commands:
   /cancel <run_id>        cancel a run (asks first)
   /generate <run_id> <prompt> [max_new_tokens]
   /models [model]         registered models; a model's versions and stages
+  /study start model=<family> [space=lr|lr-batch|<json>] [trials=20] [tokenizer=<id>] ...
+  /study status <study_id>  a study's trials and best so far (its plot saved as a PNG)
   /help, /quit"""
 _CLEAR = "\r\x1b[K"
 TRAIN_PARAMETERS = ("model", "tokenizer", "preset", "steps", "corpus", "precision")
+STUDY_PARAMETERS = (
+    "action",
+    "study_id",
+    "model",
+    "space",
+    "trials",
+    "tokenizer",
+    "preset",
+    "corpus",
+    "steps",
+    "parallelism",
+    "metric",
+    "direction",
+    "name",
+)
 Command = Callable[[dict[str, str]], Awaitable[Reply]]
 
 
@@ -97,6 +114,7 @@ class Console:
             "cancel": (("run_id",), 1, self._cancel),
             "generate": (("run_id", "prompt", "max_new_tokens"), 2, self._generate),
             "models": (("model",), 0, self._models),
+            "study": (STUDY_PARAMETERS, 1, self._study),
         }
 
     async def run(self, lines: asyncio.StreamReader) -> bool:
@@ -191,6 +209,29 @@ class Console:
     async def _generate(self, values: dict[str, str]) -> Reply:
         tokens = _int(values.get("max_new_tokens", "64"), "max_new_tokens")
         return await actions.generate(self.services, values["run_id"], values["prompt"], tokens)
+
+    async def _study(self, values: dict[str, str]) -> Reply:
+        """`/study status <study_id>` or `/study start model=... [space=...] ...`."""
+        action = values["action"]
+        if action == "status" and "study_id" in values:
+            return await studies.status(self.services, values["study_id"])
+        if action != "start" or "model" not in values:
+            raise UsageError("/study status <study_id>, or /study start model=<family> ...")
+        return await studies.start(
+            self.services,
+            user_id=self.user_id,
+            model=values["model"],
+            space=values.get("space", studies.DEFAULT_SPACE),
+            trials=_int(values.get("trials", str(studies.DEFAULT_TRIALS)), "trials"),
+            tokenizer=values.get("tokenizer"),
+            preset=values.get("preset", "tiny"),
+            corpus=values.get("corpus"),
+            steps=_int(values.get("steps", str(studies.DEFAULT_STEPS)), "steps"),
+            parallelism=_int(values.get("parallelism", "1"), "parallelism"),
+            metric=values.get("metric", "eval_loss"),
+            direction=values.get("direction", "minimize"),
+            name=values.get("name"),
+        )
 
 
 class UsageError(Exception):

@@ -5,8 +5,8 @@ What the owner sees per run, the way CI bots do it:
 - every run submitted for the owner (its `queued` event names the owner's id, as `/train` and
   `trainctl submit --user-id` do) is watched from that event on; others through `/watch`;
 - a new message only for what needs attention: queued, started, failed, cancelled, completed
-  (with the chart of the whole run), a study's milestones, and a new best eval when
-  `notify_best_eval` asks for it;
+  (with the chart of the whole run), a study's milestones (its end with its optimisation
+  history and parameter importances), and a new best eval when `notify_best_eval` asks for it;
 - one live status message (progress bar, step, loss, eval loss, ETA, tokens/s, last
   checkpoint) that progress, evals and checkpoints edit in place, at most every
   `live_every_s` per run, and once more when the run ends.
@@ -74,6 +74,7 @@ REDIS_RETRY_FIRST_S = 1.0
 REDIS_RETRY_MAX_S = 30.0
 
 ChartSource = Callable[[str], Awaitable[bytes | None]]  # run id -> the run's chart PNG
+PlotSource = Callable[[str], Awaitable[list[Attachment]]]  # study id -> its plots drawn
 # events that get a message of their own (terminal ones are decided by `ends_run`)
 ATTENTION = (JobQueued, JobStarted, JobFailed, StudyStarted, StudyTrialCompleted, StudyCompleted)
 
@@ -121,6 +122,7 @@ class Notifier:
         *,
         connected: Callable[[], bool] = always_connected,
         charts: ChartSource | None = None,
+        plots: PlotSource | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.bus = bus
@@ -130,6 +132,7 @@ class Notifier:
         self.config = config or NotifierConfig()
         self.outbox = Outbox(self.config.max_notices)
         self.charts = charts
+        self.plots = plots
         self._clock = clock
         self.pacer = self._new_pacer(())
         self.pacing = PacingStore(bus.client, recipient)
@@ -261,8 +264,9 @@ class Notifier:
             self._wakeup.set()
 
     async def _end(self, live: LiveRun, event: Event, delivery_id: str) -> None:
-        """The run ended: its notice (with the chart of a completed run), and a last edit of
-        its live message, or, when it never had one, the folded entries ride the notice."""
+        """The run ended: its notice (with the chart of a completed run, a study's plots),
+        and a last edit of its live message, or, when it never had one, the folded entries
+        ride the notice."""
         ack_ids = [delivery_id]
         self._ended.add(event.run_id)
         if live.message_id is None:
@@ -271,24 +275,24 @@ class Notifier:
         else:
             live.final, live.dirty, live.due_at = True, True, 0.0
         embed = event_embed(event, live.snapshot)
-        attachment = None
-        if isinstance(event, JobCompleted):
-            attachment = await self._chart(event.run_id)
-            if attachment is not None:
-                embed.set_image(url=f"attachment://{attachment.filename}")
-        await self._queue(Notice(embed, ack_ids, terminal=True, attachment=attachment))
+        attachments = await self._pictures(event)
+        if attachments:  # the first shown in the embed, the others below it
+            embed.set_image(url=f"attachment://{attachments[0].filename}")
+        await self._queue(Notice(embed, ack_ids, terminal=True, attachments=tuple(attachments)))
 
-    async def _chart(self, run_id: str) -> Attachment | None:
-        if self.charts is None:
-            return None
+    async def _pictures(self, event: Event) -> list[Attachment]:
+        """A completed run's chart, a finished study's plots, from the API."""
         try:
-            png = await self.charts(run_id)
-        except Exception:  # a chart is a bonus: the completion goes out without it
+            if isinstance(event, JobCompleted) and self.charts is not None:
+                png = await self.charts(event.run_id)
+                return [] if png is None else [Attachment(f"chart-{event.run_id}.png", png)]
+            if isinstance(event, StudyCompleted) and self.plots is not None:
+                return await self.plots(event.run_id)
+        except Exception:  # a picture is a bonus: the completion goes out without it
             logger.warning(
                 "no chart for the completion", exc_info=True, extra={"event": "bot.no_chart"}
             )
-            return None
-        return None if png is None else Attachment(f"chart-{run_id}.png", png)
+        return []
 
     async def _queue(self, notice: Notice) -> None:
         dropped = self.outbox.add(notice)

@@ -24,6 +24,7 @@ from trainer_bot.limits import fits
 # Notices waiting beyond this are summarised away: 100 embeds are ten full messages, more
 # than anyone reads after an outage; terminal notices are kept whatever the count.
 MAX_NOTICES = 100
+FILES_MAX = 10  # Discord: attachments per message
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ class Notice:
     embed: discord.Embed  # already clamped to Discord's per-embed limits
     ack_ids: list[str]
     terminal: bool = False
-    attachment: Attachment | None = None
+    attachments: tuple[Attachment, ...] = ()  # a run's chart, a study's plots
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +78,11 @@ class Outbox:
         ack_ids: list[str] = []
         while self._notices:
             notice = self._notices[0]
-            # at most one attachment per notice, so 10 embeds bound the attachments too
-            if embeds and not fits([*embeds, notice.embed]):
+            files = len(attachments) + len(notice.attachments)
+            if embeds and (files > FILES_MAX or not fits([*embeds, notice.embed])):
                 break
             self._notices.popleft()
             embeds.append(notice.embed)
-            if notice.attachment is not None:
-                attachments.append(notice.attachment)
+            attachments.extend(notice.attachments)
             ack_ids.extend(notice.ack_ids)
         return OutgoingMessage(embeds, attachments, ack_ids)

@@ -1,4 +1,4 @@
-"""`trainctl study hpo|list|status|cancel|evaluate`: Optuna studies through the trainer API.
+"""`trainctl study hpo|list|status|cancel|evaluate|plots`: Optuna studies through the API.
 
 Exit codes follow the seed's HPO contract:
 - `hpo`: 0 queued (with `--wait`: every trial completed or pruned), 1 some trials failed or
@@ -8,6 +8,8 @@ Exit codes follow the seed's HPO contract:
   `--filter-status`.
 - `evaluate` (`evaluate-study`): 0 evaluated, 2 study not found or not finished, 3 the best
   trial has no checkpoint (no trial completed).
+- `plots`: 0 the drawn plots saved (their paths printed), 3 an unknown study or none drawn
+  yet (NOT_FOUND, as `status` of an unknown study).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from platform_core.study_api import (
     evaluate_study,
     get_study,
     list_studies,
+    study_plot,
 )
 from trainer_cli import remote
 
@@ -84,6 +87,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         if name == "evaluate":
             parser.add_argument("--wait", type=float, default=300.0)
 
+    plots = actions.add_parser("plots", help="save a finished study's plots (PNG) in a folder")
+    plots.add_argument("study_id")
+    plots.add_argument("--dir", type=Path, default=Path(), help="where (default: here)")
+
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     handlers = {
@@ -94,6 +101,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         "cancel": _cancel,
         "evaluate": _evaluate,
         "evaluate-study": _evaluate,
+        "plots": _plots,
     }
     return remote.with_client(settings, lambda client: handlers[args.action](client, args))
 
@@ -264,3 +272,19 @@ def _report_text(study: StudyPublic) -> str:
     if isinstance(checkpoint, dict):
         lines.append(f"  checkpoint {checkpoint.get('path')} sha256 {checkpoint.get('sha256')}")
     return "\n".join(lines)
+
+
+def _plots(client: TrainerClient, args: argparse.Namespace) -> int:
+    """Each plot the study's end drew, as `<dir>/<study>-<name>`, one path a line."""
+    study = client.call(get_study(args.study_id))
+    if not study.plots:
+        raise AppError(
+            ErrorCode.NOT_FOUND,
+            f"study {study.study_id} ({study.status}) has no plots yet: its end draws them",
+        )
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for name in study.plots:
+        path = args.dir / f"{study.study_id}-{name}"
+        path.write_bytes(client.read_bytes(study_plot(study.study_id, name)))
+        print(path)
+    return ExitCode.OK

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 from fastapi import Path as PathParam
 
 from platform_core.errors import AppError, ErrorCode
@@ -21,11 +21,13 @@ from platform_core.run_state import RunStatus
 from platform_core.studies import STUDY_KIND, StudyStore, StudyView
 from platform_core.study_api import (
     STUDY_ID_REGEX,
+    STUDY_PLOTS,
     StudyAccepted,
     StudyCancelResult,
     StudyCreate,
     StudyEvaluateAccepted,
     StudyList,
+    StudyPlot,
     StudyPublic,
     StudyQuery,
     StudySummary,
@@ -33,6 +35,7 @@ from platform_core.study_api import (
 from platform_core.study_specs import check_search_space, highest_corner
 from trainer_api.deps import DataRootDep, EventBusDep, RedisDep, SettingsDep
 from trainer_api.errors import error_responses
+from trainer_api.routes.charts import PNG
 from trainer_api.submissions import check_corpus, check_train_spec, new_id
 
 router = APIRouter(prefix="/studies", tags=["studies"], responses=error_responses(401))
@@ -105,11 +108,33 @@ def evaluate_study(study_id: StudyIdPath, client: RedisDep) -> StudyEvaluateAcce
     return StudyEvaluateAccepted(study_id=study_id)
 
 
+@router.get(
+    "/{study_id}/plots/{name}",
+    response_class=Response,
+    responses={**PNG, **error_responses(404, 422)},
+)
+def study_plot(
+    study_id: StudyIdPath, name: StudyPlot, client: RedisDep, data_root: DataRootDep
+) -> Response:
+    """One of the plots the study's end draws (its optimisation history, its parameters'
+    importances); 404 until drawn."""
+    StudyStore(client).status(study_id)  # NOT_FOUND for an unknown study
+    path = DataLayout(data_root).study_dir(study_id) / name
+    if not path.is_file():
+        raise AppError(
+            ErrorCode.NOT_FOUND,
+            f"study {study_id} has no {name}: the plots are drawn when it ends, importances "
+            "from two completed trials that differ",
+        )
+    return Response(path.read_bytes(), media_type="image/png")
+
+
 _SUMMARY = set(StudySummary.model_fields)
 
 
 def _public(view: StudyView, data_root: Path) -> StudyPublic:
     spec, trials = view.spec, view.trials
+    folder = DataLayout(data_root).study_dir(view.study_id)
     counts = {s: sum(1 for t in trials if t.state == s) for s in ("COMPLETE", "PRUNED", "FAIL")}
     return StudyPublic(
         study_id=view.study_id,
@@ -130,12 +155,13 @@ def _public(view: StudyView, data_root: Path) -> StudyPublic:
         n_failed=counts["FAIL"],
         trials=trials,
         best=view.best,
-        report=_report(data_root, view.study_id),
+        report=_report(folder),
+        plots=[name for name in STUDY_PLOTS if (folder / name).is_file()],
     )
 
 
-def _report(data_root: Path, study_id: str) -> JsonObject | None:
-    path = DataLayout(data_root).study_dir(study_id) / REPORT_FILE
+def _report(folder: Path) -> JsonObject | None:
+    path = folder / REPORT_FILE
     if not path.is_file():
         return None
     try:

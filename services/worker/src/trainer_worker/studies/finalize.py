@@ -31,7 +31,7 @@ from platform_core.manifests import read_run_manifest, write_atomic
 from platform_core.run_state import RunStatus
 from platform_core.settings import load_settings
 from platform_core.studies import StudyStore
-from platform_core.study_api import TrialRecord, best_trial
+from platform_core.study_api import HISTORY_PNG, IMPORTANCE_PNG, TrialRecord, best_trial
 from platform_core.study_specs import StudySpec, trial_spec
 from trainer_worker.checkpoint_retention import best_of, entries_of
 from trainer_worker.checkpoints import MODEL_FILE, load_checkpoint
@@ -44,8 +44,6 @@ from trainer_worker.tokenizers.artifacts import load_tokenizer
 
 _log = logging.getLogger(__name__)
 REPORT_FILE = "evaluation_report.json"
-HISTORY_PNG = "optimization_history.png"
-IMPORTANCE_PNG = "param_importances.png"
 
 
 def finalize_study(study_id: str) -> JsonObject:
