@@ -198,7 +198,7 @@ class ModelRegistry:
         if not raw:
             raise AppError(ErrorCode.NOT_FOUND, f"no model named {name} is registered")
         states = [VersionState(_text(k), _stage(_text(v))) for k, v in raw.items()]
-        return sorted(states, key=lambda state: _semver_key(state.version))
+        return sorted(states, key=lambda state: semver_key(state.version))
 
     def production(self, name: str) -> str | None:
         raw = self._client.get(production_key(name))
@@ -367,7 +367,7 @@ class ModelRegistry:
         versions = [item.decode() for item in raw if isinstance(item, bytes)]
         if not versions:
             return "1.0.0"
-        major, minor, _ = _semver_key(max(versions, key=_semver_key))
+        major, minor, _ = semver_key(max(versions, key=semver_key))
         return f"{major}.{minor + 1}.0"
 
 
@@ -402,7 +402,7 @@ def _stage(value: str) -> Stage:
     raise AppError(ErrorCode.DATA_INVALID, f"unknown registry stage {value!r}")
 
 
-def _semver_key(version: str) -> tuple[int, int, int]:
+def semver_key(version: str) -> tuple[int, int, int]:
     major, minor, patch = (int(part) for part in version.split("."))
     return major, minor, patch
 
