@@ -219,6 +219,9 @@ def test_split_and_serving_errors_are_typed(
     with pytest.raises(ApiError) as unknown:
         client.call(api_calls.serve_model("nothing", ServeRequest(caller_id="u", texts=TEXTS)))
     assert unknown.value.status == 404
+    with pytest.raises(ApiError) as no_analysis:
+        client.call(api_calls.model_ab("nothing"))
+    assert (no_analysis.value.status, no_analysis.value.error_code) == (404, ErrorCode.NOT_FOUND)
     with pytest.raises(ApiError) as not_served:
         client.call(api_calls.served_prediction("clf", "ab-000000000000"))
     assert not_served.value.status == 404

@@ -236,11 +236,11 @@ def assign(name: str, caller_id: str, weights: dict[str, int]) -> str:
     place = int.from_bytes(digest[:8], "big") % BUCKETS
     bound = 0
     ordered = sorted(weights.items(), key=lambda item: semver_key(item[0]))
-    for version, weight in ordered:
+    for version, weight in ordered[:-1]:
         bound += weight * BUCKETS // TOTAL_WEIGHT
         if place < bound:
             return version
-    return ordered[-1][0]  # unreachable when the weights sum to 100
+    return ordered[-1][0]  # the last share ends at 100
 
 
 # ---- predictions -------------------------------------------------------------------------------
