@@ -31,6 +31,7 @@ from typing import Final, Literal, get_args
 
 import redis
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+from rq import Queue, Retry
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
@@ -53,6 +54,7 @@ from platform_core.manifests import (
     storage_error,
     write_manifest,
 )
+from platform_core.queue import INFERENCE_QUEUE
 
 _log = logging.getLogger(__name__)
 METADATA_FILE: Final = "metadata.json"
@@ -63,6 +65,12 @@ HISTORY_SCAN_LIMIT: Final = 10_000  # entries a rollback looks back through (yea
 
 Action = Literal["register", "promote", "rollback"]
 DISCORD_ID: Final = re.compile(r"[1-9][0-9]{16,18}")  # a snowflake: an actor that is a user
+# MLflow's model registry mirrors this one (trainer_worker.tracking.registry_mirror): each
+# change counts up its name here and queues the mirror job, which syncs every name pending
+# and clears a count only if no change came meanwhile; MLflow down leaves the name pending
+MIRROR_PENDING_KEY: Final = "registry:mirror:pending"  # hash name -> changes not yet mirrored
+MIRROR_JOB: Final = "trainer_worker.jobs.mirror_registry"
+MIRROR_RETRY_S: Final = (5, 10)  # a tracking server restarting: as the training jobs retry
 
 
 class RegistryChange(BaseModel):
@@ -286,6 +294,7 @@ class ModelRegistry:
             shutil.rmtree(folder, ignore_errors=True)
             raise _script_error(exc, name=name, version=version, stage="staging") from exc
         self._log_to_disk(entry)
+        self._mirror(name)
         return metadata
 
     def promote(
@@ -319,6 +328,7 @@ class ModelRegistry:
             raise AppError(ErrorCode.INTERNAL, "the registry script answered no entry")
         entry = RegistryChange.model_validate_json(raw)
         self._log_to_disk(entry)
+        self._mirror(entry.name)
         _log.info(
             "model stage changed",
             extra={
@@ -347,6 +357,21 @@ class ModelRegistry:
                 extra={"event": "registry.event_unpublished", "run_id": source_run},
             )
         return change
+
+    def _mirror(self, name: str) -> None:
+        """Mark `name` for the MLflow mirror and queue its job (a worker without tracking
+        drops it). The change stands whatever happens here: a refusal is logged."""
+        try:
+            self._client.hincrby(MIRROR_PENDING_KEY, name, 1)
+            Queue(INFERENCE_QUEUE, connection=self._client).enqueue(
+                MIRROR_JOB,
+                description=f"mirror the registry ({name}) to MLflow",
+                retry=Retry(max=len(MIRROR_RETRY_S), interval=list(MIRROR_RETRY_S)),
+            )
+        except redis.RedisError:
+            _log.exception(
+                "registry mirror not queued", extra={"event": "registry.mirror_unqueued"}
+            )
 
     def _log_to_disk(self, entry: RegistryChange) -> None:
         """Append to `models/<name>/history.jsonl` (O_APPEND: whole lines, never rewritten).

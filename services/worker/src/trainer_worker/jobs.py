@@ -39,6 +39,7 @@ from trainer_worker.inference_jobs import (
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
 from trainer_worker.model_run import parse_spec, resume_hint
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
+from trainer_worker.tracking.registry_mirror import mirror_pending
 
 
 def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -139,6 +140,21 @@ def predict_run_work(data_root: Path, run_id: str, request: JsonObject) -> JsonO
     if spec.model.family == "classifier":
         return classifier_predict_work(data_root, run_id, request)
     return predict_work(data_root, run_id, request)
+
+
+def mirror_registry() -> JsonObject:
+    """Mirror every registry name changed since the last mirror to MLflow's model registry
+    (when tracking is on); raises, so RQ retries, while MLflow does not answer."""
+    settings = load_settings()
+    result = mirror_pending(
+        _connection(), DataLayout(settings.data_root.resolve()), settings.tracking
+    )
+    if result["failed"]:
+        raise AppError(
+            ErrorCode.TRACKING_UNAVAILABLE,
+            f"MLflow did not take the registry of {', '.join(result['failed'])}; kept pending",
+        )
+    return {"mirrored": list(result["mirrored"])}
 
 
 def lifecycle(
