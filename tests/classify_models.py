@@ -47,7 +47,7 @@ def save_servable_classifier(
     vocab = {word: i for i, word in enumerate(("[PAD]", "[UNK]", *WORDS))}
     backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
     backend.pre_tokenizer = Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
         tokenizer_object=backend,
         pad_token="[PAD]",
         unk_token="[UNK]",

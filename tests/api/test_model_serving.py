@@ -11,13 +11,8 @@ import redis
 
 from platform_core import api_calls
 from platform_core.ab_analysis import MIN_LABELLED
-from platform_core.ab_serving import (
-    FeedbackRequest,
-    ServeRequest,
-    TrafficSplit,
-    assign,
-    log_key,
-)
+from platform_core.ab_models import FeedbackRequest, ServeRequest, TrafficSplit
+from platform_core.ab_serving import assign, log_key
 from platform_core.api_models import ModelVersionCreate, PredictRecord, PromoteRequest
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
@@ -48,6 +43,19 @@ def two_versions(client: TrainerClient, data_root: Path) -> str:
 def _caller_for(version: str, weights: dict[str, int], skip: int = 0) -> str:
     found = [f"user-{n}" for n in range(1000) if assign("clf", f"user-{n}", weights) == version]
     return found[skip]
+
+
+def _log_entries(client: redis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """The model's A/B log, typed (redis-py's stubs allow None everywhere)."""
+    entries = client.xrange(log_key("clf")) or []
+    return [
+        (
+            entry_id,
+            {k: v for k, v in fields.items() if isinstance(k, bytes) and isinstance(v, bytes)},
+        )
+        for entry_id, fields in entries
+        if isinstance(entry_id, bytes) and isinstance(fields, dict)
+    ]
 
 
 def _predicted(record: PredictRecord) -> list[str]:
@@ -139,7 +147,7 @@ def test_split_routes_callers_and_feedback_feeds_the_analysis(
     assert "1.1.0 is less accurate than 1.0.0" in comparison.message
 
     # the log: what was served and labelled, never the texts
-    entries = redis_client.xrange(log_key("clf"))
+    entries = _log_entries(redis_client)
     events = [fields[b"event"] for _, fields in entries]
     assert events.count(b"served") == 2 * MIN_LABELLED + 2
     assert events.count(b"feedback") == 2 * MIN_LABELLED
@@ -237,7 +245,7 @@ def test_split_and_serving_errors_are_typed(
     record = client.call(api_calls.served_prediction("clf", accepted.request_id))
     assert record.status == "failed" and record.error is not None
     assert record.error.code == ErrorCode.MODEL_NOT_FOUND
-    failed = [f for _, f in redis_client.xrange(log_key("clf")) if f[b"event"] == b"failed"]
+    failed = [f for _, f in _log_entries(redis_client) if f[b"event"] == b"failed"]
     assert failed[0][b"error_code"] == b"MODEL_NOT_FOUND"
 
 

@@ -11,9 +11,8 @@ import pytest
 import redis
 
 from platform_core import ab_serving
+from platform_core.ab_models import FeedbackRequest, TrafficSplit
 from platform_core.ab_serving import (
-    FeedbackRequest,
-    TrafficSplit,
     assign,
     get_traffic,
     outcomes,

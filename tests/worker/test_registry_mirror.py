@@ -67,7 +67,7 @@ def test_registry_changes_are_mirrored_and_survive_an_outage(
         assert mlflow.get_model_version_by_alias("clf", "production").version == held["1.0.0"][0]
         assert mlflow.get_model_version_by_alias("clf", "staging").version == held["1.1.0"][0]
         first = mlflow.get_model_version("clf", held["1.0.0"][0])
-        assert first.source.endswith("/model") and first.run_id is not None
+        assert str(first.source).endswith("/model") and first.run_id is not None
         files = {f.path for f in mlflow.list_artifacts(first.run_id, "model")}
         assert {"model/config.json", "model/metadata.json"} <= files  # the version's own files
         assert redis_client.hlen(MIRROR_PENDING_KEY) == 0

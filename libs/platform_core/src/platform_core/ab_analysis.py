@@ -18,7 +18,7 @@ from typing import Final
 
 from pydantic import BaseModel, ConfigDict
 
-from platform_core.ab_serving import Outcome
+from platform_core.ab_models import Outcome
 
 MIN_LABELLED: Final = 30  # per arm: the usual floor for the normal approximation of a proportion
 ALPHA: Final = 0.05  # the same significance level as the offline A/B test

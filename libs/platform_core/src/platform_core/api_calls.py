@@ -17,7 +17,7 @@ from urllib.parse import quote
 from pydantic import BaseModel, ValidationError
 
 from platform_core.ab_analysis import ABReport
-from platform_core.ab_serving import (
+from platform_core.ab_models import (
     FeedbackRecorded,
     FeedbackRequest,
     ServeAccepted,

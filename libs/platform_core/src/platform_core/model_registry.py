@@ -31,7 +31,6 @@ from typing import Final, Literal, get_args
 
 import redis
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
-from rq import Queue, Retry
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
@@ -54,7 +53,6 @@ from platform_core.manifests import (
     storage_error,
     write_manifest,
 )
-from platform_core.queue import INFERENCE_QUEUE
 
 _log = logging.getLogger(__name__)
 METADATA_FILE: Final = "metadata.json"
@@ -361,6 +359,11 @@ class ModelRegistry:
     def _mirror(self, name: str) -> None:
         """Mark `name` for the MLflow mirror and queue its job (a worker without tracking
         drops it). The change stands whatever happens here: a refusal is logged."""
+        # here, not at the top: the CLI reads RegistryChange from this module without rq
+        from rq import Queue, Retry  # noqa: PLC0415
+
+        from platform_core.queue import INFERENCE_QUEUE  # noqa: PLC0415 - it loads rq
+
         try:
             self._client.hincrby(MIRROR_PENDING_KEY, name, 1)
             Queue(INFERENCE_QUEUE, connection=self._client).enqueue(

@@ -10,7 +10,7 @@ from typing import Final
 
 from platform_core import api_calls
 from platform_core.ab_analysis import ABReport
-from platform_core.ab_serving import FeedbackRequest, ServeRequest, TrafficPublic, TrafficSplit
+from platform_core.ab_models import FeedbackRequest, ServeRequest, TrafficPublic, TrafficSplit
 from platform_core.errors import AppError, ErrorCode, ExitCode
 from platform_core.http_client import TrainerClient
 from trainer_cli.remote import (

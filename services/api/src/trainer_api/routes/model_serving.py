@@ -9,13 +9,15 @@ import json
 from fastapi import APIRouter, status
 
 from platform_core.ab_analysis import ABReport, analyse
-from platform_core.ab_serving import (
+from platform_core.ab_models import (
     FeedbackRecorded,
     FeedbackRequest,
     ServeAccepted,
     ServeRequest,
     TrafficPublic,
     TrafficSplit,
+)
+from platform_core.ab_serving import (
     assign,
     get_traffic,
     outcomes,
