@@ -55,7 +55,9 @@ def test_registry_changes_are_mirrored_and_survive_an_outage(
         for version in ("1.0.0", "1.1.0"):
             registry.register("clf", version, source_run=run, dataset_id=None, actor="t", reason="")
         registry.promote("clf", "1.0.0", "production", actor="t", reason="")
-        assert Queue(INFERENCE_QUEUE, connection=redis_client).count == 3  # one per change
+        registry.register("solo", None, source_run=run, dataset_id=None, actor="t", reason="")
+        registry.promote("solo", "1.0.0", "production", actor="t", reason="")
+        assert Queue(INFERENCE_QUEUE, connection=redis_client).count == 5  # one per change
         work(redis_client, INFERENCE_QUEUE)
 
         mlflow = MlflowClient(tracking_uri=server.url)
@@ -70,6 +72,8 @@ def test_registry_changes_are_mirrored_and_survive_an_outage(
         assert str(first.source).endswith("/model") and first.run_id is not None
         files = {f.path for f in mlflow.list_artifacts(first.run_id, "model")}
         assert {"model/config.json", "model/metadata.json"} <= files  # the version's own files
+        assert _versions(mlflow, "solo") == {"1.0.0": ("1", "production")}
+        assert mlflow.get_registered_model("solo").aliases == {"production": "1"}
         assert redis_client.hlen(MIRROR_PENDING_KEY) == 0
 
         server.stop()

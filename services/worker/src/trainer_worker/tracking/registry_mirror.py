@@ -80,19 +80,17 @@ def mirror_model(
     backend: MlflowBackend, registry: ModelRegistry, layout: DataLayout, name: str
 ) -> None:
     """Make MLflow's registered model `name` match ours (see the module's docstring)."""
-    from mlflow.exceptions import MlflowException  # noqa: PLC0415 - loaded with the client
-
     mlflow = backend.connect()
     states = registry.versions(name)
-    try:
-        mlflow.get_registered_model(name)
-    except MlflowException as exc:
-        if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
+    found = mlflow.search_registered_models(filter_string=f"name = '{name}'")
+    if found:
+        aliases = set(found[0].aliases)
+    else:
         mlflow.create_registered_model(name, tags={"trainer.registry": "model-trainer"})
+        aliases = set()
     held = {
-        found.tags.get(VERSION_TAG): str(found.version)
-        for found in mlflow.search_model_versions(f"name = '{name}'")
+        version.tags.get(VERSION_TAG): str(version.version)
+        for version in mlflow.search_model_versions(f"name = '{name}'")
     }
     numbers: dict[str, str] = {}
     for state in states:
@@ -105,12 +103,8 @@ def mirror_model(
         holders = sorted((s.version for s in states if s.stage == stage), key=semver_key)
         if holders:
             mlflow.set_registered_model_alias(name, stage, numbers[holders[-1]])
-        else:
-            try:
-                mlflow.delete_registered_model_alias(name, stage)
-            except MlflowException as exc:
-                if exc.error_code != "RESOURCE_DOES_NOT_EXIST":
-                    raise
+        elif stage in aliases:  # no version holds the stage any more
+            mlflow.delete_registered_model_alias(name, stage)
 
 
 def _create_version(
