@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from typing import Final
 
+from pydantic import BaseModel
+
 from platform_core import api_calls
 from platform_core.ab_analysis import ABReport
 from platform_core.ab_models import FeedbackRequest, ServeRequest, TrafficPublic, TrafficSplit
@@ -62,11 +64,7 @@ def _traffic(client: TrainerClient, args: argparse.Namespace) -> int:
             TrafficSplit, args, {}, {"weights": _weights(args.set), "actor": args.actor}
         )
         split = client.call(api_calls.set_model_traffic(args.name, body))
-    if args.json:
-        print(split.model_dump_json(indent=2))
-    else:
-        print(_describe_split(split))
-    return ExitCode.OK
+    return _print(split, args, _describe_split(split))
 
 
 def _weights(pairs: list[str]) -> dict[str, str]:
@@ -108,20 +106,19 @@ def _feedback(client: TrainerClient, args: argparse.Namespace) -> int:
         FeedbackRequest, args, {}, {"prediction_id": args.prediction_id, "label": args.label}
     )
     recorded = client.call(api_calls.model_feedback(args.name, body))
-    if args.json:
-        print(recorded.model_dump_json(indent=2))
-    else:
-        again = "" if recorded.recorded else " (already recorded)"
-        print(f"{recorded.prediction_id} ({recorded.version}): label {recorded.label}{again}")
-    return ExitCode.OK
+    again = "" if recorded.recorded else " (already recorded)"
+    text = f"{recorded.prediction_id} ({recorded.version}): label {recorded.label}{again}"
+    return _print(recorded, args, text)
 
 
 def _ab(client: TrainerClient, args: argparse.Namespace) -> int:
     report = client.call(api_calls.model_ab(args.name))
-    if args.json:
-        print(report.model_dump_json(indent=2))
-    else:
-        print(_describe_report(report))
+    return _print(report, args, _describe_report(report))
+
+
+def _print(answer: BaseModel, args: argparse.Namespace, text: str) -> int:
+    """The API's answer as JSON (--json), else `text` for a person."""
+    print(answer.model_dump_json(indent=2) if args.json else text)
     return ExitCode.OK
 
 
