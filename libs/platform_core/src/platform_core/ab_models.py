@@ -21,7 +21,8 @@ class TrafficSplit(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    weights: dict[Annotated[str, Field(pattern=SEMVER_REGEX)], Weight] = Field(
+    # keys: versions, checked against the registry (an unknown one is 404, as in the path)
+    weights: dict[Annotated[str, Field(max_length=20)], Weight] = Field(
         min_length=1, max_length=MAX_ARMS
     )
     actor: str = Field(default="api", min_length=1, max_length=128)

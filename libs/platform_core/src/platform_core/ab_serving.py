@@ -113,13 +113,8 @@ return 1
 def set_traffic(
     client: redis.Redis, registry: ModelRegistry, name: str, split: TrafficSplit
 ) -> TrafficPublic:
-    """Store `split` after checking it: every version registered and not archived, the
-    weights summing to 100."""
-    total = sum(split.weights.values())
-    if total != TOTAL_WEIGHT:
-        raise AppError(
-            ErrorCode.INVALID_INPUT, f"the weights sum to {total}; they must sum to {TOTAL_WEIGHT}"
-        )
+    """Store `split` after checking it: every version registered (NOT_FOUND) and not archived
+    (CONFLICT), the weights summing to 100 (INVALID_INPUT)."""
     stages = {state.version: state.stage for state in registry.versions(name)}
     for version in split.weights:
         if version not in stages:
@@ -128,6 +123,11 @@ def set_traffic(
             raise AppError(
                 ErrorCode.CONFLICT, f"version {version} of {name} is archived: it serves no traffic"
             )
+    total = sum(split.weights.values())
+    if total != TOTAL_WEIGHT:
+        raise AppError(
+            ErrorCode.INVALID_INPUT, f"the weights sum to {total}; they must sum to {TOTAL_WEIGHT}"
+        )
     stored = TrafficPublic(
         name=name,
         weights=dict(sorted(split.weights.items(), key=lambda item: semver_key(item[0]))),

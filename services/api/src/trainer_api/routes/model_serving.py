@@ -48,7 +48,7 @@ def get_split(name: NamePath, client: RedisDep, data_root: DataRootDep) -> Traff
     return get_traffic(client, ModelRegistry(client, DataLayout(data_root)), name)
 
 
-@router.put("/{name}/traffic", responses=error_responses(404, 409, 422))
+@router.put("/{name}/traffic", responses=error_responses(404, 409, 413, 422))
 def put_split(
     name: NamePath, body: TrafficSplit, client: RedisDep, data_root: DataRootDep
 ) -> TrafficPublic:
@@ -59,7 +59,7 @@ def put_split(
 @router.post(
     "/{name}/predict",
     status_code=status.HTTP_202_ACCEPTED,
-    responses=error_responses(404, 409, 422),
+    responses=error_responses(404, 409, 413, 422),
 )
 def serve(
     name: NamePath, body: ServeRequest, client: RedisDep, data_root: DataRootDep
@@ -90,7 +90,7 @@ def get_served(name: NamePath, request_id: RequestIdPath, client: RedisDep) -> P
     return PredictRecord.model_validate(json.loads(record.model_dump_json(exclude={"kind"})))
 
 
-@router.post("/{name}/feedback", responses=error_responses(404, 409, 422))
+@router.post("/{name}/feedback", responses=error_responses(404, 409, 413, 422))
 def feedback(
     name: NamePath, body: FeedbackRequest, client: RedisDep, data_root: DataRootDep
 ) -> FeedbackRecorded:
