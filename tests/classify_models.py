@@ -6,7 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from tokenizers import Tokenizer
+from tokenizers.models import WordLevel
+from tokenizers.pre_tokenizers import Whitespace
+from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
 
 from platform_core.layout import DataLayout
 
@@ -30,3 +33,24 @@ def save_tiny_classifier(
     model.train(False)  # eval mode (no dropout)
     model.save_pretrained(DataLayout(data_root).model_dir(run_id))
     return model
+
+
+WORDS = ("alpha", "beta", "gamma", "delta", "bucket", "instance", "queue", "table")
+
+
+def save_servable_classifier(
+    data_root: Path, run_id: str, *, seed: int = 0, labels: tuple[str, ...] = ("a", "b")
+) -> None:
+    """`save_tiny_classifier` with a fast word-level tokenizer beside it (what a classifier
+    run saves), so that the folder serves predictions as a registered version."""
+    model = save_tiny_classifier(data_root, run_id, seed=seed, labels=labels)
+    vocab = {word: i for i, word in enumerate(("[PAD]", "[UNK]", *WORDS))}
+    backend = Tokenizer(WordLevel(vocab, unk_token="[UNK]"))
+    backend.pre_tokenizer = Whitespace()
+    tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]  # untyped in transformers
+        tokenizer_object=backend,
+        pad_token="[PAD]",
+        unk_token="[UNK]",
+        model_max_length=model.config.max_position_embeddings,
+    )
+    tokenizer.save_pretrained(DataLayout(data_root).model_dir(run_id))

@@ -16,6 +16,15 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ValidationError
 
+from platform_core.ab_analysis import ABReport
+from platform_core.ab_models import (
+    FeedbackRecorded,
+    FeedbackRequest,
+    ServeAccepted,
+    ServeRequest,
+    TrafficPublic,
+    TrafficSplit,
+)
 from platform_core.api_models import (
     ArtifactKind,
     CancelResult,
@@ -137,6 +146,31 @@ def promote_model(name: str, version: str, body: PromoteRequest) -> ApiCall[Regi
 
 def rollback_model(name: str, body: RollbackRequest) -> ApiCall[RegistryChange]:
     return ApiCall("POST", f"/models/{_segment(name)}/rollback", RegistryChange, body)
+
+
+def model_traffic(name: str) -> ApiCall[TrafficPublic]:
+    return ApiCall("GET", f"/models/{_segment(name)}/traffic", TrafficPublic)
+
+
+def set_model_traffic(name: str, body: TrafficSplit) -> ApiCall[TrafficPublic]:
+    return ApiCall("PUT", f"/models/{_segment(name)}/traffic", TrafficPublic, body)
+
+
+def serve_model(name: str, body: ServeRequest) -> ApiCall[ServeAccepted]:
+    return ApiCall("POST", f"/models/{_segment(name)}/predict", ServeAccepted, body)
+
+
+def served_prediction(name: str, request_id: str) -> ApiCall[PredictRecord]:
+    path = f"/models/{_segment(name)}/predictions/{_segment(request_id)}"
+    return ApiCall("GET", path, PredictRecord)
+
+
+def model_feedback(name: str, body: FeedbackRequest) -> ApiCall[FeedbackRecorded]:
+    return ApiCall("POST", f"/models/{_segment(name)}/feedback", FeedbackRecorded, body)
+
+
+def model_ab(name: str) -> ApiCall[ABReport]:
+    return ApiCall("GET", f"/models/{_segment(name)}/ab", ABReport)
 
 
 def train_model(body: RunCreate, idempotency_key: str | None = None) -> ApiCall[JobAccepted]:

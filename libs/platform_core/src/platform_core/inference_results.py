@@ -76,9 +76,13 @@ def enqueue_inference(
     run_id: str,
     request_id: str,
     request: JsonObject,
+    *,
+    model: tuple[str, str] | None = None,
 ) -> InferenceRecord:
     """Record the request as queued and put its job on the inference queue. Re-sending the
-    same request id returns the existing record instead of running it twice."""
+    same request id returns the existing record instead of running it twice. `model`: a
+    registered (name, version) that answers instead of the run's own model (A/B serving;
+    `run_id` is then the version's source run)."""
     for name, value in (("run id", run_id), ("request id", request_id)):
         if not ID_PATTERN.fullmatch(value):
             raise AppError(
@@ -95,9 +99,12 @@ def enqueue_inference(
         existing = load_record(client, kind, request_id)
         if existing is not None:
             return existing
+    spec: JsonObject = {"run_id": run_id, "request": request}
+    if model is not None:
+        spec["model"] = {"name": model[0], "version": model[1]}
     Queue(INFERENCE_QUEUE, connection=client).enqueue(
         JOB_FUNCTIONS[kind],
-        args=(request_id, {"run_id": run_id, "request": request}),
+        args=(request_id, spec),
         job_id=job_id(kind, request_id),
         result_ttl=RESULT_TTL_S,
         failure_ttl=RESULT_TTL_S,

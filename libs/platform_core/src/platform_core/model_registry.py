@@ -63,6 +63,12 @@ HISTORY_SCAN_LIMIT: Final = 10_000  # entries a rollback looks back through (yea
 
 Action = Literal["register", "promote", "rollback"]
 DISCORD_ID: Final = re.compile(r"[1-9][0-9]{16,18}")  # a snowflake: an actor that is a user
+# MLflow's model registry mirrors this one (trainer_worker.tracking.registry_mirror): each
+# change counts up its name here and queues the mirror job, which syncs every name pending
+# and clears a count only if no change came meanwhile; MLflow down leaves the name pending
+MIRROR_PENDING_KEY: Final = "registry:mirror:pending"  # hash name -> changes not yet mirrored
+MIRROR_JOB: Final = "trainer_worker.jobs.mirror_registry"
+MIRROR_RETRY_S: Final = (5, 10)  # a tracking server restarting: as the training jobs retry
 
 
 class RegistryChange(BaseModel):
@@ -198,7 +204,7 @@ class ModelRegistry:
         if not raw:
             raise AppError(ErrorCode.NOT_FOUND, f"no model named {name} is registered")
         states = [VersionState(_text(k), _stage(_text(v))) for k, v in raw.items()]
-        return sorted(states, key=lambda state: _semver_key(state.version))
+        return sorted(states, key=lambda state: semver_key(state.version))
 
     def production(self, name: str) -> str | None:
         raw = self._client.get(production_key(name))
@@ -286,6 +292,7 @@ class ModelRegistry:
             shutil.rmtree(folder, ignore_errors=True)
             raise _script_error(exc, name=name, version=version, stage="staging") from exc
         self._log_to_disk(entry)
+        self._mirror(name)
         return metadata
 
     def promote(
@@ -319,6 +326,7 @@ class ModelRegistry:
             raise AppError(ErrorCode.INTERNAL, "the registry script answered no entry")
         entry = RegistryChange.model_validate_json(raw)
         self._log_to_disk(entry)
+        self._mirror(entry.name)
         _log.info(
             "model stage changed",
             extra={
@@ -348,6 +356,26 @@ class ModelRegistry:
             )
         return change
 
+    def _mirror(self, name: str) -> None:
+        """Mark `name` for the MLflow mirror and queue its job (a worker without tracking
+        drops it). The change stands whatever happens here: a refusal is logged."""
+        # here, not at the top: the CLI reads RegistryChange from this module without rq
+        from rq import Queue, Retry  # noqa: PLC0415
+
+        from platform_core.queue import INFERENCE_QUEUE  # noqa: PLC0415 - it loads rq
+
+        try:
+            self._client.hincrby(MIRROR_PENDING_KEY, name, 1)
+            Queue(INFERENCE_QUEUE, connection=self._client).enqueue(
+                MIRROR_JOB,
+                description=f"mirror the registry ({name}) to MLflow",
+                retry=Retry(max=len(MIRROR_RETRY_S), interval=list(MIRROR_RETRY_S)),
+            )
+        except redis.RedisError:
+            _log.exception(
+                "registry mirror not queued", extra={"event": "registry.mirror_unqueued"}
+            )
+
     def _log_to_disk(self, entry: RegistryChange) -> None:
         """Append to `models/<name>/history.jsonl` (O_APPEND: whole lines, never rewritten).
         Redis holds the same entry; a disk that refuses is logged, not fatal."""
@@ -367,7 +395,7 @@ class ModelRegistry:
         versions = [item.decode() for item in raw if isinstance(item, bytes)]
         if not versions:
             return "1.0.0"
-        major, minor, _ = _semver_key(max(versions, key=_semver_key))
+        major, minor, _ = semver_key(max(versions, key=semver_key))
         return f"{major}.{minor + 1}.0"
 
 
@@ -402,7 +430,7 @@ def _stage(value: str) -> Stage:
     raise AppError(ErrorCode.DATA_INVALID, f"unknown registry stage {value!r}")
 
 
-def _semver_key(version: str) -> tuple[int, int, int]:
+def semver_key(version: str) -> tuple[int, int, int]:
     major, minor, patch = (int(part) for part in version.split("."))
     return major, minor, patch
 

@@ -1,5 +1,6 @@
 """`trainctl dataset prepare|list|show` and `trainctl models list|versions|register|promote|
-rollback`: text classification datasets and the model registry, through the API.
+rollback` (and `traffic|predict|feedback|ab`, in `ab_commands`): text classification
+datasets and the model registry, through the API.
 
 `dataset prepare` sends a DatasetSpec (the built-in botocore dataset by default; a file under
 the data root, arXiv categories or a hub dataset by flags or a --spec file) and may follow
@@ -25,6 +26,7 @@ from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
 from platform_core.model_registry import RegistryChange
 from platform_core.settings import Settings
+from trainer_cli import ab_commands
 from trainer_cli.remote import (
     Handler,
     add_submission_arguments,
@@ -92,6 +94,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "rollback", parents=[common, who], help="production back to the version it replaced"
     )
     rollback.add_argument("name")
+    ab_commands.add_actions(registry, common)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,4 +251,5 @@ _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("models", "register"): _register,
     ("models", "promote"): _promote,
     ("models", "rollback"): _rollback,
+    **ab_commands.HANDLERS,
 }

@@ -161,14 +161,14 @@ def _add_inference_commands(
     generate.add_argument("--top-p", type=float)
     generate.add_argument("--seed", type=int)
     generate.add_argument("--num", type=int, default=1, help="how many sequences")
-    _add_wait_argument(generate)
+    add_wait_argument(generate)
 
     score = commands.add_parser("score", parents=[common], help="a run's loss on a text")
     score.add_argument("run_id")
     score.add_argument("text")
     score.add_argument("--per-token", action="store_true", help="show each token's surprisal")
     score.add_argument("--top-k", type=int, default=0, help="predictions listed per token")
-    _add_wait_argument(score)
+    add_wait_argument(score)
 
     predict = commands.add_parser(
         "predict",
@@ -177,7 +177,7 @@ def _add_inference_commands(
     )
     predict.add_argument("run_id")
     predict.add_argument("texts", nargs="+", help="one or more texts (quote each)")
-    _add_wait_argument(predict)
+    add_wait_argument(predict)
 
 
 def _add_submit_arguments(parser: argparse.ArgumentParser, what: str) -> None:
@@ -195,7 +195,7 @@ def add_submission_arguments(parser: argparse.ArgumentParser, what: str) -> None
     parser.add_argument("--follow", action="store_true", help="then follow the run")
 
 
-def _add_wait_argument(parser: argparse.ArgumentParser) -> None:
+def add_wait_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--wait", type=float, default=300.0, help="seconds to wait for the result (default 300)"
     )
@@ -400,7 +400,9 @@ def _generate(client: TrainerClient, args: argparse.Namespace) -> int:
         }
     )
     accepted = client.generate(args.run_id, request, idempotency_key=uuid.uuid4().hex)
-    record = _wait(lambda: client.get_generate(args.run_id, accepted.request_id), args.wait)
+    record = wait_for_record(
+        lambda: client.get_generate(args.run_id, accepted.request_id), args.wait
+    )
     if args.json:
         print(record.model_dump_json(indent=2))
     elif record.result is not None:
@@ -414,7 +416,7 @@ def _score(client: TrainerClient, args: argparse.Namespace) -> int:
         {"text": args.text, "top_k": args.top_k, "detail_level": detail}
     )
     accepted = client.score(args.run_id, request, idempotency_key=uuid.uuid4().hex)
-    record = _wait(lambda: client.get_score(args.run_id, accepted.request_id), args.wait)
+    record = wait_for_record(lambda: client.get_score(args.run_id, accepted.request_id), args.wait)
     if args.json:
         print(record.model_dump_json(indent=2))
     elif record.result is not None:
@@ -433,8 +435,15 @@ def _score(client: TrainerClient, args: argparse.Namespace) -> int:
 def _predict(client: TrainerClient, args: argparse.Namespace) -> int:
     request = validate_predict_request({"texts": list(args.texts)})
     accepted = client.predict(args.run_id, request, idempotency_key=uuid.uuid4().hex)
-    record = _wait(lambda: client.get_predict(args.run_id, accepted.request_id), args.wait)
-    if args.json:
+    record = wait_for_record(
+        lambda: client.get_predict(args.run_id, accepted.request_id), args.wait
+    )
+    return show_predictions(record, as_json=args.json)
+
+
+def show_predictions(record: PredictRecord, *, as_json: bool) -> int:
+    """A predict request's answer, per text (or as JSON); its exit code."""
+    if as_json:
         print(record.model_dump_json(indent=2))
     elif record.result is not None:
         for index, prediction in enumerate(record.result.predictions, start=1):
@@ -451,7 +460,7 @@ def _predict(client: TrainerClient, args: argparse.Namespace) -> int:
     return _inference_exit_code(record)
 
 
-def _wait(poll: Callable[[], RecordT], wait_s: float) -> RecordT:
+def wait_for_record(poll: Callable[[], RecordT], wait_s: float) -> RecordT:
     """Poll an inference request until it has finished."""
     deadline = time.monotonic() + wait_s
     while True:

@@ -7,6 +7,8 @@ RQ retries a transient failure (the job's `Retry`) while the job has attempts le
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 
 import redis
@@ -14,6 +16,7 @@ from pydantic import ValidationError
 from rq import get_current_job
 from rq.job import Job
 
+from platform_core.ab_serving import record_served, served_model
 from platform_core.errors import AppError, ErrorCode, invalid_input
 from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
@@ -22,7 +25,7 @@ from platform_core.layout import DataLayout
 from platform_core.settings import Settings, load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
-from trainer_worker.classify.predict import classifier_predict_work
+from trainer_worker.classify.predict import classifier_predict_work, registered_predict_work
 from trainer_worker.dual_agent.predict import predict_work
 from trainer_worker.families import train_run_body
 from trainer_worker.inference_jobs import (
@@ -36,6 +39,7 @@ from trainer_worker.inference_jobs import (
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
 from trainer_worker.model_run import parse_spec, resume_hint
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
+from trainer_worker.tracking.registry_mirror import mirror_pending
 
 
 def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -113,10 +117,20 @@ def evaluate(request_id: str, spec: JsonObject) -> JsonObject:
 
 def predict(request_id: str, spec: JsonObject) -> JsonObject:
     """Label texts with a classifying run (dual-agent: criteria + evidence; classifier:
-    labels with probabilities); answers into the cache."""
-    return answer_request(
-        "predict", request_id, predict_run_work, client=_connection(), data_root=_data_root()
-    )
+    labels with probabilities), or with a registered classifier version that A/B serving
+    chose (then each prediction's label and latency go into the model's A/B log); answers
+    into the cache."""
+    client, data_root = _connection(), _data_root()
+    model = served_model(spec)
+    if model is None:
+        return answer_request(
+            "predict", request_id, predict_run_work, client=client, data_root=data_root
+        )
+    started = time.perf_counter()
+    work = functools.partial(registered_predict_work, model)
+    answer = answer_request("predict", request_id, work, client=client, data_root=data_root)
+    record_served(client, model[0], request_id, latency_ms=(time.perf_counter() - started) * 1000)
+    return answer
 
 
 def predict_run_work(data_root: Path, run_id: str, request: JsonObject) -> JsonObject:
@@ -126,6 +140,21 @@ def predict_run_work(data_root: Path, run_id: str, request: JsonObject) -> JsonO
     if spec.model.family == "classifier":
         return classifier_predict_work(data_root, run_id, request)
     return predict_work(data_root, run_id, request)
+
+
+def mirror_registry() -> JsonObject:
+    """Mirror every registry name changed since the last mirror to MLflow's model registry
+    (when tracking is on); raises, so RQ retries, while MLflow does not answer."""
+    settings = load_settings()
+    result = mirror_pending(
+        _connection(), DataLayout(settings.data_root.resolve()), settings.tracking
+    )
+    if result["failed"]:
+        raise AppError(
+            ErrorCode.TRACKING_UNAVAILABLE,
+            f"MLflow did not take the registry of {', '.join(result['failed'])}; kept pending",
+        )
+    return {"mirrored": list(result["mirrored"])}
 
 
 def lifecycle(

@@ -119,6 +119,20 @@ def classifier_predict_work(data_root: Path, run_id: str, request: JsonObject) -
             f"run {run_id} has not finished: its model is saved when training ends",
         )
     predictor = ClassifierPredictor(layout.model_dir(run_id), max_length=spec.train.block_size)
-    result = PredictResult(predictions=list(predictor.predict(parsed.texts)))
+    return _answer(predictor, parsed.texts)
+
+
+def registered_predict_work(
+    model: tuple[str, str], data_root: Path, _run_id: str, request: JsonObject
+) -> JsonObject:
+    """The predict job's work for a registered version (A/B serving): its own files in
+    `models/<name>/<version>/`, read to the length its tokenizer was saved with."""
+    parsed = validate_predict_request(request)
+    predictor = ClassifierPredictor(DataLayout(data_root).model_version_dir(*model))
+    return _answer(predictor, parsed.texts)
+
+
+def _answer(predictor: ClassifierPredictor, texts: Sequence[str]) -> JsonObject:
+    result = PredictResult(predictions=list(predictor.predict(texts)))
     answer: JsonObject = json.loads(result.model_dump_json())
     return answer
