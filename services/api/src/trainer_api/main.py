@@ -35,6 +35,7 @@ from trainer_api.routes import (
     inference,
     logs,
     models,
+    retraining,
     runs,
     studies,
     tokenizers,
@@ -125,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts.router,
         charts.router,
         studies.router,
+        retraining.router,
     ):
         app.include_router(router)
     return app
