@@ -50,5 +50,5 @@ def run_scheduler_command(settings: Settings, args: argparse.Namespace) -> int:
     with open_redis(
         redis_url, settings.data_root, timeout_s=settings.redis.connect_timeout_s
     ) as client:
-        build_scheduler(client, args.name).start()
+        build_scheduler(client, args.name).start()  # type: ignore[no-untyped-call]  # rq leaves start() unannotated
     return ExitCode.OK
