@@ -57,17 +57,15 @@ def retrain_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) 
     tell the owner."""
     settings = load_settings()
     bus = EventBus.from_settings(current_job().connection, settings.redis)
-    parsed = _parse(RetrainSpec, spec)
-    try:
-        return lifecycle(
-            "retrain_model",
-            run_id,
-            lambda context: retrain_body(parsed, context, bus),
-            user_id=user_id,
-            settings=settings,
-        )
-    finally:
-        release_lock(bus.client, parsed.name, run_id)
+
+    def body(context: JobContext) -> Outcome:
+        parsed = _parse(RetrainSpec, spec)
+        try:
+            return retrain_body(parsed, context, bus)
+        finally:  # the model is free for the next retraining, whatever this one's outcome
+            release_lock(bus.client, parsed.name, run_id)
+
+    return lifecycle("retrain_model", run_id, body, user_id=user_id, settings=settings)
 
 
 def retrain_body(spec: RetrainSpec, context: JobContext, bus: EventBus) -> Outcome:
