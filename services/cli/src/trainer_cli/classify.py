@@ -25,6 +25,7 @@ from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
 from platform_core.model_registry import RegistryChange
 from platform_core.settings import Settings
+from trainer_cli import retrain_commands
 from trainer_cli.remote import (
     Handler,
     add_submission_arguments,
@@ -92,6 +93,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "rollback", parents=[common, who], help="production back to the version it replaced"
     )
     rollback.add_argument("name")
+    retrain_commands.add_model_actions(registry)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -248,4 +250,5 @@ _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("models", "register"): _register,
     ("models", "promote"): _promote,
     ("models", "rollback"): _rollback,
+    ("models", "compare"): retrain_commands.compare,
 }
