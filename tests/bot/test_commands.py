@@ -155,6 +155,7 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
         "generate",
         "predict",
         "models",
+        "retrain",
     }
     assert all(c["contexts"] == [1] for c in standin.commands)  # BOT_DM only
     train = next(c for c in standin.commands if c["name"] == "train")

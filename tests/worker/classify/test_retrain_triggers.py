@@ -9,6 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -17,6 +20,7 @@ import pytest
 import redis
 from pydantic import ValidationError
 from rq import Queue, SimpleWorker
+from rq.cron import CronScheduler
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
@@ -42,9 +46,11 @@ from platform_core.retraining import (
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.classify_models import save_tiny_classifier
 from tests.manifests import write_run_manifest
+from trainer_cli.main import main
 from trainer_worker import defaults
 from trainer_worker.classify.retrain_jobs import scheduled_tick
-from trainer_worker.cli.scheduler_command import build_scheduler, scheduler_command
+from trainer_worker.cli.commands import scheduler_command
+from trainer_worker.cli.scheduler_command import build_scheduler
 
 pytestmark = pytest.mark.integration
 
@@ -211,3 +217,28 @@ def test_a_verdict_after_a_failed_training_fails_and_frees_the_model(
     ]
     codes = {event.run_id: event.payload.error_code for event in failed}
     assert codes == {"retrain-1": ErrorCode.TRAINING_FAILED, "cmp-bad": ErrorCode.INVALID_INPUT}
+
+
+def test_trainctl_scheduler_registers_with_rq_and_stops_on_sigterm(
+    monkeypatch: pytest.MonkeyPatch, redis_url: str, redis_client: redis.Redis
+) -> None:
+    """`trainctl scheduler` in this process: it registers itself in RQ's cron scheduler
+    registry and returns 0 once SIGTERM asks it to stop."""
+    monkeypatch.setenv("APP__REDIS__URL", redis_url)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    seen: list[list[str]] = []
+
+    def stop() -> None:
+        seen.append([s.name for s in CronScheduler.all(redis_client)])
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    timer = threading.Timer(1.5, stop)
+    timer.start()
+    try:
+        assert main(["scheduler", "--name", "sched-test"]) == 0
+    finally:
+        timer.cancel()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert seen == [["sched-test"]]
+    assert [s.name for s in CronScheduler.all(redis_client)] == []  # gone once stopped

@@ -1,5 +1,5 @@
-"""trainctl's worker-side commands: `worker`, `list-checkpoints`, `cleanup` and
-`sync-tracking`.
+"""trainctl's worker-side commands: `worker`, `list-checkpoints`, `cleanup`,
+`sync-tracking` and `scheduler`.
 
 `trainctl` (the trainer-cli package) finds them through this package's `trainctl.commands`
 entry points and loads one only once its command is chosen: each is called with the
@@ -75,3 +75,9 @@ def sync_tracking_command(parser: argparse.ArgumentParser) -> Runner:
 
     tracking_commands.add_arguments(parser)
     return tracking_commands.sync_tracking_command
+
+
+def scheduler_command(parser: argparse.ArgumentParser) -> Runner:
+    from trainer_worker.cli import scheduler_command  # noqa: PLC0415 - loaded when chosen
+
+    return scheduler_command.add_arguments(parser)

@@ -26,7 +26,7 @@ from trainer_worker.cli.commands import Runner
 TICK_TIMEOUT_S = 60  # a tick reads the policies and queues a few runs: seconds at most
 
 
-def scheduler_command(parser: argparse.ArgumentParser) -> Runner:
+def add_arguments(parser: argparse.ArgumentParser) -> Runner:
     parser.add_argument("--name", default="", help="scheduler name (default: host and pid)")
     return run_scheduler_command
 
