@@ -10,7 +10,7 @@ import redis
 
 from platform_core.errors import ExitCode
 from platform_core.model_registry import ModelRegistry
-from platform_core.retraining import get_policy
+from platform_core.retraining import get_policy, lock_key
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.api.test_retraining import registry
 from tests.cli.test_remote import Cli, cli
@@ -44,6 +44,8 @@ def test_the_retrain_policy_is_shown_and_changed_a_flag_at_a_time(
     assert "5-field cron" in bad.err
     policy = get_policy(redis_client, "clf")
     assert policy is not None and policy.policy.cron is None  # the refused change left it
+    bad_name = cli("retrain-policy", "bad!", "--cron", "0 3 * * 1")
+    assert bad_name.code == ExitCode.CONFIG and "INVALID_INPUT" in bad_name.err
     unregistered = cli("retrain-policy", "nothing", "--cron", "0 3 * * 1")
     assert unregistered.code != 0 and "NOT_FOUND" in unregistered.err
 
@@ -51,6 +53,9 @@ def test_the_retrain_policy_is_shown_and_changed_a_flag_at_a_time(
 def test_retrain_queues_the_chain_and_refuses_a_second(
     cli: Cli, redis_client: redis.Redis, registry: ModelRegistry
 ) -> None:
+    as_json = cli("retrain", "clf", "--json", "--dataset", "ds-api")
+    assert json.loads(as_json.out)["dataset_run"] is None
+    redis_client.delete(lock_key("clf"))  # as if that retraining had ended
     done = cli("retrain", "clf", "--user-id", OWNER)
     assert done.code == 0, done.err
     first, follow = done.out.splitlines()

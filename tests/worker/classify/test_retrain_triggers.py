@@ -22,6 +22,7 @@ from pydantic import ValidationError
 from rq import Queue, SimpleWorker
 from rq.cron import CronScheduler
 
+from platform_core import retraining
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.events import JobFailed
@@ -41,9 +42,10 @@ from platform_core.retraining import (
     policies_key,
     put_policy,
     release_lock,
+    request_retrain,
     scheduled_retrains,
 )
-from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.run_state import INDEX_KEY, RunStateStore, RunStatus
 from tests.classify_models import save_tiny_classifier
 from tests.manifests import write_run_manifest
 from trainer_cli.main import main
@@ -242,3 +244,52 @@ def test_trainctl_scheduler_registers_with_rq_and_stops_on_sigterm(
             signal.signal(sig, handler)
     assert seen == [["sched-test"]]
     assert [s.name for s in CronScheduler.all(redis_client)] == []  # gone once stopped
+
+
+def test_a_retraining_that_cannot_be_queued_frees_its_model_and_its_ids(
+    redis_client: redis.Redis,
+    data_root: Path,
+    registry: ModelRegistry,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    layout, bus = DataLayout(data_root), EventBus(redis_client)
+    monkeypatch.setattr(retraining, "new_run_id", lambda prefix: "not an id!")
+    with pytest.raises(AppError) as refused:
+        request_retrain(redis_client, layout, "clf", trigger="manual", bus=bus)
+    assert refused.value.code is ErrorCode.INVALID_INPUT
+    assert redis_client.get(lock_key("clf")) is None
+    assert redis_client.zscore(INDEX_KEY, "not an id!-data") is None
+
+    registry.register("nods", None, source_run="run-a", dataset_id=None, actor="t", reason="")
+    registry.promote("nods", "1.0.0", "production", actor="t", reason="")
+    with pytest.raises(AppError) as no_dataset:
+        request_retrain(redis_client, layout, "nods", trigger="manual", bus=bus)
+    assert no_dataset.value.code is ErrorCode.CONFLICT
+    assert "records no dataset to refresh" in no_dataset.value.message
+
+    save_tiny_classifier(data_root, "run-lm")  # a saved model; its spec is a language model's
+    lm_spec: JsonObject = {"model": {"family": "char_lstm", "preset": "tiny"}, "tokenizer_id": "t"}
+    write_run_manifest(data_root / "runs" / "run-lm", lm_spec)
+    registry.register("lm", None, source_run="run-lm", dataset_id=None, actor="t", reason="")
+    registry.promote("lm", "1.0.0", "production", actor="t", reason="")
+    with pytest.raises(AppError) as not_a_classifier:
+        request_retrain(redis_client, layout, "lm", trigger="manual", bus=bus)
+    assert "is not a classifier" in not_a_classifier.value.message
+
+
+def test_a_comparison_of_a_version_whose_folder_is_gone_fails_typed(
+    redis_client: redis.Redis, data_root: Path, registry: ModelRegistry
+) -> None:
+    spec: JsonObject = {
+        "name": "clf",
+        "current": "1.0.0",
+        "candidate": "9.9.9",
+        "dataset_id": "ds-1",
+        "min_accuracy_gain": 0.02,
+        "alpha": 0.05,
+    }
+    enqueue_job(redis_client, "compare_models", "cmp-gone", spec)
+    _work(redis_client)
+    store = RunStateStore(redis_client)
+    assert store.status("cmp-gone") is RunStatus.FAILED
+    assert "no registered model folder 9.9.9" in (store.message("cmp-gone") or "")

@@ -49,6 +49,11 @@ REPORT_FILE: Final = "report.json"
 CHART_FILE: Final = "report.png"
 
 Trigger = Literal["manual", "schedule", "data_growth"]
+# KEYS: the model's lock; ARGV: run id, TTL. Take it (nil), or answer the run that holds it.
+_LOCK = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
+return redis.call('GET', KEYS[1])
+"""
 
 
 def _cron(value: str | None) -> str | None:
@@ -167,17 +172,15 @@ def put_policy(client: redis.Redis, name: str, policy: RetrainPolicy) -> Retrain
 
 def get_policy(client: redis.Redis, name: str) -> RetrainPolicyPublic | None:
     raw = client.hget(policies_key(), name)
-    return None if raw is None else _policy(raw)
+    return _policy(raw) if isinstance(raw, bytes) else None
 
 
 def all_policies(client: redis.Redis) -> list[RetrainPolicyPublic]:
-    raw = client.hvals(policies_key())
-    return sorted((_policy(item) for item in raw), key=lambda stored: stored.name)
+    stored = [_policy(item) for item in client.hvals(policies_key()) if isinstance(item, bytes)]
+    return sorted(stored, key=lambda policy: policy.name)
 
 
-def _policy(raw: object) -> RetrainPolicyPublic:
-    if not isinstance(raw, bytes | str):
-        raise AppError(ErrorCode.INTERNAL, "a retrain policy is not text")
+def _policy(raw: bytes) -> RetrainPolicyPublic:
     try:
         return RetrainPolicyPublic.model_validate_json(raw)
     except ValidationError as exc:
@@ -238,10 +241,9 @@ def request_retrain(
     stored = get_policy(client, name)
     policy = stored.policy if stored else RetrainPolicy()
     run_id = new_run_id("retrain")
-    if not client.set(lock_key(name), run_id, nx=True, ex=LOCK_TTL_S):
-        held = client.get(lock_key(name))
-        in_flight = held.decode() if isinstance(held, bytes) else "?"
-        raise AppError(ErrorCode.CONFLICT, f"{name} is already retraining (run {in_flight})")
+    held = client.register_script(_LOCK)(keys=[lock_key(name)], args=[run_id, LOCK_TTL_S])
+    if held is not None:
+        raise AppError(ErrorCode.CONFLICT, f"{name} is already retraining (run {held.decode()})")
     owner = user_id or policy.owner_id
     try:
         target = dataset_id or f"{run_id}-data"
