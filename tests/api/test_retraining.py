@@ -21,7 +21,7 @@ from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.model_registry import ModelRegistry
 from platform_core.queue import TRAINING_QUEUE
-from platform_core.retraining import CompareRequest, RetrainPolicy, RetrainRequest
+from platform_core.retrain_specs import CompareRequest, RetrainPolicy, RetrainRequest
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.api.conftest import LiveApi, work
 from tests.classify_models import save_tiny_classifier

@@ -31,9 +31,8 @@ from platform_core.layout import DataLayout
 from platform_core.manifests import read_dataset_manifest
 from platform_core.model_registry import ModelRegistry
 from platform_core.queue import INFERENCE_QUEUE, TRAINING_QUEUE, enqueue_job
+from platform_core.retrain_specs import RetrainPolicy, RetrainPolicyPublic
 from platform_core.retraining import (
-    RetrainPolicy,
-    RetrainPolicyPublic,
     all_policies,
     claim,
     get_policy,

@@ -25,9 +25,8 @@ from platform_core.layout import DataLayout
 from platform_core.manifests import read_dataset_manifest
 from platform_core.model_registry import ModelRegistry
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.retrain_specs import CompareRequest, RetrainPolicy
 from platform_core.retraining import (
-    CompareRequest,
-    RetrainPolicy,
     growth_retrains,
     lock_key,
     put_policy,

@@ -50,7 +50,7 @@ from platform_core.api_models import (
 )
 from platform_core.events import EventDecodeError
 from platform_core.model_registry import RegistryChange
-from platform_core.retraining import (
+from platform_core.retrain_specs import (
     CompareRequest,
     ComparisonPublic,
     RetrainAccepted,

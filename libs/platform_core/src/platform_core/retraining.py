@@ -20,11 +20,11 @@ import logging
 import time
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal
+from typing import Final, Literal
 
 import redis
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, ValidationError
+from pydantic import JsonValue, ValidationError
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
@@ -32,125 +32,29 @@ from platform_core.layout import DataLayout
 from platform_core.manifests import DatasetManifest, DatasetRef, read_dataset_manifest
 from platform_core.model_registry import ModelRegistry
 from platform_core.queue import enqueue_job
+from platform_core.retrain_specs import (
+    CompareRequest,
+    CompareSpec,
+    RetrainAccepted,
+    RetrainPolicy,
+    RetrainPolicyPublic,
+    RetrainSpec,
+    Trigger,
+)
 from platform_core.run_state import INDEX_KEY, RunStatus
-from platform_core.specs import ID_REGEX, SEMVER_REGEX, TrainRunSpec
+from platform_core.specs import TrainRunSpec
 
 _log = logging.getLogger(__name__)
 
-DEFAULT_MIN_ACCURACY_GAIN: Final = 0.02  # the issue's default: +2 accuracy points
-DEFAULT_ALPHA: Final = 0.05  # McNemar's significance level
-DEFAULT_GROWTH: Final = 0.10  # the issue's default: 10 % more rows than production's dataset
 TICK_CRON: Final = "* * * * *"  # the scheduler's tick: cron's finest step, one minute
 # a retraining holds its model's lock this long at most: a chain whose worker died frees it
 LOCK_TTL_S: Final = 24 * 3600
 SLOT_TTL_S: Final = 7 * 24 * 3600  # a fired schedule slot is remembered a week
-COMPARISONS: Final = "comparisons"  # models/<name>/comparisons/<run id>/
-REPORT_FILE: Final = "report.json"
-CHART_FILE: Final = "report.png"
-
-Trigger = Literal["manual", "schedule", "data_growth"]
 # KEYS: the model's lock; ARGV: run id, TTL. Take it (nil), or answer the run that holds it.
 _LOCK = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then return false end
 return redis.call('GET', KEYS[1])
 """
-
-
-def _cron(value: str | None) -> str | None:
-    """Five fields (minute hour day month weekday, UTC), as cron and RQ's scheduler read
-    them; anything croniter cannot read is refused with the expression in the message."""
-    if value is None:
-        return None
-    if len(value.split()) != 5 or not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '0 3 * * 1')")
-    return value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class RetrainPolicy(_Strict):
-    """How and when a model retrains (PUT /models/{name}/retrain-policy)."""
-
-    cron: Annotated[str | None, AfterValidator(_cron)] = Field(default=None, max_length=100)
-    # retrain when a dataset prepared from the production dataset's source has this many
-    # more rows (0.1 = 10 %); None: no data-growth trigger
-    growth_threshold: float | None = Field(default=DEFAULT_GROWTH, gt=0, le=100)
-    min_accuracy_gain: float = Field(default=DEFAULT_MIN_ACCURACY_GAIN, ge=-1, le=1)
-    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1)
-    owner_id: int | None = Field(default=None, ge=1)  # the Discord user told of each verdict
-
-
-class RetrainPolicyPublic(_Strict):
-    name: str
-    policy: RetrainPolicy
-    updated_at: datetime
-
-
-class RetrainRequest(_Strict):
-    """POST /models/{name}/retrain: a prepared dataset to train on (default: prepare the
-    production dataset's spec again), who asks."""
-
-    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)
-    user_id: int | None = Field(default=None, ge=1)
-    actor: str = Field(default="api", min_length=1, max_length=100)
-
-
-class RetrainSpec(_Strict):
-    """The `retrain_model` run's spec: everything it needs, resolved when queued."""
-
-    name: str = Field(pattern=ID_REGEX)
-    trigger: Trigger
-    production_version: str = Field(pattern=SEMVER_REGEX)
-    dataset_id: str = Field(pattern=ID_REGEX)
-    train_run: str = Field(pattern=ID_REGEX)
-    min_accuracy_gain: float = Field(ge=-1, le=1)
-    alpha: float = Field(gt=0, lt=1)
-    actor: str = Field(min_length=1, max_length=100)
-
-
-class RetrainAccepted(_Strict):
-    run_id: str  # the retraining's own run (its verdict); the chain's last link
-    name: str
-    trigger: Trigger
-    production_version: str
-    dataset_id: str
-    dataset_run: str | None  # the preparation queued, None when a prepared dataset was given
-    train_run: str
-    status: RunStatus
-
-
-class CompareRequest(_Strict):
-    """POST /models/{name}/compare: two versions on one labelled test split."""
-
-    candidate: str = Field(pattern=SEMVER_REGEX)
-    current: str | None = Field(default=None, pattern=SEMVER_REGEX)  # default: production
-    dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # default: candidate's
-    min_accuracy_gain: float = Field(default=DEFAULT_MIN_ACCURACY_GAIN, ge=-1, le=1)
-    alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1)
-    user_id: int | None = Field(default=None, ge=1)
-
-
-class CompareSpec(_Strict):
-    """The `compare_models` run's spec, resolved when queued."""
-
-    name: str = Field(pattern=ID_REGEX)
-    current: str = Field(pattern=SEMVER_REGEX)
-    candidate: str = Field(pattern=SEMVER_REGEX)
-    dataset_id: str = Field(pattern=ID_REGEX)
-    min_accuracy_gain: float = Field(ge=-1, le=1)
-    alpha: float = Field(gt=0, lt=1)
-
-
-class ComparisonPublic(_Strict):
-    """GET /models/{name}/comparisons/{run_id}: the run's state, and its report once done."""
-
-    run_id: str
-    name: str
-    status: RunStatus
-    message: str | None
-    report: dict[str, JsonValue] | None  # report.json: versions, dataset, ABDecision
 
 
 # ---- the policy store -------------------------------------------------------------------

@@ -8,7 +8,7 @@ import discord
 
 from platform_core import api_calls
 from platform_core.events import ModelRetrained
-from platform_core.retraining import RetrainRequest
+from platform_core.retrain_specs import RetrainRequest
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.embeds import QUEUED, SUCCESS
 from trainer_bot.limits import clamp_embed

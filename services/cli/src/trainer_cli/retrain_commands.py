@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from platform_core import api_calls
 from platform_core.errors import ExitCode, invalid_input
 from platform_core.http_client import ApiError, TrainerClient
-from platform_core.retraining import (
+from platform_core.retrain_specs import (
     CompareRequest,
     RetrainPolicy,
     RetrainPolicyPublic,

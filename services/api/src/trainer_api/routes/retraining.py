@@ -15,7 +15,7 @@ from platform_core.errors import AppError, ErrorCode
 from platform_core.layout import DataLayout
 from platform_core.model_registry import ModelRegistry
 from platform_core.paths import read_regular_text
-from platform_core.retraining import (
+from platform_core.retrain_specs import (
     COMPARISONS,
     REPORT_FILE,
     CompareRequest,
@@ -24,11 +24,8 @@ from platform_core.retraining import (
     RetrainPolicy,
     RetrainPolicyPublic,
     RetrainRequest,
-    get_policy,
-    put_policy,
-    request_compare,
-    request_retrain,
 )
+from platform_core.retraining import get_policy, put_policy, request_compare, request_retrain
 from platform_core.run_state import RunStatus
 from platform_core.specs import ID_REGEX
 from trainer_api.deps import DataRootDep, EventBusDep, RedisDep, RunIdPath

@@ -17,7 +17,7 @@ from typing import Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from platform_core.retraining import DEFAULT_ALPHA, DEFAULT_MIN_ACCURACY_GAIN
+from platform_core.retrain_specs import DEFAULT_ALPHA, DEFAULT_MIN_ACCURACY_GAIN
 from trainer_worker.classify.metrics import classification_metrics
 
 DEFAULT_RESAMPLES: Final = 2000  # bootstrap resamples: CI bounds stable to ~0.005

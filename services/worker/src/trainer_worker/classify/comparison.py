@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict
 from platform_core.errors import AppError, ErrorCode
 from platform_core.layout import DataLayout
 from platform_core.manifests import read_dataset_manifest, write_atomic
-from platform_core.retraining import CHART_FILE, COMPARISONS, REPORT_FILE, CompareSpec
+from platform_core.retrain_specs import CHART_FILE, COMPARISONS, REPORT_FILE, CompareSpec
 from platform_core.specs import MAX_PREDICT_TEXTS
 from trainer_worker.classify.ab_test import ABDecision, decide
 from trainer_worker.classify.dataset_job import read_split

@@ -23,13 +23,8 @@ from platform_core.events import ModelRetrained, ModelRetrainedPayload
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.model_registry import ModelRegistry
-from platform_core.retraining import (
-    REPORT_FILE,
-    CompareSpec,
-    RetrainSpec,
-    release_lock,
-    scheduled_retrains,
-)
+from platform_core.retrain_specs import REPORT_FILE, CompareSpec, RetrainSpec
+from platform_core.retraining import release_lock, scheduled_retrains
 from platform_core.run_state import RunStatus
 from platform_core.settings import load_settings
 from trainer_worker.classify.comparison import ComparisonReport, compare_versions, comparison_dir
