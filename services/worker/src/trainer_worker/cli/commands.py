@@ -11,7 +11,10 @@ commands load torch, and only then.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
 
 from platform_core.errors import ExitCode
 from platform_core.event_bus import EventBus
@@ -31,24 +34,35 @@ def worker_command(parser: argparse.ArgumentParser) -> Runner:
 
 def run_worker_command(settings: Settings, args: argparse.Namespace) -> int:
     """An RQ worker on the queues until SIGTERM (or, with --burst, until they are empty)."""
+    # an idle worker waits minutes in one BLPOP
+    with service_connection(settings, "model-trainer-worker", blocking_reads=True) as client:
+        from trainer_worker.worker import run_worker  # noqa: PLC0415 - loads rq and the jobs
+
+        bus = EventBus.from_settings(client, settings.redis)
+        run_worker(client, args.queues, bus=bus, burst=args.burst, name=args.name)
+    return ExitCode.OK
+
+
+@contextmanager
+def service_connection(
+    settings: Settings, service: str, *, blocking_reads: bool = False
+) -> Iterator[redis.Redis]:
+    """A long-running command's set-up: its logs at the configured level and format, and its
+    connection to the configured (or embedded) Redis."""
     configure_logging(
-        "model-trainer-worker",
+        service,
         level=settings.logging.level,
         fmt=settings.log_format,
         secret_values=settings.secret_values(),
     )
-    from trainer_worker.worker import run_worker  # noqa: PLC0415 - loads rq and the jobs
-
     redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
     with open_redis(
         redis_url,
         settings.data_root,
         timeout_s=settings.redis.connect_timeout_s,
-        blocking_reads=True,  # an idle worker waits minutes in one BLPOP
+        blocking_reads=blocking_reads,
     ) as client:
-        bus = EventBus.from_settings(client, settings.redis)
-        run_worker(client, args.queues, bus=bus, burst=args.burst, name=args.name)
-    return ExitCode.OK
+        yield client
 
 
 # The checkpoint commands work on the data root alone: they run while Redis is down.

@@ -15,13 +15,11 @@ import redis
 from rq.cron import CronScheduler
 
 from platform_core.errors import ExitCode
-from platform_core.logging import configure_logging
 from platform_core.queue import INFERENCE_QUEUE
-from platform_core.redis_connection import open_redis
 from platform_core.retraining import TICK_CRON
 from platform_core.settings import Settings
 from trainer_worker.classify.retrain_jobs import scheduled_tick
-from trainer_worker.cli.commands import Runner
+from trainer_worker.cli.commands import Runner, service_connection
 
 TICK_TIMEOUT_S = 60  # a tick reads the policies and queues a few runs: seconds at most
 
@@ -40,15 +38,6 @@ def build_scheduler(client: redis.Redis, name: str = "") -> CronScheduler:
 
 def run_scheduler_command(settings: Settings, args: argparse.Namespace) -> int:
     """Tick until SIGTERM."""
-    configure_logging(
-        "model-trainer-scheduler",
-        level=settings.logging.level,
-        fmt=settings.log_format,
-        secret_values=settings.secret_values(),
-    )
-    redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
-    with open_redis(
-        redis_url, settings.data_root, timeout_s=settings.redis.connect_timeout_s
-    ) as client:
+    with service_connection(settings, "model-trainer-scheduler") as client:
         build_scheduler(client, args.name).start()  # type: ignore[no-untyped-call]  # rq leaves start() unannotated
     return ExitCode.OK
