@@ -38,7 +38,9 @@ def _services(compose: JsonObject) -> dict[str, JsonObject]:
     return {name: _object(body) for name, body in _object(compose["services"]).items()}
 
 
-def test_dev_and_prod_profiles_start_redis_api_worker_scheduler_and_bot(compose: JsonObject) -> None:
+def test_dev_and_prod_profiles_start_redis_api_worker_scheduler_and_bot(
+    compose: JsonObject,
+) -> None:
     services = _services(compose)
     for profile in ("dev", "prod"):
         started = {name for name, s in services.items() if profile in _list(s.get("profiles"))}

@@ -178,8 +178,8 @@ def test_the_retrain_policy_is_validated_and_read_back(
     assert stored.policy == policy
     assert client.call(api_calls.get_retrain_policy("clf")).policy == policy
     for body in (
-        {"cron": "61 * * * *"},
-        {"cron": "every day"},
+        {"cron": "61 * * * *"},  # a minute past 59
+        {"cron": "every day"},  # not five fields
         {"cron": "0 3 * * 1 2026"},  # six fields: not the cron RQ reads
         {"growth_threshold": 0},
         {"alpha": 1.5},

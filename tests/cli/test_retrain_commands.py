@@ -41,7 +41,7 @@ def test_the_retrain_policy_is_shown_and_changed_a_flag_at_a_time(
 
     bad = cli("retrain-policy", "clf", "--cron", "every day")
     assert bad.code == ExitCode.CONFIG and "INVALID_INPUT" in bad.err
-    assert "5-field cron" in bad.err
+    assert "cron" in bad.err
     policy = get_policy(redis_client, "clf")
     assert policy is not None and policy.policy.cron is None  # the refused change left it
     bad_name = cli("retrain-policy", "bad!", "--cron", "0 3 * * 1")

@@ -9,10 +9,11 @@ from datetime import datetime
 from typing import Annotated, Final, Literal
 
 from croniter import croniter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, StrictInt
 
+from platform_core.api_models import DISCORD_ID_LIMIT
 from platform_core.run_state import RunStatus
-from platform_core.specs import ID_REGEX, SEMVER_REGEX
+from platform_core.specs import ID_REGEX, SEMVER_REGEX, JsonRequest
 
 DEFAULT_MIN_ACCURACY_GAIN: Final = 0.02  # the issue's default: +2 accuracy points
 DEFAULT_ALPHA: Final = 0.05  # McNemar's significance level
@@ -24,13 +25,16 @@ CHART_FILE: Final = "report.png"
 Trigger = Literal["manual", "schedule", "data_growth"]
 
 
+# five fields (minute hour day month weekday, UTC) of cron's characters, one space apart: the
+# shape the schema can state; the values (minute 0-59, month 1-12 or jan-dec...) croniter checks
+CRON_PATTERN: Final = r"^[0-9A-Za-z*/,-]+( [0-9A-Za-z*/,-]+){4}$"
+
+
 def _cron(value: str | None) -> str | None:
-    """Five fields (minute hour day month weekday, UTC), as cron and RQ's scheduler read
-    them; anything croniter cannot read is refused with the expression in the message."""
-    if value is None:
-        return None
-    if len(value.split()) != 5 or not croniter.is_valid(value):
-        raise ValueError(f"{value!r} is not a 5-field cron expression (e.g. '0 3 * * 1')")
+    """A cron expression as cron and RQ's scheduler read it; one croniter cannot read is
+    refused with the expression in the message."""
+    if value is not None and not croniter.is_valid(value):
+        raise ValueError(f"{value!r} is not a valid cron expression (e.g. '0 3 * * 1')")
     return value
 
 
@@ -38,16 +42,28 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class RetrainPolicy(_Strict):
+class _Request(JsonRequest):
+    """A request body: unknown fields refused, numbers finite, whole numbers read as ints."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# the Discord user told of a verdict; a Discord id (snowflake) fits in 63 bits
+DiscordId = Annotated[StrictInt, Field(ge=0, lt=DISCORD_ID_LIMIT)]
+
+
+class RetrainPolicy(_Request):
     """How and when a model retrains (PUT /models/{name}/retrain-policy)."""
 
-    cron: Annotated[str | None, AfterValidator(_cron)] = Field(default=None, max_length=100)
+    cron: Annotated[str | None, AfterValidator(_cron)] = Field(
+        default=None, max_length=100, pattern=CRON_PATTERN
+    )
     # retrain when a dataset prepared from the production dataset's source has this many
     # more rows (0.1 = 10 %); None: no data-growth trigger
     growth_threshold: float | None = Field(default=DEFAULT_GROWTH, gt=0, le=100)
     min_accuracy_gain: float = Field(default=DEFAULT_MIN_ACCURACY_GAIN, ge=-1, le=1)
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1)
-    owner_id: int | None = Field(default=None, ge=1)  # the Discord user told of each verdict
+    owner_id: DiscordId | None = None  # the Discord user told of each verdict
 
 
 class RetrainPolicyPublic(_Strict):
@@ -56,12 +72,12 @@ class RetrainPolicyPublic(_Strict):
     updated_at: datetime
 
 
-class RetrainRequest(_Strict):
+class RetrainRequest(_Request):
     """POST /models/{name}/retrain: a prepared dataset to train on (default: prepare the
     production dataset's spec again), who asks."""
 
     dataset_id: str | None = Field(default=None, pattern=ID_REGEX)
-    user_id: int | None = Field(default=None, ge=1)
+    user_id: DiscordId | None = None
     actor: str = Field(default="api", min_length=1, max_length=100)
 
 
@@ -89,7 +105,7 @@ class RetrainAccepted(_Strict):
     status: RunStatus
 
 
-class CompareRequest(_Strict):
+class CompareRequest(_Request):
     """POST /models/{name}/compare: two versions on one labelled test split."""
 
     candidate: str = Field(pattern=SEMVER_REGEX)
@@ -97,7 +113,7 @@ class CompareRequest(_Strict):
     dataset_id: str | None = Field(default=None, pattern=ID_REGEX)  # default: candidate's
     min_accuracy_gain: float = Field(default=DEFAULT_MIN_ACCURACY_GAIN, ge=-1, le=1)
     alpha: float = Field(default=DEFAULT_ALPHA, gt=0, lt=1)
-    user_id: int | None = Field(default=None, ge=1)
+    user_id: DiscordId | None = None
 
 
 class CompareSpec(_Strict):
