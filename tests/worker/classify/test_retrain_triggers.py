@@ -157,7 +157,10 @@ def test_the_scheduler_tick_runs_as_an_rq_job_and_is_registered_with_rq_cron(
 
 
 def test_growth_applies_to_the_same_source_past_the_threshold_only(
-    redis_client: redis.Redis, data_root: Path, registry: ModelRegistry
+    redis_client: redis.Redis,
+    data_root: Path,
+    registry: ModelRegistry,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     layout, bus = DataLayout(data_root), EventBus(redis_client)
     enqueue_job(redis_client, "prepare_dataset", "ds-other", _rows(data_root, 40, "other.jsonl"))
@@ -170,6 +173,13 @@ def test_growth_applies_to_the_same_source_past_the_threshold_only(
         dataset = read_dataset_manifest(layout.dataset_manifest(dataset_id))
         assert growth_retrains(redis_client, layout, dataset, bus=bus) == [], dataset_id
     assert [p.name for p in all_policies(redis_client)] == ["clf", "off", "unpromoted"]
+
+    # production's dataset removed: that model cannot tell how much its data grew, it is skipped
+    layout.dataset_manifest("ds-1").unlink()
+    grown = read_dataset_manifest(layout.dataset_manifest("ds-other"))
+    with caplog.at_level(logging.WARNING):
+        assert growth_retrains(redis_client, layout, grown, bus=bus) == []
+    assert any(r.getMessage() == "production dataset unreadable" for r in caplog.records)
 
 
 def test_a_broken_policy_store_never_fails_a_dataset_preparation(

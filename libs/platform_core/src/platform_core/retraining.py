@@ -329,7 +329,18 @@ def growth_retrains(
         recorded = registry.metadata(stored.name, production).dataset
         if recorded is None or recorded.id == dataset.id:
             continue
-        base = read_dataset_manifest(layout.dataset_manifest(recorded.id))
+        try:
+            base = read_dataset_manifest(layout.dataset_manifest(recorded.id))
+        except AppError as error:  # removed or damaged: this model cannot tell; the others can
+            _log.warning(
+                "production dataset unreadable",
+                extra={
+                    "event": "retrain.growth_unknown",
+                    "model": stored.name,
+                    "error_code": error.code,
+                },
+            )
+            continue
         if base.spec.source != dataset.spec.source:
             continue
         growth = dataset.report.rows_kept / base.report.rows_kept - 1
