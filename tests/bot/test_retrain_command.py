@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 import redis
@@ -14,6 +15,7 @@ import redis
 from platform_core.events import ModelRetrained, ModelRetrainedPayload
 from platform_core.model_registry import ModelRegistry
 from platform_core.run_state import RunStateStore, RunStatus
+from tests.api.conftest import LiveApi
 from tests.api.test_retraining import registry
 from tests.bot.discord_standin import OWNER_ID, DiscordStandIn
 from tests.bot.helpers import publish
@@ -26,6 +28,7 @@ from tests.bot.test_commands import (
     contents,
     run_bot,
 )
+from tests.bot.test_console import type_lines
 from tests.bot.test_discord_delivery import deliver_all, titles
 
 __all__ = ["registry", "run_bot"]
@@ -109,3 +112,14 @@ def test_each_verdict_reaches_the_owner_unwatched(
         "ds-2",
     )
     assert promoted["footer"]["text"].endswith("· run retrain-1")
+
+
+def test_the_console_retrains_too(
+    live_api: LiveApi,
+    redis_url: str,
+    tmp_path: Path,
+    registry: ModelRegistry,
+) -> None:
+    printed = type_lines(live_api, redis_url, tmp_path, "/retrain clf", "/retrain")
+    assert printed[1].startswith("Retraining clf against production 1.0.0: retrain-")  # plain text
+    assert printed[2] == "/retrain: missing model"

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from platform_core.errors import AppError
 from platform_core.http_client import ApiError
-from trainer_bot import actions, registry
+from trainer_bot import actions, registry, retraining
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.guards import explain
 from trainer_bot.senders import embed_text
@@ -38,6 +38,7 @@ HELP = """commands:
   /cancel <run_id>        cancel a run (asks first)
   /generate <run_id> <prompt> [max_new_tokens]
   /models [model]         registered models; a model's versions and stages
+  /retrain <model>        retrain a model on newer data; promoted only when better
   /help, /quit"""
 _CLEAR = "\r\x1b[K"
 TRAIN_PARAMETERS = ("model", "tokenizer", "preset", "steps", "corpus", "precision")
@@ -97,6 +98,7 @@ class Console:
             "cancel": (("run_id",), 1, self._cancel),
             "generate": (("run_id", "prompt", "max_new_tokens"), 2, self._generate),
             "models": (("model",), 0, self._models),
+            "retrain": (("model",), 1, self._retrain),
         }
 
     async def run(self, lines: asyncio.StreamReader) -> bool:
@@ -171,6 +173,9 @@ class Console:
 
     async def _models(self, values: dict[str, str]) -> Reply:
         return await registry.models(self.services, values.get("model"))
+
+    async def _retrain(self, values: dict[str, str]) -> Reply:
+        return await retraining.retrain(self.services, values["model"])
 
     async def _unwatch(self, values: dict[str, str]) -> Reply:
         return await actions.unwatch(self.services, values["run_id"])
