@@ -94,7 +94,7 @@ def comparison_png(report: ComparisonReport, path: Path) -> None:
     from matplotlib.figure import Figure  # noqa: PLC0415 - after the backend is chosen
 
     d = report.decision
-    figure = Figure(figsize=(12, 4), dpi=100)  # a bare Figure: nothing global leaks
+    figure = Figure(figsize=(13, 4.5), dpi=100)  # a bare Figure: nothing global leaks
     scores, interval, disagreements = figure.subplots(1, 3)
     names = [f"current {report.current}", f"candidate {report.candidate}"]
     width = 0.38
@@ -113,7 +113,7 @@ def comparison_png(report: ComparisonReport, path: Path) -> None:
     scores.set_xticks([0, 1], labels=names)
     scores.set_ylim(0, 1)
     scores.legend(loc="lower right")
-    scores.set_title(f"test split of {report.dataset_id} ({d.num_examples} examples)")
+    scores.set_title(f"test split of {report.dataset_id}\n{d.num_examples} examples", fontsize=10)
     ci = d.macro_f1_difference
     interval.errorbar(
         [0],
