@@ -38,11 +38,21 @@ def _services(compose: JsonObject) -> dict[str, JsonObject]:
     return {name: _object(body) for name, body in _object(compose["services"]).items()}
 
 
-def test_dev_and_prod_profiles_start_redis_api_worker_and_bot(compose: JsonObject) -> None:
+def test_dev_and_prod_profiles_start_redis_api_worker_scheduler_and_bot(
+    compose: JsonObject,
+) -> None:
     services = _services(compose)
     for profile in ("dev", "prod"):
         started = {name for name, s in services.items() if profile in _list(s.get("profiles"))}
-        assert started == {"redis", "api", "worker", "bot", "postgres", "mlflow"}, profile
+        assert started == {
+            "redis",
+            "api",
+            "worker",
+            "scheduler",
+            "bot",
+            "postgres",
+            "mlflow",
+        }, profile
     assert _list(services["worker-gpu"]["profiles"]) == ["gpu"]
 
 
@@ -79,6 +89,15 @@ def test_worker_and_bot_health_checks_run_their_check_module(
     test = _list(_object(_services(compose)[service]["healthcheck"])["test"])
     assert test == ["CMD", "python", "-m", module]
     assert importlib.util.find_spec(module) is not None
+
+
+def test_the_scheduler_runs_trainctl_scheduler_and_checks_its_registration(
+    compose: JsonObject,
+) -> None:
+    scheduler = _services(compose)["scheduler"]
+    assert _list(scheduler["command"]) == ["trainctl", "scheduler"]
+    test = _list(_object(scheduler["healthcheck"])["test"])
+    assert test == ["CMD", "python", "-m", "trainer_worker.healthcheck", "scheduler"]
 
 
 def test_the_bot_waits_for_a_healthy_api(compose: JsonObject) -> None:

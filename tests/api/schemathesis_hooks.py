@@ -11,7 +11,9 @@ cannot state, so that schemathesis cannot know the request was invalid:
 - a study's search-space path naming a field of its base spec: which fields the base holds
   depends on the base itself (a family's options exist for that family only);
 - the activation bound, which depends on the tokenizer's vocabulary and on the server's
-  `training.max_activation_gib`, not on the request alone.
+  `training.max_activation_gib`, not on the request alone;
+- the values of a retrain policy's cron fields (minute 0-59, month 1-12 or jan-dec, ...): the
+  schema states the five fields' shape, croniter reads their values.
 
 Every other check, and every other ST202, stays on. A new cross-field rule that the schema
 can state belongs in the schema (`platform_core.specs.when`), not here.
@@ -34,6 +36,7 @@ UNSTATABLE_RULES = (
     "tokens) must be <=",
     "must be <= model.context_size",
     "training.max_activation_gib",
+    "is not a valid cron expression",
 )
 
 

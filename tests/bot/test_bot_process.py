@@ -134,7 +134,7 @@ def test_trainer_bot_syncs_commands_and_sends_dms_until_closed(
 
     asyncio.run(scenario())
     # train status runs watch unwatch cancel generate predict models study
-    assert len(standin.commands) == 10
+    assert len(standin.commands) == 11
     [message] = standin.messages
     assert [e["title"] for e in message.embeds] == ["Queued · run-1"]
 

@@ -156,6 +156,7 @@ def test_commands_are_synced_for_dms_only(run_bot: BotRunner) -> None:
         "predict",
         "models",
         "study",
+        "retrain",
     }
     assert all(c["contexts"] == [1] for c in standin.commands)  # BOT_DM only
     study = next(c for c in standin.commands if c["name"] == "study")

@@ -30,7 +30,7 @@ def _ids(events: list[Event]) -> list[str]:
 def test_samples_cover_every_event_type() -> None:
     sample_types = {type(e) for e in samples()}
     assert sample_types == set(EVENT_TYPES)
-    assert len(EVENT_TYPES) == 16
+    assert len(EVENT_TYPES) == 17
 
 
 @pytest.mark.parametrize("event", samples(), ids=_ids(samples()))

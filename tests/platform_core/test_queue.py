@@ -43,6 +43,7 @@ def test_job_routing() -> None:
     assert queue_for("predict") == INFERENCE_QUEUE
     assert queue_for("prepare_dataset") == TRAINING_QUEUE
     assert queue_for("study_trial") == TRAINING_QUEUE  # a study's trials are training runs
+    assert queue_for("compare_models") == queue_for("retrain_model") == TRAINING_QUEUE
     assert set(JOB_FUNCTIONS) == {
         "train_tokenizer",
         "train_model",
@@ -52,6 +53,8 @@ def test_job_routing() -> None:
         "predict",
         "prepare_dataset",
         "study_trial",
+        "compare_models",
+        "retrain_model",
     }
     assert job_id_for("r", 1) == "r"
     assert job_id_for("r", 3) == "r--attempt-3"

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 import redis
 from rq import Queue, Worker
+from rq.cron import CronScheduler
 
 from trainer_worker import healthcheck
 from trainer_worker.healthcheck import MAX_HEARTBEAT_AGE, healthy_workers
@@ -66,3 +67,20 @@ def test_without_redis_configured_or_reachable_it_fails_with_the_reason(
     monkeypatch.setenv("REDIS_URL", "redis://127.0.0.1:1/0")
     assert healthcheck.main() == 1
     assert "REDIS_UNAVAILABLE" in capsys.readouterr().err
+
+
+def test_the_scheduler_check_exits_0_with_a_live_scheduler_of_this_host_and_1_without(
+    redis_url: str,
+    redis_client: redis.Redis,
+    data_root: object,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    scheduler = CronScheduler(redis_client, name="sched-1")
+    scheduler.register_birth()
+    assert healthcheck.main(["scheduler"]) == 0
+    assert "healthy: sched-1" in capsys.readouterr().out
+    scheduler.register_death()
+    assert healthcheck.main(["scheduler"]) == 1
+    assert "no live scheduler" in capsys.readouterr().out

@@ -59,6 +59,14 @@ from platform_core.api_models import (
 )
 from platform_core.events import EventDecodeError
 from platform_core.model_registry import RegistryChange
+from platform_core.retrain_specs import (
+    CompareRequest,
+    ComparisonPublic,
+    RetrainAccepted,
+    RetrainPolicy,
+    RetrainPolicyPublic,
+    RetrainRequest,
+)
 from platform_core.specs import GenerateRequest, PredictRequest, ScoreRequest
 from platform_core.sse import SseMessage, StreamedEvent, streamed_event
 
@@ -283,3 +291,27 @@ def log_lines_of(messages: list[SseMessage]) -> Iterator[LogLine]:
                 "skipping a log line this client cannot parse",
                 extra={"event": "http_client.unparsable_log_line"},
             )
+
+
+# ---- offline comparison and retraining (platform_core.retraining) --------------------------
+
+
+def compare_models(name: str, body: CompareRequest) -> ApiCall[JobAccepted]:
+    return ApiCall("POST", f"/models/{_segment(name)}/compare", JobAccepted, body)
+
+
+def get_comparison(name: str, run_id: str) -> ApiCall[ComparisonPublic]:
+    path = f"/models/{_segment(name)}/comparisons/{_segment(run_id)}"
+    return ApiCall("GET", path, ComparisonPublic)
+
+
+def retrain_model(name: str, body: RetrainRequest) -> ApiCall[RetrainAccepted]:
+    return ApiCall("POST", f"/models/{_segment(name)}/retrain", RetrainAccepted, body)
+
+
+def set_retrain_policy(name: str, body: RetrainPolicy) -> ApiCall[RetrainPolicyPublic]:
+    return ApiCall("PUT", f"/models/{_segment(name)}/retrain-policy", RetrainPolicyPublic, body)
+
+
+def get_retrain_policy(name: str) -> ApiCall[RetrainPolicyPublic]:
+    return ApiCall("GET", f"/models/{_segment(name)}/retrain-policy", RetrainPolicyPublic)

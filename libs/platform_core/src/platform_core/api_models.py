@@ -117,7 +117,7 @@ class JobAccepted(BaseModel):
     model_config = STRICT
 
     run_id: str
-    kind: Literal["train_tokenizer", "train_model", "prepare_dataset"]
+    kind: Literal["train_tokenizer", "train_model", "prepare_dataset", "compare_models"]
     status: RunStatus
 
 

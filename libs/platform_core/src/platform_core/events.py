@@ -27,6 +27,8 @@ JobKind = Literal[
     "study",
     "prepare_dataset",
     "study_trial",
+    "compare_models",
+    "retrain_model",
 ]
 CancelStage = Literal["cooperative", "forced"]
 TrialState = Literal["COMPLETE", "PRUNED", "FAIL"]
@@ -186,6 +188,24 @@ class ModelStageChangedPayload(_Strict):
     reason: str = ""
 
 
+class ModelRetrainedPayload(_Strict):
+    """A retraining's verdict: the candidate version trained on newer data, compared with
+    the production version on the same held-out test split (the offline A/B), promoted or
+    kept (it stays in staging), with the reason and the numbers it rests on."""
+
+    name: str = Field(min_length=1)
+    trigger: Literal["manual", "schedule", "data_growth"]
+    decision: Literal["PROMOTE", "KEEP"]
+    reason: str
+    production_version: str = Field(pattern=SEMVER_REGEX)  # the version compared against
+    candidate_version: str = Field(pattern=SEMVER_REGEX)
+    dataset_id: str
+    current_accuracy: float
+    candidate_accuracy: float
+    p_value: float = Field(ge=0, le=1)
+    report: str  # the comparison's report.json, relative to the data root
+
+
 # ---- events ---------------------------------------------------------------------------------
 
 
@@ -313,6 +333,13 @@ class ModelRolledBack(_Envelope):
     payload: ModelStageChangedPayload
 
 
+class ModelRetrained(_Envelope):
+    """`run_id` is the retraining run; `user_id` the owner it is told to."""
+
+    type: Literal["trainer.model.retrained.v1"] = "trainer.model.retrained.v1"
+    payload: ModelRetrainedPayload
+
+
 Event = Annotated[
     JobQueued
     | JobStarted
@@ -329,7 +356,8 @@ Event = Annotated[
     | StudyTrialCompleted
     | StudyCompleted
     | ModelPromoted
-    | ModelRolledBack,
+    | ModelRolledBack
+    | ModelRetrained,
     Field(discriminator="type"),
 ]
 
@@ -350,6 +378,7 @@ EVENT_TYPES: tuple[type[_Envelope], ...] = (
     StudyCompleted,
     ModelPromoted,
     ModelRolledBack,
+    ModelRetrained,
 )
 REGISTRY_EVENTS = (ModelPromoted, ModelRolledBack)
 

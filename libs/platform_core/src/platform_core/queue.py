@@ -50,6 +50,8 @@ JOB_FUNCTIONS: dict[JobKind, str] = {
     "prepare_dataset": "trainer_worker.jobs.prepare_dataset",
     "predict": "trainer_worker.jobs.predict",
     "study_trial": "trainer_worker.studies.trial_job.study_trial",
+    "compare_models": "trainer_worker.classify.retrain_jobs.compare_models",
+    "retrain_model": "trainer_worker.classify.retrain_jobs.retrain_model",
 }  # a "study" runs as its trials' jobs (platform_core.studies): enqueue_job refuses it
 _JOB_KINDS: dict[str, JobKind] = {kind: kind for kind in JOB_FUNCTIONS}
 _QUEUE_OF: dict[JobKind, str] = {
@@ -61,6 +63,8 @@ _QUEUE_OF: dict[JobKind, str] = {
     "prepare_dataset": TRAINING_QUEUE,
     "predict": INFERENCE_QUEUE,
     "study_trial": TRAINING_QUEUE,
+    "compare_models": TRAINING_QUEUE,  # loads two models and scores a whole test split
+    "retrain_model": TRAINING_QUEUE,
 }
 # A transient failure (Redis blip, tracking server restart) is retried by RQ twice more,
 # 5 s then 10 s later: enough for a restart, bounded so a broken setup fails within a minute.
@@ -96,10 +100,13 @@ def enqueue_job(
     attempt: int = 1,
     description: str = "",
     bus: EventBus | None = None,
+    after: str | None = None,
 ) -> None:
     """Put a job on its queue, mark the run queued and publish `trainer.job.queued.v1` on
     `bus` (default: the default stream). `attempt` > 1 requeues a run whose worker died.
-    Training jobs carry RQ's `Retry` for transient failures (`TRANSIENT_RETRY`)."""
+    Training jobs carry RQ's `Retry` for transient failures (`TRANSIENT_RETRY`). `after`:
+    the run whose job must end first (RQ holds this one deferred until it does; a run's
+    job ends whatever the run's outcome, so a chain never stalls on a failed link)."""
     if kind not in JOB_FUNCTIONS:
         raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
     check_id(run_id)
@@ -121,6 +128,7 @@ def enqueue_job(
         failure_ttl=FAILURE_TTL_S,
         description=description or f"{kind} {run_id}",
         retry=Retry(max=len(TRANSIENT_RETRY), interval=list(TRANSIENT_RETRY)),
+        depends_on=None if after is None else (store.job_id(after) or after),
     )
     (bus or EventBus(client)).publish(
         JobQueued(

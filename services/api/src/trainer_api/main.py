@@ -36,6 +36,7 @@ from trainer_api.routes import (
     logs,
     model_serving,
     models,
+    retraining,
     runs,
     studies,
     tokenizers,
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         artifacts.router,
         charts.router,
         studies.router,
+        retraining.router,
     ):
         app.include_router(router)
     return app

@@ -1,6 +1,6 @@
 """The bot's application commands: `/train`, `/status`, `/runs`, `/watch`, `/unwatch`,
-`/cancel`, `/generate`, `/predict`, `/models` and `/study start|status`, answered in DMs with
-the owner only.
+`/cancel`, `/generate`, `/predict`, `/models`, `/study start|status` and `/retrain`, answered in
+DMs with the owner only.
 
 Every command defers first (Discord's 3-second deadline) and follows up once the API has
 answered. The tree runs the owner check (`guards.owner_only`) before any command or
@@ -19,7 +19,7 @@ from platform_core.api_models import RunQuery
 from platform_core.http_client import ApiError
 from platform_core.specs import MODEL_PRESETS, ModelFamily, PrecisionChoice
 from platform_core.study_specs import MAX_PARALLELISM, MAX_TRIALS, Direction, StudyMetric
-from trainer_bot import actions, registry, studies
+from trainer_bot import actions, registry, retraining, studies
 from trainer_bot.actions import BotServices
 from trainer_bot.guards import owner_only, report_failure
 from trainer_bot.views import ConfirmCancel, RunsPager
@@ -311,6 +311,24 @@ async def study_status(interaction: Interaction, study_id: str) -> None:
     await answer(interaction, await studies.status(interaction.client.services, study_id))
 
 
+async def model_names(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
+    """Registered model names containing what the owner typed."""
+    try:
+        names = await retraining.model_names(interaction.client.services, current, AUTOCOMPLETE_MAX)
+    except ApiError:
+        return []
+    return [app_commands.Choice(name=name, value=name) for name in names]
+
+
+@app_commands.command()
+@app_commands.describe(model="A registered classifier with a production version")
+@app_commands.autocomplete(model=model_names)
+async def retrain(interaction: Interaction, model: str) -> None:
+    """Retrain a model on newer data; it is promoted only when better."""
+    await interaction.response.defer(thinking=True)
+    await answer(interaction, await retraining.retrain(interaction.client.services, model))
+
+
 def add_commands(tree: TrainerTree) -> None:
     tree.add_command(train)
     tree.add_command(status)
@@ -322,3 +340,4 @@ def add_commands(tree: TrainerTree) -> None:
     tree.add_command(models)
     tree.add_command(predict)
     tree.add_command(study)
+    tree.add_command(retrain)

@@ -25,7 +25,7 @@ from typing import TextIO
 
 from platform_core.errors import AppError
 from platform_core.http_client import ApiError
-from trainer_bot import actions, registry, studies
+from trainer_bot import actions, registry, retraining, studies
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.guards import explain
 from trainer_bot.senders import embed_text
@@ -40,6 +40,7 @@ HELP = """commands:
   /models [model]         registered models; a model's versions and stages
   /study start model=<family> [space=lr|lr-batch|<json>] [trials=20] [tokenizer=<id>] ...
   /study status <study_id>  a study's trials and best so far (its plot saved as a PNG)
+  /retrain <model>        retrain a model on newer data; promoted only when better
   /help, /quit"""
 _CLEAR = "\r\x1b[K"
 TRAIN_PARAMETERS = ("model", "tokenizer", "preset", "steps", "corpus", "precision")
@@ -115,6 +116,7 @@ class Console:
             "generate": (("run_id", "prompt", "max_new_tokens"), 2, self._generate),
             "models": (("model",), 0, self._models),
             "study": (STUDY_PARAMETERS, 1, self._study),
+            "retrain": (("model",), 1, self._retrain),
         }
 
     async def run(self, lines: asyncio.StreamReader) -> bool:
@@ -189,6 +191,9 @@ class Console:
 
     async def _models(self, values: dict[str, str]) -> Reply:
         return await registry.models(self.services, values.get("model"))
+
+    async def _retrain(self, values: dict[str, str]) -> Reply:
+        return await retraining.retrain(self.services, values["model"])
 
     async def _unwatch(self, values: dict[str, str]) -> Reply:
         return await actions.unwatch(self.services, values["run_id"])

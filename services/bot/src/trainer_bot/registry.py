@@ -3,7 +3,8 @@
 - `/models`: every registered name with its production version; `/models model:<name>`: that
   model's versions with their stages, and its latest change (who, why). Both come from the
   API (`GET /models`, `GET /models/{name}/versions`) through the project's client.
-- A notice for every promotion and rollback, whoever made it and whether or not a run is
+- A notice for every retraining's verdict (`trainer_bot.retraining`) and every promotion
+  and rollback, whoever made it and whether or not a run is
   watched: the API publishes `trainer.model.promoted.v1` / `rolled_back.v1` once the change
   committed, and the notifier queues `owner_notice`'s embed like any other notice (batched,
   paced by the DM channel's rate limit, acknowledged once Discord took it).
@@ -15,10 +16,11 @@ import discord
 
 from platform_core import api_calls
 from platform_core.api_models import ModelList, ModelVersionList
-from platform_core.events import Event, ModelPromoted, ModelRolledBack
+from platform_core.events import Event, ModelPromoted, ModelRetrained, ModelRolledBack
 from trainer_bot.actions import BotServices, Reply
 from trainer_bot.embeds import NONE, QUEUED, STOPPED, SUCCESS
 from trainer_bot.limits import clamp_embed
+from trainer_bot.retraining import retrained_embed
 
 STAGE_MARKS = {"production": "🟢", "staging": "🟡", "archived": "⚪"}
 
@@ -85,4 +87,6 @@ def owner_notice(event: Event) -> discord.Embed | None:
     change); None for every other event."""
     if isinstance(event, ModelPromoted | ModelRolledBack):
         return stage_change_embed(event)
+    if isinstance(event, ModelRetrained):
+        return retrained_embed(event)
     return None

@@ -26,7 +26,7 @@ from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
 from platform_core.model_registry import RegistryChange
 from platform_core.settings import Settings
-from trainer_cli import ab_commands
+from trainer_cli import ab_commands, retrain_commands
 from trainer_cli.remote import (
     Handler,
     add_submission_arguments,
@@ -95,6 +95,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     rollback.add_argument("name")
     ab_commands.add_actions(registry, common)
+    retrain_commands.add_model_actions(registry)
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
@@ -252,4 +253,5 @@ _HANDLERS: Final[dict[tuple[str, str], Handler]] = {
     ("models", "promote"): _promote,
     ("models", "rollback"): _rollback,
     **ab_commands.HANDLERS,
+    ("models", "compare"): retrain_commands.compare,
 }

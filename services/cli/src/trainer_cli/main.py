@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from platform_core.errors import AppError
 from platform_core.logging import configure_logging
 from platform_core.settings import Settings, load_settings
-from trainer_cli import classify, demo, remote, study_commands, worker_commands
+from trainer_cli import classify, demo, remote, retrain_commands, study_commands, worker_commands
 from trainer_cli.worker_commands import Runner
 
 if TYPE_CHECKING:
@@ -59,11 +59,13 @@ def _build() -> tuple[argparse.ArgumentParser, _Subcommands]:
     remote.add_commands(commands)
     classify.add_commands(commands)
     study_commands.add_commands(commands)
+    retrain_commands.add_commands(commands)
     demo.add_arguments(commands.add_parser("demo", help=demo.__doc__.splitlines()[0]))
     commands.runners = {name: remote.run for name in remote.COMMANDS}
     commands.runners.update({name: classify.run for name in classify.COMMANDS})
     commands.runners["demo"] = demo.run
     commands.runners["study"] = study_commands.run
+    commands.runners.update({name: retrain_commands.run for name in retrain_commands.COMMANDS})
     for name, text in worker_commands.WORKER_COMMANDS.items():
         commands.add_parser(name, help=text)
     return parser, commands

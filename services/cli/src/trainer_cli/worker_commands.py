@@ -28,6 +28,7 @@ WORKER_COMMANDS: Final = {
     "list-checkpoints": "a run's checkpoints and their retention",
     "cleanup": "apply retention, remove unfinished or corrupt writes",
     "sync-tracking": "send MLflow what a finished run's tracking buffer still holds",
+    "scheduler": "RQ's cron scheduler: retrain models on their schedules",
 }
 INSTALL_HINT: Final = (
     "pip install ./libs/platform_core ./services/worker (from a checkout of the repository; "

@@ -1,18 +1,23 @@
-"""`python -m trainer_worker.healthcheck`: the worker container's health check.
+"""`python -m trainer_worker.healthcheck [scheduler]`: the worker (or scheduler) container's
+health check.
 
 Healthy means an RQ worker started on this host is registered in Redis and its heartbeat is
-fresh: the process is alive and can still reach the queue. Exit 0 healthy, 1 unhealthy,
-2 configuration error (trainctl's exit codes).
+fresh: the process is alive and can still reach the queue. With `scheduler`: an RQ cron
+scheduler of this host is in RQ's scheduler registry (RQ drops one whose heartbeat is older
+than its 120 s TTL). Exit 0 healthy, 1 unhealthy, 2 configuration error (trainctl's exit
+codes).
 """
 
 from __future__ import annotations
 
 import socket
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import redis
 from rq import Worker
+from rq.cron import CronScheduler
 
 from platform_core.errors import AppError
 from platform_core.redis_connection import connect_configured
@@ -34,16 +39,27 @@ def healthy_workers(client: redis.Redis, hostname: str, now: datetime) -> list[s
     ]
 
 
-def main() -> int:
+def live_schedulers(client: redis.Redis, hostname: str) -> list[str]:
+    """Names of this host's RQ cron schedulers still in RQ's registry (fresh heartbeats)."""
+    return [s.name for s in CronScheduler.all(client) if s.hostname == hostname]
+
+
+def main(argv: Sequence[str] = ()) -> int:
+    scheduler = list(argv) == ["scheduler"]
     try:
         with connect_configured(load_settings().redis) as client:
-            names = healthy_workers(client, socket.gethostname(), datetime.now(UTC))
+            names = (
+                live_schedulers(client, socket.gethostname())
+                if scheduler
+                else healthy_workers(client, socket.gethostname(), datetime.now(UTC))
+            )
     except AppError as error:
         sys.stderr.write(f"healthcheck: {error.code}: {error.message}\n")
         return error.exit_code
-    sys.stdout.write(f"healthy: {', '.join(names)}\n" if names else "no live worker\n")
+    missing = "no live scheduler" if scheduler else "no live worker"
+    sys.stdout.write(f"healthy: {', '.join(names)}\n" if names else f"{missing}\n")
     return 0 if names else 1
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

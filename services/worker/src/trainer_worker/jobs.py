@@ -8,6 +8,7 @@ RQ retries a transient failure (the job's `Retry`) while the job has attempts le
 from __future__ import annotations
 
 import functools
+import logging
 import time
 from pathlib import Path
 
@@ -22,6 +23,8 @@ from platform_core.event_bus import EventBus
 from platform_core.events import JobKind
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
+from platform_core.manifests import read_dataset_manifest
+from platform_core.retraining import growth_retrains
 from platform_core.settings import Settings, load_settings
 from platform_core.specs import TokenizerSpec
 from trainer_worker.classify.dataset_job import prepare_dataset_body
@@ -40,6 +43,8 @@ from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, ru
 from trainer_worker.model_run import parse_spec, resume_hint
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 from trainer_worker.tracking.registry_mirror import mirror_pending
+
+_log = logging.getLogger(__name__)
 
 
 def train_tokenizer(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
@@ -86,12 +91,28 @@ def train_model(run_id: str, spec: JsonObject, *, user_id: int | None = None) ->
 def prepare_dataset(run_id: str, spec: JsonObject, *, user_id: int | None = None) -> JsonObject:
     """Collect, clean, dedup, filter and split a classification dataset (and fit its
     baseline); the dataset's id is the run id, its folder `datasets/<run_id>/`."""
-    settings = load_settings().classify
+    settings = load_settings()
 
     def body(context: JobContext) -> Outcome:
-        return prepare_dataset_body(spec, context, settings)
+        outcome = prepare_dataset_body(spec, context, settings.classify)
+        if outcome.cancelled_at_step is None:
+            _retrain_on_growth(
+                context, EventBus.from_settings(context.store.client, settings.redis)
+            )
+        return outcome
 
-    return lifecycle("prepare_dataset", run_id, body, user_id=user_id)
+    return lifecycle("prepare_dataset", run_id, body, user_id=user_id, settings=settings)
+
+
+def _retrain_on_growth(context: JobContext, bus: EventBus) -> list[str]:
+    """The data-growth trigger, once the dataset `context.run_id` is prepared. A check that
+    fails is logged: the dataset stands either way."""
+    try:
+        manifest = read_dataset_manifest(context.layout.dataset_manifest(context.run_id))
+        return growth_retrains(bus.client, context.layout, manifest, bus=bus)
+    except (AppError, redis.RedisError):
+        _log.exception("data-growth check failed", extra={"event": "retrain.growth_unchecked"})
+        return []
 
 
 def generate(request_id: str, spec: JsonObject) -> JsonObject:

@@ -17,10 +17,9 @@ from typing import Final, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from platform_core.retrain_specs import DEFAULT_ALPHA, DEFAULT_MIN_ACCURACY_GAIN
 from trainer_worker.classify.metrics import classification_metrics
 
-DEFAULT_MIN_ACCURACY_GAIN: Final = 0.02  # the default: +2 accuracy points
-DEFAULT_ALPHA: Final = 0.05  # McNemar's significance level
 DEFAULT_RESAMPLES: Final = 2000  # bootstrap resamples: CI bounds stable to ~0.005
 DEFAULT_CONFIDENCE: Final = 0.95
 

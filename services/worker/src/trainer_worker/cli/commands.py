@@ -1,5 +1,5 @@
-"""trainctl's worker-side commands: `worker`, `list-checkpoints`, `cleanup` and
-`sync-tracking`.
+"""trainctl's worker-side commands: `worker`, `list-checkpoints`, `cleanup`,
+`sync-tracking` and `scheduler`.
 
 `trainctl` (the trainer-cli package) finds them through this package's `trainctl.commands`
 entry points and loads one only once its command is chosen: each is called with the
@@ -11,7 +11,10 @@ commands load torch, and only then.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+import redis
 
 from platform_core.errors import ExitCode
 from platform_core.event_bus import EventBus
@@ -31,24 +34,35 @@ def worker_command(parser: argparse.ArgumentParser) -> Runner:
 
 def run_worker_command(settings: Settings, args: argparse.Namespace) -> int:
     """An RQ worker on the queues until SIGTERM (or, with --burst, until they are empty)."""
+    # an idle worker waits minutes in one BLPOP
+    with service_connection(settings, "model-trainer-worker", blocking_reads=True) as client:
+        from trainer_worker.worker import run_worker  # noqa: PLC0415 - loads rq and the jobs
+
+        bus = EventBus.from_settings(client, settings.redis)
+        run_worker(client, args.queues, bus=bus, burst=args.burst, name=args.name)
+    return ExitCode.OK
+
+
+@contextmanager
+def service_connection(
+    settings: Settings, service: str, *, blocking_reads: bool = False
+) -> Iterator[redis.Redis]:
+    """A long-running command's set-up: its logs at the configured level and format, and its
+    connection to the configured (or embedded) Redis."""
     configure_logging(
-        "model-trainer-worker",
+        service,
         level=settings.logging.level,
         fmt=settings.log_format,
         secret_values=settings.secret_values(),
     )
-    from trainer_worker.worker import run_worker  # noqa: PLC0415 - loads rq and the jobs
-
     redis_url = settings.redis.url.get_secret_value() if settings.redis.url else None
     with open_redis(
         redis_url,
         settings.data_root,
         timeout_s=settings.redis.connect_timeout_s,
-        blocking_reads=True,  # an idle worker waits minutes in one BLPOP
+        blocking_reads=blocking_reads,
     ) as client:
-        bus = EventBus.from_settings(client, settings.redis)
-        run_worker(client, args.queues, bus=bus, burst=args.burst, name=args.name)
-    return ExitCode.OK
+        yield client
 
 
 # The checkpoint commands work on the data root alone: they run while Redis is down.
@@ -75,3 +89,9 @@ def sync_tracking_command(parser: argparse.ArgumentParser) -> Runner:
 
     tracking_commands.add_arguments(parser)
     return tracking_commands.sync_tracking_command
+
+
+def scheduler_command(parser: argparse.ArgumentParser) -> Runner:
+    from trainer_worker.cli import scheduler_command  # noqa: PLC0415 - loaded when chosen
+
+    return scheduler_command.add_arguments(parser)
