@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
+import os
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,7 +25,6 @@ from platform_core.layout import DataLayout
 from platform_core.model_registry import (
     METADATA_FILE,
     ModelRegistry,
-    RegistryChange,
     git_commit,
     history_key,
     stage_changed_event,
@@ -76,7 +77,7 @@ def test_files_are_copied_when_they_cannot_be_hard_linked(
     def cross_device(source: object, target: object) -> None:
         raise OSError(errno.EXDEV, "Invalid cross-device link")
 
-    monkeypatch.setattr(model_registry.os, "link", cross_device)
+    monkeypatch.setattr(os, "link", cross_device)
     monkeypatch.setenv("APP_GIT_COMMIT", "c" * 80)
     write_run_manifest(layout.run_dir("run-m"), {"lr": 0.5})
     layout.eval_metrics("run-m").parent.mkdir(parents=True)
@@ -111,8 +112,8 @@ def test_a_full_disk_while_copying_is_storage_full_and_leaves_no_folder(
     def disk_full(source: object, target: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(model_registry.os, "link", cross_device)
-    monkeypatch.setattr(model_registry.shutil, "copy2", disk_full)
+    monkeypatch.setattr(os, "link", cross_device)
+    monkeypatch.setattr(shutil, "copy2", disk_full)
     with pytest.raises(AppError) as full:
         _register(registry, "full")
     assert full.value.code is ErrorCode.STORAGE_FULL
@@ -258,7 +259,7 @@ def test_a_rollback_is_published_and_names_list_the_registered_models(
 def test_a_registration_is_no_change_of_stage(registry: ModelRegistry) -> None:
     _register(registry, "reg")
     [registration] = registry.history("reg")
-    assert isinstance(registration, RegistryChange) and registration.from_stage is None
+    assert registration.action == "register" and registration.from_stage is None
     with pytest.raises(AppError) as refused:
         stage_changed_event(registration, "run-m")
     assert refused.value.code is ErrorCode.INTERNAL
@@ -293,5 +294,5 @@ def test_git_commit_is_none_when_git_hangs(monkeypatch: pytest.MonkeyPatch, tmp_
     def hangs(*args: object, **kwargs: object) -> None:
         raise subprocess.TimeoutExpired(cmd="git", timeout=5)
 
-    monkeypatch.setattr(model_registry.subprocess, "run", hangs)
+    monkeypatch.setattr(subprocess, "run", hangs)
     assert git_commit() is None

@@ -197,7 +197,7 @@ def test_retention_keeps_the_best_trials_weights_and_removes_every_other_ended_t
         assert on_disk() == ["st-keep-t0003"]
     assert studies.kept_trial("st-keep") == better
     freed = [
-        getattr(r, "freed_bytes", None)
+        int(getattr(r, "freed_bytes", 0))
         for r in caplog.records
         if r.message == "study checkpoints pruned"
     ]
