@@ -1,17 +1,23 @@
-"""ReDSM5-format files that must be refused: every bad row names its JSONL line or CSV record
-and the problem, and the file-level refusals (suffix, encoding, empty, too many posts, a
-split left empty). No model, no torch: the validation alone."""
+"""ReDSM5-format posts and where they come from: every bad row names its JSONL line or CSV
+record and the problem; the file-level refusals (suffix, encoding, empty, too many posts, a
+split left empty); a hub dataset read from the local hub cache; a missing file and the
+generator. No model, no torch: the data alone."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from huggingface_hub import constants as hub_constants
 
 from platform_core.errors import AppError, ErrorCode
+from platform_core.specs import DualAgentOptions
+from tests.worker.classify.test_hub_dataset import _cached_dataset
 from trainer_worker.dual_agent import data
 from trainer_worker.dual_agent.data import read_posts, split_posts
+from trainer_worker.dual_agent.sources import load_splits
 
 TEXT = "Work was fine. I can't sleep at night."
 SPAN = {"criterion": "SLEEP_ISSUES", "start": 15, "end": 38, "text": TEXT[15:]}
@@ -123,3 +129,41 @@ def test_a_split_that_leaves_val_empty_is_refused() -> None:
         split_posts(posts, val_fraction=0.1, test_fraction=0.0, seed=1)
     assert refused.value.code is ErrorCode.DATA_INVALID
     assert refused.value.message.startswith("2 posts leave an empty train or val split")
+
+
+def test_hub_dataset_rows_are_read_from_the_local_hub_cache(
+    tmp_path: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hub dataset of posts, as huggingface_hub caches it, read with no network: its first
+    .jsonl/.csv file is the posts; a dataset holding neither is refused by name."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    rows = [{**GOOD, "post_id": f"p{i}"} for i in range(10)]
+    jsonl = "".join(json.dumps(row) + "\n" for row in rows)
+    _cached_dataset(tmp_path / "hub", "someone/posts", {"data/posts.jsonl": jsonl})
+    loaded = load_splits(DualAgentOptions(hf_dataset="someone/posts", split_seed=1), data_root)
+    assert loaded.source == "hf:someone/posts"
+    assert loaded.sha256 == hashlib.sha256(jsonl.encode()).hexdigest()
+    splits = loaded.splits
+    assert sorted(p.post_id for p in (*splits.train, *splits.val, *splits.test)) == sorted(
+        row["post_id"] for row in rows
+    )
+
+    _cached_dataset(tmp_path / "hub", "someone/parquet", {"data/train.parquet": "PAR1"})
+    with pytest.raises(AppError) as refused:
+        load_splits(DualAgentOptions(hf_dataset="someone/parquet"), data_root)
+    assert refused.value.code is ErrorCode.DATA_INVALID
+    assert refused.value.message == "dataset 'someone/parquet' holds no .jsonl or .csv"
+
+
+def test_a_missing_posts_file_and_the_generator_as_sources(data_root: Path) -> None:
+    with pytest.raises(AppError) as missing:
+        load_splits(DualAgentOptions(path="posts/missing.jsonl"), data_root)
+    assert missing.value.code is ErrorCode.DATA_NOT_FOUND
+    assert missing.value.message == "posts file 'posts/missing.jsonl' not found"
+
+    options = DualAgentOptions(generated_posts=40, split_seed=3)
+    first, again = load_splits(options, data_root), load_splits(options, data_root)
+    assert first.source == f"generated:40:3:{options.val_fraction}"
+    assert first.sha256 == hashlib.sha256(first.source.encode()).hexdigest()
+    assert first.splits == again.splits  # the generator is seeded
