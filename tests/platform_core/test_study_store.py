@@ -5,6 +5,8 @@ twice, and the spec rules no other package's request reaches."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 import redis
 from pydantic import ValidationError
@@ -42,6 +44,12 @@ def _payload(**fields: object) -> JsonObject:
     return payload
 
 
+def _refusal(call: Callable[[], object]) -> AppError:
+    with pytest.raises(AppError) as refused:
+        call()
+    return refused.value
+
+
 @pytest.fixture
 def spec() -> StudySpec:
     return validate_study(_payload())
@@ -51,23 +59,19 @@ def test_study_ids_that_are_too_long_or_taken_are_refused(
     redis_client: redis.Redis, spec: StudySpec
 ) -> None:
     studies = StudyStore(redis_client)
-    with pytest.raises(AppError) as too_long:
-        studies.create("s" * (MAX_STUDY_ID_CHARS + 1), spec, user_id=None)
-    assert too_long.value.code is ErrorCode.INVALID_INPUT
-    assert f"at most {MAX_STUDY_ID_CHARS} characters" in too_long.value.message
+    too_long = _refusal(lambda: studies.create("s" * (MAX_STUDY_ID_CHARS + 1), spec, user_id=None))
+    assert too_long.code is ErrorCode.INVALID_INPUT
+    assert f"at most {MAX_STUDY_ID_CHARS} characters" in too_long.message
 
     assert studies.create("st-1", spec, user_id=None) == ["st-1-t0001", "st-1-t0002", "st-1-t0003"]
     RunStateStore(redis_client).set_status("a-run", RunStatus.QUEUED)  # runs share the ids
     for taken in ("st-1", "a-run"):
-        with pytest.raises(AppError) as conflict:
-            studies.create(taken, spec, user_id=None)
-        assert conflict.value.code is ErrorCode.CONFLICT
-        assert conflict.value.message == f"{taken} already exists; choose another id"
+        conflict = _refusal(lambda taken=taken: studies.create(taken, spec, user_id=None))
+        assert conflict.code is ErrorCode.CONFLICT
+        assert conflict.message == f"{taken} already exists; choose another id"
     assert Queue(TRAINING_QUEUE, connection=redis_client).count == 3  # nothing more queued
 
-    with pytest.raises(AppError) as unknown:
-        studies.spec("st-unknown")
-    assert unknown.value.code is ErrorCode.NOT_FOUND
+    assert _refusal(lambda: studies.spec("st-unknown")).code is ErrorCode.NOT_FOUND
 
 
 def test_cancelling_counts_ended_and_never_started_trials_and_asks_running_ones_to_stop(
@@ -92,9 +96,7 @@ def test_cancelling_counts_ended_and_never_started_trials_and_asks_running_ones_
     assert studies.finish_trial("st-c", first) == "none"  # counted once already
     assert studies.finish_trial("st-c", second) == "finalize"
     runs.set_status("st-c", RunStatus.CANCELLED)  # as its finalization ends it
-    with pytest.raises(AppError) as again:
-        studies.cancel("st-c")
-    assert again.value.code is ErrorCode.CONFLICT
+    assert _refusal(lambda: studies.cancel("st-c")).code is ErrorCode.CONFLICT  # it ended
 
 
 def test_the_stale_run_sweep_leaves_a_study_to_its_trials(
