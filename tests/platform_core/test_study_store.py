@@ -6,6 +6,7 @@ twice, and the spec rules no other package's request reaches."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import pytest
 import redis
@@ -66,7 +67,7 @@ def test_study_ids_that_are_too_long_or_taken_are_refused(
     assert studies.create("st-1", spec, user_id=None) == ["st-1-t0001", "st-1-t0002", "st-1-t0003"]
     RunStateStore(redis_client).set_status("a-run", RunStatus.QUEUED)  # runs share the ids
     for taken in ("st-1", "a-run"):
-        conflict = _refusal(lambda taken=taken: studies.create(taken, spec, user_id=None))
+        conflict = _refusal(partial(studies.create, taken, spec, user_id=None))
         assert conflict.code is ErrorCode.CONFLICT
         assert conflict.message == f"{taken} already exists; choose another id"
     assert Queue(TRAINING_QUEUE, connection=redis_client).count == 3  # nothing more queued
