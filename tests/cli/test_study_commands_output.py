@@ -11,6 +11,7 @@ import io
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,31 @@ def _tokenizer(client: TrainerClient, redis_client: redis.Redis, corpus: str) ->
     work(redis_client)
 
 
+def _while_queued(
+    cli: Cli, redis_client: redis.Redis, args: tuple[str, ...], then: Callable[[], object]
+) -> Result:
+    """Run `trainctl ARGS` in a thread; once it queued a job, run `then` here."""
+    queue = Queue(TRAINING_QUEUE, connection=redis_client)
+    before = queue.count
+    results: list[Result] = []
+    thread = threading.Thread(target=lambda: results.append(cli(*args)))
+    thread.start()
+    deadline = time.monotonic() + 60
+    while queue.count == before and thread.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    then()
+    thread.join(timeout=120)
+    [result] = results
+    return result
+
+
 def test_hpo_waits_for_a_completed_study_then_evaluate_waits_for_its_new_report(
-    cli: Cli, client: TrainerClient, redis_client: redis.Redis, corpus: str, tmp_path: Path
+    cli: Cli,
+    client: TrainerClient,
+    redis_client: redis.Redis,
+    corpus: str,
+    data_root: Path,
+    tmp_path: Path,
 ) -> None:
     _tokenizer(client, redis_client, corpus)
     spec = _spec_file(tmp_path, study_spec("tok", corpus))
@@ -80,6 +104,18 @@ def test_hpo_waits_for_a_completed_study_then_evaluate_waits_for_its_new_report(
     assert isinstance(checkpoint, dict)
     assert rest[-1] == f"  checkpoint {checkpoint['path']} sha256 {checkpoint['sha256']}"
 
+    # a report without test metrics or a checkpoint (a worker that could not measure them)
+    # prints its header alone
+    report = data_root / "studies" / "st-wait" / "evaluation_report.json"
+    bare = _while_queued(
+        cli,
+        redis_client,
+        ("study", "evaluate", "st-wait", "--wait", "60"),
+        lambda: report.write_text(json.dumps({"evaluated_at": "later"}), encoding="utf-8"),
+    )
+    assert bare.code == ExitCode.OK, bare.err
+    assert bare.out.splitlines() == ["study st-wait: best trial 0"]
+
     # a study record without its creation time lists "-" for it
     redis_client.hdel(meta_key("st-wait"), "created_at")
     rows = list(csv.reader(io.StringIO(cli("study", "list", "--format", "csv").out)))
@@ -99,18 +135,13 @@ def test_hpo_wait_answers_1_when_a_trial_failed(
     and `hpo --wait` answers the seed's 1 (not every trial completed)."""
     _tokenizer(client, redis_client, corpus)
     spec = _spec_file(tmp_path, study_spec("tok", corpus))
-    queue = Queue(TRAINING_QUEUE, connection=redis_client)
-    results: list[Result] = []
     args = ("study", "hpo", "--spec", spec, "--id", "st-fail", "--trials", "1", "--wait", "120")
-    thread = threading.Thread(target=lambda: results.append(cli(*args)))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while queue.count == 0 and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    (data_root / corpus).unlink()
-    work(redis_client)
-    thread.join(timeout=120)
-    [failed] = results
+
+    def corpus_gone_then_work() -> None:
+        (data_root / corpus).unlink()
+        work(redis_client)
+
+    failed = _while_queued(cli, redis_client, args, corpus_gone_then_work)
     assert failed.code == ExitCode.TRAINING, failed.err
     assert "1 failed" in failed.out
 
