@@ -9,14 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import json
-import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
-from rq import Queue
 
 from platform_core.errors import ExitCode
 from platform_core.http_client import TrainerClient
@@ -25,7 +21,7 @@ from platform_core.run_state import meta_key
 from platform_core.study_api import StudyPublic
 from tests.api.conftest import char_tokenizer, work
 from tests.api.test_studies import study_spec
-from tests.cli.test_remote import Cli, Result, cli, while_working
+from tests.cli.test_remote import Cli, cli, while_working
 
 __all__ = ["cli"]
 pytestmark = pytest.mark.integration
@@ -37,39 +33,17 @@ def _spec_file(tmp_path: Path, spec: object, name: str = "study.json") -> str:
     return str(path)
 
 
-def _tokenizer(client: TrainerClient, redis_client: redis.Redis, corpus: str) -> None:
+@pytest.fixture
+def spec(client: TrainerClient, redis_client: redis.Redis, corpus: str, tmp_path: Path) -> str:
+    """A trained char tokenizer `tok`, and a study spec file of tiny trials on it."""
     client.train_tokenizer(char_tokenizer(corpus, "tok"))
     work(redis_client)
-
-
-def _while_queued(
-    cli: Cli, redis_client: redis.Redis, args: tuple[str, ...], then: Callable[[], object]
-) -> Result:
-    """Run `trainctl ARGS` in a thread; once it queued a job, run `then` here."""
-    queue = Queue(TRAINING_QUEUE, connection=redis_client)
-    before = queue.count
-    results: list[Result] = []
-    thread = threading.Thread(target=lambda: results.append(cli(*args)))
-    thread.start()
-    deadline = time.monotonic() + 60
-    while queue.count == before and thread.is_alive() and time.monotonic() < deadline:
-        time.sleep(0.02)
-    then()
-    thread.join(timeout=120)
-    [result] = results
-    return result
+    return _spec_file(tmp_path, study_spec("tok", corpus))
 
 
 def test_hpo_waits_for_a_completed_study_then_evaluate_waits_for_its_new_report(
-    cli: Cli,
-    client: TrainerClient,
-    redis_client: redis.Redis,
-    corpus: str,
-    data_root: Path,
-    tmp_path: Path,
+    cli: Cli, redis_client: redis.Redis, spec: str, data_root: Path
 ) -> None:
-    _tokenizer(client, redis_client, corpus)
-    spec = _spec_file(tmp_path, study_spec("tok", corpus))
     flags = ("--trials", "1", "--parallelism", "1", "--seed", "7", "--name", "waited")
     waited = while_working(
         cli, redis_client, TRAINING_QUEUE,
@@ -107,12 +81,10 @@ def test_hpo_waits_for_a_completed_study_then_evaluate_waits_for_its_new_report(
     # a report without test metrics or a checkpoint (a worker that could not measure them)
     # prints its header alone
     report = data_root / "studies" / "st-wait" / "evaluation_report.json"
-    bare = _while_queued(
-        cli,
-        redis_client,
-        ("study", "evaluate", "st-wait", "--wait", "60"),
-        lambda: report.write_text(json.dumps({"evaluated_at": "later"}), encoding="utf-8"),
-    )
+    bare = while_working(
+        cli, redis_client, TRAINING_QUEUE, "study", "evaluate", "st-wait", "--wait", "60",
+        then=lambda: report.write_text(json.dumps({"evaluated_at": "later"}), encoding="utf-8"),
+    )  # fmt: skip
     assert bare.code == ExitCode.OK, bare.err
     assert bare.out.splitlines() == ["study st-wait: best trial 0"]
 
@@ -124,33 +96,24 @@ def test_hpo_waits_for_a_completed_study_then_evaluate_waits_for_its_new_report(
 
 
 def test_hpo_wait_answers_1_when_a_trial_failed(
-    cli: Cli,
-    client: TrainerClient,
-    redis_client: redis.Redis,
-    corpus: str,
-    data_root: Path,
-    tmp_path: Path,
+    cli: Cli, redis_client: redis.Redis, spec: str, corpus: str, data_root: Path
 ) -> None:
     """The corpus disappears after the study was accepted: its trial fails, the study ends,
     and `hpo --wait` answers the seed's 1 (not every trial completed)."""
-    _tokenizer(client, redis_client, corpus)
-    spec = _spec_file(tmp_path, study_spec("tok", corpus))
     args = ("study", "hpo", "--spec", spec, "--id", "st-fail", "--trials", "1", "--wait", "120")
 
     def corpus_gone_then_work() -> None:
         (data_root / corpus).unlink()
         work(redis_client)
 
-    failed = _while_queued(cli, redis_client, args, corpus_gone_then_work)
+    failed = while_working(cli, redis_client, TRAINING_QUEUE, *args, then=corpus_gone_then_work)
     assert failed.code == ExitCode.TRAINING, failed.err
     assert "1 failed" in failed.out
 
 
 def test_a_study_with_no_completed_trial_has_nothing_to_evaluate(
-    cli: Cli, client: TrainerClient, redis_client: redis.Redis, corpus: str, tmp_path: Path
+    cli: Cli, redis_client: redis.Redis, spec: str
 ) -> None:
-    _tokenizer(client, redis_client, corpus)
-    spec = _spec_file(tmp_path, study_spec("tok", corpus))
     assert cli("study", "hpo", "--spec", spec, "--id", "st-none").code == ExitCode.OK
 
     timed_out = cli("study", "hpo", "--spec", spec, "--id", "st-late", "--wait", "0")
