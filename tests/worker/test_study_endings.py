@@ -18,6 +18,13 @@ from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
 from platform_core.events import StudyCompleted
 from platform_core.layout import DataLayout
+from platform_core.manifests import (
+    ClassificationMetrics,
+    ClassifierRecord,
+    LatencyReport,
+    read_run_manifest,
+    write_manifest,
+)
 from platform_core.run_state import RunStatus
 from platform_core.studies import StudyStore
 from platform_core.study_api import TrialRecord
@@ -132,7 +139,9 @@ def test_a_study_without_a_completed_trial_fails_unless_it_was_cancelled(
     assert studies.status("st-stop") is RunStatus.CANCELLED
 
 
-def test_a_measured_family_without_a_test_report_is_refused(data_root: Path) -> None:
+def test_a_measured_familys_test_report_is_read_and_one_without_it_refused(
+    data_root: Path,
+) -> None:
     """Dual-agent and classifier trials measure their test split as they end; a best trial
     whose manifest holds neither report cannot be evaluated."""
     payload = study_payload("tok", n_trials=2, parallelism=1)
@@ -148,6 +157,32 @@ def test_a_measured_family_without_a_test_report_is_refused(data_root: Path) -> 
         evaluate_checkpoint(layout, spec, best, layout.checkpoints_dir(best.run_id))
     assert refused.value.code is ErrorCode.DATA_NOT_FOUND
     assert refused.value.message == "trial st-da-t0001 has no test report in its manifest"
+
+    # a classifier trial's test report: its headline figures, read, not measured again
+    test = ClassificationMetrics(num_examples=4, accuracy=0.75, macro_f1=0.7, per_class={})
+    record = ClassifierRecord(
+        dataset_id="ds",
+        labels=["ec2", "s3"],
+        best_step=10,
+        best_val_accuracy=0.8,
+        test=test,
+        baseline_test=None,
+        confusion=[[2, 0], [1, 1]],
+        latency=LatencyReport(p50_ms=1.5, p95_ms=3.0, samples=4, threads=1),
+        size_bytes=1000,
+    )
+    manifest = read_run_manifest(layout.run_manifest(best.run_id))
+    write_manifest(
+        layout.run_manifest(best.run_id), manifest.model_copy(update={"classifier": record})
+    )
+    metrics = evaluate_checkpoint(layout, spec, best, layout.checkpoints_dir(best.run_id))
+    assert metrics == {
+        "test/accuracy": 0.75,
+        "test/macro_f1": 0.7,
+        "test/p50_ms": 1.5,
+        "test/p95_ms": 3.0,
+        "model/size_bytes": 1000.0,
+    }
 
 
 def test_no_plot_is_drawn_before_a_trial_completed(data_root: Path, spec: StudySpec) -> None:
