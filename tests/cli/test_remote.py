@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,9 +101,16 @@ def restored_logging() -> Iterator[None]:
         root.setLevel(level)
 
 
-def while_working(cli: Cli, redis_client: redis.Redis, queue: str, *args: str) -> Result:
+def while_working(
+    cli: Cli,
+    redis_client: redis.Redis,
+    queue: str,
+    *args: str,
+    then: Callable[[], object] | None = None,
+) -> Result:
     """Run a command that waits on the worker (follow, generate, score) in a thread, and the
-    worker here: RQ's worker wants the main thread. It starts once the command has queued."""
+    worker here: RQ's worker wants the main thread. It starts once the command has queued;
+    `then`, when given, runs there instead (what a test does while the command waits)."""
     waiting = Queue(queue, connection=redis_client)
     before = waiting.count
     results: list[Result] = []
@@ -114,7 +121,10 @@ def while_working(cli: Cli, redis_client: redis.Redis, queue: str, *args: str) -
         time.sleep(0.02)
     # as a worker process logs (the command set the logs to warnings), so runs log lines
     configure_logging("model-trainer-worker", level="INFO", fmt=LogFormat.TEXT)
-    work(redis_client, queue)
+    if then is None:
+        work(redis_client, queue)
+    else:
+        then()
     thread.join(timeout=120)
     assert results, "the command did not finish"
     return results[0]

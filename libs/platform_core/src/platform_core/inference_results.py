@@ -95,10 +95,9 @@ def enqueue_inference(
     created = client.set(
         result_key(kind, request_id), record.model_dump_json(), ex=RESULT_TTL_S, nx=True
     )
-    if not created:
-        existing = load_record(client, kind, request_id)
-        if existing is not None:
-            return existing
+    # sent before: the first request stands (unless its record expired in between)
+    if not created and (existing := load_record(client, kind, request_id)) is not None:
+        return existing
     spec: JsonObject = {"run_id": run_id, "request": request}
     if model is not None:
         spec["model"] = {"name": model[0], "version": model[1]}

@@ -103,13 +103,15 @@ def history_key(name: str) -> str:
     return f"registry:{name}:history"  # list of RegistryChange JSON, oldest first
 
 
+# Each script appends its history entry before it changes a stage: a Lua script that fails
+# half-way keeps what it wrote, so a history key that refuses the append (one of the wrong
+# type) must leave the stages as they were.
 # KEYS: models, versions, history; ARGV: name, version, entry JSON
 _REGISTER = """
-if redis.call('HSETNX', KEYS[2], ARGV[2], 'staging') == 0 then
-  return redis.error_reply('EXISTS')
-end
-redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('HEXISTS', KEYS[2], ARGV[2]) == 1 then return redis.error_reply('EXISTS') end
 redis.call('RPUSH', KEYS[3], ARGV[3])
+redis.call('HSET', KEYS[2], ARGV[2], 'staging')
+redis.call('SADD', KEYS[1], ARGV[1])
 return ARGV[3]
 """
 
@@ -119,6 +121,10 @@ local current = redis.call('HGET', KEYS[1], ARGV[2])
 if not current then return redis.error_reply('NO_VERSION') end
 if current == ARGV[3] then return redis.error_reply('SAME_STAGE') end
 local production = redis.call('GET', KEYS[2])
+local entry = cjson.encode({action = 'promote', name = ARGV[1], version = ARGV[2],
+  from_stage = current, to_stage = ARGV[3], previous_production = production or cjson.null,
+  actor = ARGV[4], reason = ARGV[5], at = ARGV[6]})
+redis.call('RPUSH', KEYS[3], entry)
 if ARGV[3] == 'production' then
   if production then redis.call('HSET', KEYS[1], production, 'archived') end
   redis.call('SET', KEYS[2], ARGV[2])
@@ -126,10 +132,6 @@ elseif production == ARGV[2] then
   redis.call('DEL', KEYS[2])
 end
 redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
-local entry = cjson.encode({action = 'promote', name = ARGV[1], version = ARGV[2],
-  from_stage = current, to_stage = ARGV[3], previous_production = production or cjson.null,
-  actor = ARGV[4], reason = ARGV[5], at = ARGV[6]})
-redis.call('RPUSH', KEYS[3], entry)
 return entry
 """
 
@@ -322,7 +324,7 @@ class ModelRegistry:
     # ---- helpers ------------------------------------------------------------------------
 
     def _recorded(self, raw: object) -> RegistryChange:
-        if not isinstance(raw, bytes | str):
+        if not isinstance(raw, bytes | str):  # pragma: no cover - each script returns its entry
             raise AppError(ErrorCode.INTERNAL, "the registry script answered no entry")
         entry = RegistryChange.model_validate_json(raw)
         self._log_to_disk(entry)

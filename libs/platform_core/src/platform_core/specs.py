@@ -1006,9 +1006,9 @@ _SPEC_CONFIG = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 def _kind_required(schema: JsonDict) -> None:
     """A source's `kind` has a default for Python callers, but a request must name it: it is
     the tag the union is read by, so the published schema lists it as required."""
-    required = schema.setdefault("required", [])
-    if isinstance(required, list) and "kind" not in required:
-        required.insert(0, "kind")
+    required = schema.get("required", [])
+    others = [name for name in required if name != "kind"] if isinstance(required, list) else []
+    schema["required"] = ["kind", *others]
 
 
 _SOURCE_CONFIG = ConfigDict(

@@ -274,6 +274,4 @@ class StudyStore:
 
 
 def _text(raw: object) -> str:
-    if isinstance(raw, bytes):
-        return raw.decode("utf-8")
-    return str(raw)
+    return raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
