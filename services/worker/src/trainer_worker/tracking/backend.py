@@ -58,11 +58,9 @@ def preload(settings: TrackingSettings) -> None:
     """Import MLflow and the module of its store now (~2 s of CPU; each job's work horse,
     forked after this, then finds them loaded). Its own store's connection is made by each
     job: a database connection is not shared across a fork."""
-    importlib.import_module("mlflow")
+    importlib.import_module("mlflow")  # its REST store (a server) comes with it
     if settings.uri is None or not settings.uri.startswith(("http://", "https://")):
         importlib.import_module("mlflow.store.tracking.sqlalchemy_store")  # SQLAlchemy, Alembic
-    else:
-        importlib.import_module("mlflow.store.tracking.rest_store")
 
 
 def git_commit() -> str:

@@ -92,6 +92,7 @@ class SenderStats:
     """What the sender did, for tests and the benchmark."""
 
     sent: int = 0  # rows handed to log_batch and confirmed
+    sends: int = 0  # confirmed sends of rows (each up to 1,000 rows per log_batch call)
     skipped: int = 0  # rows not sent because MLflow already held their (key, step)
     failures: int = 0  # sends that failed (an outage, however long, counts each try)
     cpu_s: float = 0.0  # CPU time the sender thread used, connecting included
@@ -396,6 +397,7 @@ class _Sender:
             rows = fresh
         self._backend.log_metrics(mlflow_run_id, rows)
         self.stats.sent += len(rows)
+        self.stats.sends += 1
         # confirmed: only now may the buffer forget them (a crash before this line leaves
         # rows that MLflow holds, which the next replay recognises and skips)
         self._buffer.clear()
