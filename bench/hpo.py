@@ -58,6 +58,7 @@ from trainer_worker.studies.trial_job import Pruner, run_trial  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEED = 7
+HEADLINE = ("telemetry_tax", "buffer_replay_lost", "buffer_replay_duplicated")  # (a), (d)
 
 
 def objective_value(learning_rate: float, batch_size: int) -> float:
@@ -327,6 +328,9 @@ def main() -> None:
                 **{k: v for k, v in overhead.items() if k != "trial_overhead_ratio"},
                 **{k: v for k, v in disk.items() if k != "disk_budget_ratio"},
                 **storage,
+                **{k: v for k, v in tracking.items() if k not in HEADLINE},
+                "tax_repeats": args.tax_repeats,
+                "tax_steps": args.tax_steps,
             }
         )
     )
