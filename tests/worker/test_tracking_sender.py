@@ -1,11 +1,11 @@
 """The sender's cadence against the real default store (SQLite under the data root): the
 run's first metrics event opens its MLflow run at once, rows then reach the buffer file
 every second while MLflow gets them in few large batches, and the end of the run hands over
-the rest at once. Also: a worker imports MLflow before it forks the work horses that track."""
+the rest at once. Also what `preload` imports (a worker calls it before it forks its work
+horses: `tests/worker/test_worker_process.py`)."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -18,12 +18,12 @@ from platform_core.events import (
     JobStarted,
     JobStartedPayload,
     MetricsConfig,
-    MetricsConfigPayload,
     MetricsProgress,
     MetricsProgressPayload,
 )
 from platform_core.layout import DataLayout
 from platform_core.settings import TrackingSettings
+from tests.platform_core.event_samples import samples
 from trainer_worker.tracking import tracker as tracker_module
 from trainer_worker.tracking.backend import preload
 from trainer_worker.tracking.buffer import MetricBuffer
@@ -40,18 +40,7 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 300.0) -> None:
 
 
 def _config() -> MetricsConfig:
-    payload = MetricsConfigPayload(
-        model_family="gpt2",
-        num_params=1000,
-        vocab_size=300,
-        batch_size=8,
-        max_steps=100,
-        learning_rate=0.01,
-        device="cpu",
-        precision="fp32",
-        seed=7,
-    )
-    return MetricsConfig(run_id=RUN, payload=payload)
+    return next(e for e in samples() if isinstance(e, MetricsConfig))  # the run's first metric
 
 
 def _progress(step: int) -> MetricsProgress:
@@ -93,30 +82,6 @@ def test_the_first_metrics_event_opens_the_run_and_later_rows_wait_in_the_buffer
 
 
 LOADED = "print('mlflow' in sys.modules, 'mlflow.store.tracking.sqlalchemy_store' in sys.modules)\n"
-
-
-@pytest.mark.integration
-@pytest.mark.parametrize(
-    ("tracking", "loaded"),
-    [("false", ["False", "False"]), ("true", ["True", "True"])],  # true: the SQLite store
-)
-def test_a_worker_imports_mlflow_before_forking_only_when_tracking(
-    redis_url: str, tracking: str, loaded: list[str]
-) -> None:
-    probe = (
-        "import sys, redis\n"
-        "from trainer_worker.worker import run_worker\n"
-        "run_worker(redis.Redis.from_url(sys.argv[1]), ['probe-empty'], burst=True)\n"
-    ) + LOADED
-    done = subprocess.run(
-        [sys.executable, "-c", probe, redis_url],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=True,
-        env={**os.environ, "APP__TRACKING__ENABLED": tracking},
-    )
-    assert done.stdout.splitlines()[-1].split() == loaded  # after RQ's own lines
 
 
 def test_preload_for_a_server_leaves_the_sqlite_store_unloaded() -> None:
