@@ -11,10 +11,11 @@ so it holds the tracker's periodic work (a buffer append a second, a send every 
 proportion rather than by luck. The two alternate which goes first; the figure is the median
 of the paired ratios, printed with their spread. One tracked run goes first, unmeasured: it
 creates the store and imports MLflow, as a worker does once (a steady state is what the
-floor is about). Beside the ratio, two figures that the load of other processes moves far
-less: the sender thread's CPU seconds per second of training (`sender_cpu_share`), and the
-training thread's CPU time per token with tracking on over off (`train_thread_cpu_ratio`:
-what tracking adds to the thread that trains; 1.0 when it adds nothing).
+floor is about). Beside the ratio: the sender thread's CPU seconds per second of training
+(`sender_cpu_share`, which the load of other processes hardly moves), and the training
+thread's CPU time per token with tracking on over off (`train_thread_cpu_ratio`: what
+tracking adds to the thread that trains, 1.0 when it adds nothing; under a heavy load torch's
+spinning threads make it as noisy as the ratio, docs/benchmarks.md).
 
 (d) `buffer_replay`: a real MLflow server (MLflow's own server code on a SQLite store, the
 tests' `StoppableMlflow`) receives a run's metrics from the tracker; after two seconds it is
