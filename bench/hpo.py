@@ -1,4 +1,5 @@
-"""Studies benchmark (issue 13, parts b and c; a and d come from bench/tracking.py).
+"""Issue 13's benchmark: the studies' parts (b) and (c) here, the tracking parts (a) and (d)
+from bench/tracking.py (`tracking_figures`), all five figures in the last line.
 
 (b) trial_overhead_ratio: N trivial trials (default 1,000) through the study machinery (the
     trial jobs on RQ's queue, run by an in-process SimpleWorker: the run lifecycle in Redis,
@@ -12,6 +13,7 @@ storage: K processes each asking and telling M trivial trials of one study at on
     journal file and on SQLite: trials per second and the errors each storage raised.
 
 Usage: python bench/hpo.py [--trials 1000] [--disk-trials 30] [--writers 4] [--per-writer 50]
+    [--tax-repeats 5] [--tax-steps 320] [--outage-s 10]
 Needs a Redis: REDIS_URL, else the project's embedded one. The last line printed is one JSON
 object.
 """
@@ -19,7 +21,6 @@ object.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import logging
 import math
@@ -34,6 +35,7 @@ from pydoc_data.topics import topics
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))  # bench/tracking.py: issue 13's (a) and (d)
 
 import optuna  # noqa: E402 - after the repository is on the path
 import redis  # noqa: E402
@@ -48,6 +50,7 @@ from platform_core.run_state import RunStatus  # noqa: E402
 from platform_core.specs import TrainRunSpec  # noqa: E402
 from platform_core.studies import StudyStore  # noqa: E402
 from platform_core.study_specs import StudySpec, validate_study  # noqa: E402
+from tracking import tracking_figures  # noqa: E402
 from trainer_worker.checkpoint_retention import DiskProbe  # noqa: E402
 from trainer_worker.job_context import JobContext, Outcome  # noqa: E402
 from trainer_worker.studies.retention import tree_bytes  # noqa: E402
@@ -55,6 +58,7 @@ from trainer_worker.studies.trial_job import Pruner, run_trial  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEED = 7
+HEADLINE = ("telemetry_tax", "buffer_replay_lost", "buffer_replay_duplicated")  # (a), (d)
 
 
 def objective_value(learning_rate: float, batch_size: int) -> float:
@@ -272,32 +276,15 @@ def _prepare(client: redis.Redis, data_root: Path) -> None:
     _work(client)
 
 
-def _tracking_figures() -> dict[str, object]:
-    """(a) and (d) from the tracking half of issue 13 (bench/tracking.py: `telemetry_tax()`
-    and `buffer_replay()` -> {"buffer_replay_lost", "buffer_replay_duplicated"}) when it is
-    on this branch; null otherwise."""
-    figures: dict[str, object] = {
-        "telemetry_tax": None,
-        "buffer_replay_lost": None,
-        "buffer_replay_duplicated": None,
-    }
-    try:
-        tracking = importlib.import_module("bench.tracking")
-    except ImportError:
-        return figures
-    figures["telemetry_tax"] = tracking.telemetry_tax()
-    replay = tracking.buffer_replay()
-    if isinstance(replay, dict):
-        figures.update(replay)
-    return figures
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=1000)
     parser.add_argument("--disk-trials", type=int, default=30)
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--per-writer", type=int, default=50)
+    parser.add_argument("--tax-repeats", type=int, default=5, help="(a): paired runs on / off")
+    parser.add_argument("--tax-steps", type=int, default=320, help="(a): steps per run")
+    parser.add_argument("--outage-s", type=float, default=10.0, help="(d): seconds MLflow is down")
     args = parser.parse_args()
     logging.getLogger("rq").setLevel(logging.WARNING)  # a line per job would drown the figures
     with tempfile.TemporaryDirectory(prefix="bench-hpo-") as tmp:
@@ -325,7 +312,8 @@ def main() -> None:
             client.close()
             if embedded is not None:
                 embedded.release()
-    tracking = _tracking_figures()
+    # (a) and (d), in a data root and Redis of their own
+    tracking = tracking_figures(args.tax_repeats, args.tax_steps, args.outage_s)
     print(
         json.dumps(
             {
@@ -340,6 +328,9 @@ def main() -> None:
                 **{k: v for k, v in overhead.items() if k != "trial_overhead_ratio"},
                 **{k: v for k, v in disk.items() if k != "disk_budget_ratio"},
                 **storage,
+                **{k: v for k, v in tracking.items() if k not in HEADLINE},
+                "tax_repeats": args.tax_repeats,
+                "tax_steps": args.tax_steps,
             }
         )
     )

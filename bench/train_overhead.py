@@ -11,9 +11,12 @@ taken on the training thread when its step ends). The bare loop (below, ~50 line
 get_batch, forward, loss, backward, clip, AdamW step, the same LR schedule) is timed over
 the same steps. The two alternate which goes first, repetition by repetition; a ratio is
 the median of the repetitions' paired ratios (the best-of ratio, best job over best bare
-loop, is printed beside it). Char-LSTM's steps take a few milliseconds, so it runs
-`steps_scale` times the steps: its timed window then lasts about a second, not 0.2 s that a
-single scheduler hiccup on a shared machine would swing by several percent.
+loop, is printed beside it). One job of each case runs first, unmeasured: what a worker pays
+once (MLflow's import and its store's tables when tracking is on, as it is by default;
+torch's first allocations) is not a repetition's figure. Char-LSTM's steps take a few
+milliseconds, so it runs `steps_scale` times the steps: its timed window then lasts about a
+second, not 0.2 s that a single scheduler hiccup on a shared machine would swing by several
+percent.
 
 On a CUDA device the script then runs GPT-2 124M in bf16 with torch.compile through the same
 job and prints its tokens/s and its model FLOPs utilisation against the bf16 matrix-multiply
@@ -50,6 +53,7 @@ from platform_core.layout import DataLayout
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.redis_connection import resolve_redis_url
 from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.settings import load_settings
 from platform_core.specs import (
     CorpusOptions,
     DualAgentOptions,
@@ -209,6 +213,7 @@ def measure(client: redis.Redis, data_root: Path, repeats: int, base_steps: int)
         job: list[float] = []
         bare: list[float] = []
         steps = base_steps * case.steps_scale
+        job_tokens_per_s(client, case, tokenizer_id, steps, f"{case.family}-warm-up")
         for rep in range(repeats):
             run_id = f"{case.family}-{rep}"
             if rep % 2:
@@ -291,6 +296,7 @@ def dual_bare_tokens_per_s(data_root: Path, steps: int) -> float:
 def measure_dual(client: redis.Redis, data_root: Path, repeats: int, steps: int) -> JsonObject:
     job: list[float] = []
     bare: list[float] = []
+    dual_job_tokens_per_s(client, steps, "dual-warm-up")
     for rep in range(repeats):
         if rep % 2:
             job.append(dual_job_tokens_per_s(client, steps, f"dual-{rep}"))
@@ -401,6 +407,8 @@ def main() -> None:
         **{key: value for key, value in figures.items() if key.startswith("dual_agent_")},
         "device": "cpu",
         "threads": torch.get_num_threads(),
+        "tracking": load_settings().tracking.enabled,
+        "load_average": round(os.getloadavg()[0], 2),
         **{key: value for key, value in figures.items() if key.startswith("gpu_")},
         "repeats": args.repeats,
         "steps": args.steps,

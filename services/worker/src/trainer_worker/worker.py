@@ -30,6 +30,7 @@ from platform_core.recovery import recover_runs
 from platform_core.run_state import RunStateStore
 from platform_core.settings import load_settings
 from trainer_worker import defaults
+from trainer_worker.tracking.backend import preload
 
 _log = logging.getLogger(__name__)
 
@@ -47,6 +48,9 @@ def run_worker(
     # RQ imports a job's function inside each forked work horse: import the job module (torch,
     # transformers, the training code) once here, so no job pays ~6 s of imports itself
     importlib.import_module("trainer_worker.jobs")
+    tracking = load_settings().tracking
+    if tracking.enabled:  # likewise MLflow: a run's tracker then costs its training no imports
+        preload(tracking)
     # the sweeps read the run indexes: built from older keys once, by whoever starts first
     RunStateStore(client).ensure_indexes()
     queues = [Queue(queue_name, connection=client) for queue_name in queue_names]

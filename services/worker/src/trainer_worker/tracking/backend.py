@@ -2,8 +2,11 @@
 continued by every later attempt), batched writes within MLflow's limits, and what MLflow
 already holds (for idempotent replay).
 
-`import mlflow` costs about a second and pulls in much of the ecosystem, so it happens here,
-lazily, on the sender thread; the API, the bot and the CLI never import this module. The
+`import mlflow` costs about a second of CPU and its SQLite store's module (SQLAlchemy,
+Alembic) more than another: on the sender thread that is CPU and GIL taken from a run that
+may already train. A worker therefore imports both once, before it forks the work horses
+that run its jobs (`preload`); elsewhere (a test, a bench, `trainctl sync-tracking`) the
+sender imports them lazily. The API, the bot and the CLI never import this module. The
 client's own retries are turned off (`MLFLOW_HTTP_REQUEST_MAX_RETRIES=0`, a short request
 timeout): a dead server costs one attempt, and the sender's back-off decides when to try
 again, while new metrics go to the run's buffer meanwhile.
@@ -11,6 +14,7 @@ again, while new metrics go to the run's buffer meanwhile.
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 import subprocess
@@ -48,6 +52,15 @@ def ui_base(settings: TrackingSettings) -> str:
     if settings.uri is not None and settings.uri.startswith(("http://", "https://")):
         return settings.uri.rstrip("/")
     return LOCAL_UI
+
+
+def preload(settings: TrackingSettings) -> None:
+    """Import MLflow and the module of its store now (~2 s of CPU; each job's work horse,
+    forked after this, then finds them loaded). Its own store's connection is made by each
+    job: a database connection is not shared across a fork."""
+    importlib.import_module("mlflow")  # its REST store (a server) comes with it
+    if settings.uri is None or not settings.uri.startswith(("http://", "https://")):
+        importlib.import_module("mlflow.store.tracking.sqlalchemy_store")  # SQLAlchemy, Alembic
 
 
 def git_commit() -> str:

@@ -1,0 +1,104 @@
+"""The sender's cadence against the real default store (SQLite under the data root): the
+run's first metrics event opens its MLflow run at once, rows then reach the buffer file
+every second while MLflow gets them in few large batches, and the end of the run hands over
+the rest at once. Also what `preload` imports (a worker calls it before it forks its work
+horses: `tests/worker/test_worker_process.py`)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from platform_core.events import (
+    JobStarted,
+    JobStartedPayload,
+    MetricsConfig,
+    MetricsProgress,
+    MetricsProgressPayload,
+)
+from platform_core.layout import DataLayout
+from platform_core.settings import TrackingSettings
+from tests.platform_core.event_samples import samples
+from trainer_worker.tracking import tracker as tracker_module
+from trainer_worker.tracking.backend import preload
+from trainer_worker.tracking.buffer import MetricBuffer
+from trainer_worker.tracking.tracker import Tracker
+
+RUN = "run-cadence"
+
+
+def _wait_for(condition: Callable[[], bool], timeout_s: float = 300.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _config() -> MetricsConfig:
+    return next(e for e in samples() if isinstance(e, MetricsConfig))  # the run's first metric
+
+
+def _progress(step: int) -> MetricsProgress:
+    payload = MetricsProgressPayload(step=step, epoch=0.0, loss=1.0, lr=1e-3, tokens_per_s=1e3)
+    return MetricsProgress(run_id=RUN, payload=payload)
+
+
+@pytest.mark.integration
+def test_the_first_metrics_event_opens_the_run_and_later_rows_wait_in_the_buffer(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # no periodic send during the test: what reaches MLflow before the end is the opening
+    monkeypatch.setattr(tracker_module, "SEND_INTERVAL_S", 3600.0)
+    layout = DataLayout(data_root)
+    tracker = Tracker(
+        run_id=RUN,
+        kind="train_model",
+        attempt=1,
+        layout=layout,
+        settings=TrackingSettings(final_wait_s=60),
+    )
+    started = JobStartedPayload(kind="train_model", worker="host:1", attempt=1)
+    tracker.observe(JobStarted(run_id=RUN, payload=started))
+    tracker.observe(_config())
+    tracker.observe(_progress(1))
+    _wait_for(lambda: tracker.stats.sends == 1)  # opened, its first rows sent
+    assert layout.tracking_record(RUN).is_file() and tracker.stats.sent == 4
+
+    for step in range(2, 6):  # the run trains on: a tick appends, no send
+        tracker.observe(_progress(step))
+    buffer = MetricBuffer(layout.tracking_buffer(RUN))
+    _wait_for(lambda: len(buffer.load()) == 16)
+    assert tracker.stats.sends == 1 and tracker.stats.sent == 4
+
+    report = tracker.finish("FINISHED")  # the end wakes the sender: the rest goes at once
+    assert report is not None and report.synced
+    assert tracker.stats.sends == 2 and tracker.stats.sent == 20
+    assert buffer.load() == []
+
+
+LOADED = "print('mlflow' in sys.modules, 'mlflow.store.tracking.sqlalchemy_store' in sys.modules)\n"
+
+
+def test_preload_for_a_server_leaves_the_sqlite_store_unloaded() -> None:
+    probe = (
+        "import sys\n"
+        "from platform_core.settings import TrackingSettings\n"
+        "from trainer_worker.tracking.backend import preload\n"
+        "preload(TrackingSettings(uri=sys.argv[1]))\n"
+    ) + LOADED
+    done = subprocess.run(
+        [sys.executable, "-c", probe, "https://mlflow.example.com"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert done.stdout.split() == ["True", "False"]
+    preload(TrackingSettings(uri="https://mlflow.example.com"))  # in-process too, for coverage
+    preload(TrackingSettings())
+    assert "mlflow.store.tracking.sqlalchemy_store" in sys.modules
