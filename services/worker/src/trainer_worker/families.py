@@ -5,7 +5,6 @@ go through `train_run_body`, so every family trains, resumes and is pruned the s
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from platform_core.specs import TrainRunSpec
@@ -14,7 +13,7 @@ from trainer_worker.classify.run import prepare_classifier
 from trainer_worker.dual_agent.run import prepare_dual_agent
 from trainer_worker.family_run import run_family
 from trainer_worker.job_context import JobContext, Outcome
-from trainer_worker.model_run import train_model_body
+from trainer_worker.model_run import prepare_language_model
 from trainer_worker.training.callbacks import EvalInfo
 
 
@@ -35,9 +34,6 @@ def train_run_body(
         return run_family(
             spec, context, prepare_classifier, should_prune=should_prune, disk_probe=disk_probe
         )
-    return train_model_body(
-        json.loads(spec.model_dump_json()),
-        context,
-        should_prune=should_prune,
-        disk_probe=disk_probe,
+    return run_family(
+        spec, context, prepare_language_model, should_prune=should_prune, disk_probe=disk_probe
     )

@@ -53,7 +53,8 @@ def parse_spec(spec: JsonObject) -> TrainRunSpec:
 
 @dataclass(frozen=True)
 class LanguageModelRun:
-    """Everything a run needs, built before anything is written."""
+    """A prepared language-model run (a `family_run.FamilyRun`): its start, and the
+    tokenizer its samples are decoded with."""
 
     start: RunStart[LMBatch]
     tokenizer: Tokenizer
@@ -93,9 +94,10 @@ def train_model_body(
     should_prune: Callable[[EvalInfo], bool] | None = None,
     disk_probe: DiskProbe | None = None,
 ) -> Outcome:
-    """The body of a `train_model` job: prepare, resume or start, train, publish.
-    A study trial passes its pruner, asked at each eval (the run ends "pruned"), and its
-    view of the disk (its share of the study's checkpoint budget)."""
+    """A language-model run from its JSON spec: prepare, resume or start, train, publish (a
+    `train_model` job reaches the same through `families.train_run_body`). A study trial
+    passes its pruner, asked at each eval (the run ends "pruned"), and its view of the disk
+    (its share of the study's checkpoint budget)."""
     return run_family(
         parse_spec(spec_json),
         context,

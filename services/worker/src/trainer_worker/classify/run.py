@@ -67,6 +67,9 @@ REPORT_FILE = "classifier.json"  # in eval/
 
 @dataclass(frozen=True)
 class ClassifierRun:
+    """A prepared classifier run (a `family_run.FamilyRun`): its start, and what the test
+    report needs once it has trained."""
+
     start: RunStart[TextBatch]
     dataset: DatasetManifest
     labels: list[str]

@@ -66,6 +66,9 @@ HEADLINE = (
 
 @dataclass(frozen=True)
 class DualAgentRun:
+    """A prepared dual-agent run (a `family_run.FamilyRun`): its start, and what the
+    thresholds and the test report need once it has trained."""
+
     start: RunStart[DualBatch]
     options: DualAgentOptions
     splits: Splits
