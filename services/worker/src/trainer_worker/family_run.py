@@ -148,16 +148,16 @@ def run_family(
 
 
 def encoder_tokenizer(
-    spec: TrainRunSpec, context: JobContext, texts: list[str], vocab_size: int
+    spec: TrainRunSpec, layout: DataLayout, run_id: str, texts: list[str], vocab_size: int
 ) -> PreTrainedTokenizerFast:
     """An encoder family's tokenizer: the one an earlier attempt kept in the run folder, else
     the pretrained encoder's own, else a WordPiece vocabulary of `vocab_size` over the
     training `texts` (kept by `run_family` through `RunStart.keep_tokenizer`)."""
-    saved = context.layout.run_dir(context.run_id) / TOKENIZER_DIR
+    saved = layout.run_dir(run_id) / TOKENIZER_DIR
     if saved.is_dir():
         return load_fast_tokenizer(saved)
     if spec.model.pretrained is not None:
-        resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
+        resolved = resolve_pretrained(spec.model, layout.root).pretrained
         return load_fast_tokenizer(fetch_pretrained(str(resolved), None))
     with tempfile.TemporaryDirectory() as scratch:  # the run folder does not exist yet
         return train_wordpiece(texts, vocab_size, Path(scratch))

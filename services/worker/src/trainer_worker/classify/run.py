@@ -132,7 +132,7 @@ def prepare_classifier(spec: TrainRunSpec, context: JobContext) -> ClassifierRun
     labels = list(dataset.report.labels)
     index = {label: i for i, label in enumerate(labels)}
     texts = [row.text for row in splits["train"]]
-    tokenizer = encoder_tokenizer(spec, context, texts, options.vocab_size)
+    tokenizer = encoder_tokenizer(spec, layout, context.run_id, texts, options.vocab_size)
     model = _model(spec, context, tokenizer, labels)
     width = spec.train.block_size
 

@@ -104,7 +104,7 @@ def prepare_dual_agent(spec: TrainRunSpec, context: JobContext) -> DualAgentRun:
     loaded = load_splits(options, context.layout.root)
     splits = loaded.splits
     texts = [post.text for post in splits.train]
-    tokenizer = encoder_tokenizer(spec, context, texts, options.vocab_size)
+    tokenizer = encoder_tokenizer(spec, context.layout, context.run_id, texts, options.vocab_size)
     seed_everything(spec.train.seed)  # the initial weights come from the seeded generators
     if spec.model.pretrained is not None:
         resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
