@@ -30,7 +30,8 @@ from trainer_cli import ab_commands, retrain_commands
 from trainer_cli.remote import (
     Handler,
     add_submission_arguments,
-    follow_events,
+    json_parent,
+    report_accepted,
     request_body,
     run_handler,
 )
@@ -51,8 +52,7 @@ DATASET_FLAGS: Final = {
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    common = json_parent()
     dataset = commands.add_parser("dataset", help="prepare and inspect classification datasets")
     actions = dataset.add_subparsers(dest="action", required=True)
     prepare = actions.add_parser("prepare", parents=[common], help="queue a dataset preparation")
@@ -107,15 +107,7 @@ def _prepare(client: TrainerClient, args: argparse.Namespace) -> int:
         args.source = "builtin"
     body = request_body(DatasetCreate, args, DATASET_FLAGS, {})
     accepted = client.call(api_calls.prepare_dataset(body, idempotency_key=uuid.uuid4().hex))
-    if args.json:
-        print(accepted.model_dump_json())
-    else:
-        print(f"{accepted.kind} {accepted.run_id}: {accepted.status}")
-    if args.follow:
-        return follow_events(client, accepted.run_id, json_lines=args.json)
-    if not args.json:
-        print(f"see it with: trainctl dataset show {accepted.run_id}")
-    return ExitCode.OK
+    return report_accepted(client, args, accepted, "see it with: trainctl dataset show")
 
 
 def _list(client: TrainerClient, args: argparse.Namespace) -> int:

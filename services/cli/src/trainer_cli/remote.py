@@ -23,6 +23,7 @@ from pydantic import BaseModel, ValidationError
 
 from platform_core.api_models import (
     GenerateRecord,
+    JobAccepted,
     LogLine,
     PredictRecord,
     RunCreate,
@@ -99,9 +100,15 @@ MODEL_FLAGS: Final = {
 # ---- arguments ------------------------------------------------------------------------------
 
 
-def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def json_parent() -> argparse.ArgumentParser:
+    """The parent parser of every command that can print the API's answer as it came."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--json", action="store_true", help="print the API's answer as JSON")
+    return common
+
+
+def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    common = json_parent()
 
     submit = commands.add_parser("submit", help="queue a tokenizer or model training")
     kinds = submit.add_subparsers(dest="what", required=True)
@@ -252,6 +259,14 @@ def _submit(client: TrainerClient, args: argparse.Namespace) -> int:
         defaults: dict[str, object] = {"spec": {"model": {"family": "gpt2", "preset": "tiny"}}}
         run_body = request_body(RunCreate, args, MODEL_FLAGS, defaults)
         accepted = client.train_model(run_body, idempotency_key=key)
+    return report_accepted(client, args, accepted, "follow it with: trainctl follow")
+
+
+def report_accepted(
+    client: TrainerClient, args: argparse.Namespace, accepted: JobAccepted, hint: str
+) -> int:
+    """Say what was queued; then follow its events (--follow) or print `hint` with the run
+    id: the command that shows it later."""
     if args.json:
         print(accepted.model_dump_json())
     else:
@@ -259,7 +274,7 @@ def _submit(client: TrainerClient, args: argparse.Namespace) -> int:
     if args.follow:
         return follow_events(client, accepted.run_id, json_lines=args.json)
     if not args.json:
-        print(f"follow it with: trainctl follow {accepted.run_id}")
+        print(f"{hint} {accepted.run_id}")
     return ExitCode.OK
 
 

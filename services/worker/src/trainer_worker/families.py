@@ -1,18 +1,19 @@
-"""The one place a model run's family picks its body: the language models' (gpt2, char_lstm),
-the dual-agent model's or the classifier's. A `train_model` job and a study's trial both go
-through `train_run_body`, so every family trains, resumes and is pruned the same way."""
+"""The one place a model run's family is picked: the language models (gpt2, char_lstm), the
+dual-agent model or the classifier, each a `prepare` that `family_run.run_family` starts,
+trains and hands back to the family's `finish`. A `train_model` job and a study's trial both
+go through `train_run_body`, so every family trains, resumes and is pruned the same way."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from platform_core.specs import TrainRunSpec
 from trainer_worker.checkpoint_retention import DiskProbe
-from trainer_worker.classify.run import train_classifier_body
-from trainer_worker.dual_agent.run import train_dual_agent_body
+from trainer_worker.classify.run import prepare_classifier
+from trainer_worker.dual_agent.run import prepare_dual_agent
+from trainer_worker.family_run import run_family
 from trainer_worker.job_context import JobContext, Outcome
-from trainer_worker.model_run import train_model_body
+from trainer_worker.model_run import prepare_language_model
 from trainer_worker.training.callbacks import EvalInfo
 
 
@@ -26,16 +27,13 @@ def train_run_body(
     """Train `spec` as the run of `context`. A study trial passes its pruner (asked at each
     eval; the run then ends "pruned") and its share of the study's checkpoint budget."""
     if spec.model.family == "dual_agent":
-        return train_dual_agent_body(
-            spec, context, should_prune=should_prune, disk_probe=disk_probe
+        return run_family(
+            spec, context, prepare_dual_agent, should_prune=should_prune, disk_probe=disk_probe
         )
     if spec.model.family == "classifier":
-        return train_classifier_body(
-            spec, context, should_prune=should_prune, disk_probe=disk_probe
+        return run_family(
+            spec, context, prepare_classifier, should_prune=should_prune, disk_probe=disk_probe
         )
-    return train_model_body(
-        json.loads(spec.model_dump_json()),
-        context,
-        should_prune=should_prune,
-        disk_probe=disk_probe,
+    return run_family(
+        spec, context, prepare_language_model, should_prune=should_prune, disk_probe=disk_probe
     )

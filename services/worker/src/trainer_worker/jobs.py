@@ -31,6 +31,7 @@ from trainer_worker.classify.dataset_job import prepare_dataset_body
 from trainer_worker.classify.predict import classifier_predict_work, registered_predict_work
 from trainer_worker.dual_agent.predict import predict_work
 from trainer_worker.families import train_run_body
+from trainer_worker.family_run import resume_hint
 from trainer_worker.inference_jobs import (
     answer_request,
     evaluate_work,
@@ -40,7 +41,7 @@ from trainer_worker.inference_jobs import (
     score_work,
 )
 from trainer_worker.job_context import Body, JobContext, Outcome, ResumeHint, run_job
-from trainer_worker.model_run import parse_spec, resume_hint
+from trainer_worker.model_run import parse_spec
 from trainer_worker.tokenizers.artifacts import train_tokenizer_artifact
 from trainer_worker.tracking.registry_mirror import mirror_pending
 

@@ -24,6 +24,7 @@ from trainer_worker.training.device import DeviceSetup
 from trainer_worker.training.distributed import DistContext
 from trainer_worker.training.evaluate import AutocastFactory
 from trainer_worker.training.task import TaskEval
+from trainer_worker.training.text_rows import check_rows, draw_rows
 
 EVAL_BATCH = 64  # texts per forward pass when evaluating or predicting
 
@@ -99,7 +100,7 @@ class ClassifierTask:
 
     @property
     def train_tokens(self) -> int:
-        return len(self.train) * int(self.train.input_ids.size(1))
+        return int(self.train.input_ids.numel())
 
     @property
     def has_eval(self) -> bool:
@@ -108,14 +109,7 @@ class ClassifierTask:
     def prepare(
         self, model: nn.Module, config: TrainConfig, *, setup: DeviceSetup, ctx: DistContext
     ) -> None:
-        if len(self.train) == 0:
-            raise AppError(ErrorCode.DATA_INVALID, "the train split holds no texts")
-        width = int(self.train.input_ids.size(1))
-        if width != config.block_size:
-            raise AppError(
-                ErrorCode.CONFIG_INVALID,
-                f"texts were encoded to {width} tokens but train.block_size is {config.block_size}",
-            )
+        check_rows(self.train.input_ids, config, "texts")
 
     def get_batch(
         self,
@@ -124,13 +118,7 @@ class ClassifierTask:
         device: torch.device,
         ctx: DistContext,
     ) -> TextBatch:
-        # the global batch is drawn on every rank from the shared generator; each keeps its slice
-        ix = torch.randint(
-            len(self.train), (ctx.world_size * config.batch_size,), generator=generator
-        )
-        return self.train.select(
-            ix[ctx.rank * config.batch_size : (ctx.rank + 1) * config.batch_size], device
-        )
+        return self.train.select(draw_rows(len(self.train), config, generator, ctx), device)
 
     def loss(self, model: nn.Module, batch: TextBatch) -> Tensor:
         out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)

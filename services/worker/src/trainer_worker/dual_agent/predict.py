@@ -26,8 +26,9 @@ from trainer_worker.dual_agent.criteria import CRITERIA
 from trainer_worker.dual_agent.decode import criteria_probs, decode_spans
 from trainer_worker.dual_agent.encoding import encode_texts
 from trainer_worker.dual_agent.model import DualAgentModel
-from trainer_worker.dual_agent.run import ENCODER_DIR, TOKENIZER_DIR
+from trainer_worker.dual_agent.run import ENCODER_DIR
 from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer
+from trainer_worker.family_run import TOKENIZER_DIR
 from trainer_worker.inference_jobs import load_weights, read_model_run
 
 

@@ -10,32 +10,14 @@ tokenizer and the encoder's config go to `model/` for predict.
 
 from __future__ import annotations
 
-import json
-import logging
-import os
-import platform
-import tempfile
-import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 
 import torch
 from transformers import PreTrainedTokenizerFast
 
-from platform_core.logging import run_log
-from platform_core.manifests import (
-    CorpusRecord,
-    DualAgentRecord,
-    HostInfo,
-    RunManifest,
-    write_atomic,
-)
-from platform_core.run_state import RunStatus
+from platform_core.manifests import CorpusRecord, DualAgentRecord, write_atomic
 from platform_core.specs import DualAgentOptions, TrainRunSpec
-from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.dual_agent.baseline import BASELINE_THRESHOLDS, keyword_baseline
 from trainer_worker.dual_agent.criteria import CRITERIA
 from trainer_worker.dual_agent.data import Post, Splits, data_report
@@ -53,27 +35,21 @@ from trainer_worker.dual_agent.model import (
     load_encoder,
 )
 from trainer_worker.dual_agent.sources import load_splits
-from trainer_worker.dual_agent.task import DualAgentTask
-from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordpiece
-from trainer_worker.job_context import JobContext, Outcome
-from trainer_worker.model_run import (
-    SERVICE,
-    announce_config,
-    begin_run,
+from trainer_worker.dual_agent.task import DualAgentTask, DualBatch
+from trainer_worker.family_run import (
+    TOKENIZER_DIR,
+    RunStart,
+    Trained,
+    encoder_tokenizer,
     finish_run,
-    library_versions,
-    resume_message,
-    train_with_callbacks,
+    headline_outcome,
+    starting_manifest,
 )
+from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.models.gpt2 import fetch_pretrained
-from trainer_worker.models.registry import count_parameters, resolve_pretrained
-from trainer_worker.resume import ResumePoint
-from trainer_worker.training.callbacks import EvalInfo
-from trainer_worker.training.device import resolve_device_setup
+from trainer_worker.models.registry import resolve_pretrained
 from trainer_worker.training.seeding import seed_everything
 
-_log = logging.getLogger(__name__)
-TOKENIZER_DIR = "tokenizer"  # in the run folder and in model/
 ENCODER_DIR = "encoder"  # in model/: the encoder's config.json (predict rebuilds from it)
 REPORT_FILE = "dual_agent.json"  # in eval/
 # the completed event's headline figures (the manifest holds every one)
@@ -89,68 +65,46 @@ HEADLINE = (
 
 
 @dataclass(frozen=True)
-class _Prepared:
-    spec: TrainRunSpec
+class DualAgentRun:
+    """A prepared dual-agent run (a `family_run.FamilyRun`): its start, and what the
+    thresholds and the test report need once it has trained."""
+
+    start: RunStart[DualBatch]
     options: DualAgentOptions
     splits: Splits
     tokenizer: PreTrainedTokenizerFast
-    model: DualAgentModel
-    task: DualAgentTask
+    model: DualAgentModel  # start's, typed
+    task: DualAgentTask  # start's, typed
     test: Encoded
-    manifest: RunManifest
+
+    def finish(self, context: JobContext, trained: Trained) -> Outcome:
+        """The report, `model/` for predict, then the shared end with the dual-agent record
+        and headline figures."""
+        layout, run_id = context.layout, context.run_id
+        # thresholds on val, then the test split: the model and the keyword baseline
+        record = measure(self)
+        report = record.model_dump_json(indent=2).encode()
+        write_atomic(layout.eval_dir(run_id) / REPORT_FILE, report)
+        model_dir = layout.model_dir(run_id)
+        model_dir.mkdir(exist_ok=True)
+        self.tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
+        self.model.encoder.config.save_pretrained(str(model_dir / ENCODER_DIR))
+        headline = headline_metrics(record)
+        update: dict[str, object] = {"dual_agent": record}
+        done = finish_run(context, trained, self.model, update=update, final_metrics=headline)
+        return headline_outcome(trained, done, headline, summary_line(headline))
 
 
 def gold_spans(posts: tuple[Post, ...]) -> list[list[CharSpan]]:
     return [[(s.start, s.end) for s in post.evidence] for post in posts]
 
 
-def train_dual_agent_body(
-    spec: TrainRunSpec,
-    context: JobContext,
-    *,
-    should_prune: Callable[[EvalInfo], bool] | None = None,
-    disk_probe: DiskProbe | None = None,
-) -> Outcome:
-    """The body of a `train_model` job whose family is dual_agent."""
-    started = time.monotonic()
-    run = _prepare(spec, context)
-    search, manifest = begin_run(context, run.model, run.manifest, spec.train.max_steps)
-    saved = context.layout.run_dir(context.run_id) / TOKENIZER_DIR
-    if not saved.is_dir():  # a later attempt loads this one back (see _tokenizer)
-        run.tokenizer.save_pretrained(str(saved))
-    with run_log(context.layout.run_log(context.run_id), context.run_id, service=SERVICE):
-        if search.point is not None or search.quarantined:
-            _log.warning(resume_message(search), extra={"event": "run.resumed"})
-        return _train_and_publish(
-            context,
-            run,
-            manifest,
-            started,
-            search.point,
-            should_prune=should_prune,
-            disk_probe=disk_probe,
-        )
-
-
-def _tokenizer(
-    spec: TrainRunSpec, context: JobContext, train: tuple[Post, ...]
-) -> PreTrainedTokenizerFast:
-    saved = context.layout.run_dir(context.run_id) / TOKENIZER_DIR
-    if saved.is_dir():
-        return load_fast_tokenizer(saved)
-    if spec.model.pretrained is not None:
-        resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
-        return load_fast_tokenizer(fetch_pretrained(str(resolved), None))
-    with tempfile.TemporaryDirectory() as scratch:  # the run folder does not exist yet
-        texts = [post.text for post in train]
-        return train_wordpiece(texts, spec.dual_agent_options.vocab_size, Path(scratch))
-
-
-def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
+def prepare_dual_agent(spec: TrainRunSpec, context: JobContext) -> DualAgentRun:
     options = spec.dual_agent_options
     loaded = load_splits(options, context.layout.root)
     splits = loaded.splits
-    tokenizer = _tokenizer(spec, context, splits.train)
+    texts = [post.text for post in splits.train]
+    tokenizer = encoder_tokenizer(spec, context.layout, context.run_id, texts, options.vocab_size)
     seed_everything(spec.train.seed)  # the initial weights come from the seeded generators
     if spec.model.pretrained is not None:
         resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
@@ -178,33 +132,17 @@ def _prepare(spec: TrainRunSpec, context: JobContext) -> _Prepared:
         weights=options.task_weights,
         pos_weight=dual_pos_weight(train) if options.class_weights else None,
     )
-    setup = resolve_device_setup(spec.train.device, spec.train.precision)
-    manifest = RunManifest(
-        run_id=context.run_id,
-        kind="train_model",
-        status=RunStatus.RUNNING,
-        user_id=context.user_id,
-        spec=json.loads(spec.model_dump_json()),
-        seed=spec.train.seed,
-        device=str(setup.device),
-        precision=setup.precision,
-        num_params=count_parameters(model),
-        corpus=CorpusRecord(
-            source=loaded.source,
-            sha256=loaded.sha256,
-            num_documents=len(splits.train) + len(splits.val) + len(splits.test),
-            num_train_documents=len(splits.train),
-            num_holdout_documents=len(splits.val),
-        ),
-        library_versions=library_versions(),
-        host=HostInfo(
-            python=platform.python_version(), machine=platform.machine(), cpus=os.cpu_count() or 1
-        ),
-        started_at=datetime.now(UTC),
-        attempt=context.attempt,
+    corpus = CorpusRecord(
+        source=loaded.source,
+        sha256=loaded.sha256,
+        num_documents=len(splits.train) + len(splits.val) + len(splits.test),
+        num_train_documents=len(splits.train),
+        num_holdout_documents=len(splits.val),
     )
+    manifest = starting_manifest(context, spec, model, corpus)
+    start = RunStart(spec, model, task, manifest, len(tokenizer), keep_tokenizer=tokenizer)
     test = encode_posts(tokenizer, splits.test, width)
-    return _Prepared(spec, options, splits, tokenizer, model, task, test, manifest)
+    return DualAgentRun(start, options, splits, tokenizer, model, task, test)
 
 
 def dual_pos_weight(train: Encoded) -> torch.Tensor:
@@ -214,61 +152,10 @@ def dual_pos_weight(train: Encoded) -> torch.Tensor:
     return torch.where(positives > 0, negatives / positives.clamp(min=1), 1.0).clamp(1.0, 100.0)
 
 
-def _train_and_publish(
-    context: JobContext,
-    run: _Prepared,
-    manifest: RunManifest,
-    started: float,
-    resume: ResumePoint | None,
-    *,
-    should_prune: Callable[[EvalInfo], bool] | None,
-    disk_probe: DiskProbe | None,
-) -> Outcome:
-    spec, model = run.spec, run.model
-    layout, run_id = context.layout, context.run_id
-    announce_config(context, spec, manifest, vocab_size=len(run.tokenizer))
-    result = train_with_callbacks(
-        context, model, run.task, spec, resume, should_prune=should_prune, disk_probe=disk_probe
-    )
-
-    # thresholds on val, then the test split: the model and the keyword baseline
-    record = measure(run)
-    write_atomic(layout.eval_dir(run_id) / REPORT_FILE, record.model_dump_json(indent=2).encode())
-    model_dir = layout.model_dir(run_id)
-    model_dir.mkdir(exist_ok=True)
-    run.tokenizer.save_pretrained(str(model_dir / TOKENIZER_DIR))
-    model.encoder.config.save_pretrained(str(model_dir / ENCODER_DIR))
-    headline = headline_metrics(record)
-    done = finish_run(
-        context,
-        manifest,
-        result,
-        model,
-        started,
-        update={"dual_agent": record},
-        final_metrics=headline,
-    )
-    cancelled, artifact_dir = done.cancelled, done.artifact_dir
-    verb = f"cancelled at step {result.final_step}" if cancelled else "trained"
-    return Outcome(
-        result={
-            "steps": result.final_step,
-            "stop_reason": result.reason,
-            # a study trial's objective, as for the language models
-            "best_eval_loss": done.metrics.best_eval_loss,
-            **headline,
-        },
-        message=f"{verb} {result.final_step} steps; {summary_line(headline)}",
-        artifact_dir=artifact_dir,
-        cancelled_at_step=result.final_step if cancelled else None,
-        pruned=result.reason == "pruned",  # a study trial its pruner stopped
-    )
-
-
-def measure(run: _Prepared) -> DualAgentRecord:
+def measure(run: DualAgentRun) -> DualAgentRecord:
     """Tune the thresholds on val, then score the model and the baseline on test."""
     task, device = run.task, next(run.model.parameters()).device
-    batch = max(run.spec.train.batch_size, 32)
+    batch = max(run.start.spec.train.batch_size, 32)
     val = task.predict(run.model, task.val, device, nullcontext, batch)
     thresholds = tune_thresholds(val.probs, task.val.labels)
     val_metrics = criteria_metrics(val.probs, task.val.labels, thresholds, "val/criteria_matcher")

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import TaskWeights, TrainConfig
 from trainer_worker.dual_agent.decode import criteria_probs, decode_spans
 from trainer_worker.dual_agent.encoding import Encoded
@@ -25,6 +24,7 @@ from trainer_worker.training.device import DeviceSetup
 from trainer_worker.training.distributed import DistContext
 from trainer_worker.training.evaluate import AutocastFactory
 from trainer_worker.training.task import TaskEval
+from trainer_worker.training.text_rows import check_rows, draw_rows
 
 CRITERIA_LOSS = "train/criteria_matcher/loss"
 EVIDENCE_LOSS = "train/evidence_binder/loss"
@@ -75,7 +75,7 @@ class DualAgentTask:
 
     @property
     def train_tokens(self) -> int:
-        return len(self.train) * int(self.train.input_ids.size(1))
+        return int(self.train.input_ids.numel())
 
     @property
     def has_eval(self) -> bool:
@@ -84,14 +84,7 @@ class DualAgentTask:
     def prepare(
         self, model: nn.Module, config: TrainConfig, *, setup: DeviceSetup, ctx: DistContext
     ) -> None:
-        if len(self.train) == 0:
-            raise AppError(ErrorCode.DATA_INVALID, "the train split holds no posts")
-        width = int(self.train.input_ids.size(1))
-        if width != config.block_size:
-            raise AppError(
-                ErrorCode.CONFIG_INVALID,
-                f"posts were encoded to {width} tokens but train.block_size is {config.block_size}",
-            )
+        check_rows(self.train.input_ids, config, "posts")
         if self.pos_weight is not None:
             self.pos_weight = self.pos_weight.to(ctx.device)
 
@@ -102,12 +95,7 @@ class DualAgentTask:
         device: torch.device,
         ctx: DistContext,
     ) -> DualBatch:
-        # the global batch is drawn on every rank from the shared generator; each keeps its slice
-        ix = torch.randint(
-            len(self.train), (ctx.world_size * config.batch_size,), generator=generator
-        )
-        mine = ix[ctx.rank * config.batch_size : (ctx.rank + 1) * config.batch_size]
-        return _select(self.train, mine, device)
+        return _select(self.train, draw_rows(len(self.train), config, generator, ctx), device)
 
     def loss(self, model: nn.Module, batch: DualBatch) -> Tensor:
         criteria, start, end = model(batch.input_ids, batch.attention_mask)

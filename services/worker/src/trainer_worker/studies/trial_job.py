@@ -47,10 +47,10 @@ from platform_core.study_specs import (
 from trainer_worker import defaults
 from trainer_worker.checkpoint_retention import DiskProbe
 from trainer_worker.families import train_run_body
+from trainer_worker.family_run import resume_hint
 from trainer_worker.heartbeat import Heartbeat
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.jobs import current_job, lifecycle
-from trainer_worker.model_run import resume_hint
 from trainer_worker.studies.retention import (
     retain_study_checkpoints,
     share_probe,
