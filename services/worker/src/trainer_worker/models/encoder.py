@@ -75,7 +75,10 @@ def load_pretrained(
     already placed a hub model's files there); a folder that holds no such model is
     MODEL_NOT_FOUND, naming what is wrong without the server's paths."""
     try:
-        model = auto_class.from_pretrained(str(folder), local_files_only=True, **options)
+        # from_pretrained is untyped in transformers; both auto classes build a PreTrainedModel
+        model: PreTrainedModel = auto_class.from_pretrained(
+            str(folder), local_files_only=True, **options
+        )
     except (OSError, ValueError) as exc:
         raise AppError(
             ErrorCode.MODEL_NOT_FOUND,
@@ -83,8 +86,6 @@ def load_pretrained(
             f"({type(exc).__name__}: no config.json or weights, or an architecture without "
             "that head)",
         ) from exc
-    if not isinstance(model, PreTrainedModel):  # from_pretrained is untyped in transformers
-        raise AppError(ErrorCode.MODEL_NOT_FOUND, f"{folder.name!r} is not a transformers model")
     return model
 
 
