@@ -1,6 +1,8 @@
 """The classifier: a `transformers` sequence classifier (AutoModelForSequenceClassification),
-built from a preset and trained from scratch, or loaded pretrained (a `data:` folder or a hub
-id, local cache first) with a fresh head over the dataset's labels.
+built from a preset and trained from scratch, or loaded pretrained (a `data:` folder, a hub
+id from the local cache first, or a packaged model such as MiniLM) with a fresh head over the
+dataset's labels; the encoder parts are `trainer_worker.models.encoder`'s, shared with the
+dual-agent family.
 
 Either way `config.id2label` names the dataset's labels, so the saved folder loads with
 `AutoModelForSequenceClassification.from_pretrained` as is (the registry relies on it).
