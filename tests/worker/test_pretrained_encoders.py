@@ -148,7 +148,7 @@ def _resumable_spec(family: str, redis_client: redis.Redis) -> tuple[JsonObject,
     """The spec, its steps and its checkpoint interval (no early stopping: the run must
     still be going when it is killed)."""
     if family == "dual_agent":
-        return _dual_agent(max_steps=120, eval_every=40, checkpoint_every=40), 120, 40
+        return _dual_agent(max_steps=80, eval_every=40, checkpoint_every=40), 80, 40
     enqueue_job(redis_client, "prepare_dataset", "ds", SMALL_DATASET)
     _work(redis_client)
     spec = _classifier(
