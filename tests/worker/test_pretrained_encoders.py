@@ -2,7 +2,7 @@
 jobs (real Redis): a small BERT saved with its own tokenizer in a `data:` folder is loaded
 with a fresh head, trained, and its run uses the folder's tokenizer (not a WordPiece of its
 own); the finished run predicts; a worker killed mid-run resumes from its checkpoint to the
-weights of the same run never interrupted."""
+evals of the same run never interrupted."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import redis
-import torch
 from rq import Queue, SimpleWorker
 from transformers import AutoConfig
 
@@ -30,7 +29,7 @@ from tests.worker.pretrained_encoder_helpers import (
     save_small_bert,
     with_pretrained,
 )
-from tests.worker.test_resume import _final_weights, _kill_with_children, _newest_step, _worker
+from tests.worker.test_resume import _kill_with_children, _newest_step, _worker
 from trainer_worker import defaults, jobs
 from trainer_worker.classify.dataset_job import read_split
 from trainer_worker.dual_agent.criteria import CRITERIA
@@ -152,13 +151,16 @@ def _resumable_spec(family: str, redis_client: redis.Redis) -> tuple[JsonObject,
     enqueue_job(redis_client, "prepare_dataset", "ds", SMALL_DATASET)
     _work(redis_client)
     spec = _classifier(
-        "ds", max_steps=150, eval_every=50, checkpoint_every=50, early_stopping_patience=None
+        "ds", max_steps=100, eval_every=50, checkpoint_every=50, early_stopping_patience=None
     )
-    return spec, 150, 50
+    options = spec["classifier"]
+    assert isinstance(options, dict)
+    # the test report's int8 copy is the classifier run test's business: a shorter test here
+    return {**spec, "classifier": {**options, "quantize": False}}, 100, 50
 
 
 @pytest.mark.parametrize("family", ["classifier", "dual_agent"])
-def test_a_killed_pretrained_run_resumes_to_the_uninterrupted_weights(
+def test_a_killed_pretrained_run_resumes_to_the_uninterrupted_evals(
     family: str, redis_client: redis.Redis, redis_url: str, data_root: Path
 ) -> None:
     spec, max_steps, every = _resumable_spec(family, redis_client)
@@ -185,7 +187,14 @@ def test_a_killed_pretrained_run_resumes_to_the_uninterrupted_weights(
     assert store.status("victim") is RunStatus.COMPLETED, store.message("victim")
     manifest = read_run_manifest(folder / "manifest.json")
     assert manifest.resumed_from_step == killed_at and manifest.attempt == 2
-    reference, resumed = _final_weights(data_root / "runs" / "ref"), _final_weights(folder)
-    assert reference.keys() == resumed.keys()
-    for name, weights in reference.items():
-        assert torch.allclose(weights, resumed[name], atol=1e-6, rtol=0), name
+    # each eval once; those after the resume point, computed by the second attempt, equal
+    # the uninterrupted run's (final weights may differ by design: a classifier keeps the
+    # best eval of its own attempt)
+    reference = {e.step: e for e in _evals(redis_client, "ref")}
+    resumed = _evals(redis_client, "victim")
+    assert [e.step for e in resumed] == sorted(reference)
+    for got in (e for e in resumed if e.step > killed_at):
+        expected = reference[got.step]
+        assert got.eval_loss == pytest.approx(expected.eval_loss, abs=1e-5), got.step
+        for name, value in expected.metrics.items():
+            assert got.metrics[name] == pytest.approx(value, abs=1e-5), (got.step, name)
