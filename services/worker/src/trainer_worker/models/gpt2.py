@@ -29,7 +29,8 @@ from torch import Tensor, nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from platform_core.errors import AppError, ErrorCode
-from platform_core.specs import is_hub_id
+from platform_core.specs import PACKAGED_MODELS, is_hub_id
+from trainer_worker.models.encoder import packaged_model_folder
 
 logger = logging.getLogger(__name__)
 
@@ -158,13 +159,16 @@ def fetch_pretrained(
     repo_type: Literal["model", "dataset"] = "model",
 ) -> Path:
     """The local folder of a pretrained model (or a hub dataset): an absolute path is a
-    folder the caller resolved inside the data root; anything else must be a hub id, taken
+    folder the caller resolved inside the data root; a `PACKAGED_MODELS` name is the folder
+    inside that installed package; anything else must be a hub id, taken
     from the local cache first, else downloaded into an absolute cache with `attempts`
     bounded retries. A relative string is never read against the working directory
     (transformers would open `./<id>` when it exists)."""
     what = "pretrained model" if repo_type == "model" else "dataset"
     if Path(name_or_path).is_absolute():
         return Path(name_or_path)
+    if repo_type == "model" and name_or_path in PACKAGED_MODELS:
+        return packaged_model_folder(name_or_path)
     if not is_hub_id(name_or_path):
         raise AppError(
             ErrorCode.MODEL_NOT_FOUND,
