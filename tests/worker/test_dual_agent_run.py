@@ -14,13 +14,16 @@ from rq import Queue, SimpleWorker
 
 from platform_core.event_bus import EventBus
 from platform_core.events import Event, MetricsCompleted, MetricsEval
+from platform_core.json_types import JsonValue
 from platform_core.layout import DataLayout
 from platform_core.manifests import read_run_manifest
 from platform_core.queue import TRAINING_QUEUE, enqueue_job
 from platform_core.run_state import RunStateStore, RunStatus
+from platform_core.specs import DualAgentPrediction, PredictResult
 from tests.worker.dual_agent_helpers import dual_agent_spec
 from trainer_worker import defaults
 from trainer_worker.dual_agent.criteria import CRITERIA
+from trainer_worker.dual_agent.predict import predict_work
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -84,3 +87,41 @@ def test_the_trained_model_beats_the_keyword_baseline_on_held_out_templates(
     model_dir = layout.model_dir("dual-1")
     assert (model_dir / "tokenizer" / "tokenizer.json").is_file()
     assert (model_dir / "encoder" / "config.json").is_file()
+
+
+def test_a_softmax_criteria_head_trains_and_its_probabilities_are_shares(
+    redis_client: redis.Redis, data_root: Path
+) -> None:
+    """`criteria_head: softmax` (one criterion per post, or none): the head has a "none"
+    output, the loss is a cross-entropy that falls, and predict's probabilities are shares
+    of one distribution (with "none" left out they sum to at most 1), unlike sigmoid's."""
+    spec = dual_agent_spec(max_steps=120, eval_every=60, checkpoint_every=60)
+    options = spec["dual_agent"]
+    assert isinstance(options, dict)
+    options["criteria_head"] = "softmax"
+    enqueue_job(redis_client, "train_model", "dual-soft", spec, user_id=5)
+    _work(redis_client)
+    store = RunStateStore(redis_client)
+    assert store.status("dual-soft") is RunStatus.COMPLETED, store.message("dual-soft")
+
+    manifest = read_run_manifest(DataLayout(data_root).run_manifest("dual-soft"))
+    assert manifest.dual_agent is not None and manifest.dual_agent.criteria_head == "softmax"
+    evals = [e for e in _events(redis_client, "dual-soft") if isinstance(e, MetricsEval)]
+    first, last = evals[0].payload.metrics, evals[-1].payload.metrics
+    assert last["val/criteria_matcher/loss"] < first["val/criteria_matcher/loss"]
+
+    texts: list[JsonValue] = [
+        "I can't sleep anymore, I lie awake until 4am every night.",
+        "Had a great weekend hiking with friends, the weather was perfect.",
+    ]
+    answer = PredictResult.model_validate(predict_work(data_root, "dual-soft", {"texts": texts}))
+    for prediction in answer.predictions:
+        assert isinstance(prediction, DualAgentPrediction)
+        shares = [score.probability for score in prediction.criteria]
+        assert [score.criterion for score in prediction.criteria] == list(CRITERIA)
+        assert all(0.0 <= p <= 1.0 for p in shares)
+        assert sum(shares) <= 1.0 + 1e-5
+    hiking = answer.predictions[1]
+    assert isinstance(hiking, DualAgentPrediction)
+    none_share = 1.0 - sum(score.probability for score in hiking.criteria)
+    assert none_share > max(score.probability for score in hiking.criteria)  # "no criterion"
