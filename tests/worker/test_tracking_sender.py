@@ -102,3 +102,30 @@ def test_preload_for_a_server_leaves_the_sqlite_store_unloaded() -> None:
     preload(TrackingSettings(uri="https://mlflow.example.com"))  # in-process too, for coverage
     preload(TrackingSettings())
     assert "mlflow.store.tracking.sqlalchemy_store" in sys.modules
+
+
+@pytest.mark.integration
+def test_a_run_about_to_train_opens_its_mlflow_run_before_any_metrics_event(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`expect_metrics` (called by every model family before it prepares): the opening
+    happens while the run prepares, not beside its first steps; a second call changes
+    nothing, and the metrics that follow go to the run it opened."""
+    monkeypatch.setattr(tracker_module, "SEND_INTERVAL_S", 3600.0)
+    layout = DataLayout(data_root)
+    tracker = Tracker(
+        run_id=RUN,
+        kind="train_model",
+        attempt=1,
+        layout=layout,
+        settings=TrackingSettings(final_wait_s=60),
+    )
+    tracker.expect_metrics()
+    _wait_for(layout.tracking_record(RUN).is_file, 30.0)  # opened with no event at all
+    assert tracker.stats.sends == 0  # opened: no rows yet, no batch sent
+    tracker.expect_metrics()
+    tracker.observe(_config())
+    tracker.observe(_progress(1))
+    report = tracker.finish("FINISHED")
+    assert report is not None and report.synced
+    assert tracker.stats.sends == 1 and tracker.stats.sent == 4

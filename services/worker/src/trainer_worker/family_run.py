@@ -118,6 +118,8 @@ def run_family(
     (asked at each eval; the run ends "pruned") and its view of the disk (its share of the
     study's checkpoint budget)."""
     started = time.monotonic()
+    if context.tracker is not None:
+        context.tracker.expect_metrics()  # MLflow's run opens while the model is prepared
     run = prepare(spec, context)
     start = run.start
     search, manifest = begin_run(context, start.model, start.manifest, start.spec.train.max_steps)

@@ -156,6 +156,16 @@ class Tracker:
             self._active = True  # the run trains: the sender opens its MLflow run now
             self._wake.set()
 
+    def expect_metrics(self) -> None:
+        """The run is about to prepare a model and train it: open its MLflow run now, while
+        it prepares, rather than beside its first steps (the opening is the sender's largest
+        piece of work, most of it Python that holds the GIL the training thread needs)."""
+        self._sender.activate()
+        self._start()
+        if not self._active:
+            self._active = True
+            self._wake.set()
+
     def sync(self, status: EndStatus | None) -> TrackingReport:
         """Hand MLflow what the buffer of a run that has ended holds (`trainctl
         sync-tracking`): the same sender, with no new events, waiting up to
