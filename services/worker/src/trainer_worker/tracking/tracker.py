@@ -5,10 +5,10 @@ background sender hands to MLflow.
 lock, no I/O, no MLflow). The sender thread starts with the run's first event and connects
 at once (importing MLflow and opening its store cost a second or two of CPU: done while the
 run prepares, not while it trains; a worker imports MLflow before it forks its work horses,
-see `backend.preload`). The first metrics event (by then the run folder exists) wakes it to
-open the MLflow run at once: the run's one-time costs (the run, its tags, its params) land
-where training starts, not in the middle of it. A run that publishes no metrics (a
-tokenizer) is not tracked.
+see `backend.preload`). A model run calls `expect_metrics` before it prepares (and otherwise
+the first metrics event wakes it) to open the MLflow run at once: the opening, the sender's
+largest piece of work, overlaps the run's preparation rather than its first steps. A run that
+publishes no metrics (a tokenizer) is not tracked.
 
 Then the sender wakes on a timer, not per event: once a second it turns what arrived into
 rows (`event_metrics`) and appends them to the run's buffer (`buffer`: a crash loses at
