@@ -39,6 +39,16 @@ def _wait_for(condition: Callable[[], bool], timeout_s: float = 300.0) -> None:
         time.sleep(0.02)
 
 
+def _tracker(layout: DataLayout) -> Tracker:
+    return Tracker(
+        run_id=RUN,
+        kind="train_model",
+        attempt=1,
+        layout=layout,
+        settings=TrackingSettings(final_wait_s=60),
+    )
+
+
 def _config() -> MetricsConfig:
     return next(e for e in samples() if isinstance(e, MetricsConfig))  # the run's first metric
 
@@ -55,13 +65,7 @@ def test_the_first_metrics_event_opens_the_run_and_later_rows_wait_in_the_buffer
     # no periodic send during the test: what reaches MLflow before the end is the opening
     monkeypatch.setattr(tracker_module, "SEND_INTERVAL_S", 3600.0)
     layout = DataLayout(data_root)
-    tracker = Tracker(
-        run_id=RUN,
-        kind="train_model",
-        attempt=1,
-        layout=layout,
-        settings=TrackingSettings(final_wait_s=60),
-    )
+    tracker = _tracker(layout)
     started = JobStartedPayload(kind="train_model", worker="host:1", attempt=1)
     tracker.observe(JobStarted(run_id=RUN, payload=started))
     tracker.observe(_config())
@@ -113,13 +117,7 @@ def test_a_run_about_to_train_opens_its_mlflow_run_before_any_metrics_event(
     nothing, and the metrics that follow go to the run it opened."""
     monkeypatch.setattr(tracker_module, "SEND_INTERVAL_S", 3600.0)
     layout = DataLayout(data_root)
-    tracker = Tracker(
-        run_id=RUN,
-        kind="train_model",
-        attempt=1,
-        layout=layout,
-        settings=TrackingSettings(final_wait_s=60),
-    )
+    tracker = _tracker(layout)
     tracker.expect_metrics()
     _wait_for(layout.tracking_record(RUN).is_file, 30.0)  # opened with no event at all
     assert tracker.stats.sends == 0  # opened: no rows yet, no batch sent
