@@ -174,3 +174,35 @@ def test_bad_tracking_values_are_config_errors(
     with pytest.raises(AppError) as info:
         load_settings()
     assert info.value.code is ErrorCode.CONFIG_INVALID and name in info.value.message
+
+
+def test_settings_are_built_again_only_when_a_source_changed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A worker asks for its settings once a job: the same sources give the same object, and
+    any change (a variable, `.env`, a secret file, a new secret in a sub-folder) shows at once."""
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    monkeypatch.setenv("APP_SECRETS_DIR", str(secrets))
+    first = load_settings()
+    assert load_settings() is first  # nothing changed: not parsed again
+
+    monkeypatch.setenv("APP__API__PORT", "8100")
+    assert load_settings().api.port == 8100
+    (tmp_path / ".env").write_text("APP__API__PORT=8200\n")
+    monkeypatch.delenv("APP__API__PORT")
+    assert load_settings().api.port == 8200
+    (tmp_path / ".env").write_text("APP__API__PORT=8300\n")  # rewritten: a new size or time
+    assert load_settings().api.port == 8300
+
+    (secrets / "security__api_key").write_text("key-one")
+    key = load_settings().security.api_key
+    assert key is not None and key.get_secret_value() == "key-one"
+    (secrets / "security__api_key").write_text("key-two!")
+    key = load_settings().security.api_key
+    assert key is not None and key.get_secret_value() == "key-two!"
+
+    monkeypatch.setenv("APP__API__PORT", "99999")  # a bad value is still a clear error
+    with pytest.raises(AppError) as caught:
+        load_settings()
+    assert "APP__API__PORT" in caught.value.message

@@ -226,8 +226,52 @@ class _FlatAliasSource(EnvSettingsSource):
 
 
 def load_settings() -> Settings:
-    """Build Settings from the environment; a bad value becomes CONFIG_INVALID naming the key."""
+    """Build Settings from the environment; a bad value becomes CONFIG_INVALID naming the key.
+    Built again only when a source changed since the last call (the environment, the working
+    folder's `.env`, a file in the secrets folder): a worker asks once per job, and parsing
+    every source costs about a millisecond."""
     secrets_dir = os.environ.get("APP_SECRETS_DIR", "/run/secrets")
+    sources = _sources_key(secrets_dir)
+    last = _LAST_SETTINGS.get(secrets_dir)
+    if last is not None and last[0] == sources:
+        return last[1]
+    settings = _build_settings(secrets_dir)
+    _LAST_SETTINGS.clear()  # one entry: the settings as the sources are now
+    _LAST_SETTINGS[secrets_dir] = (sources, settings)
+    return settings
+
+
+_SourcesKey = tuple[object, ...]
+_LAST_SETTINGS: dict[str, tuple[_SourcesKey, Settings]] = {}
+
+
+def _sources_key(secrets_dir: str) -> _SourcesKey:
+    """What the settings are read from, as far as telling a change goes: the environment,
+    and the size and modification time of `.env` and of each secret file."""
+    return (
+        tuple(sorted(os.environ.items())),
+        os.getcwd(),
+        _stamp(Path(".env")),
+        tuple(sorted((str(path), _stamp(path)) for path in _entries(Path(secrets_dir)))),
+    )
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return list(folder.rglob("*"))  # nested secrets may sit in sub-folders
+    except OSError:  # no secrets folder (the usual case outside containers)
+        return []
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
+
+
+def _build_settings(secrets_dir: str) -> Settings:
     try:
         return Settings(_secrets_dir=secrets_dir)
     except ValidationError as exc:

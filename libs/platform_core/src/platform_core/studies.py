@@ -141,8 +141,10 @@ class StudyStore:
     def enqueue_trial(self, study_id: str, ticket: int) -> str:
         """Put the trial of `ticket` on the training queue; its run id."""
         run_id = trial_run_id(study_id, ticket)
-        self.client.zadd(_key(study_id, "runs"), {run_id: ticket})
-        self.save_trial(study_id, TrialRecord(run_id=run_id, ticket=ticket))
+        pipe = self.client.pipeline()
+        pipe.zadd(_key(study_id, "runs"), {run_id: ticket})
+        self.save_trial(study_id, TrialRecord(run_id=run_id, ticket=ticket), pipe=pipe)
+        pipe.execute()
         spec: JsonObject = {"study_id": study_id, "ticket": ticket}
         enqueue_job(self.client, "study_trial", run_id, spec, description=f"trial of {study_id}")
         return run_id
@@ -235,8 +237,12 @@ class StudyStore:
     def trial_run_ids(self, study_id: str) -> list[str]:
         return [_text(r) for r in self.client.zrange(_key(study_id, "runs"), 0, -1)]
 
-    def save_trial(self, study_id: str, record: TrialRecord) -> None:
-        self.client.hset(_key(study_id, "trials"), record.run_id, record.model_dump_json())
+    def save_trial(
+        self, study_id: str, record: TrialRecord, *, pipe: redis.client.Pipeline | None = None
+    ) -> None:
+        """Record the trial (as part of `pipe`'s transaction when given)."""
+        target = self.client if pipe is None else pipe
+        target.hset(_key(study_id, "trials"), record.run_id, record.model_dump_json())
 
     def trial(self, study_id: str, run_id: str) -> TrialRecord | None:
         raw = self.client.hget(_key(study_id, "trials"), run_id)

@@ -19,9 +19,11 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 
 from platform_core.settings import load_settings
-from platform_core.study_specs import StudySpec
+from platform_core.study_specs import SamplerSpec, StudySpec
 
 JOURNAL_FILE = "optuna.journal"
+SAMPLERS_KEPT = 8  # studies whose sampler a process keeps
+_SAMPLERS: dict[tuple[str, BaseStorage, SamplerSpec], optuna.samplers.TPESampler] = {}
 SCHEMA_ATTEMPTS = 5
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # our JSON log says what matters
@@ -63,16 +65,33 @@ def configured_storage_url() -> str | None:
     return None if secret is None else secret.get_secret_value()
 
 
+def _sampler(
+    study_id: str, storage: BaseStorage, config: SamplerSpec, sampler_offset: int
+) -> optuna.samplers.TPESampler:
+    """The TPE sampler of a study in this process, made by its first trial here and kept for
+    the next ones (a worker that runs its jobs in-process). It carries what it learned of the
+    study: the search space it already inferred from the trials it saw, so each trial reads
+    only the trials that ended since, not the whole history again. `sampler_offset` (the
+    first trial's ticket) shifts the seed: parallel workers' samplers start from different
+    random points, where equal seeds would ask the same startup trials."""
+    key = (study_id, storage, config)
+    sampler = _SAMPLERS.pop(key, None)
+    if sampler is None:
+        sampler = optuna.samplers.TPESampler(
+            seed=(config.seed + sampler_offset) % 2**32, n_startup_trials=config.n_startup_trials
+        )
+    _SAMPLERS[key] = sampler  # the newest last: the oldest goes first
+    while len(_SAMPLERS) > SAMPLERS_KEPT:
+        del _SAMPLERS[next(iter(_SAMPLERS))]
+    return sampler
+
+
 def open_study(
     study_id: str, spec: StudySpec, storage: BaseStorage, *, sampler_offset: int = 0
 ) -> optuna.Study:
-    """The study `study_id` on `storage`, created by whoever comes first. `sampler_offset`
-    (the trial's ticket) shifts the TPE seed: each trial job has a sampler of its own, and
-    equal seeds in parallel jobs would ask the same random startup points."""
-    sampler = optuna.samplers.TPESampler(
-        seed=(spec.sampler.seed + sampler_offset) % 2**32,
-        n_startup_trials=spec.sampler.n_startup_trials,
-    )
+    """The study `study_id` on `storage`, created by whoever comes first, with the sampler
+    this process keeps for it (`_sampler`)."""
+    sampler = _sampler(study_id, storage, spec.sampler, sampler_offset)
     pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
     if spec.pruner.type == "median":
         pruner = optuna.pruners.MedianPruner(

@@ -112,7 +112,9 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
             make_storage(layout.study_dir(study_id), url),
             sampler_offset=ticket,
         )
-        attempt.trial = _trial_for(attempt.study, studies.trial(study_id, run_id))
+        # a first attempt has no trial yet; a later one re-attaches to the one it asked
+        earlier = studies.trial(study_id, run_id) if context.attempt > 1 else None
+        attempt.trial = _trial_for(attempt.study, earlier)
         attempt.params = _suggest(attempt.trial, study_spec)
         studies.save_trial(
             study_id,

@@ -1,0 +1,67 @@
+"""The worker's heartbeats on a real Redis: one thread per process beats for every run inside a
+`Heartbeat`, each at its own interval, never after its block ended, through a Redis blip."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+import redis
+
+from platform_core.run_state import RunStateStore
+from trainer_worker import heartbeat
+from trainer_worker.heartbeat import Heartbeat
+
+
+def _beats(store: RunStateStore, run_id: str, seconds: float) -> int:
+    """How many times the run's heartbeat moved over `seconds`."""
+    seen, last = 0, store.last_heartbeat(run_id)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        now = store.last_heartbeat(run_id)
+        if now != last:
+            seen, last = seen + 1, now
+        time.sleep(0.005)
+    return seen
+
+
+def test_nested_beats_share_one_thread_each_at_its_interval(redis_client: redis.Redis) -> None:
+    store = RunStateStore(redis_client)
+    threads_before = threading.active_count()
+    with Heartbeat(store, "st-1", 0.3):
+        assert store.last_heartbeat("st-1") is not None  # at once, on entering
+        with Heartbeat(store, "run-1", 0.05):
+            assert store.last_heartbeat("run-1") is not None
+            assert threading.active_count() <= threads_before + 1  # one thread for both
+            fast = _beats(store, "run-1", 1.0)
+            slow = _beats(store, "st-1", 0.7)
+        assert heartbeat._BEATER.thread is not None
+        # over 1 s at 0.05 s: about 20 beats (allow a slow machine half of them)
+        assert fast >= 10
+        # over 0.7 s at 0.3 s: 2, possibly 3; the fast one never hurried the slow one
+        assert 1 <= slow <= 3
+        last_fast = store.last_heartbeat("run-1")
+        assert _beats(store, "run-1", 0.3) == 0  # its block ended: no beat follows
+        assert store.last_heartbeat("run-1") == last_fast
+        assert _beats(store, "st-1", 0.7) >= 1  # the outer one goes on
+
+
+def test_a_failed_beat_is_logged_and_the_next_one_comes(
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Flaky(RunStateStore):
+        fails = 1
+
+        def beat(self, run_id: str, *, now: float | None = None) -> None:
+            if self.fails and threading.current_thread().name == "heartbeat":
+                self.fails -= 1
+                raise redis.ConnectionError("blip")
+            super().beat(run_id, now=now)
+
+    store = Flaky(redis_client)
+    with Heartbeat(store, "run-2", 0.05):
+        first = store.last_heartbeat("run-2")
+        assert _beats(store, "run-2", 0.5) >= 3
+    assert store.fails == 0 and store.last_heartbeat("run-2") != first
+    assert "heartbeat failed" in caplog.text
