@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,9 @@ from platform_core.layout import DataLayout
 from platform_core.settings import TrackingSettings
 from tests.platform_core.event_samples import samples
 from trainer_worker.tracking import tracker as tracker_module
-from trainer_worker.tracking.backend import preload
+from trainer_worker.tracking.backend import MlflowBackend, preload
 from trainer_worker.tracking.buffer import MetricBuffer
+from trainer_worker.tracking.event_metrics import MetricRow
 from trainer_worker.tracking.tracker import Tracker
 
 RUN = "run-cadence"
@@ -127,3 +128,52 @@ def test_a_run_about_to_train_opens_its_mlflow_run_before_any_metrics_event(
     report = tracker.finish("FINISHED")
     assert report is not None and report.synced
     assert tracker.stats.sends == 1 and tracker.stats.sent == 4
+
+
+@pytest.mark.integration
+def test_tags_params_and_metrics_go_in_as_few_log_batch_calls_as_mlflows_limits_allow(
+    data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each `log_batch` costs the sender a fixed few milliseconds of Python: a send carries
+    tags, params and rows in one call, and more than MLflow takes in one call (1,000
+    entities, 100 params, 100 tags) is split so that every call stays within them and all
+    of it arrives."""
+    from mlflow import MlflowClient  # noqa: PLC0415 - the store itself, to count and read
+    from mlflow.entities import Metric, Param, RunTag  # noqa: PLC0415
+
+    layout = DataLayout(data_root)
+    backend = MlflowBackend(TrackingSettings(), layout)
+    record = backend.open_run(RUN, None, {"trainer.kind": "train_model"})
+    run = str(record.mlflow_run_id)
+    calls: list[tuple[int, int, int]] = []
+    original = MlflowClient.log_batch
+
+    def counting(
+        self: MlflowClient,
+        run_id: str,
+        *,
+        metrics: Sequence[Metric] = (),
+        params: Sequence[Param] = (),
+        tags: Sequence[RunTag] = (),
+        synchronous: bool | None = None,
+    ) -> None:
+        calls.append((len(metrics), len(params), len(tags)))
+        original(self, run_id, metrics=metrics, params=params, tags=tags, synchronous=synchronous)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", counting)
+    rows = [MetricRow("train/loss", 1.0 / (1 + s), s, 1_000 + s) for s in range(5)]
+    backend.log_batch(run, rows, params={"lr": "0.001"}, tags={"trainer.device": "cpu"})
+    assert calls == [(5, 1, 1)]  # the first send: one call
+
+    calls.clear()
+    many = [MetricRow("train/loss", float(s), s, 2_000 + s) for s in range(5, 1_505)]
+    params = {f"p{n:03d}": str(n) for n in range(150)}
+    tags = {f"t{n:03d}": str(n) for n in range(120)}
+    backend.log_batch(run, many, params=params, tags=tags)
+    assert all(m + p + t <= 1_000 and p <= 100 and t <= 100 for m, p, t in calls)
+    assert [sum(c[i] for c in calls) for i in range(3)] == [1_500, 150, 120]
+    assert len(calls) == 2  # 800 + 100 + 100, then 700 + 50 + 20
+    stored = MlflowClient(tracking_uri=backend.uri).get_run(run).data
+    assert len(stored.params) == 151 and stored.tags["t119"] == "119"
+    history = MlflowClient(tracking_uri=backend.uri).get_metric_history(run, "train/loss")
+    assert sorted(m.step for m in history) == list(range(1_505))

@@ -328,11 +328,22 @@ class _Sender:
         all of it went through."""
         try:
             mlflow_run_id = self._open()
-            if not self._tags_sent:
-                self._backend.set_tags(mlflow_run_id, self._tags)
-                self._tags_sent = True
-            self._send_params(mlflow_run_id)
-            self._send_rows(mlflow_run_id)
+            tags = {} if self._tags_sent else dict(self._tags)
+            params = self._params()
+            rows = self._rows_to_send(mlflow_run_id)
+            if tags or params or rows:  # one log_batch call for all of it
+                self._backend.log_batch(mlflow_run_id, rows, params=params, tags=tags)
+            self._tags_sent = True
+            self._params_sent = self._params_sent or bool(params)
+            if rows:
+                self.stats.sent += len(rows)
+                self.stats.sends += 1
+            # confirmed: only now may the buffer forget them (a crash before this line leaves
+            # rows that MLflow holds, which the next replay recognises and skips)
+            if self._pending:
+                self._buffer.clear()
+                self._pending = []
+                self._verify = False
         except Exception as exc:  # any failure of the store is an outage
             self._verify = True  # a failed log_batch may have landed in part
             self.stats.failures += 1
@@ -383,36 +394,31 @@ class _Sender:
         self._tags_sent = True
         return str(record.mlflow_run_id)
 
-    def _send_params(self, mlflow_run_id: str) -> None:
+    def _params(self) -> dict[str, str]:
+        """The run's params once its manifest is written, until they were sent ({} else)."""
         if self._params_sent:
-            return
+            return {}
         try:
             manifest = read_run_manifest(self._layout.run_manifest(self.run_id))
         except AppError:  # not written yet (or not a run with a manifest): later
-            return
+            return {}
         params = flatten_params(manifest.spec)
         if manifest.num_params is not None:
             params["num_params"] = str(manifest.num_params)
-        self._backend.log_params(mlflow_run_id, params)
-        self._params_sent = True
+        return params
 
-    def _send_rows(self, mlflow_run_id: str) -> None:
+    def _rows_to_send(self, mlflow_run_id: str) -> list[MetricRow]:
+        """The pending rows, each (key, step) once, less those MLflow holds already when an
+        earlier send or attempt may have delivered some."""
         if not self._pending:
-            return
+            return []
         rows = list({row.identity: row for row in reversed(self._pending)}.values())[::-1]
         if self._verify:
             held = self._backend.existing(mlflow_run_id, {r.key for r in rows})
             fresh = [row for row in rows if row.identity not in held]
             self.stats.skipped += len(rows) - len(fresh)
             rows = fresh
-        self._backend.log_metrics(mlflow_run_id, rows)
-        self.stats.sent += len(rows)
-        self.stats.sends += 1
-        # confirmed: only now may the buffer forget them (a crash before this line leaves
-        # rows that MLflow holds, which the next replay recognises and skips)
-        self._buffer.clear()
-        self._pending = []
-        self._verify = False
+        return rows
 
     # ---- the end ----------------------------------------------------------------------------
 
