@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -65,3 +67,35 @@ def test_a_failed_beat_is_logged_and_the_next_one_comes(
         assert _beats(store, "run-2", 0.5) >= 3
     assert store.fails == 0 and store.last_heartbeat("run-2") != first
     assert "heartbeat failed" in caplog.text
+
+
+def _child_beats(url: str, run_id: str) -> None:
+    """In a forked process (RQ's work horse): its own beat thread beats its run."""
+    store = RunStateStore(redis.Redis.from_url(url))
+    with Heartbeat(store, run_id, 0.05):
+        time.sleep(0.6)
+
+
+def test_a_forked_work_horse_beats_from_a_thread_of_its_own(
+    redis_client: redis.Redis, redis_url: str
+) -> None:
+    """The parent's beat thread does not survive a fork: the child starts its own (without
+    it, the child would beat once on entering and never again, and its run would be taken
+    for dead)."""
+    store = RunStateStore(redis_client)
+    with Heartbeat(store, "parent-run", 5.0):  # the parent's thread is running
+        child = multiprocessing.get_context("fork").Process(
+            target=_child_beats, args=(redis_url, "child-run")
+        )
+        child.start()
+        _wait_until(lambda: store.last_heartbeat("child-run") is not None)
+        assert _beats(store, "child-run", 0.4) >= 3
+        child.join(10)
+    assert child.exitcode == 0
+
+
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + 30
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
