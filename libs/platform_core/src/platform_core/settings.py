@@ -250,10 +250,17 @@ def _sources_key(secrets_dir: str) -> _SourcesKey:
     and the size and modification time of `.env` and of each secret file."""
     return (
         tuple(sorted(os.environ.items())),
-        os.getcwd(),
-        _stamp(Path(".env")),
-        tuple(sorted((str(path), _stamp(path)) for path in _entries(Path(secrets_dir)))),
+        _dotenv_stamp(),
+        tuple(sorted(filter(None, map(_stamp, _entries(Path(secrets_dir)))))),
     )
+
+
+def _dotenv_stamp() -> tuple[str, int, int] | None:
+    """The working folder's `.env`: its path, time and size (None: none there)."""
+    try:
+        return _stamp(Path.cwd() / ".env")
+    except OSError:  # the working folder was removed: pydantic-settings finds no .env either
+        return None
 
 
 def _entries(folder: Path) -> list[Path]:
@@ -263,12 +270,12 @@ def _entries(folder: Path) -> list[Path]:
         return []
 
 
-def _stamp(path: Path) -> tuple[int, int] | None:
+def _stamp(path: Path) -> tuple[str, int, int] | None:
     try:
         stat = path.stat()
-    except OSError:
+    except OSError:  # no such file (a working folder since removed included)
         return None
-    return stat.st_mtime_ns, stat.st_size
+    return str(path), stat.st_mtime_ns, stat.st_size
 
 
 def _build_settings(secrets_dir: str) -> Settings:
