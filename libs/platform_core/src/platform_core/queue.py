@@ -236,8 +236,9 @@ def requeue_stale_runs(
     asked; the dead worker never saw it). Reads only the running runs and their heartbeats
     (one round trip); a per-run lock keeps two workers from sweeping the same run, and the
     move out of running is a compare and set. A run that already started `max_attempts`
-    attempts is not requeued: it ends failed with the reason. Returns the run ids it
-    requeued."""
+    attempts is not requeued: it ends failed with the reason. The runs chained after a run
+    (`enqueue_job(after=...)`) wait for its next attempt, or start once it ended here.
+    Returns the run ids it requeued."""
     store = RunStateStore(client)
     requeued: list[str] = []
     for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
@@ -258,32 +259,39 @@ def requeue_stale_runs(
             expected=RunStatus.RUNNING,
             cancelled_instead=_DEAD_CANCELLED,
         )
+        if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
+            continue
+        dead_job = store.job_id(run_id) or run_id
+        attempts = store.attempts(run_id)
         if outcome == "moved_instead":
             (bus or EventBus(client)).publish(
                 _cancelled(run_id, user_id, "forced", _DEAD_CANCELLED)
             )
             _log.warning("stale run cancelled", extra={"event": "run.cancelled", "run_id": run_id})
-            continue
-        if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
-            continue
-        attempts = store.attempts(run_id)
-        if attempts >= max_attempts:
+        elif attempts >= max_attempts:
             _give_up(store, run_id, user_id, attempts, bus or EventBus(client))
-            if kind == "study_trial":
-                _count_for_study(client, run_id, json.loads(spec_json))
+        else:
+            attempt = _attempt_of(dead_job) + 1
+            # before the next attempt exists, so it cannot end before the chain waits for it
+            _hand_over(client, dead_job, job_id_for(run_id, attempt))
+            enqueue_job(
+                client,
+                _JOB_KINDS[kind],
+                run_id,
+                json.loads(spec_json),
+                user_id=user_id,
+                attempt=attempt,
+                description=f"resume {run_id}",
+                bus=bus,
+            )
+            _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
+            requeued.append(run_id)
             continue
-        enqueue_job(
-            client,
-            _JOB_KINDS[kind],
-            run_id,
-            json.loads(spec_json),
-            user_id=user_id,
-            attempt=_attempt_of(store.job_id(run_id)) + 1,
-            description=f"resume {run_id}",
-            bus=bus,
-        )
-        _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
-        requeued.append(run_id)
+        # it ended here, and no job of it will say so: the runs chained after it start (and
+        # find it ended); a study counts its trial
+        _cancel_rq_job(client, dead_job)
+        if kind == "study_trial":
+            _count_for_study(client, run_id, json.loads(spec_json))
     return requeued
 
 
@@ -313,10 +321,33 @@ def _give_up(
     _log.error("stale run failed for good", extra={"event": "run.abandoned", "run_id": run_id})
 
 
+def _hand_over(client: redis.Redis, dead_job: str, successor: str) -> None:
+    """The RQ job of an attempt whose worker died never ends in RQ: the runs chained after it
+    (`enqueue_job(after=...)`, RQ dependents) would wait for ever. They wait for `successor`,
+    the run's next attempt, instead; then the dead job is cancelled in RQ, so RQ's own
+    clean-up of abandoned jobs never runs it again (its `Retry`) beside the next attempt."""
+    source = Job.dependents_key_for(dead_job)
+
+    def move(pipe: redis.client.Pipeline) -> None:  # retried whenever `source` changes
+        ids = [_text(job_id) for job_id in pipe.smembers(source)]
+        dependents = [job for job in Job.fetch_many(ids, connection=client) if job]
+        pipe.multi()
+        for dependent in dependents:
+            # the set RQ reads to decide that a dependent's dependencies are met
+            pipe.srem(dependent.dependencies_key, dead_job)
+            pipe.sadd(dependent.dependencies_key, successor)
+            pipe.sadd(Job.dependents_key_for(successor), dependent.id)
+        pipe.delete(source)
+
+    client.transaction(move, source)
+    _cancel_rq_job(client, dead_job)
+
+
 def _count_for_study(client: redis.Redis, run_id: str, spec: JsonObject) -> None:
-    """A study trial given up on has ended, and no job of it will say so: count it for its
-    study as its job would have (once, whoever counts it), so the study issues its next trial
-    or hands out its finalization."""
+    """A study trial the sweep ended (given up on, or cancelled while its worker was dead)
+    has ended, and no job of it will say so: count it for its study as its job would have
+    (once, whoever counts it), so the study issues its next trial or hands out its
+    finalization."""
     from platform_core.studies import StudyStore  # noqa: PLC0415 - studies imports this module
 
     StudyStore(client).fail_trial(str(spec.get("study_id")), run_id)
@@ -329,8 +360,11 @@ def _attempt_of(job_id: str | None) -> int:
 
 
 def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
+    """Cancel a run's RQ job (queued, or started by a worker that died). The runs chained
+    after it are released: they start and find this run ended (a chain never stalls on a
+    link whose job did not end in RQ)."""
     try:
-        Job.fetch(job_id, connection=client).cancel()
+        Job.fetch(job_id, connection=client).cancel(enqueue_dependents=True)
     except (NoSuchJobError, InvalidJobOperation):  # already gone: the status key still rules
         _log.info("no cancellable RQ job", extra={"event": "queue.cancel_missing"})
 
@@ -340,3 +374,7 @@ def _cancelled(
 ) -> JobCancelled:
     payload = JobCancelledPayload(stage=stage, message=message)
     return JobCancelled(run_id=run_id, user_id=user_id, payload=payload)
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode("utf-8") if isinstance(raw, bytes) else raw
