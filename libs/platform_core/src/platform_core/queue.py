@@ -22,6 +22,7 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
+from rq.utils import as_text
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
@@ -106,7 +107,8 @@ def enqueue_job(
     `bus` (default: the default stream). `attempt` > 1 requeues a run whose worker died.
     Training jobs carry RQ's `Retry` for transient failures (`TRANSIENT_RETRY`). `after`:
     the run whose job must end first (RQ holds this one deferred until it does; a run's
-    job ends whatever the run's outcome, so a chain never stalls on a failed link)."""
+    job ends whatever the run's outcome, so a chain never stalls on a failed link, and the
+    job of a link whose worker died is handed on by `requeue_stale_runs`)."""
     if kind not in JOB_FUNCTIONS:
         raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
     check_id(run_id)
@@ -329,7 +331,7 @@ def _hand_over(client: redis.Redis, dead_job: str, successor: str) -> None:
     source = Job.dependents_key_for(dead_job)
 
     def move(pipe: redis.client.Pipeline) -> None:  # retried whenever `source` changes
-        ids = [_text(job_id) for job_id in pipe.smembers(source)]
+        ids = [as_text(job_id) for job_id in pipe.smembers(source)]
         dependents = [job for job in Job.fetch_many(ids, connection=client) if job]
         pipe.multi()
         for dependent in dependents:
@@ -374,7 +376,3 @@ def _cancelled(
 ) -> JobCancelled:
     payload = JobCancelledPayload(stage=stage, message=message)
     return JobCancelled(run_id=run_id, user_id=user_id, payload=payload)
-
-
-def _text(raw: bytes | str) -> str:
-    return raw.decode("utf-8") if isinstance(raw, bytes) else raw

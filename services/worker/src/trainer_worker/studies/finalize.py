@@ -40,7 +40,7 @@ from trainer_worker.classify.run import headline_metrics as classifier_headline
 from trainer_worker.inference_jobs import evaluate_work
 from trainer_worker.jobs import current_job
 from trainer_worker.models.registry import build_model, resolve_pretrained
-from trainer_worker.studies.retention import prune_given_up, study_lock
+from trainer_worker.studies.retention import prune_given_up
 from trainer_worker.studies.storage import configured_storage_url, make_storage, open_study
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 
@@ -89,8 +89,7 @@ def finish_study(
             status = RunStatus.FAILED
         report: JsonObject | None = None
         try:
-            with study_lock(studies.client, study_id):  # the last trial may have been given up
-                prune_given_up(layout, studies, study_id)
+            prune_given_up(layout, studies, study_id)  # the last trial may have been given up
             study = open_study(study_id, spec, make_storage(folder, storage_url))
             _fail_orphans(study)
             report = evaluate_best(layout, study_id, spec, best) if best is not None else None

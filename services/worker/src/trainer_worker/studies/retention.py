@@ -125,18 +125,17 @@ def prune_given_up(layout: DataLayout, studies: StudyStore, study_id: str) -> in
     """Remove the checkpoints and weights of the trials the stale-run sweep gave up on
     (`StudyStore.fail_trial`): their jobs died before the study's retention ran for them.
     Called by each trial as it starts (before it writes, so the budget holds) and by the
-    finalization; call under `study_lock`. The bytes freed."""
+    finalization. No lock: each such trial is handed to one caller (`take_given_up`), and a
+    failed trial is never the kept one. The bytes freed."""
+    given_up = studies.take_given_up(study_id)  # one round trip; usually nothing
+    if not given_up:
+        return 0
     kept = best_id(studies.kept_trial(study_id))
-    freed = sum(
-        _remove_weights(layout, run_id)
-        for run_id in studies.take_given_up(study_id)
-        if run_id != kept  # never: a failed trial is never the best; a guard all the same
+    freed = sum(_remove_weights(layout, run_id) for run_id in given_up if run_id != kept)
+    _log.info(
+        "given-up trials' checkpoints pruned",
+        extra={"event": "study.retention", "run_id": study_id, "freed_bytes": freed},
     )
-    if freed:
-        _log.info(
-            "given-up trials' checkpoints pruned",
-            extra={"event": "study.retention", "run_id": study_id, "freed_bytes": freed},
-        )
     return freed
 
 

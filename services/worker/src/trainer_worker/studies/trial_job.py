@@ -107,8 +107,7 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
         if studies.cancel_requested(study_id):
             return Outcome({}, "its study was cancelled before it started", cancelled_at_step=0)
         _mark_study_running(studies, bus, study_id, study_spec, owner)
-        with study_lock(client, study_id):  # the share of a trial given up on becomes ours
-            prune_given_up(layout, studies, study_id)
+        prune_given_up(layout, studies, study_id)  # a trial given up on: its share is ours
         attempt.study = open_study(
             study_id,
             study_spec,
