@@ -425,3 +425,20 @@ def test_a_run_given_up_on_releases_the_runs_chained_after_it(redis_client: redi
     assert RunStateStore(redis_client).status("link") is RunStatus.FAILED
     assert Job.fetch("link", connection=redis_client).get_status() is JobStatus.CANCELED
     assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["verdict"]
+
+
+def test_a_run_stopped_by_force_releases_the_runs_chained_after_it(
+    redis_client: redis.Redis,
+) -> None:
+    """RQ holds the dependents of a stopped job for ever: the forced stop starts them (they
+    find the run cancelled) instead."""
+    enqueue_job(redis_client, "train_model", "link", {"model": {}})
+    enqueue_job(redis_client, "retrain_model", "verdict", {}, after="link")
+    died_running(redis_client, "link", attempts=1, beat_at=100.0)  # no horse left to stop
+
+    assert force_cancel_if_stuck(redis_client, "link", requested_at=0.0, grace_s=1, now=9.0)
+    assert RunStateStore(redis_client).status("link") is RunStatus.CANCELLED
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["verdict"]
+    # a job RQ no longer knows has nothing chained after it
+    RunStateStore(redis_client).set_status("gone", RunStatus.RUNNING)
+    assert force_cancel_if_stuck(redis_client, "gone", requested_at=0.0, grace_s=1, now=9.0)

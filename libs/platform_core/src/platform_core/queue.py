@@ -184,8 +184,9 @@ def force_cancel_if_stuck(
         return False
     if (time.time() if now is None else now) - requested_at < grace_s:
         return False
+    job_id = store.job_id(run_id) or run_id
     try:
-        send_stop_job_command(client, store.job_id(run_id) or run_id)
+        send_stop_job_command(client, job_id)
     except (InvalidJobOperation, NoSuchJobError):  # not executing: its worker died or it ended
         _log.warning("stop command found no executing job", extra={"run_id": run_id})
     message = f"did not stop within {grace_s:.0f} s of the request; stopped by force"
@@ -195,6 +196,7 @@ def force_cancel_if_stuck(
     ):
         return False
     (bus or EventBus(client)).publish(_cancelled(run_id, user_id, "forced", message))
+    _release_dependents(client, job_id)
     return True
 
 
@@ -359,6 +361,16 @@ def _attempt_of(job_id: str | None) -> int:
     if job_id and "--attempt-" in job_id:
         return int(job_id.rsplit("--attempt-", 1)[1])
     return 1
+
+
+def _release_dependents(client: redis.Redis, job_id: str) -> None:
+    """Start the runs chained after the job of a run stopped by force now: RQ holds the
+    dependents of a stopped job for ever. They find the run ended (cancelled)."""
+    try:
+        job = Job.fetch(job_id, connection=client)
+    except NoSuchJobError:  # nothing chained after a job RQ no longer knows
+        return
+    Queue(job.origin, connection=client).enqueue_dependents(job, exclude_job_id=job.id)
 
 
 def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
