@@ -1,6 +1,7 @@
-"""The stale-run sweep's give-up on a study trial counts the trial for its study (once,
-whoever else counts it), so the study issues its next trial or, for its last one, hands out
-its finalization. Real Redis, the sweep driven directly."""
+"""A study trial the stale-run sweep ends (given up on, or cancelled while its worker was
+dead) is counted for its study (once, whoever else counts it), so the study issues its next
+trial or, for its last one, hands out its finalization; its checkpoints are left to whoever
+runs next (`take_given_up`). Real Redis, the sweep driven directly."""
 
 from __future__ import annotations
 
