@@ -32,6 +32,7 @@ from platform_core.queue import (
 )
 from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
+from tests.dead_workers import died_running
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).parents[2]
@@ -245,7 +246,9 @@ def test_a_run_cancelled_while_its_worker_was_dead_ends_cancelled(
     assert store.status("dead") is RunStatus.CANCELLED
     assert store.message("dead") == "cancelled while its worker was gone; not resumed"
     assert store.job_id("dead") == "dead"  # no second attempt was enqueued
-    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["dead"]
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == []
+    # its RQ job is cancelled too: RQ never runs it again
+    assert Job.fetch("dead", connection=redis_client).get_status() is JobStatus.CANCELED
     assert store.cancel_requests() == []
     assert store.stale_running(older_than_s=60, now=200.0) == []
     last = EventBus(redis_client).read()[-1].event
@@ -391,3 +394,51 @@ def test_a_run_whose_worker_died_every_attempt_ends_failed(redis_client: redis.R
     failed = [d.event for d in EventBus(redis_client).read(count=100)][-1]
     assert isinstance(failed, JobFailed) and failed.ends_run
     assert failed.payload.error_code is ErrorCode.TRAINING_FAILED and failed.user_id == 6
+
+
+def test_a_requeued_run_hands_the_runs_chained_after_it_to_its_next_attempt(
+    redis_client: redis.Redis,
+) -> None:
+    """A chain (`after`): the link's worker died, the sweep requeues it; the next link waits
+    for the new attempt, and RQ never starts the dead attempt's job again (its `Retry`)."""
+    enqueue_job(redis_client, "train_model", "link", {"model": {}})
+    enqueue_job(redis_client, "retrain_model", "verdict", {}, after="link")
+    died_running(redis_client, "link", attempts=1, beat_at=100.0)
+
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == ["link"]
+    waiting = Job.fetch("verdict", connection=redis_client)
+    assert waiting.get_status() is JobStatus.DEFERRED
+    assert waiting.dependency_ids == ["link--attempt-2"]
+    assert Job.fetch("link--attempt-2", connection=redis_client).dependent_ids == ["verdict"]
+    assert Job.fetch("link", connection=redis_client).get_status() is JobStatus.CANCELED
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["link--attempt-2"]
+
+
+def test_a_run_given_up_on_releases_the_runs_chained_after_it(redis_client: redis.Redis) -> None:
+    """The link's last attempt died too: it ends failed, and the next link starts (to find it
+    ended and say so) instead of waiting for a job that will never end."""
+    enqueue_job(redis_client, "train_model", "link", {"model": {}})
+    enqueue_job(redis_client, "retrain_model", "verdict", {}, after="link")
+    died_running(redis_client, "link", attempts=1, beat_at=100.0)
+
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=1) == []
+    assert RunStateStore(redis_client).status("link") is RunStatus.FAILED
+    assert Job.fetch("link", connection=redis_client).get_status() is JobStatus.CANCELED
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["verdict"]
+
+
+def test_a_run_stopped_by_force_releases_the_runs_chained_after_it(
+    redis_client: redis.Redis,
+) -> None:
+    """RQ holds the dependents of a stopped job for ever: the forced stop starts them (they
+    find the run cancelled) instead."""
+    enqueue_job(redis_client, "train_model", "link", {"model": {}})
+    enqueue_job(redis_client, "retrain_model", "verdict", {}, after="link")
+    died_running(redis_client, "link", attempts=1, beat_at=100.0)  # no horse left to stop
+
+    assert force_cancel_if_stuck(redis_client, "link", requested_at=0.0, grace_s=1, now=9.0)
+    assert RunStateStore(redis_client).status("link") is RunStatus.CANCELLED
+    assert Queue(TRAINING_QUEUE, connection=redis_client).job_ids == ["verdict"]
+    # a job RQ no longer knows has nothing chained after it
+    RunStateStore(redis_client).set_status("gone", RunStatus.RUNNING)
+    assert force_cancel_if_stuck(redis_client, "gone", requested_at=0.0, grace_s=1, now=9.0)

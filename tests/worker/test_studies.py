@@ -19,12 +19,14 @@ from rq import Queue, SimpleWorker
 from platform_core.event_bus import EventBus
 from platform_core.events import StudyCompleted, StudyStarted, StudyTrialCompleted
 from platform_core.json_types import JsonObject
-from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.layout import DataLayout
+from platform_core.queue import TRAINING_QUEUE, enqueue_job, requeue_stale_runs
 from platform_core.redis_connection import connect
 from platform_core.run_state import RunStateStore, RunStatus
 from platform_core.studies import StudyStore
 from platform_core.study_api import HISTORY_PNG, IMPORTANCE_PNG
 from platform_core.study_specs import validate_study
+from tests.dead_workers import died_running
 from tests.worker.dual_agent_helpers import dual_agent_spec
 from tests.worker.test_jobs_train_model import worker_logging  # logs as `trainctl worker`
 from trainer_worker import defaults
@@ -164,6 +166,56 @@ def test_a_study_of_twenty_tiny_trials_prunes_some_and_keeps_only_the_best_check
     assert len(done) == 1
     assert done[0].payload.n_completed + done[0].payload.n_pruned == 20
     assert done[0].payload.best_trial_number == view.best.trial_number
+
+
+def _died_after_checkpoints(client: redis.Redis, layout: DataLayout, run_id: str) -> Path:
+    """The trial's one attempt wrote checkpoints, then its worker died (its last beat at
+    t=100); its checkpoints folder."""
+    step = layout.checkpoints_dir(run_id) / "step-00000010"
+    step.mkdir(parents=True)
+    (step / "model.safetensors").write_bytes(b"w" * 4096)
+    died_running(client, run_id, attempts=1, beat_at=100.0)
+    return layout.checkpoints_dir(run_id)
+
+
+def test_trials_given_up_on_leave_no_checkpoint_and_the_study_completes(
+    redis_client: redis.Redis, data_root: Path, tokenizer: str
+) -> None:
+    """Trial 1 dies on its only attempt (APP__WORKER__MAX_ATTEMPTS=1) after writing
+    checkpoints: the sweep gives up on it, and trial 2, which that issues, removes them as it
+    starts, before it writes its own. Trial 3 dies too; the finalization removes its
+    checkpoints. On disk at the end: trial 2's best checkpoint only."""
+    payload = study_payload(tokenizer, n_trials=3, parallelism=1, pruner={"type": "none"})
+    studies = StudyStore(redis_client)
+    layout = DataLayout(data_root)
+    [first] = studies.create("st-dead", validate_study(payload), user_id=None)
+    given_up = _died_after_checkpoints(redis_client, layout, first)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=1) == []
+
+    worker = SimpleWorker([Queue(TRAINING_QUEUE, connection=redis_client)], connection=redis_client)
+    worker.work(burst=True, max_jobs=1)  # trial 2, not yet the rest
+    assert studies.runs.status("st-dead-t0002") is RunStatus.COMPLETED
+    assert not given_up.exists()
+    third = _died_after_checkpoints(redis_client, layout, "st-dead-t0003")
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=1) == []
+    assert third.is_dir()  # until the finalization, queued by that give-up, runs
+
+    _work(redis_client)
+
+    view = studies.view("st-dead")
+    assert view.status is RunStatus.COMPLETED, view.message
+    assert [t.state for t in view.trials] == ["FAIL", "COMPLETE", "FAIL"]
+    assert not third.exists()
+    on_disk = sorted(
+        p.relative_to(data_root)
+        for p in (data_root / "runs").rglob("*")
+        if p.is_file() and "checkpoints" in p.parts
+    )
+    kept = list_checkpoints(layout.checkpoints_dir("st-dead-t0002"))
+    assert len(kept) == 1
+    assert all(path.parts[:2] == ("runs", "st-dead-t0002") for path in on_disk), on_disk
+    report = json.loads((data_root / "studies" / "st-dead" / REPORT_FILE).read_text())
+    assert data_root / report["checkpoint"]["path"] == kept[0]
 
 
 def test_cancelling_a_running_study_stops_its_running_trial_and_queues_no_more(

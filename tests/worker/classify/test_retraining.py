@@ -19,12 +19,12 @@ from rq import Queue, SimpleWorker
 
 from platform_core.errors import AppError, ErrorCode
 from platform_core.event_bus import EventBus
-from platform_core.events import Event, ModelPromoted, ModelRetrained
+from platform_core.events import Event, JobFailed, ModelPromoted, ModelRetrained
 from platform_core.json_types import JsonObject
 from platform_core.layout import DataLayout
 from platform_core.manifests import read_dataset_manifest
 from platform_core.model_registry import ModelRegistry
-from platform_core.queue import TRAINING_QUEUE, enqueue_job
+from platform_core.queue import TRAINING_QUEUE, enqueue_job, requeue_stale_runs
 from platform_core.retrain_specs import CompareRequest, RetrainPolicy
 from platform_core.retraining import (
     growth_retrains,
@@ -34,6 +34,7 @@ from platform_core.retraining import (
     request_retrain,
 )
 from platform_core.run_state import RunStateStore, RunStatus
+from tests.dead_workers import died_running
 from trainer_worker import defaults
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -192,6 +193,63 @@ def test_retraining_on_the_same_data_keeps_production_and_compare_reports(
         (data_root / "datasets" / "ds-1" / "test.jsonl").read_text().splitlines()
     )
     assert (folder / "report.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_a_retraining_whose_training_worker_died_resumes_and_its_verdict_follows(
+    redis_client: redis.Redis, data_root: Path
+) -> None:
+    """The chain's training run loses its worker; the stale-run sweep requeues it
+    (`<id>-train--attempt-2`): the verdict waits for that attempt, then runs."""
+    _production(redis_client, data_root, noisy=False)
+    bus = EventBus(redis_client)
+    accepted = request_retrain(
+        redis_client, DataLayout(data_root), "svc", trigger="manual", bus=bus, dataset_id="ds-1"
+    )
+    died_running(redis_client, accepted.train_run, attempts=1, beat_at=100.0)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == [accepted.train_run]
+
+    _work(redis_client)
+
+    store = RunStateStore(redis_client)
+    assert store.job_id(accepted.train_run) == f"{accepted.train_run}--attempt-2"
+    assert store.status(accepted.train_run) is RunStatus.COMPLETED
+    assert store.status(accepted.run_id) is RunStatus.COMPLETED, store.message(accepted.run_id)
+    verdict = next(e for e in _events(redis_client) if isinstance(e, ModelRetrained))
+    assert verdict.run_id == accepted.run_id and verdict.payload.candidate_version == "1.1.0"
+    assert redis_client.get(lock_key("svc")) is None
+
+
+def test_a_retraining_whose_training_was_given_up_on_frees_the_model_and_tells_the_owner(
+    redis_client: redis.Redis, data_root: Path
+) -> None:
+    """Every attempt of the training run died (here its only one): the sweep ends it failed,
+    and the verdict starts at once, fails with the reason (the owner's DM), and frees the
+    model for the next retraining, instead of waiting for the lock's 24 h."""
+    registry = _production(redis_client, data_root, noisy=False)
+    put_policy(redis_client, "svc", RetrainPolicy(owner_id=OWNER))
+    layout, bus = DataLayout(data_root), EventBus(redis_client)
+    accepted = request_retrain(
+        redis_client, layout, "svc", trigger="manual", bus=bus, dataset_id="ds-1"
+    )
+    died_running(redis_client, accepted.train_run, attempts=1, beat_at=100.0)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=1) == []
+
+    _work(redis_client)
+
+    store = RunStateStore(redis_client)
+    assert store.status(accepted.run_id) is RunStatus.FAILED
+    message = store.message(accepted.run_id) or ""
+    assert f"training run {accepted.train_run} ended failed: its worker died" in message
+    assert message.endswith("svc stays at 1.0.0")
+    failed = [e for e in _events(redis_client) if isinstance(e, JobFailed)]
+    assert [(e.run_id, e.user_id) for e in failed] == [
+        (accepted.train_run, OWNER),
+        (accepted.run_id, OWNER),
+    ]
+    assert [(v.version, v.stage) for v in registry.versions("svc")] == [("1.0.0", "production")]
+    assert redis_client.get(lock_key("svc")) is None
+    again = request_retrain(redis_client, layout, "svc", trigger="manual", bus=bus)
+    assert again.run_id != accepted.run_id
 
 
 def test_a_dataset_grown_by_ten_percent_retrains_on_its_own(

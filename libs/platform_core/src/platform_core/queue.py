@@ -22,6 +22,7 @@ from rq import Queue, Retry
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job
+from rq.utils import as_text
 
 from platform_core.errors import AppError, ErrorCode, FailureClass
 from platform_core.event_bus import EventBus
@@ -106,7 +107,8 @@ def enqueue_job(
     `bus` (default: the default stream). `attempt` > 1 requeues a run whose worker died.
     Training jobs carry RQ's `Retry` for transient failures (`TRANSIENT_RETRY`). `after`:
     the run whose job must end first (RQ holds this one deferred until it does; a run's
-    job ends whatever the run's outcome, so a chain never stalls on a failed link)."""
+    job ends whatever the run's outcome, so a chain never stalls on a failed link, and the
+    job of a link whose worker died is handed on by `requeue_stale_runs`)."""
     if kind not in JOB_FUNCTIONS:
         raise AppError(ErrorCode.INVALID_INPUT, f"no worker job runs kind {kind!r} yet")
     check_id(run_id)
@@ -182,8 +184,9 @@ def force_cancel_if_stuck(
         return False
     if (time.time() if now is None else now) - requested_at < grace_s:
         return False
+    job_id = store.job_id(run_id) or run_id
     try:
-        send_stop_job_command(client, store.job_id(run_id) or run_id)
+        send_stop_job_command(client, job_id)
     except (InvalidJobOperation, NoSuchJobError):  # not executing: its worker died or it ended
         _log.warning("stop command found no executing job", extra={"run_id": run_id})
     message = f"did not stop within {grace_s:.0f} s of the request; stopped by force"
@@ -193,6 +196,7 @@ def force_cancel_if_stuck(
     ):
         return False
     (bus or EventBus(client)).publish(_cancelled(run_id, user_id, "forced", message))
+    _release_dependents(client, job_id)
     return True
 
 
@@ -236,8 +240,9 @@ def requeue_stale_runs(
     asked; the dead worker never saw it). Reads only the running runs and their heartbeats
     (one round trip); a per-run lock keeps two workers from sweeping the same run, and the
     move out of running is a compare and set. A run that already started `max_attempts`
-    attempts is not requeued: it ends failed with the reason. Returns the run ids it
-    requeued."""
+    attempts is not requeued: it ends failed with the reason. The runs chained after a run
+    (`enqueue_job(after=...)`) wait for its next attempt, or start once it ended here.
+    Returns the run ids it requeued."""
     store = RunStateStore(client)
     requeued: list[str] = []
     for run_id in store.stale_running(older_than_s=stale_after_s, now=now):
@@ -258,32 +263,39 @@ def requeue_stale_runs(
             expected=RunStatus.RUNNING,
             cancelled_instead=_DEAD_CANCELLED,
         )
+        if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
+            continue
+        dead_job = store.job_id(run_id) or run_id
+        attempts = store.attempts(run_id)
         if outcome == "moved_instead":
             (bus or EventBus(client)).publish(
                 _cancelled(run_id, user_id, "forced", _DEAD_CANCELLED)
             )
             _log.warning("stale run cancelled", extra={"event": "run.cancelled", "run_id": run_id})
-            continue
-        if outcome == "conflict":  # it moved on meanwhile (it ended, or another resumed it)
-            continue
-        attempts = store.attempts(run_id)
-        if attempts >= max_attempts:
+        elif attempts >= max_attempts:
             _give_up(store, run_id, user_id, attempts, bus or EventBus(client))
-            if kind == "study_trial":
-                _count_for_study(client, run_id, json.loads(spec_json))
+        else:
+            attempt = _attempt_of(dead_job) + 1
+            # before the next attempt exists, so it cannot end before the chain waits for it
+            _hand_over(client, dead_job, job_id_for(run_id, attempt))
+            enqueue_job(
+                client,
+                _JOB_KINDS[kind],
+                run_id,
+                json.loads(spec_json),
+                user_id=user_id,
+                attempt=attempt,
+                description=f"resume {run_id}",
+                bus=bus,
+            )
+            _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
+            requeued.append(run_id)
             continue
-        enqueue_job(
-            client,
-            _JOB_KINDS[kind],
-            run_id,
-            json.loads(spec_json),
-            user_id=user_id,
-            attempt=_attempt_of(store.job_id(run_id)) + 1,
-            description=f"resume {run_id}",
-            bus=bus,
-        )
-        _log.warning("stale run requeued", extra={"event": "run.requeued", "run_id": run_id})
-        requeued.append(run_id)
+        # it ended here, and no job of it will say so: the runs chained after it start (and
+        # find it ended); a study counts its trial
+        _cancel_rq_job(client, dead_job)
+        if kind == "study_trial":
+            _count_for_study(client, run_id, json.loads(spec_json))
     return requeued
 
 
@@ -313,10 +325,33 @@ def _give_up(
     _log.error("stale run failed for good", extra={"event": "run.abandoned", "run_id": run_id})
 
 
+def _hand_over(client: redis.Redis, dead_job: str, successor: str) -> None:
+    """The RQ job of an attempt whose worker died never ends in RQ: the runs chained after it
+    (`enqueue_job(after=...)`, RQ dependents) would wait for ever. They wait for `successor`,
+    the run's next attempt, instead; then the dead job is cancelled in RQ, so RQ's own
+    clean-up of abandoned jobs never runs it again (its `Retry`) beside the next attempt."""
+    source = Job.dependents_key_for(dead_job)
+
+    def move(pipe: redis.client.Pipeline) -> None:  # retried whenever `source` changes
+        ids = [as_text(job_id) for job_id in pipe.smembers(source)]
+        dependents = [job for job in Job.fetch_many(ids, connection=client) if job]
+        pipe.multi()
+        for dependent in dependents:
+            # the set RQ reads to decide that a dependent's dependencies are met
+            pipe.srem(dependent.dependencies_key, dead_job)
+            pipe.sadd(dependent.dependencies_key, successor)
+            pipe.sadd(Job.dependents_key_for(successor), dependent.id)
+        pipe.delete(source)
+
+    client.transaction(move, source)
+    _cancel_rq_job(client, dead_job)
+
+
 def _count_for_study(client: redis.Redis, run_id: str, spec: JsonObject) -> None:
-    """A study trial given up on has ended, and no job of it will say so: count it for its
-    study as its job would have (once, whoever counts it), so the study issues its next trial
-    or hands out its finalization."""
+    """A study trial the sweep ended (given up on, or cancelled while its worker was dead)
+    has ended, and no job of it will say so: count it for its study as its job would have
+    (once, whoever counts it), so the study issues its next trial or hands out its
+    finalization."""
     from platform_core.studies import StudyStore  # noqa: PLC0415 - studies imports this module
 
     StudyStore(client).fail_trial(str(spec.get("study_id")), run_id)
@@ -328,9 +363,22 @@ def _attempt_of(job_id: str | None) -> int:
     return 1
 
 
-def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
+def _release_dependents(client: redis.Redis, job_id: str) -> None:
+    """Start the runs chained after the job of a run stopped by force now: RQ holds the
+    dependents of a stopped job for ever. They find the run ended (cancelled)."""
     try:
-        Job.fetch(job_id, connection=client).cancel()
+        job = Job.fetch(job_id, connection=client)
+    except NoSuchJobError:  # nothing chained after a job RQ no longer knows
+        return
+    Queue(job.origin, connection=client).enqueue_dependents(job, exclude_job_id=job.id)
+
+
+def _cancel_rq_job(client: redis.Redis, job_id: str) -> None:
+    """Cancel a run's RQ job (queued, or started by a worker that died). The runs chained
+    after it are released: they start and find this run ended (a chain never stalls on a
+    link whose job did not end in RQ)."""
+    try:
+        Job.fetch(job_id, connection=client).cancel(enqueue_dependents=True)
     except (NoSuchJobError, InvalidJobOperation):  # already gone: the status key still rules
         _log.info("no cancellable RQ job", extra={"event": "queue.cancel_missing"})
 

@@ -3,11 +3,13 @@ per-model policy (a cron schedule, the data-growth trigger, the promotion thresh
 requests that queue the runs, and the two automatic triggers.
 
 A retraining is three runs chained on the training queue, each waiting for the one before
-(`enqueue_job(after=...)`): `<id>-data` prepares the production version's dataset spec again
-(skipped when a prepared dataset is given), `<id>-train` trains the production version's
-spec on it, and `<id>` itself (kind `retrain_model`) registers the result in staging,
-compares it with production on the new dataset's held-out test split (the offline A/B),
-promotes it or keeps production, and tells the owner (`trainer.model.retrained.v1`).
+(`enqueue_job(after=...)`, RQ's `depends_on`; when a link's worker dies, the stale-run sweep
+hands the wait to the link's next attempt, or ends the link and lets the next one start):
+`<id>-data` prepares the production version's dataset spec again (skipped when a prepared
+dataset is given), `<id>-train` trains the production version's spec on it, and `<id>`
+itself (kind `retrain_model`) registers the result in staging, compares it with production
+on the new dataset's held-out test split (the offline A/B), promotes it or keeps
+production, and tells the owner (`trainer.model.retrained.v1`).
 One retraining per model at a time: a lock, released by the last run, refuses another.
 
 Nothing here imports torch: the API and the scheduler queue; the worker does the work.
@@ -47,7 +49,9 @@ from platform_core.specs import TrainRunSpec
 _log = logging.getLogger(__name__)
 
 TICK_CRON: Final = "* * * * *"  # the scheduler's tick: cron's finest step, one minute
-# a retraining holds its model's lock this long at most: a chain whose worker died frees it
+# a retraining holds its model's lock this long at most. The chain frees it itself, even when
+# a link's worker dies (the stale-run sweep requeues the link or ends it, and the verdict
+# follows); the expiry is the last resort, for a verdict whose own attempts all died
 LOCK_TTL_S: Final = 24 * 3600
 SLOT_TTL_S: Final = 7 * 24 * 3600  # a fired schedule slot is remembered a week
 # KEYS: the model's lock; ARGV: run id, TTL. Take it (nil), or answer the run that holds it.

@@ -17,6 +17,8 @@ deadline), or, for the end of the last trial in flight, finalize (exactly once).
     studies:<id>:trials    hash: trial run id -> JSON TrialRecord
     studies:<id>:finalize  set once: the finalization was handed out
     studies:<id>:kept      the ended trial whose checkpoint is kept (the best so far)
+    studies:<id>:given_up  set of trials ended by the stale-run sweep, not by their job: the
+                           next trial to start, or the finalization, removes their checkpoints
 """
 
 from __future__ import annotations
@@ -172,18 +174,31 @@ class StudyStore:
         return "none"
 
     def fail_trial(self, study_id: str, run_id: str) -> NextStep:
-        """A trial that ended without its job (the stale-run sweep gave up on it): record it
-        failed, then count it (`finish_trial`). Optuna still shows it running until the
-        finalization fails it with the other orphans."""
+        """A trial that ended without its job (the stale-run sweep gave up on it, or ended it
+        cancelled while its worker was dead): record it failed, then count it
+        (`finish_trial`). Optuna still shows it running until the finalization fails it with
+        the other orphans."""
         record = self.trial(study_id, run_id)
         if record is not None and record.state == "RUNNING":
             self.save_trial(study_id, record.model_copy(update={"state": "FAIL"}))
+            # its job never applied the study's retention: whoever runs next does (before the
+            # trial issued below writes its first checkpoint, so the budget holds)
+            self.client.sadd(_key(study_id, "given_up"), run_id)
         step = self.finish_trial(study_id, run_id)
         _log.warning(
             "trial given up on, counted as failed",
             extra={"event": "study.trial_given_up", "run_id": run_id, "next": step},
         )
         return step
+
+    def take_given_up(self, study_id: str) -> list[str]:
+        """The trials given up on since the last call (`fail_trial`), each handed out once."""
+        key = _key(study_id, "given_up")
+        pipe = self.client.pipeline()  # MULTI: a trial given up meanwhile waits for the next
+        pipe.smembers(key)
+        pipe.delete(key)
+        members, _ = pipe.execute()
+        return sorted(_text(member) for member in members)
 
     def enqueue_finalize(self, study_id: str) -> None:
         """The study's last job: evaluate the best trial, write the report, end the study."""

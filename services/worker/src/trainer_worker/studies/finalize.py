@@ -1,11 +1,12 @@
 """The end of a study, run once by whichever worker gets the finalization
 (`StudyStore.finish_trial`), or again on request (`trainctl study evaluate`).
 
-Trials an earlier crash left running in Optuna are marked failed; the best trial's retained
-(best) checkpoint is evaluated once on the test split (`evaluate_checkpoint`, one function
-per model family) into `studies/<id>/evaluation_report.json`; the optimisation history and
-parameter importances are drawn into the study folder; the study ends completed (cancelled
-when it was) and `trainer.study.completed.v1` tells the bot.
+The checkpoints of trials the stale-run sweep gave up on are removed; trials an earlier crash
+left running in Optuna are marked failed; the best trial's retained (best) checkpoint is
+evaluated once on the test split (`evaluate_checkpoint`, one function per model family) into
+`studies/<id>/evaluation_report.json`; the optimisation history and parameter importances are
+drawn into the study folder; the study ends completed (cancelled when it was) and
+`trainer.study.completed.v1` tells the bot.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from trainer_worker.classify.run import headline_metrics as classifier_headline
 from trainer_worker.inference_jobs import evaluate_work
 from trainer_worker.jobs import current_job
 from trainer_worker.models.registry import build_model, resolve_pretrained
+from trainer_worker.studies.retention import prune_given_up
 from trainer_worker.studies.storage import configured_storage_url, make_storage, open_study
 from trainer_worker.tokenizers.artifacts import load_tokenizer
 
@@ -87,6 +89,7 @@ def finish_study(
             status = RunStatus.FAILED
         report: JsonObject | None = None
         try:
+            prune_given_up(layout, studies, study_id)  # the last trial may have been given up
             study = open_study(study_id, spec, make_storage(folder, storage_url))
             _fail_orphans(study)
             report = evaluate_best(layout, study_id, spec, best) if best is not None else None

@@ -3,9 +3,10 @@
 While a trial runs, its own retention keeps its last and its best checkpoint within its share
 of the study's budget (`study_specs.trial_spec`, `share_probe`: checked before every write).
 When a trial ends, this keeps the best completed trial's best checkpoint (and its final
-weights, to serve it) and deletes every other ended trial's checkpoints and weights. So the
-disk holds at most one share per running trial plus one for the best: `checkpoint_budget_gb`
-in all.
+weights, to serve it) and deletes every other ended trial's checkpoints and weights. A trial
+the stale-run sweep gave up on (its job died) is pruned by the next trial to start or by the
+finalization, whichever comes first (`prune_given_up`). So the disk holds at most one share
+per running trial plus one for the best: `checkpoint_budget_gb` in all.
 """
 
 from __future__ import annotations
@@ -118,6 +119,24 @@ def retain_study_checkpoints(
             extra={"event": "study.retention", "run_id": study_id, "freed_bytes": freed},
         )
     return is_new_best
+
+
+def prune_given_up(layout: DataLayout, studies: StudyStore, study_id: str) -> int:
+    """Remove the checkpoints and weights of the trials the stale-run sweep gave up on
+    (`StudyStore.fail_trial`): their jobs died before the study's retention ran for them.
+    Called by each trial as it starts (before it writes, so the budget holds) and by the
+    finalization. No lock: each such trial is handed to one caller (`take_given_up`), and a
+    failed trial is never the kept one. The bytes freed."""
+    given_up = studies.take_given_up(study_id)  # one round trip; usually nothing
+    if not given_up:
+        return 0
+    kept = best_id(studies.kept_trial(study_id))
+    freed = sum(_remove_weights(layout, run_id) for run_id in given_up if run_id != kept)
+    _log.info(
+        "given-up trials' checkpoints pruned",
+        extra={"event": "study.retention", "run_id": study_id, "freed_bytes": freed},
+    )
+    return freed
 
 
 def best_id(best: TrialRecord | None) -> str | None:

@@ -52,6 +52,7 @@ from trainer_worker.heartbeat import Heartbeat
 from trainer_worker.job_context import JobContext, Outcome
 from trainer_worker.jobs import current_job, lifecycle
 from trainer_worker.studies.retention import (
+    prune_given_up,
     retain_study_checkpoints,
     share_probe,
     study_lock,
@@ -106,6 +107,7 @@ def run_trial(run_id: str, spec: JsonObject, *, train: TrainTrial) -> JsonObject
         if studies.cancel_requested(study_id):
             return Outcome({}, "its study was cancelled before it started", cancelled_at_step=0)
         _mark_study_running(studies, bus, study_id, study_spec, owner)
+        prune_given_up(layout, studies, study_id)  # a trial given up on: its share is ours
         attempt.study = open_study(
             study_id,
             study_spec,
