@@ -2,10 +2,11 @@
 from bench/tracking.py (`tracking_figures`), all five figures in the last line.
 
 (b) trial_overhead_ratio: N trivial trials (default 1,000) through the study machinery (the
-    trial jobs on RQ's queue, run by an in-process SimpleWorker: the run lifecycle in Redis,
-    Optuna's default journal-file storage re-opened by each trial job, the Lua hand-on, the
-    next trial's enqueue, the study's retention pass) over Optuna's in-memory ask/tell loop
-    on the same objective and the same seeded TPE. Only the objective is trivial.
+    trial jobs on RQ's queue, run in-process by the project's worker class: RQ's
+    SimpleWorker with the heartbeat of `trainctl worker`'s forking one; the run lifecycle in
+    Redis, Optuna's default journal-file storage, the Lua hand-on, the next trial's enqueue,
+    the study's retention pass) over Optuna's in-memory ask/tell loop on the same objective
+    and the same seeded TPE. Only the objective is trivial.
 (c) disk_budget_ratio: peak checkpoint bytes on disk (every trial's checkpoints folder, a
     write in progress included, sampled every few ms) during a study of 30 real tiny
     char_lstm trials, over the study's checkpoint_budget_gb.
@@ -39,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))  # bench/tracking.py: issue 13's (a) and
 
 import optuna  # noqa: E402 - after the repository is on the path
 import redis  # noqa: E402
-from rq import Queue, SimpleWorker  # noqa: E402
+from rq import Queue  # noqa: E402
 
 from platform_core import queue as job_queue  # noqa: E402
 from platform_core import studies as study_state  # noqa: E402
@@ -55,6 +56,7 @@ from trainer_worker.checkpoint_retention import DiskProbe  # noqa: E402
 from trainer_worker.job_context import JobContext, Outcome  # noqa: E402
 from trainer_worker.studies.retention import tree_bytes  # noqa: E402
 from trainer_worker.studies.trial_job import Pruner, run_trial  # noqa: E402
+from trainer_worker.worker import InProcessWorker  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 SEED = 7
@@ -115,7 +117,7 @@ def _base(tokenizer_id: str) -> JsonObject:
 
 
 def _work(client: redis.Redis) -> None:
-    SimpleWorker([Queue(job_queue.TRAINING_QUEUE, connection=client)], connection=client).work(
+    InProcessWorker([Queue(job_queue.TRAINING_QUEUE, connection=client)], connection=client).work(
         burst=True
     )
 

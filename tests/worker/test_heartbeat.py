@@ -10,10 +10,12 @@ from collections.abc import Callable
 
 import pytest
 import redis
+from rq import Queue
 
 from platform_core.run_state import RunStateStore
 from trainer_worker import heartbeat
 from trainer_worker.heartbeat import Heartbeat
+from trainer_worker.worker import InProcessWorker, TrainerWorker
 
 
 def _beats(store: RunStateStore, run_id: str, seconds: float) -> int:
@@ -99,3 +101,30 @@ def _wait_until(condition: Callable[[], bool]) -> None:
     while not condition():
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.005)
+
+
+def test_the_rq_workers_heartbeat_is_one_round_trip(
+    redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """RQ sends the worker's heartbeat as three commands about three times a job; the
+    project's workers send it as one transaction, and it still does what RQ's does."""
+    queue = Queue("hb-test", connection=redis_client)
+    direct: list[str] = []
+    original = redis.Redis.execute_command
+
+    def counting(self: redis.Redis, *args: str, **options: str) -> object:
+        direct.append(args[0])
+        return original(self, *args, **options)  # type: ignore[no-untyped-call]
+
+    for worker_class in (TrainerWorker, InProcessWorker):
+        worker = worker_class([queue], connection=redis_client)
+        worker.register_birth()  # type: ignore[no-untyped-call]  # rq leaves it unannotated
+        redis_client.hdel(worker.key, "last_heartbeat")
+        direct.clear()
+        monkeypatch.setattr(redis.Redis, "execute_command", counting)
+        worker.heartbeat(90)
+        monkeypatch.undo()
+        assert direct == [], direct  # nothing sent outside the one transaction
+        assert redis_client.hget(worker.key, "last_heartbeat") is not None
+        assert 0 < redis_client.ttl(worker.key) <= 90
+        worker.register_death()  # type: ignore[no-untyped-call]

@@ -344,6 +344,9 @@ def _finish_tracking(context: JobContext, status: EndStatus | None) -> str:
     tracker, context.tracker = context.tracker, None  # once per attempt
     if tracker is None:
         return ""
+    if not tracker.tracking:  # nothing was tracked: nothing to wait for
+        tracker.finish(status)
+        return ""
     # the wait for MLflow (up to final_wait_s) keeps beating: the run is alive, not stale
     with Heartbeat(context.store, context.run_id, defaults.HEARTBEAT_INTERVAL_S):
         report = tracker.finish(status)

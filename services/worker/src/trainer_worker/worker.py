@@ -21,7 +21,9 @@ import time
 from collections.abc import Sequence
 
 import redis
-from rq import Queue, Worker
+from redis.client import Pipeline
+from rq import Queue, SimpleWorker, Worker
+from rq.worker.base import BaseWorker
 
 from platform_core.event_bus import EventBus
 from platform_core.layout import DataLayout
@@ -69,7 +71,7 @@ def run_worker(
         restarts, delay = 0, RESTART_FIRST_S
         while True:
             # a restarted worker registers under a new name: the old one may still be listed
-            worker = Worker(queues, connection=client, name=_named(name, restarts))
+            worker = TrainerWorker(queues, connection=client, name=_named(name, restarts))
             try:
                 return bool(worker.work(burst=burst, with_scheduler=True))
             except (redis.ConnectionError, redis.TimeoutError):
@@ -84,6 +86,28 @@ def run_worker(
     finally:
         stop.set()
         maintenance.join(timeout=5)
+
+
+class PipelinedHeartbeat(BaseWorker):
+    """RQ's worker heartbeat (the worker's hash, its TTL and its executions' TTL) in one
+    round trip: RQ sends it as three commands about three times a job, which is most of what
+    a short job (a study's trial with a cheap objective) spends talking to Redis."""
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Pipeline | None = None) -> None:
+        if pipeline is not None:  # RQ's own transaction: it sends it
+            super().heartbeat(timeout, pipeline=pipeline)
+            return
+        with self.connection.pipeline() as batch:
+            super().heartbeat(timeout, pipeline=batch)
+            batch.execute()
+
+
+class TrainerWorker(PipelinedHeartbeat, Worker):
+    """The worker `trainctl worker` runs: RQ's forking worker (a work horse per job)."""
+
+
+class InProcessWorker(PipelinedHeartbeat, SimpleWorker):
+    """The same worker running each job in its own process, not a fork (benchmarks)."""
 
 
 RESTART_FIRST_S = 1.0

@@ -143,6 +143,11 @@ class Tracker:
         return self._sender.stats
 
     @property
+    def tracking(self) -> bool:
+        """Whether the run is tracked: it published metrics or is about to train."""
+        return self._active
+
+    @property
     def buffer_path(self) -> Path:
         return self._layout.tracking_buffer(self.run_id)
 
