@@ -57,6 +57,7 @@ from trainer_worker.family_run import (
     starting_manifest,
 )
 from trainer_worker.job_context import JobContext, Outcome
+from trainer_worker.models.encoder import freeze_lower_layers
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import resolve_pretrained
 from trainer_worker.run_callbacks import read_history
@@ -113,7 +114,9 @@ def _model(
     seed_everything(spec.train.seed)  # the initial weights come from the seeded generators
     if spec.model.pretrained is not None:
         resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
-        return load_pretrained_classifier(fetch_pretrained(str(resolved), None), labels)
+        model = load_pretrained_classifier(fetch_pretrained(str(resolved), None), labels)
+        freeze_lower_layers(model, spec.classifier_options.freeze_layers)
+        return model
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return build_classifier(
         CLASSIFIER_PRESETS[spec.model.preset],
