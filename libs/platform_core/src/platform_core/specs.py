@@ -771,6 +771,9 @@ def _family_input_rules() -> list[JsonValue]:
                     is_family, {"required": ["classifier"], **_props(classifier={"type": "object"})}
                 )
             )
+            # frozen layers keep pretrained weights: a model from a preset has none
+            fresh = _props(model=_props(family={"const": family}, pretrained=_NULL))
+            rules.append(when(fresh, _props(classifier=_props(freeze_layers={"const": 0}))))
         else:
             rules.append(when(is_family, _props(classifier=_NULL)))
     return rules
@@ -833,6 +836,9 @@ class DualAgentOptions(BaseModel):
         return self
 
 
+MAX_FROZEN_LAYERS = 48  # more blocks than any BERT-like encoder a CPU or one GPU fine-tunes
+
+
 class ClassifierOptions(BaseModel):
     """The classifier family's data: a prepared dataset (`prepare_dataset` run) whose train,
     val and test splits it trains, selects and reports on; and its test report's extras."""
@@ -841,6 +847,10 @@ class ClassifierOptions(BaseModel):
 
     dataset_id: str = Field(pattern=ID_REGEX)
     vocab_size: StrictInt = Field(default=4000, ge=100, le=100_000)  # from-scratch WordPiece
+    # a pretrained encoder's embeddings and lowest `freeze_layers` blocks keep their weights:
+    # no gradient flows below the first trainable block, so a step's backward pass costs only
+    # the blocks above it (0: fine-tune everything); at most the model's own block count
+    freeze_layers: StrictInt = Field(default=0, ge=0, le=MAX_FROZEN_LAYERS)
     # also report a dynamic int8 copy (Linear layers) for CPU inference: accuracy and speed
     quantize: StrictBool = True
     # single-text forward passes timed for the p50/p95 latency (after 3 warm-up passes)
@@ -911,6 +921,11 @@ class TrainRunSpec(JsonRequest):
                 "the classifier family needs classifier options (classifier.dataset_id)"
                 if family == "classifier"
                 else "classifier options apply to the classifier family only"
+            )
+        frozen = self.classifier.freeze_layers if self.classifier is not None else 0
+        if frozen and self.model.pretrained is None:
+            raise ValueError(
+                "classifier.freeze_layers keeps pretrained weights: it needs model.pretrained"
             )
         return self
 

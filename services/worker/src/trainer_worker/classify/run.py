@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -57,6 +58,7 @@ from trainer_worker.family_run import (
     starting_manifest,
 )
 from trainer_worker.job_context import JobContext, Outcome
+from trainer_worker.models.encoder import freeze_lower_layers
 from trainer_worker.models.gpt2 import fetch_pretrained
 from trainer_worker.models.registry import resolve_pretrained
 from trainer_worker.run_callbacks import read_history
@@ -107,13 +109,18 @@ class ClassifierRun:
         return headline_outcome(trained, done, headline, summary_line(headline))
 
 
-def _model(
-    spec: TrainRunSpec, context: JobContext, tokenizer: PreTrainedTokenizerFast, labels: list[str]
+def build_model(
+    spec: TrainRunSpec, data_root: Path, tokenizer: PreTrainedTokenizerFast, labels: list[str]
 ) -> PreTrainedModel:
+    """The spec's classifier over `labels`: the preset's, fresh over `tokenizer`, or the
+    pretrained encoder with a new head and its `classifier.freeze_layers` lower blocks frozen
+    (bench/classify.py builds its models here too)."""
     seed_everything(spec.train.seed)  # the initial weights come from the seeded generators
     if spec.model.pretrained is not None:
-        resolved = resolve_pretrained(spec.model, context.layout.root).pretrained
-        return load_pretrained_classifier(fetch_pretrained(str(resolved), None), labels)
+        resolved = resolve_pretrained(spec.model, data_root).pretrained
+        model = load_pretrained_classifier(fetch_pretrained(str(resolved), None), labels)
+        freeze_lower_layers(model, spec.classifier_options.freeze_layers)
+        return model
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     return build_classifier(
         CLASSIFIER_PRESETS[spec.model.preset],
@@ -133,7 +140,7 @@ def prepare_classifier(spec: TrainRunSpec, context: JobContext) -> ClassifierRun
     index = {label: i for i, label in enumerate(labels)}
     texts = [row.text for row in splits["train"]]
     tokenizer = encoder_tokenizer(spec, layout, context.run_id, texts, options.vocab_size)
-    model = _model(spec, context, tokenizer, labels)
+    model = build_model(spec, layout.root, tokenizer, labels)
     width = spec.train.block_size
 
     def encode(rows: list[LabelledText]) -> TextBatch:

@@ -102,3 +102,23 @@ def packaged_model_folder(name: str) -> Path:
             f"{packaged.version}`) and restart the worker",
         )
     return Path(found.origin).parent / packaged.folder
+
+
+def freeze_lower_layers(model: PreTrainedModel, layers: int) -> None:
+    """Keep the embeddings and the lowest `layers` encoder blocks of a BERT-like model as
+    they are (`requires_grad` off; the loop's optimizer takes trainable parameters only):
+    no gradient flows below the first trainable block, so a step's backward pass costs only
+    the blocks above it. INVALID_INPUT when the model has fewer blocks than `layers`."""
+    if layers == 0:
+        return
+    blocks = int(model.config.num_hidden_layers)
+    if layers > blocks:
+        raise AppError(
+            ErrorCode.INVALID_INPUT,
+            f"classifier.freeze_layers ({layers}) exceeds the model's {blocks} encoder blocks",
+        )
+    base = model.base_model_prefix  # "bert" for BERT-like encoders such as MiniLM
+    frozen = (f"{base}.embeddings.", *(f"{base}.encoder.layer.{i}." for i in range(layers)))
+    for name, parameter in model.named_parameters():
+        if name.startswith(frozen):
+            parameter.requires_grad = False
