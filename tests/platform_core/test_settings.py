@@ -206,3 +206,16 @@ def test_settings_are_built_again_only_when_a_source_changed(
     with pytest.raises(AppError) as caught:
         load_settings()
     assert "APP__API__PORT" in caught.value.message
+
+
+def test_settings_load_in_a_working_folder_that_was_removed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A process whose working folder went away (a test's temp folder, a redeployed
+    release) still reads its settings: there is no `.env` there to read."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    monkeypatch.setenv("APP__API__PORT", "8400")
+    assert load_settings().api.port == 8400

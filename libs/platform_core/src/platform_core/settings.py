@@ -264,10 +264,9 @@ def _dotenv_stamp() -> tuple[str, int, int] | None:
 
 
 def _entries(folder: Path) -> list[Path]:
-    try:
-        return list(folder.rglob("*"))  # nested secrets may sit in sub-folders
-    except OSError:  # no secrets folder (the usual case outside containers)
-        return []
+    """Every file and folder below `folder`, nested secrets included; none when there is no
+    such folder (the usual case outside containers: rglob finds nothing there)."""
+    return list(folder.rglob("*"))
 
 
 def _stamp(path: Path) -> tuple[str, int, int] | None:
