@@ -62,14 +62,17 @@ def test_a_killed_dual_agent_run_resumes_to_the_uninterrupted_metrics(
     expected, got = _record(data_root, "ref"), _record(data_root, "victim")
     assert got.thresholds == expected.thresholds
     assert got.test_metrics.keys() == expected.test_metrics.keys()
+    # bitwise equal on a quiet machine (resumed at step 40 or 80); under load the CPU math
+    # libraries may split a reduction differently, which moved a test loss of 0.92 by 1.3e-6
+    # once in CI. A resume that lost state moves these by 1e-2 and more.
     for name, value in expected.test_metrics.items():
-        assert got.test_metrics[name] == pytest.approx(value, abs=1e-6), name
+        assert got.test_metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     for name, value in expected.val_metrics.items():
-        assert got.val_metrics[name] == pytest.approx(value, abs=1e-6), name
+        assert got.val_metrics[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
     assert got.baseline_test_metrics == expected.baseline_test_metrics
     weights_ref, weights = _final_weights(data_root / "runs" / "ref"), _final_weights(folder)
     for name in weights_ref:
-        assert torch.allclose(weights_ref[name], weights[name], atol=1e-6, rtol=0), name
+        assert torch.allclose(weights_ref[name], weights[name], atol=1e-5, rtol=0), name
 
     # each eval published once, with the metrics the uninterrupted run published
     def evals(run_id: str) -> dict[int, dict[str, float]]:
