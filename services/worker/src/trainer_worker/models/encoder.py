@@ -11,9 +11,13 @@ runs load it from the same folder).
 from __future__ import annotations
 
 import importlib.util
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, PreTrainedModel
 
 from platform_core.errors import AppError, ErrorCode
@@ -122,3 +126,93 @@ def freeze_lower_layers(model: PreTrainedModel, layers: int) -> None:
     for name, parameter in model.named_parameters():
         if name.startswith(frozen):
             parameter.requires_grad = False
+
+
+class _GivenStates(nn.Module):
+    """Stands in for the embeddings while `FrozenPrefix.upper` runs: the hidden states the
+    caller passes as `inputs_embeds` enter the first trainable block as they are."""
+
+    def forward(self, inputs_embeds: Tensor | None = None, **_: object) -> Tensor:
+        if inputs_embeds is None:
+            raise ValueError("the frozen prefix's states go in as inputs_embeds")
+        return inputs_embeds
+
+
+class FrozenPrefix:
+    """The embeddings and the lowest `layers` blocks of a BERT-like model, frozen by
+    `freeze_lower_layers`, used as a fixed feature extractor: `states` runs them once per
+    text in eval mode (no dropout, no autograd), and inside `upper()` the model's own
+    forward, `model(inputs_embeds=states, attention_mask=mask)`, runs only the blocks above
+    them, the pooler and the head. In eval mode the two halves compute what one forward
+    does (`splits_exactly` checks it on the model at hand)."""
+
+    def __init__(self, model: PreTrainedModel, layers: int, blocks: nn.ModuleList) -> None:
+        self.layers = layers
+        self._module: nn.Module = model  # nn.Module's typed train() / eval()
+        self._base: nn.Module = model.base_model
+        self._encoder = self._base.get_submodule("encoder")
+        self._blocks = blocks  # the encoder's own list of blocks
+
+    @classmethod
+    def of(cls, model: PreTrainedModel, layers: int) -> FrozenPrefix | None:
+        """The prefix, or None when nothing is frozen or the model is not laid out as a
+        BERT-like encoder (`<base>.embeddings`, `<base>.encoder.layer`)."""
+        if layers == 0:
+            return None
+        base = model.base_model
+        blocks = getattr(getattr(base, "encoder", None), "layer", None)
+        if not isinstance(getattr(base, "embeddings", None), nn.Module):
+            return None
+        if not isinstance(blocks, nn.ModuleList) or len(blocks) < layers:
+            return None
+        return cls(model, layers, blocks)
+
+    @contextmanager
+    def _swapped(self, embeddings: nn.Module, blocks: list[nn.Module]) -> Iterator[None]:
+        """The base model with other embeddings and blocks for the duration (the same
+        parameters: nothing is copied, and the state dict is whole again afterwards)."""
+        base = self._base
+        kept_embeddings, kept_blocks = base.get_submodule("embeddings"), self._blocks
+        base.embeddings, self._encoder.layer = embeddings, nn.ModuleList(blocks)
+        try:
+            yield
+        finally:
+            base.embeddings, self._encoder.layer = kept_embeddings, kept_blocks
+
+    @torch.no_grad()
+    def states(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """(B, T, H) hidden states after the frozen blocks, in eval mode."""
+        was_training = self._module.training
+        self._module.eval()
+        try:
+            with self._swapped(self._base.get_submodule("embeddings"), self._lower()):
+                out = self._base(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            self._module.train(was_training)
+        states: Tensor = out.last_hidden_state
+        return states
+
+    @contextmanager
+    def upper(self) -> Iterator[None]:
+        """Inside, `model(inputs_embeds=states, attention_mask=mask)` runs the blocks above
+        the prefix, the pooler and the head on `states`."""
+        with self._swapped(_GivenStates(), list(self._blocks)[self.layers :]):
+            yield
+
+    def _lower(self) -> list[nn.Module]:
+        return list(self._blocks)[: self.layers]
+
+    def splits_exactly(self, input_ids: Tensor, attention_mask: Tensor) -> bool:
+        """Whether the prefix's states through `upper()` give one eval-mode forward's
+        logits (to float32 rounding) on these rows."""
+        was_training = self._module.training
+        self._module.eval()
+        try:
+            with torch.no_grad():
+                whole = self._module(input_ids=input_ids, attention_mask=attention_mask).logits
+                states = self.states(input_ids, attention_mask)
+                with self.upper():
+                    split = self._module(inputs_embeds=states, attention_mask=attention_mask)
+        finally:
+            self._module.train(was_training)
+        return bool(torch.allclose(whole, split.logits, rtol=1e-4, atol=1e-5))

@@ -1,0 +1,182 @@
+"""A classifier's frozen lower blocks as a fixed feature extractor (`FrozenPrefix`): the two
+halves compute one forward's logits, the prefix ignores train mode (no dropout), the model's
+state dict stays whole, and caching the prefix's states changes no result of a run, only how
+often the prefix runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    GPT2Config,
+    GPT2ForSequenceClassification,
+)
+
+from platform_core.specs import TrainConfig
+from trainer_worker.classify import task as task_module
+from trainer_worker.classify.task import ClassifierTask, TextBatch
+from trainer_worker.models.encoder import FrozenPrefix, freeze_lower_layers
+from trainer_worker.training.loop import train_task
+
+LABELS = ["a", "b", "c"]
+WIDTH = 12
+
+
+def _bert(layers: int = 3, seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=50,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=WIDTH,
+        hidden_dropout_prob=0.3,  # dropout everywhere: train mode would differ from eval
+        attention_probs_dropout_prob=0.3,
+    )
+    config.num_labels = len(LABELS)
+    return BertForSequenceClassification(config)
+
+
+def _texts(rows: int, seed: int) -> TextBatch:
+    """Token ids whose label is the parity of their first few ids, padded at random
+    lengths (so the attention mask matters)."""
+    generator = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, 50, (rows, WIDTH), generator=generator)
+    lengths = torch.randint(3, WIDTH + 1, (rows,), generator=generator)
+    mask = (torch.arange(WIDTH)[None, :] < lengths[:, None]).long()
+    labels = ids[:, :3].sum(dim=1) % len(LABELS)
+    return TextBatch(ids * mask, mask, labels)
+
+
+CONFIG = TrainConfig(
+    block_size=WIDTH,
+    batch_size=8,
+    max_steps=12,
+    learning_rate=3e-3,
+    min_lr=3e-4,
+    warmup_steps=2,
+    eval_every=4,
+    progress_every_steps=1000,
+    device="cpu",
+    seed=5,
+)
+
+
+def test_the_halves_compute_one_forward_and_leave_the_model_whole() -> None:
+    model = _bert()
+    freeze_lower_layers(model, 2)
+    prefix = FrozenPrefix.of(model, 2)
+    assert prefix is not None
+    keys = list(model.state_dict())
+    batch = _texts(6, seed=1)
+    assert prefix.splits_exactly(batch.input_ids, batch.attention_mask)
+
+    module: torch.nn.Module = model  # nn.Module's typed eval()
+    module.eval()
+    states = prefix.states(batch.input_ids, batch.attention_mask)
+    assert states.shape == (6, WIDTH, 32)
+    with prefix.upper():
+        split = model(inputs_embeds=states, attention_mask=batch.attention_mask).logits
+        assert len(model.bert.encoder.layer) == 1  # only the block above the prefix runs
+        with pytest.raises(ValueError, match="inputs_embeds"):  # token ids skip no block
+            model(input_ids=batch.input_ids, attention_mask=batch.attention_mask)
+    whole = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    torch.testing.assert_close(split, whole, rtol=1e-5, atol=1e-6)
+    assert list(model.state_dict()) == keys
+
+    with pytest.raises(RuntimeError, match="boom"), prefix.upper():
+        raise RuntimeError("boom")
+    assert list(model.state_dict()) == keys  # restored after a failure inside too
+    assert len(model.bert.encoder.layer) == 3
+
+
+def test_the_prefix_runs_in_eval_mode_while_the_model_trains() -> None:
+    model = _bert()
+    prefix = FrozenPrefix.of(model, 2)
+    assert prefix is not None
+    batch = _texts(4, seed=2)
+    model.train()
+    first = prefix.states(batch.input_ids, batch.attention_mask)
+    second = prefix.states(batch.input_ids, batch.attention_mask)
+    assert torch.equal(first, second)  # no dropout
+    assert model.training and all(m.training for m in model.modules())
+    assert not first.requires_grad
+
+
+def test_no_prefix_without_frozen_blocks_or_an_encoder_stack() -> None:
+    assert FrozenPrefix.of(_bert(), 0) is None
+    assert FrozenPrefix.of(_bert(layers=2), 3) is None
+    config = GPT2Config(vocab_size=50, n_embd=32, n_layer=2, n_head=2, n_positions=16)
+    config.num_labels = 3
+    gpt2 = GPT2ForSequenceClassification(config)
+    assert FrozenPrefix.of(gpt2, 1) is None  # no <base>.embeddings / encoder.layer
+
+
+def _train(
+    monkeypatch: pytest.MonkeyPatch, *, cache_bytes: int, frozen: int = 2
+) -> tuple[ClassifierTask, dict[str, torch.Tensor], int]:
+    """A seeded run of `frozen` frozen blocks: its task, final weights, and how many
+    times the prefix ran."""
+    monkeypatch.setattr(task_module, "PREFIX_CACHE_BYTES", cache_bytes)
+    calls = 0
+    original = FrozenPrefix.states
+
+    def counted(self: FrozenPrefix, input_ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        nonlocal calls
+        calls += 1
+        return original(self, input_ids, mask)
+
+    monkeypatch.setattr(FrozenPrefix, "states", counted)
+    model = _bert(seed=3)
+    freeze_lower_layers(model, frozen)
+    task = ClassifierTask(
+        train=_texts(40, seed=4),
+        val=_texts(16, seed=6),
+        labels=LABELS,
+        source=model,
+        frozen_layers=frozen,
+    )
+    train_task(model, task, CONFIG)
+    return task, {k: v.clone() for k, v in model.state_dict().items()}, calls
+
+
+def test_caching_the_prefix_changes_no_result_only_how_often_it_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cached_task, cached, cached_calls = _train(monkeypatch, cache_bytes=1 << 30)
+    live_task, live, live_calls = _train(monkeypatch, cache_bytes=0)
+
+    assert cached_task.train.states is not None and cached_task.val.states is not None
+    assert live_task.train.states is None  # over the budget: computed per drawn batch
+    # cached: the probe's 2 calls and one per 64 texts of train and val; live: also one a step
+    assert cached_calls == 2 + 1 + 1
+    assert live_calls == 2 + 12
+    assert cached_task.best_accuracy == live_task.best_accuracy
+    for name, value in cached.items():
+        torch.testing.assert_close(value, live[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_the_frozen_blocks_keep_their_weights_and_the_rest_trains(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    before = _bert(seed=3).state_dict()
+    _, after, _ = _train(monkeypatch, cache_bytes=1 << 30)
+    for name, value in before.items():
+        frozen = name.startswith(
+            ("bert.embeddings.", "bert.encoder.layer.0.", "bert.encoder.layer.1.")
+        )
+        if frozen:
+            assert torch.equal(after[name], value), name
+        elif name.endswith("weight") and "LayerNorm" not in name:
+            assert not torch.equal(after[name], value), name
+
+
+def test_a_model_that_does_not_split_trains_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(FrozenPrefix, "splits_exactly", lambda *_: False)
+    task, _, calls = _train(monkeypatch, cache_bytes=1 << 30)
+    assert task.prefix is None and task.train.states is None
+    assert calls == 0
+    assert task.best_accuracy is not None
