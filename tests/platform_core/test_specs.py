@@ -61,7 +61,7 @@ def test_corpus_path_may_be_nested_or_absent() -> None:
         ({"progress_every_s": 0.0}, "progress_every_s"),
         ({"seed": -1}, "seed"),
         ({"batch_size": 1024, "block_size": 8192}, "raise grad_accum_steps instead"),
-        ({"device": "cpu", "precision": "bf16"}, "'bf16' needs a CUDA device"),
+        ({"device": "cpu", "precision": "fp16"}, "'fp16' needs a CUDA device"),
     ],
 )
 def test_train_config_refuses_each_bad_value_naming_the_field(

@@ -30,7 +30,7 @@ TRAIN_IDS, EVAL_IDS = train_eval_split(4_000)
 VOCAB = 256  # byte ids
 # fields that only scale the cost of one step: drawn from [minimum, cap]
 CAPS = {"block_size": 32, "batch_size": 4, "grad_accum_steps": 2, "eval_batches": 2}
-# the CPU takes fp32 only (the spec refuses fp16 / bf16 with device 'cpu')
+# fp32 on the CPU (the spec refuses fp16 with device 'cpu'; bf16 there depends on the CPU)
 FIXED: JsonObject = {"max_steps": 1, "device": "cpu", "precision": "auto", "compile": False}
 SCHEMA = TrainRunSpec.model_json_schema()["$defs"]
 

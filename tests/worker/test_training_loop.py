@@ -15,6 +15,7 @@ from platform_core.errors import AppError, ErrorCode
 from platform_core.specs import ModelSpec, TrainConfig
 from tests.worker.train_helpers import train_eval_split
 from trainer_worker.models.registry import build_model
+from trainer_worker.training import device as device_module
 from trainer_worker.training.callbacks import (
     Callbacks,
     CheckpointInfo,
@@ -22,6 +23,7 @@ from trainer_worker.training.callbacks import (
     ProgressInfo,
     TrainResult,
 )
+from trainer_worker.training.device import cpu_has_bf16
 from trainer_worker.training.loop import train
 from trainer_worker.training.seeding import seed_everything
 from trainer_worker.training.state import TrainState
@@ -283,3 +285,26 @@ def test_a_checkpoint_between_evals_carries_no_eval_loss() -> None:
         (4, False, False),
         (6, True, True),
     ]
+
+
+def test_bf16_on_the_cpu_trains_in_bf16_where_the_cpu_has_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """precision 'bf16' with device 'cpu': autocast to bf16 on a CPU with AMX or AVX512-BF16
+    (the matmuls' outputs are bf16, the loss falls), CONFIG_INVALID naming the instructions
+    on one without them (emulated bf16 is slower than fp32)."""
+    config = replace(BASE, precision="bf16", max_steps=30, eval_every=15, warmup_steps=3)
+    model = _model()
+    seen: set[torch.dtype] = set()
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            module.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    if cpu_has_bf16():
+        evals: list[EvalInfo] = []
+        _run(model, config, Callbacks(on_eval=evals.append))
+        assert torch.bfloat16 in seen  # fp32 throughout without autocast
+        assert evals[-1].eval_loss < evals[0].eval_loss - 0.5
+    monkeypatch.setattr(device_module, "cpu_has_bf16", lambda: False)
+    with pytest.raises(AppError, match="no bf16 instructions") as err:
+        _run(_model(), config)
+    assert err.value.code is ErrorCode.CONFIG_INVALID

@@ -90,6 +90,8 @@ def test_cuda_requested_on_this_machine(monkeypatch: pytest.MonkeyPatch) -> None
     [
         ("auto", CPU, False, "fp32"),
         ("fp32", CPU, False, "fp32"),
+        ("auto", CPU, True, "fp32"),  # a CPU's bf16 only when asked for by name
+        ("bf16", CPU, True, "bf16"),
         ("auto", CUDA, True, "bf16"),
         ("auto", CUDA, False, "fp16"),
         ("fp16", CUDA, True, "fp16"),
@@ -102,7 +104,8 @@ def test_precision_resolution(choice: str, device: torch.device, bf16: bool, exp
 
 
 @pytest.mark.parametrize(
-    ("choice", "device", "bf16"), [("fp16", CPU, False), ("bf16", CPU, True), ("bf16", CUDA, False)]
+    ("choice", "device", "bf16"),
+    [("fp16", CPU, False), ("fp16", CPU, True), ("bf16", CPU, False), ("bf16", CUDA, False)],
 )
 def test_precision_refused_where_unsupported(choice: str, device: torch.device, bf16: bool) -> None:
     with pytest.raises(AppError) as err:

@@ -220,12 +220,12 @@ PrecisionChoice = Literal["auto", "fp16", "bf16", "fp32"]
     config=ConfigDict(
         extra="forbid",
         allow_inf_nan=False,
-        # fp16 and bf16 need CUDA; the rules comparing two numbers (min_lr, lr_decay_steps,
+        # fp16 needs CUDA; the rules comparing two numbers (min_lr, lr_decay_steps,
         # batch_size x block_size) are in the fields' descriptions: JSON Schema has no way to
         # say them
         json_schema_extra=when(
             {**_props(device={"const": "cpu"}), "required": ["device"]},
-            _props(precision={"enum": ["auto", "fp32"]}),
+            _props(precision={"enum": ["auto", "fp32", "bf16"]}),
         ),
     ),
 )
@@ -296,7 +296,11 @@ class TrainConfig:
     # compute
     device: DeviceChoice = "auto"  # auto = CUDA when present, else CPU
     precision: Annotated[
-        PrecisionChoice, Field(description="fp16 and bf16 need a CUDA device (not device 'cpu')")
+        PrecisionChoice,
+        Field(
+            description="fp16 needs a CUDA device (not device 'cpu'); bf16 on a CPU needs "
+            "native bf16 instructions (AMX or AVX512-BF16), which the worker checks"
+        ),
     ] = "auto"  # auto = bf16 (or fp16 + GradScaler) on CUDA, fp32 on CPU
     compile: Annotated[bool, Strict()] = False  # torch.compile: faster GPU steps after a slow one
     seed: Seed = 1337  # seeds Python, NumPy, torch and the batch sampler
@@ -312,9 +316,9 @@ class TrainConfig:
                 f"lr_decay_steps ({self.lr_decay_steps}) must be greater than warmup_steps "
                 f"({self.warmup_steps})"
             )
-        if self.device == "cpu" and self.precision in ("fp16", "bf16"):
+        if self.device == "cpu" and self.precision == "fp16":
             raise ValueError(
-                f"precision {self.precision!r} needs a CUDA device; use 'fp32' or 'auto' with "
+                "precision 'fp16' needs a CUDA device; use 'fp32', 'auto' or 'bf16' with "
                 "device 'cpu'"
             )
         tokens = self.batch_size * self.block_size

@@ -51,14 +51,23 @@ def resolve_device(choice: DeviceChoice, cuda_available: bool | None = None) -> 
 def resolve_precision(
     choice: PrecisionChoice, device: torch.device, bf16_supported: bool
 ) -> Precision:
-    """Pure: the precision to train in, given the device and whether it has bf16."""
+    """Pure: the precision to train in, given the device and whether it has bf16 (on a CPU:
+    native bf16 instructions, `cpu_has_bf16`). On a CPU, `auto` stays fp32 and bf16 is asked
+    for by name."""
     if device.type != "cuda":
-        if choice in ("fp16", "bf16"):
+        if choice == "fp16":
             raise AppError(
                 ErrorCode.CONFIG_INVALID,
-                f"precision {choice!r} needs a CUDA device; use 'fp32' or 'auto' on CPU",
+                "precision 'fp16' needs a CUDA device; use 'fp32', 'auto' or (on a CPU with "
+                "AMX or AVX512-BF16) 'bf16' on CPU",
             )
-        return "fp32"
+        if choice == "bf16" and not bf16_supported:
+            raise AppError(
+                ErrorCode.CONFIG_INVALID,
+                "this worker's CPU has no bf16 instructions (AMX or AVX512-BF16): bf16 would "
+                "be emulated, slower than fp32; use 'fp32' or 'auto'",
+            )
+        return "bf16" if choice == "bf16" else "fp32"
     if choice == "auto":
         return "bf16" if bf16_supported else "fp16"
     if choice == "bf16" and not bf16_supported:
@@ -76,9 +85,17 @@ def loader_settings(device: torch.device, cpu_count: int | None = None) -> tuple
     return 0, False
 
 
+def cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AMX tiles or AVX512-BF16), where autocast to
+    bf16 about halves a training step's time (docs/benchmarks.md); elsewhere oneDNN
+    emulates it, slower than fp32."""
+    probes = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")  # torch.cpu's own
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
 def resolve_device_setup(device: DeviceChoice, precision: PrecisionChoice) -> DeviceSetup:
     dev = resolve_device(device)
-    bf16 = dev.type == "cuda" and torch.cuda.is_bf16_supported()
+    bf16 = torch.cuda.is_bf16_supported() if dev.type == "cuda" else cpu_has_bf16()
     prec = resolve_precision(precision, dev, bf16)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": None}[prec]
     num_workers, pin_memory = loader_settings(dev)
