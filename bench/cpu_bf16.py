@@ -24,12 +24,14 @@ import json
 import statistics
 
 import torch
+from torch import nn
 from transformers import BertConfig, BertForSequenceClassification
 
 from platform_core.specs import TrainConfig
 from trainer_worker.classify.task import ClassifierTask, TextBatch
 from trainer_worker.models.encoder import freeze_lower_layers
-from trainer_worker.training.device import cpu_has_bf16
+from trainer_worker.training.device import DeviceSetup, cpu_has_bf16
+from trainer_worker.training.distributed import DistContext
 from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
 
@@ -50,7 +52,7 @@ def main() -> None:
     order = ["fp32", "bf16"] if native else ["fp32"]
     for repeat in range(args.repeats):
         for precision in order if repeat % 2 == 0 else order[::-1]:
-            step_s = _step_seconds(precision, args.steps, args.frozen)
+            step_s = step_seconds(precision, args.steps, args.frozen)
             timings[precision].append(step_s)
             print(f"repeat {repeat + 1}: {precision} {step_s * 1000:.1f} ms a step", flush=True)
     fp32 = statistics.median(timings["fp32"])
@@ -73,8 +75,21 @@ def main() -> None:
     )
 
 
-def _step_seconds(precision: str, steps: int, frozen: int) -> float:
-    """One seeded run of `steps` steps; the loop's own duration over its steps."""
+def step_seconds(
+    precision: str,
+    steps: int,
+    frozen: int,
+    *,
+    first_token: bool = True,
+    lengths: list[int] | None = None,
+    width: int = WIDTH,
+    buckets: bool = True,
+) -> float:
+    """One seeded run of `steps` steps; the loop's own duration over its steps. Every row
+    fills `width` tokens unless `lengths` gives the token counts to draw the rows' lengths
+    from (bench/length_buckets.py). `first_token` False: the top block computes every token
+    (bench/first_token.py); `buckets` False: batches are drawn from all rows, not from one
+    length bucket."""
     seed_everything(0)
     config = BertConfig(
         vocab_size=30522,
@@ -82,20 +97,31 @@ def _step_seconds(precision: str, steps: int, frozen: int) -> float:
         num_hidden_layers=6,
         num_attention_heads=12,
         intermediate_size=1536,
+        max_position_embeddings=max(512, width),
     )
     config.num_labels = len(LABELS)
     model = BertForSequenceClassification(config)
     freeze_lower_layers(model, frozen)
     generator = torch.Generator().manual_seed(1)
-    ids = torch.randint(1000, 30000, (ROWS, WIDTH), generator=generator)
+    ids = torch.randint(1000, 30000, (ROWS, width), generator=generator)
     labels = torch.randint(0, len(LABELS), (ROWS,), generator=generator)
-    train_rows = TextBatch(ids, torch.ones_like(ids), labels)
-    val_rows = TextBatch(ids[:64], torch.ones_like(ids[:64]), labels[:64])  # evals stay cheap
-    task = ClassifierTask(
-        train=train_rows, val=val_rows, labels=LABELS, source=model, frozen_layers=frozen
+    mask = torch.ones_like(ids)
+    if lengths is not None:
+        drawn = torch.tensor(lengths)[torch.randint(len(lengths), (ROWS,), generator=generator)]
+        mask = (torch.arange(width)[None, :] < drawn.clamp(max=width)[:, None]).long()
+    train_rows = TextBatch(ids * mask, mask, labels)
+    val_rows = TextBatch(ids[:64] * mask[:64], mask[:64], labels[:64])  # evals stay cheap
+    kind = ClassifierTask if buckets else _Unbucketed
+    task = kind(
+        train=train_rows,
+        val=val_rows,
+        labels=LABELS,
+        source=model,
+        frozen_layers=frozen,
+        first_token=first_token,
     )
     train = TrainConfig(
-        block_size=WIDTH,
+        block_size=width,
         batch_size=32,
         max_steps=steps,
         learning_rate=1e-3,
@@ -110,6 +136,16 @@ def _step_seconds(precision: str, steps: int, frozen: int) -> float:
     )
     result = train_task(model, task, train)
     return result.duration_s / steps
+
+
+class _Unbucketed(ClassifierTask):
+    """The classifier's task drawing its batches from all rows (no length buckets)."""
+
+    def prepare(
+        self, model: nn.Module, config: TrainConfig, *, setup: DeviceSetup, ctx: DistContext
+    ) -> None:
+        super().prepare(model, config, setup=setup, ctx=ctx)
+        self.buckets = None
 
 
 if __name__ == "__main__":

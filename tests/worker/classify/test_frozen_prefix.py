@@ -10,6 +10,7 @@ import torch
 from transformers import (
     BertConfig,
     BertForSequenceClassification,
+    BertForTokenClassification,
     GPT2Config,
     GPT2ForSequenceClassification,
 )
@@ -24,8 +25,13 @@ LABELS = ["a", "b", "c"]
 WIDTH = 12
 
 
-def _bert(layers: int = 3, seed: int = 0) -> BertForSequenceClassification:
+def _bert(layers: int = 3, seed: int = 0, dropout: float = 0.3) -> BertForSequenceClassification:
     torch.manual_seed(seed)
+    config = _config(layers, dropout)
+    return BertForSequenceClassification(config)
+
+
+def _config(layers: int, dropout: float) -> BertConfig:
     config = BertConfig(
         vocab_size=50,
         hidden_size=32,
@@ -33,11 +39,11 @@ def _bert(layers: int = 3, seed: int = 0) -> BertForSequenceClassification:
         num_attention_heads=2,
         intermediate_size=64,
         max_position_embeddings=WIDTH,
-        hidden_dropout_prob=0.3,  # dropout everywhere: train mode would differ from eval
-        attention_probs_dropout_prob=0.3,
+        hidden_dropout_prob=dropout,  # dropout everywhere: train mode would differ from eval
+        attention_probs_dropout_prob=dropout,
     )
     config.num_labels = len(LABELS)
-    return BertForSequenceClassification(config)
+    return config
 
 
 def _texts(rows: int, seed: int) -> TextBatch:
@@ -91,6 +97,63 @@ def test_the_halves_compute_one_forward_and_leave_the_model_whole() -> None:
         raise RuntimeError("boom")
     assert list(model.state_dict()) == keys  # restored after a failure inside too
     assert len(model.bert.encoder.layer) == 3
+
+
+def _upper_loss(model: torch.nn.Module, prefix: FrozenPrefix, batch: TextBatch) -> torch.Tensor:
+    states = prefix.states(batch.input_ids, batch.attention_mask)
+    with prefix.upper():
+        logits = model(inputs_embeds=states, attention_mask=batch.attention_mask).logits
+    loss: torch.Tensor = torch.nn.functional.cross_entropy(logits, batch.labels)
+    return loss
+
+
+def test_the_top_block_computes_the_first_token_only_with_the_same_gradients() -> None:
+    """A [CLS] head reads one position, so the top block runs its query, attention output
+    and feed-forward on it alone: the loss and every trainable gradient are the whole
+    block's (dropout off, so the two can be compared in train mode)."""
+    model = _bert(layers=3, dropout=0.0)
+    freeze_lower_layers(model, 1)
+    prefix = FrozenPrefix.of(model, 1)
+    assert prefix is not None and prefix.first_token
+    batch = _texts(8, seed=3)
+    assert prefix.splits_exactly(batch.input_ids, batch.attention_mask)
+    assert prefix.first_token  # kept: the pooler reads position 0 only
+    states = prefix.states(batch.input_ids, batch.attention_mask)
+    with prefix.upper():
+        top = model.bert(inputs_embeds=states, attention_mask=batch.attention_mask)
+    assert top.last_hidden_state.shape == (8, 1, 32)  # the top block gave one position
+
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    gradients = []
+    for first_token in (True, False):
+        prefix.first_token = first_token
+        model.zero_grad()
+        loss = _upper_loss(model, prefix, batch)
+        torch.autograd.backward([loss])
+        gradients.append(
+            (loss.detach(), {n: p.grad.clone() for n, p in trainable if p.grad is not None})
+        )
+    (fast_loss, fast), (whole_loss, whole) = gradients
+    torch.testing.assert_close(fast_loss, whole_loss, rtol=1e-5, atol=1e-6)
+    assert fast.keys() == whole.keys() and len(whole) == len(trainable)
+    for name in whole:
+        torch.testing.assert_close(fast[name], whole[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_head_that_reads_every_token_keeps_the_whole_top_block() -> None:
+    torch.manual_seed(0)
+    model = BertForTokenClassification(_config(layers=3, dropout=0.3))
+    freeze_lower_layers(model, 2)
+    prefix = FrozenPrefix.of(model, 2)
+    assert prefix is not None
+    assert [prefix.first_token] == [True]  # laid out as BERT: tried first
+    batch = _texts(6, seed=4)
+    assert prefix.splits_exactly(batch.input_ids, batch.attention_mask)
+    assert not prefix.first_token  # per-token logits: the first token alone is not enough
+    states = prefix.states(batch.input_ids, batch.attention_mask)
+    with prefix.upper():
+        logits = model(inputs_embeds=states, attention_mask=batch.attention_mask).logits
+    assert logits.shape == (6, WIDTH, len(LABELS))
 
 
 def test_the_prefix_runs_in_eval_mode_while_the_model_trains() -> None:

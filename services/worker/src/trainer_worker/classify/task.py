@@ -8,7 +8,8 @@ weights at the best eval, which the run restores before its test report.
 With `classifier.freeze_layers` N, the embeddings and lowest N blocks are a fixed feature
 extractor (`models.encoder.FrozenPrefix`): they run in eval mode (no dropout), once per text
 before step 0 when the train and val states fit in `PREFIX_CACHE_BYTES` (kept on the
-device), otherwise once per drawn batch; a step then runs only the blocks above them. Eval
+device), otherwise once per drawn batch; a step then runs only the blocks above them, the top
+one for the [CLS] position only where the head reads no other (`first_token`). Eval
 mode makes the prefix's output the same every time, so caching changes no result, only
 the cost of a step (bench/classify.py: about 3x fewer seconds a step with 5 of MiniLM's 6
 blocks frozen).
@@ -34,7 +35,7 @@ from trainer_worker.training.device import DeviceSetup
 from trainer_worker.training.distributed import DistContext
 from trainer_worker.training.evaluate import AutocastFactory
 from trainer_worker.training.task import TaskEval
-from trainer_worker.training.text_rows import check_rows, draw_rows
+from trainer_worker.training.text_rows import LengthBuckets, check_rows, draw_rows, trim_width
 
 EVAL_BATCH = 64  # texts per forward pass when evaluating or predicting
 # the frozen prefix's train + val states are cached up to this size (MiniLM, 32 tokens:
@@ -53,6 +54,17 @@ class TextBatch:
 
     def __len__(self) -> int:
         return int(self.input_ids.size(0))
+
+    def trimmed(self) -> TextBatch:
+        """The same rows without the padding columns none of them attends to (the logits
+        are the same: a masked key changes no output, positions count from the left)."""
+        width = trim_width(self.attention_mask)
+        if width == int(self.input_ids.size(1)):
+            return self
+        states = None if self.states is None else self.states[:, :width]
+        return TextBatch(
+            self.input_ids[:, :width], self.attention_mask[:, :width], self.labels, states
+        )
 
     def select(self, index: Tensor, device: torch.device) -> TextBatch:
         states = self.states
@@ -102,21 +114,25 @@ def predict_probs(
     autocast: AutocastFactory,
     prefix: FrozenPrefix | None = None,
 ) -> tuple[Tensor, float]:
-    """(N, L) class probabilities in eval mode, and the mean cross-entropy."""
+    """(N, L) class probabilities in eval mode, in the rows' order, and the mean
+    cross-entropy; computed over chunks of rows of similar lengths, each without the
+    padding none of its rows needs."""
     was_training = model.training
     model.eval()
     probs: list[Tensor] = []
     total = 0.0
+    order = data.attention_mask.sum(dim=1).argsort(stable=True)  # chunks of similar lengths
     try:
         for first in range(0, len(data), EVAL_BATCH):
-            batch = data.select(torch.arange(first, min(first + EVAL_BATCH, len(data))), device)
+            rows = order[first : first + EVAL_BATCH]
+            batch = data.select(rows, device).trimmed()
             with autocast():
                 scores = batch_logits(model, batch, prefix).float()  # (B, L)
             total += float(F.cross_entropy(scores, batch.labels, reduction="sum"))
             probs.append(scores.softmax(dim=-1).cpu())
     finally:
         model.train(was_training)
-    return torch.cat(probs), total / max(len(data), 1)
+    return torch.cat(probs)[order.argsort()], total / max(len(data), 1)
 
 
 @dataclass
@@ -128,6 +144,8 @@ class ClassifierTask:
     labels: list[str]  # the head's order
     source: nn.Module  # the model being trained, unwrapped (its weights are the ones kept)
     frozen_layers: int = 0  # classifier.freeze_layers: run as a fixed feature extractor
+    first_token: bool = True  # the top block computes [CLS] only (when the head reads no more)
+    buckets: LengthBuckets | None = None  # set by prepare: train batches of similar lengths
     prefix: FrozenPrefix | None = None  # set by prepare when frozen_layers > 0
     best_accuracy: float | None = None
     best_state: dict[str, Tensor] | None = None  # CPU copy of the weights at the best eval
@@ -145,8 +163,9 @@ class ClassifierTask:
         self, model: nn.Module, config: TrainConfig, *, setup: DeviceSetup, ctx: DistContext
     ) -> None:
         check_rows(self.train.input_ids, config, "texts")
+        self.buckets = LengthBuckets.of(self.train.attention_mask, config, ctx)
         if isinstance(model, PreTrainedModel):
-            self.prefix = FrozenPrefix.of(model, self.frozen_layers)
+            self.prefix = FrozenPrefix.of(model, self.frozen_layers, first_token=self.first_token)
         if self.prefix is not None:
             self._cache_prefix(self.prefix, ctx.device)
 
@@ -184,7 +203,11 @@ class ClassifierTask:
         device: torch.device,
         ctx: DistContext,
     ) -> TextBatch:
-        batch = self.train.select(draw_rows(len(self.train), config, generator, ctx), device)
+        if self.buckets is None:
+            rows = draw_rows(len(self.train), config, generator, ctx)
+        else:
+            rows = self.buckets.draw(config, generator, ctx)
+        batch = self.train.select(rows, device).trimmed()
         if self.prefix is not None and batch.states is None:  # not cached: this batch's
             batch = replace(batch, states=self.prefix.states(batch.input_ids, batch.attention_mask))
         return batch

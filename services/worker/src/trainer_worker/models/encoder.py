@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import AutoModel, AutoModelForSequenceClassification, BertConfig, PreTrainedModel
 
@@ -130,7 +131,14 @@ def freeze_lower_layers(model: PreTrainedModel, layers: int) -> None:
 
 class _GivenStates(nn.Module):
     """Stands in for the embeddings while `FrozenPrefix.upper` runs: the hidden states the
-    caller passes as `inputs_embeds` enter the first trainable block as they are."""
+    caller passes as `inputs_embeds` enter the first trainable block as they are. It holds
+    the modules swapped out (`kept`: the embeddings and the frozen blocks), never running
+    them, so the model's buffers stay reachable: a DDP wrapper reads them again at every
+    forward to broadcast them, and a model left with none fails its internal assert."""
+
+    def __init__(self, kept: list[nn.Module]) -> None:
+        super().__init__()
+        self.kept = nn.ModuleList(kept)
 
     def forward(self, inputs_embeds: Tensor | None = None, **_: object) -> Tensor:
         if inputs_embeds is None:
@@ -138,25 +146,110 @@ class _GivenStates(nn.Module):
         return inputs_embeds
 
 
+_HEAD_SHAPE = ("num_attention_heads", "attention_head_size")  # a BERT attention's ints
+
+
+class _FirstTokenBlock(nn.Module):
+    """A BERT block that computes the first token's output only, for a head that reads
+    nothing else (a `[CLS]` pooler): its keys and values still come from every token, but
+    its query, attention output and feed-forward run on one token instead of T, so a top
+    block costs about a fifth at 32 tokens. Its output is (B, 1, H): what the whole block
+    gives at position 0, with the same parameters and, in training, the same dropouts."""
+
+    def __init__(self, block: nn.Module) -> None:
+        super().__init__()
+        self.block = block
+
+    @staticmethod
+    def fits(block: nn.Module) -> bool:
+        """Whether `block` is laid out as transformers' `BertLayer` (and its RoBERTa-like
+        copies): attention.self.{query,key,value,dropout}, attention.output, intermediate
+        and output, and no cross-attention."""
+        attention = getattr(block, "attention", None)
+        heads = getattr(attention, "self", None)
+        return (
+            all(isinstance(getattr(heads, n, None), nn.Linear) for n in ("query", "key", "value"))
+            and isinstance(getattr(heads, "dropout", None), nn.Dropout)
+            and all(isinstance(getattr(heads, n, None), int) for n in _HEAD_SHAPE)
+            and isinstance(getattr(heads, "scaling", None), float)
+            and all(
+                isinstance(getattr(block, n, None), nn.Module) for n in ("intermediate", "output")
+            )
+            and isinstance(getattr(attention, "output", None), nn.Module)
+            and not getattr(block, "add_cross_attention", False)
+        )
+
+    def forward(
+        self, hidden_states: Tensor, attention_mask: Tensor | None = None, *_: object, **__: object
+    ) -> Tensor:
+        block = self.block
+        attention = block.get_submodule("attention")
+        heads = attention.get_submodule("self")
+        batch, tokens, _width = hidden_states.shape
+        first = hidden_states[:, :1]
+        count, size = (int(_number(heads, n)) for n in _HEAD_SHAPE)
+        query = heads.get_submodule("query")(first).view(batch, 1, count, size).transpose(1, 2)
+        key, value = (
+            heads.get_submodule(n)(hidden_states).view(batch, tokens, count, size).transpose(1, 2)
+            for n in ("key", "value")
+        )
+        mask = attention_mask  # the model's own 4-D mask (B, 1, T or 1, T), or None
+        if mask is not None and mask.dim() == 4 and mask.size(-2) == tokens:
+            mask = mask[:, :, :1]  # the first token's row
+        dropout = heads.get_submodule("dropout")
+        context = F.scaled_dot_product_attention(
+            query,
+            key,
+            value,
+            attn_mask=mask,
+            dropout_p=_number(dropout, "p") if dropout.training else 0.0,
+            scale=_number(heads, "scaling"),
+        )
+        mixed = attention.get_submodule("output")(
+            context.transpose(1, 2).reshape(batch, 1, -1), first
+        )
+        out: Tensor = block.get_submodule("output")(
+            block.get_submodule("intermediate")(mixed), mixed
+        )
+        return out
+
+
+def _number(module: nn.Module, name: str) -> float:
+    value = getattr(module, name)
+    if not isinstance(value, int | float):
+        raise TypeError(f"{type(module).__name__}.{name} is not a number")
+    return value
+
+
 class FrozenPrefix:
     """The embeddings and the lowest `layers` blocks of a BERT-like model, frozen by
     `freeze_lower_layers`, used as a fixed feature extractor: `states` runs them once per
     text in eval mode (no dropout, no autograd), and inside `upper()` the model's own
     forward, `model(inputs_embeds=states, attention_mask=mask)`, runs only the blocks above
-    them, the pooler and the head. In eval mode the two halves compute what one forward
-    does (`splits_exactly` checks it on the model at hand)."""
+    them, the pooler and the head; the top block computes the first token only
+    (`_FirstTokenBlock`) while `first_token` holds. In eval mode the two halves compute
+    what one forward does (`splits_exactly` checks it on the model at hand, and turns
+    `first_token` off for a head that reads more than the first token)."""
 
-    def __init__(self, model: PreTrainedModel, layers: int, blocks: nn.ModuleList) -> None:
+    def __init__(
+        self, model: PreTrainedModel, layers: int, blocks: nn.ModuleList, *, first_token: bool
+    ) -> None:
         self.layers = layers
         self._module: nn.Module = model  # nn.Module's typed train() / eval()
         self._base: nn.Module = model.base_model
         self._encoder = self._base.get_submodule("encoder")
         self._blocks = blocks  # the encoder's own list of blocks
+        self.first_token = (
+            first_token and layers < len(blocks) and _FirstTokenBlock.fits(blocks[-1])
+        )
 
     @classmethod
-    def of(cls, model: PreTrainedModel, layers: int) -> FrozenPrefix | None:
+    def of(
+        cls, model: PreTrainedModel, layers: int, *, first_token: bool = True
+    ) -> FrozenPrefix | None:
         """The prefix, or None when nothing is frozen or the model is not laid out as a
-        BERT-like encoder (`<base>.embeddings`, `<base>.encoder.layer`)."""
+        BERT-like encoder (`<base>.embeddings`, `<base>.encoder.layer`); `first_token`
+        False keeps the whole top block (to measure what the first-token one saves)."""
         if layers == 0:
             return None
         base = model.base_model
@@ -165,7 +258,7 @@ class FrozenPrefix:
             return None
         if not isinstance(blocks, nn.ModuleList) or len(blocks) < layers:
             return None
-        return cls(model, layers, blocks)
+        return cls(model, layers, blocks, first_token=first_token)
 
     @contextmanager
     def _swapped(self, embeddings: nn.Module, blocks: list[nn.Module]) -> Iterator[None]:
@@ -196,7 +289,11 @@ class FrozenPrefix:
     def upper(self) -> Iterator[None]:
         """Inside, `model(inputs_embeds=states, attention_mask=mask)` runs the blocks above
         the prefix, the pooler and the head on `states`."""
-        with self._swapped(_GivenStates(), list(self._blocks)[self.layers :]):
+        upper = list(self._blocks)[self.layers :]
+        if self.first_token:
+            upper[-1] = _FirstTokenBlock(upper[-1])
+        kept = [self._base.get_submodule("embeddings"), *self._lower()]
+        with self._swapped(_GivenStates(kept), upper):
             yield
 
     def _lower(self) -> list[nn.Module]:
@@ -204,15 +301,25 @@ class FrozenPrefix:
 
     def splits_exactly(self, input_ids: Tensor, attention_mask: Tensor) -> bool:
         """Whether the prefix's states through `upper()` give one eval-mode forward's
-        logits (to float32 rounding) on these rows."""
+        logits (to float32 rounding) on these rows: first with the first-token top block,
+        then, when that differs (a head that pools every token), with the whole top block,
+        which `upper()` then keeps."""
         was_training = self._module.training
         self._module.eval()
         try:
             with torch.no_grad():
                 whole = self._module(input_ids=input_ids, attention_mask=attention_mask).logits
                 states = self.states(input_ids, attention_mask)
-                with self.upper():
-                    split = self._module(inputs_embeds=states, attention_mask=attention_mask)
+                while True:
+                    with self.upper():
+                        split = self._module(inputs_embeds=states, attention_mask=attention_mask)
+                    logits = split.logits  # a per-token head's differ in shape
+                    if logits.shape == whole.shape and torch.allclose(
+                        whole, logits, rtol=1e-4, atol=1e-5
+                    ):
+                        return True
+                    if not self.first_token:
+                        return False
+                    self.first_token = False
         finally:
             self._module.train(was_training)
-        return bool(torch.allclose(whole, split.logits, rtol=1e-4, atol=1e-5))
