@@ -13,7 +13,7 @@ much as a token). The two alternate which goes first, repetition by repetition; 
 the median over the repetitions of the loop's own seconds per step. "fill" is the share of
 the padded tokens that are text.
 
-Usage: python bench/length_buckets.py [--repeats 3] [--steps 40] [--width 32 64]
+Usage: python bench/length_buckets.py [--repeats 3] [--steps 40] [--width 64]
                                       [--frozen 3] [--threads 1]
 The last line printed is one JSON object: {"bench": "length_buckets", "speedup": {width:
 unbucketed / bucketed seconds a step}, "fill": {width: ...}, ...}.
@@ -44,7 +44,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--width", type=int, nargs="+", default=[32, 64])
+    parser.add_argument("--width", type=int, nargs="+", default=[64])
     parser.add_argument("--frozen", type=int, default=3, help="of the 6 blocks")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
