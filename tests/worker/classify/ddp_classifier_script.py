@@ -13,47 +13,25 @@ import os
 import sys
 from pathlib import Path
 
-import torch
-from transformers import BertConfig, BertForSequenceClassification
-
 from platform_core.json_types import JsonObject, JsonValue
 from platform_core.specs import TrainConfig
-from trainer_worker.classify.task import ClassifierTask, TextBatch
+from tests.worker.classify.tiny_bert import LABELS, padded_rows, tiny_bert
+from trainer_worker.classify.task import ClassifierTask
 from trainer_worker.models.encoder import freeze_lower_layers
 from trainer_worker.training.loop import train_task
 from trainer_worker.training.seeding import seed_everything
 
-LABELS = ["a", "b", "c"]
 WIDTH = 16
-
-
-def _rows(count: int, seed: int) -> TextBatch:
-    """Right-padded rows of 3..WIDTH tokens labelled by their first ids."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 50, (count, WIDTH), generator=generator)
-    lengths = torch.randint(3, WIDTH + 1, (count,), generator=generator)
-    mask = (torch.arange(WIDTH)[None, :] < lengths[:, None]).long()
-    return TextBatch(ids * mask, mask, ids[:, 1:3].sum(dim=1) % len(LABELS))
 
 
 def run(batch_size: int) -> JsonObject:
     seed_everything(0)
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=WIDTH,
-        hidden_dropout_prob=0.0,  # replicas must compute what one process with the whole
-        attention_probs_dropout_prob=0.0,  # batch computes
-    )
-    config.num_labels = len(LABELS)
-    model = BertForSequenceClassification(config)
+    # dropout 0: replicas must compute what one process with the whole batch computes
+    model = tiny_bert(width=WIDTH, dropout=0.0)
     freeze_lower_layers(model, 2)
     task = ClassifierTask(
-        train=_rows(512, seed=1),
-        val=_rows(48, seed=2),
+        train=padded_rows(512, 1, width=WIDTH),
+        val=padded_rows(48, 2, width=WIDTH),
         labels=LABELS,
         source=model,
         frozen_layers=2,

@@ -7,9 +7,10 @@ from __future__ import annotations
 from contextlib import nullcontext
 
 import torch
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import BertForSequenceClassification
 
 from platform_core.specs import TrainConfig
+from tests.worker.classify.tiny_bert import LABELS, padded_rows, tiny_bert
 from trainer_worker.classify.task import (
     EVAL_BATCH,
     ClassifierTask,
@@ -22,32 +23,15 @@ from trainer_worker.training.device import resolve_device_setup
 from trainer_worker.training.distributed import DistContext
 
 CPU = torch.device("cpu")
-LABELS = ["a", "b", "c"]
 WIDTH = 24
 
 
 def _bert() -> BertForSequenceClassification:
-    torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=60,
-        hidden_size=32,
-        num_hidden_layers=3,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=WIDTH,
-    )
-    config.num_labels = len(LABELS)
-    return BertForSequenceClassification(config)
+    return tiny_bert(width=WIDTH, dropout=0.1)
 
 
 def _rows(count: int, seed: int, longest: int = WIDTH) -> TextBatch:
-    """Right-padded rows of 2..`longest` tokens, as the tokenizer pads them to WIDTH."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 60, (count, WIDTH), generator=generator)
-    lengths = torch.randint(2, longest + 1, (count,), generator=generator)
-    mask = (torch.arange(WIDTH)[None, :] < lengths[:, None]).long()
-    labels = torch.randint(0, len(LABELS), (count,), generator=generator)
-    return TextBatch(ids * mask, mask, labels)
+    return padded_rows(count, seed, width=WIDTH, shortest=2, longest=longest)
 
 
 def test_cutting_the_padding_columns_changes_no_logit() -> None:

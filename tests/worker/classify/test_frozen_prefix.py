@@ -8,7 +8,6 @@ from __future__ import annotations
 import pytest
 import torch
 from transformers import (
-    BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
     GPT2Config,
@@ -16,45 +15,22 @@ from transformers import (
 )
 
 from platform_core.specs import TrainConfig
+from tests.worker.classify.tiny_bert import LABELS, padded_rows, tiny_bert, tiny_bert_config
 from trainer_worker.classify import task as task_module
 from trainer_worker.classify.task import ClassifierTask, TextBatch
 from trainer_worker.models.encoder import FrozenPrefix, freeze_lower_layers
 from trainer_worker.training.loop import train_task
 
-LABELS = ["a", "b", "c"]
 WIDTH = 12
 
 
 def _bert(layers: int = 3, seed: int = 0, dropout: float = 0.3) -> BertForSequenceClassification:
-    torch.manual_seed(seed)
-    config = _config(layers, dropout)
-    return BertForSequenceClassification(config)
-
-
-def _config(layers: int, dropout: float) -> BertConfig:
-    config = BertConfig(
-        vocab_size=50,
-        hidden_size=32,
-        num_hidden_layers=layers,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=WIDTH,
-        hidden_dropout_prob=dropout,  # dropout everywhere: train mode would differ from eval
-        attention_probs_dropout_prob=dropout,
-    )
-    config.num_labels = len(LABELS)
-    return config
+    """Dropout everywhere by default: train mode would differ from eval."""
+    return tiny_bert(layers=layers, width=WIDTH, dropout=dropout, seed=seed)
 
 
 def _texts(rows: int, seed: int) -> TextBatch:
-    """Token ids whose label is the parity of their first few ids, padded at random
-    lengths (so the attention mask matters)."""
-    generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(1, 50, (rows, WIDTH), generator=generator)
-    lengths = torch.randint(3, WIDTH + 1, (rows,), generator=generator)
-    mask = (torch.arange(WIDTH)[None, :] < lengths[:, None]).long()
-    labels = ids[:, :3].sum(dim=1) % len(LABELS)
-    return TextBatch(ids * mask, mask, labels)
+    return padded_rows(rows, seed, width=WIDTH)
 
 
 CONFIG = TrainConfig(
@@ -142,7 +118,7 @@ def test_the_top_block_computes_the_first_token_only_with_the_same_gradients() -
 
 def test_a_head_that_reads_every_token_keeps_the_whole_top_block() -> None:
     torch.manual_seed(0)
-    model = BertForTokenClassification(_config(layers=3, dropout=0.3))
+    model = BertForTokenClassification(tiny_bert_config(layers=3, width=WIDTH, dropout=0.3))
     freeze_lower_layers(model, 2)
     prefix = FrozenPrefix.of(model, 2)
     assert prefix is not None
