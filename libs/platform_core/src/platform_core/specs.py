@@ -271,6 +271,14 @@ class TrainConfig:
     lr_decay_steps: Annotated[
         PositiveSteps | None, Field(description="greater than warmup_steps when set")
     ] = None
+    # learning rate of the parameters outside a transformers model's base model (a
+    # classifier's new head) relative to the rest: a pretrained encoder fine-tunes at
+    # learning_rate while its fresh head learns faster (1 = one rate for all)
+    head_lr_scale: Annotated[
+        float,
+        Strict(),
+        Field(gt=0.0, le=1000.0, description="1 unless the family is classifier or dual_agent"),
+    ] = 1.0
     # applied to 2-D weights only (not biases, norms)
     weight_decay: Annotated[float, Strict(), Field(ge=0.0, le=10.0)] = 0.1
     beta1: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.9  # AdamW first-moment decay
@@ -345,6 +353,8 @@ ModelFamily = Literal["gpt2", "char_lstm", "dual_agent", "classifier"]
 # families that build their own tokenizer (a WordPiece trained on their data, or the
 # pretrained model's)
 OWN_TOKENIZER_FAMILIES: tuple[ModelFamily, ...] = ("dual_agent", "classifier")
+# families whose model is an encoder with heads of its own (train.head_lr_scale applies)
+HEADED_FAMILIES: tuple[ModelFamily, ...] = ("dual_agent", "classifier")
 # the classifier stops after this many evals without a better validation accuracy (issue #14)
 CLASSIFIER_PATIENCE = 2
 
@@ -769,6 +779,8 @@ def _family_input_rules() -> list[JsonValue]:
             )
         if family != "dual_agent":
             rules.append(when(is_family, _props(dual_agent=_NULL)))
+        if family not in HEADED_FAMILIES:
+            rules.append(when(is_family, _props(train=_props(head_lr_scale={"const": 1.0}))))
         if family == "classifier":
             rules.append(
                 when(
@@ -918,6 +930,11 @@ class TrainRunSpec(JsonRequest):
                 raise ValueError(f"{family} trains its own tokenizer: leave tokenizer_id out")
         elif self.tokenizer_id is None:
             raise ValueError(f"{family} needs tokenizer_id (a tokenizer run)")
+        if self.train.head_lr_scale != 1.0 and family not in HEADED_FAMILIES:
+            raise ValueError(
+                f"train.head_lr_scale applies to a model with a head over an encoder "
+                f"({', '.join(HEADED_FAMILIES)}); a {family} model has none: leave it at 1"
+            )
         if self.dual_agent is not None and family != "dual_agent":
             raise ValueError("dual_agent options apply to the dual_agent family only")
         if (self.classifier is None) != (family != "classifier"):

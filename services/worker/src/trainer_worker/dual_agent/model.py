@@ -32,6 +32,10 @@ DUAL_AGENT_PRESETS = ENCODER_PRESETS
 
 
 class DualAgentModel(nn.Module):
+    # as a transformers model names its base model: `heads` are what lies outside it, the
+    # parameters train.head_lr_scale applies to
+    base_model_prefix = "encoder"
+
     def __init__(self, encoder: PreTrainedModel, criteria_head: CriteriaHead) -> None:
         super().__init__()
         self.encoder = encoder

@@ -122,7 +122,7 @@ def _loop(
         if _stop_requested(cb, ctx):
             return _finish(run, cb, ctx, "cancelled", clock() - t0)
 
-        lr = _set_lr(run.optimizer, get_lr(run.step, config))
+        lr = set_lr(run.optimizer, get_lr(run.step, config))
         micro_losses: list[Tensor] = []
         try:
             for micro in range(accum):
@@ -304,9 +304,11 @@ def _finish(
     )
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
+    """Each group at the scheduled rate times its `lr_scale` (the head's `head_lr_scale`);
+    returns the scheduled rate, the one progress reports."""
     for group in optimizer.param_groups:
-        group["lr"] = lr
+        group["lr"] = lr * float(group.get("lr_scale", 1.0))
     return lr
 
 

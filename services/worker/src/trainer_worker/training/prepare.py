@@ -128,15 +128,46 @@ def configure_optimizer(
     model: nn.Module, config: TrainConfig, device: torch.device
 ) -> torch.optim.AdamW:
     """AdamW with weight decay on 2-D weights (matmuls, embeddings) only: decaying biases
-    and norm gains just pulls them toward zero for no regularisation benefit."""
+    and norm gains just pulls them toward zero for no regularisation benefit. With
+    `head_lr_scale` other than 1 the head (`head_parameters`) is a group of its own whose
+    `lr_scale` the loop multiplies the scheduled rate by."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups: list[dict[str, object]] = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
+    parts: list[tuple[list[nn.Parameter], float]] = [(params, 1.0)]
+    if config.head_lr_scale != 1.0:
+        head = {id(p) for p in head_parameters(model)}
+        parts = [
+            ([p for p in params if id(p) not in head], 1.0),
+            ([p for p in params if id(p) in head], config.head_lr_scale),
+        ]
+        if not all(part for part, _ in parts):
+            raise AppError(
+                ErrorCode.CONFIG_INVALID,
+                f"head_lr_scale {config.head_lr_scale} needs trainable parameters both in "
+                f"the base model and in a head outside it; {type(model).__name__} has "
+                f"{len(parts[0][0])} and {len(parts[1][0])} (set it to 1)",
+            )
+    groups: list[dict[str, object]] = []
+    for part, scale in parts:
+        groups.append(
+            {"params": [p for p in part if p.dim() >= 2], "weight_decay": config.weight_decay}
+        )
+        groups.append({"params": [p for p in part if p.dim() < 2], "weight_decay": 0.0})
+        for group in groups[-2:]:
+            group["lr_scale"] = scale
     return torch.optim.AdamW(
         groups,
         lr=config.learning_rate,
         betas=(config.beta1, config.beta2),
         fused=device.type == "cuda",  # one kernel for all parameters on GPU
     )
+
+
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters of a transformers model outside its base model (`base_model_prefix`:
+    a sequence classifier's `classifier`, not the encoder or its pooler); none for a model
+    with no base model (a plain `nn.Module`) or whose head is tied to it (GPT-2's `lm_head`
+    is its token embedding)."""
+    prefix = getattr(model, "base_model_prefix", "")
+    if not prefix or not isinstance(getattr(model, prefix, None), nn.Module):
+        return []
+    return [p for name, p in model.named_parameters() if not name.startswith(f"{prefix}.")]
