@@ -18,6 +18,7 @@ import importlib
 import os
 import socket
 import subprocess
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TypeVar
@@ -82,6 +83,29 @@ def git_commit() -> str:
     return found.stdout.strip() or "unknown"
 
 
+def create_sqlite_store(path: Path) -> None:
+    """Create the default SQLite store at `path` whole or not at all: a new store's
+    migrations (~1 s, dozens of DDL statements) run on a file of this process's own, which
+    is linked into place only once they are done. Two first runs racing, or a job's process
+    ending mid-migration, used to leave a half-made store that every later run failed on
+    ("table _alembic_tmp_tags already exists"); now the loser of a race drops its copy and
+    uses the winner's."""
+    if path.exists():
+        return
+    from mlflow import MlflowClient  # noqa: PLC0415 - ~1 s import, on the sender thread
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    draft = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.new")
+    draft.unlink(missing_ok=True)
+    try:
+        MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
+        os.link(draft, path)  # fails if another process's store got there first
+    except FileExistsError:
+        pass
+    finally:
+        draft.unlink(missing_ok=True)
+
+
 class MlflowBackend:
     """One run's MLflow client. Every method may raise whatever the client raises when the
     store does not answer; the sender treats any such error as an outage."""
@@ -108,10 +132,10 @@ class MlflowBackend:
             os.environ["MLFLOW_TRACKING_INSECURE_TLS"] = "true"
         if settings.ca_bundle is not None:
             os.environ["MLFLOW_TRACKING_SERVER_CERT_PATH"] = str(settings.ca_bundle)
-        if settings.uri is None:
-            self._layout.mlflow_dir.mkdir(parents=True, exist_ok=True)
         from mlflow import MlflowClient  # noqa: PLC0415 - ~1 s import, on the sender thread
 
+        if settings.uri is None:
+            create_sqlite_store(self._layout.mlflow_dir / "mlflow.db")
         self._client = MlflowClient(tracking_uri=self.uri)
         return self._client
 
@@ -157,7 +181,16 @@ class MlflowBackend:
         location = None
         if self._settings.uri is None:  # the default store keeps artifacts under the data root
             location = (self._layout.mlflow_dir / "artifacts").resolve().as_uri()
-        self._experiment = str(client.create_experiment(name, artifact_location=location))
+        from mlflow.exceptions import MlflowException  # noqa: PLC0415 - see connect
+
+        try:
+            created = str(client.create_experiment(name, artifact_location=location))
+        except MlflowException:  # another run's first send created it meanwhile
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+            created = str(experiment.experiment_id)
+        self._experiment = created
         return self._experiment
 
     def log_batch(
