@@ -3,6 +3,7 @@ or a process killed while its migrations run, leave a store every later run can 
 
 from __future__ import annotations
 
+import os
 import signal
 import sqlite3
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from platform_core.layout import DataLayout
 from platform_core.settings import TrackingSettings
-from trainer_worker.tracking.backend import MlflowBackend
+from trainer_worker.tracking.backend import MlflowBackend, create_sqlite_store
 
 WARM_UP = """
 import sys
@@ -74,3 +75,16 @@ def test_a_process_killed_while_creating_the_store_leaves_no_half_made_one(
     MlflowBackend(TrackingSettings(), DataLayout(tmp_path)).warm_up()  # a later run
     assert "_alembic_tmp_tags" not in _tables(mlflow_dir / "mlflow.db")
     assert "registered_models" in _tables(mlflow_dir / "mlflow.db")
+
+
+def test_without_hard_links_the_finished_draft_is_moved_into_place(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_links(source: object, target: object) -> None:
+        raise PermissionError(1, "Operation not permitted")  # as FAT or an SMB mount says
+
+    monkeypatch.setattr(os, "link", no_links)
+    store = tmp_path / "mlflow" / "mlflow.db"
+    create_sqlite_store(store)
+    assert sorted(p.name for p in store.parent.iterdir()) == ["mlflow.db"]
+    assert {"experiments", "registered_models"} <= _tables(store)

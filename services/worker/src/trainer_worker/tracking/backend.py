@@ -99,9 +99,13 @@ def create_sqlite_store(path: Path) -> None:
     draft.unlink(missing_ok=True)
     try:
         MlflowClient(tracking_uri=f"sqlite:///{draft}").search_experiments(max_results=1)
-        os.link(draft, path)  # fails if another process's store got there first
-    except FileExistsError:
-        pass
+        try:
+            os.link(draft, path)  # fails if another process's store got there first
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links on this filesystem (FAT, some network mounts)
+            if not path.exists():
+                os.replace(draft, path)
     finally:
         draft.unlink(missing_ok=True)
 
