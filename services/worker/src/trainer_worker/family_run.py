@@ -287,7 +287,8 @@ def train_with_callbacks(
         context.layout.run_dir(context.run_id),
         spec.retention,
         watermark=context.store.published_step(context.run_id),
-        fallback_checkpoint_bytes=3 * param_bytes(model),  # weights + two AdamW moments
+        # weights + two AdamW moments (+ the live weights beside their average)
+        fallback_checkpoint_bytes=(3 if spec.train.ema_decay is None else 4) * param_bytes(model),
         should_prune=should_prune,
         probe=disk_probe,
     )

@@ -154,6 +154,7 @@ def prepare_classifier(spec: TrainRunSpec, context: JobContext) -> ClassifierRun
         labels=labels,
         source=model,
         frozen_layers=options.freeze_layers,
+        token_dropout=options.token_dropout,
     )
     corpus = CorpusRecord(
         source=f"dataset:{dataset.id} ({dataset.source})",

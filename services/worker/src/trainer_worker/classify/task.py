@@ -13,6 +13,12 @@ one for the [CLS] position only where the head reads no other (`first_token`). E
 mode makes the prefix's output the same every time, so caching changes no result, only
 the cost of a step (bench/classify.py: about 3x fewer seconds a step with 5 of MiniLM's 6
 blocks frozen).
+
+With `classifier.token_dropout` p, each token of a training batch but [CLS] is hidden
+from attention with probability p in the blocks the step runs (above the prefix, whose
+states stay those of the whole text): an augmentation, drawn like dropout from the torch
+generator of the batch's device (per process, restored on resume). Evaluation, the test
+report and predictions see every token.
 """
 
 from __future__ import annotations
@@ -145,6 +151,7 @@ class ClassifierTask:
     source: nn.Module  # the model being trained, unwrapped (its weights are the ones kept)
     frozen_layers: int = 0  # classifier.freeze_layers: run as a fixed feature extractor
     first_token: bool = True  # the top block computes [CLS] only (when the head reads no more)
+    token_dropout: float = 0.0  # classifier.token_dropout: training tokens hidden at this rate
     buckets: LengthBuckets | None = None  # set by prepare: train batches of similar lengths
     prefix: FrozenPrefix | None = None  # set by prepare when frozen_layers > 0
     best_accuracy: float | None = None
@@ -210,7 +217,7 @@ class ClassifierTask:
         batch = self.train.select(rows, device).trimmed()
         if self.prefix is not None and batch.states is None:  # not cached: this batch's
             batch = replace(batch, states=self.prefix.states(batch.input_ids, batch.attention_mask))
-        return batch
+        return hide_tokens(batch, self.token_dropout)
 
     def loss(self, model: nn.Module, batch: TextBatch) -> Tensor:
         logits = batch_logits(model, batch, self.prefix)
@@ -247,6 +254,17 @@ class ClassifierTask:
             return
         self.best_accuracy = accuracy
         self.best_state = {k: v.detach().cpu().clone() for k, v in self.source.state_dict().items()}
+
+
+def hide_tokens(batch: TextBatch, rate: float) -> TextBatch:
+    """`batch` with each token but the first ([CLS]) masked out of attention with
+    probability `rate` (`classifier.token_dropout`); the same batch at rate 0."""
+    if rate == 0.0:
+        return batch
+    mask = batch.attention_mask
+    keep = torch.rand(mask.shape, device=mask.device) >= rate
+    keep[:, 0] = True
+    return replace(batch, attention_mask=mask * keep.to(mask.dtype))
 
 
 def _prefix_states(prefix: FrozenPrefix, data: TextBatch, device: torch.device) -> Tensor:

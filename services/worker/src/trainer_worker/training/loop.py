@@ -2,7 +2,8 @@
 
 `train_task(model, task, config, callbacks)` runs AdamW with warmup + cosine LR, gradient
 accumulation and clipping, autocast (plus a GradScaler for fp16), optional torch.compile and
-DDP under torchrun; it evaluates on the holdout, stops early when the eval loss stalls, and
+DDP under torchrun, and optionally a moving average of the weights (`training/ema.py`); it
+evaluates on the holdout, stops early when the eval loss stalls, and
 hands progress, evals and checkpoints to the caller's callbacks. The task (`task.py`) says
 what a batch is, its loss and how to evaluate; `train(model, train_ids, eval_ids, ...)` is
 the causal language model's entry. Storage, Redis and events stay outside: the loop only
@@ -151,10 +152,7 @@ def _loop(
             run.optimizer.zero_grad(set_to_none=True)
         except torch.OutOfMemoryError as e:
             raise _out_of_memory(run.step + 1, config) from e
-        run.step += 1
-        run.tokens_seen += tokens_per_step
-        run.losses.append(loss_value)
-        run.loss_since_eval.append(loss_value)
+        _count_step(run, tokens_per_step, loss_value)
         if ctx.is_main and cb.on_progress is not None:
             progress.maybe_report(run, config, cb.on_progress, task.train_tokens, lr, now=clock())
 
@@ -167,6 +165,16 @@ def _loop(
             _checkpoint(run, cb, ctx, "interval")
 
     return _finish(run, cb, ctx, "completed", clock() - t0)
+
+
+def _count_step(run: PreparedRun[BatchT], tokens: int, loss: float) -> None:
+    """The bookkeeping of one finished update (and the moving average's)."""
+    run.step += 1
+    if run.average is not None:
+        run.average.update(run.step)
+    run.tokens_seen += tokens
+    run.losses.append(loss)
+    run.loss_since_eval.append(loss)
 
 
 @dataclass
@@ -213,7 +221,8 @@ def _evaluate(
     stopping, a study's pruner)."""
     if not run.task.has_eval:
         return None
-    result = run.task.evaluate(run.fwd_model, run.device, run.autocast, ctx)
+    with _averaged(run):
+        result = run.task.evaluate(run.fwd_model, run.device, run.autocast, ctx)
     eval_loss, score = result.loss, result.score
     # "best" is by the task's selection score (its loss unless it declares another), and so
     # are early stopping and the score checkpoints carry for retention's keep-best
@@ -265,27 +274,23 @@ def _checkpoint(
         tokens_seen=run.tokens_seen,
         best_eval_loss=run.best_eval_loss,
         evals_without_improvement=run.evals_without_improvement,
+        live_weights=None if run.average is None else run.average.live_weights(),
     )
     # a checkpoint carries an eval loss only when these weights were evaluated: an earlier
     # step's loss would let retention keep it as "best" for a loss it never had
     eval_loss = run.last_eval_loss if run.last_eval_step == run.step else None
-    is_best = eval_loss is not None and eval_loss == run.best_eval_loss
-    cb.on_checkpoint(
-        CheckpointInfo(
-            step=run.step,
-            model=run.raw_model,
-            state=state,
-            reason=reason,
-            eval_loss=eval_loss,
-            is_best=is_best,
-        )
-    )
+    best = eval_loss is not None and eval_loss == run.best_eval_loss
+    info = CheckpointInfo(run.step, run.raw_model, state, reason, eval_loss, is_best=best)
+    with _averaged(run):  # the callback copies the weights before it returns
+        cb.on_checkpoint(info)
 
 
 def _finish(
     run: PreparedRun[BatchT], cb: Callbacks, ctx: DistContext, reason: StopReason, duration_s: float
 ) -> TrainResult:
     _checkpoint(run, cb, ctx, "cancelled" if reason == "cancelled" else "final")
+    if run.average is not None:  # the caller's model is the averaged one
+        run.average.apply()
     logger.info(
         "training ended",
         extra={"event": "train.ended", "reason": reason, "step": run.step, **run.log},
@@ -310,6 +315,11 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> float:
     for group in optimizer.param_groups:
         group["lr"] = lr * float(group.get("lr_scale", 1.0))
     return lr
+
+
+def _averaged(run: PreparedRun[BatchT]) -> AbstractContextManager[object]:
+    """The model holds the weights' moving average inside, when the run keeps one."""
+    return nullcontext() if run.average is None else run.average.swapped()
 
 
 def _stop_requested(cb: Callbacks, ctx: DistContext) -> bool:

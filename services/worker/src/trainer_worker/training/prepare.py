@@ -21,6 +21,7 @@ from trainer_worker.models.registry import context_size
 from trainer_worker.training.callbacks import EvalInfo
 from trainer_worker.training.device import DeviceSetup
 from trainer_worker.training.distributed import DistContext, wrap_model
+from trainer_worker.training.ema import WeightAverage, load_live_weights
 from trainer_worker.training.evaluate import AutocastFactory
 from trainer_worker.training.seeding import make_generator, restore_rng_state, seed_everything
 from trainer_worker.training.state import TrainState
@@ -44,6 +45,7 @@ class PreparedRun(Generic[BatchT]):
     tokens_seen: int
     best_eval_loss: float | None
     evals_without_improvement: int
+    average: WeightAverage | None = None  # train.ema_decay's moving average of the weights
     start_step: int = 0
     start_tokens: int = 0
     last_eval_loss: float | None = None
@@ -83,6 +85,10 @@ def prepare_run(
     sampler = make_generator(config.seed)
     device = ctx.device
     model.to(device)
+    # a checkpoint's model weights are the average; training goes on from its live ones
+    average = None if config.ema_decay is None else WeightAverage(model, config.ema_decay)
+    if resume_from is not None and resume_from.live_weights is not None:
+        load_live_weights(model, resume_from.live_weights)
     task.prepare(model, config, setup=setup, ctx=ctx)
     fwd_model = torch.compile(model) if config.compile else model
     if not isinstance(fwd_model, nn.Module):
@@ -110,6 +116,7 @@ def prepare_run(
         tokens_seen=0,
         best_eval_loss=None,
         evals_without_improvement=0,
+        average=average,
     )
     if resume_from is not None:
         optimizer.load_state_dict(resume_from.optimizer)

@@ -1,7 +1,8 @@
 """Everything besides the weights that a resumed run needs to continue bit-for-bit.
 
 `TrainState` holds the optimizer moments, the GradScaler, the step (the LR schedule is a
-pure function of it), every RNG, the tokens seen and the early-stopping bookkeeping. The
+pure function of it), every RNG, the tokens seen, the early-stopping bookkeeping and, with
+`train.ema_decay`, the live weights (the checkpoint's model weights are then their average). The
 caller stores `state_dict()` next to the model's own state dict (plain tensors and Python
 scalars: `torch.load(weights_only=True)` reads it back) and passes
 `TrainState.from_state_dict(...)` as `resume_from` after loading the weights.
@@ -12,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from torch import Tensor
 
 from platform_core.errors import AppError, ErrorCode
 from trainer_worker.training.seeding import RngState, capture_rng_state
@@ -28,6 +30,9 @@ class TrainState:
     tokens_seen: int  # global tokens consumed so far (epochs = tokens_seen / train tokens)
     best_eval_loss: float | None  # lowest selection score (holdout loss) seen; None before any eval
     evals_without_improvement: int  # early-stopping counter
+    # with train.ema_decay: the trainable weights training goes on from (the checkpoint's
+    # model weights are their moving average); None otherwise
+    live_weights: dict[str, Tensor] | None = None
 
     def state_dict(self) -> dict[str, object]:
         return {
@@ -39,6 +44,7 @@ class TrainState:
             "tokens_seen": self.tokens_seen,
             "best_eval_loss": self.best_eval_loss,
             "evals_without_improvement": self.evals_without_improvement,
+            "live_weights": self.live_weights,
         }
 
     @staticmethod
@@ -51,6 +57,7 @@ class TrainState:
         step, optimizer, scaler = state.get("step"), state.get("optimizer"), state.get("scaler")
         rng, tokens = state.get("rng"), state.get("tokens_seen")
         best, bad = state.get("best_eval_loss"), state.get("evals_without_improvement")
+        live = state.get("live_weights")  # absent from a checkpoint older than ema_decay
         if not (
             isinstance(step, int)
             and step >= 0
@@ -60,6 +67,10 @@ class TrainState:
             and isinstance(tokens, int)
             and (best is None or isinstance(best, float))
             and isinstance(bad, int)
+            and (
+                live is None
+                or (isinstance(live, dict) and all(isinstance(t, Tensor) for t in live.values()))
+            )
         ):
             raise AppError(ErrorCode.CHECKPOINT_CORRUPT, "training state is malformed")
         return TrainState(
@@ -70,6 +81,7 @@ class TrainState:
             tokens_seen=tokens,
             best_eval_loss=best,
             evals_without_improvement=bad,
+            live_weights=None if live is None else {str(k): t for k, t in live.items()},
         )
 
 
@@ -82,6 +94,7 @@ def capture_train_state(
     tokens_seen: int,
     best_eval_loss: float | None,
     evals_without_improvement: int,
+    live_weights: dict[str, Tensor] | None = None,
 ) -> TrainState:
     """Snapshot at a step boundary. The optimizer tensors are shared, not copied: save them
     before the next step (the loop's callbacks run while training is paused)."""
@@ -93,4 +106,5 @@ def capture_train_state(
         tokens_seen=tokens_seen,
         best_eval_loss=best_eval_loss,
         evals_without_improvement=evals_without_improvement,
+        live_weights=live_weights,
     )
