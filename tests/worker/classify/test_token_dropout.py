@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import math
+from contextlib import nullcontext
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +15,7 @@ from pydantic import ValidationError
 from torch import nn
 
 from platform_core.specs import ClassifierOptions, TrainConfig
+from tests.worker.classify.test_frozen_prefix import CONFIG
 from tests.worker.classify.tiny_bert import LABELS, padded_rows, tiny_bert
 from trainer_worker.classify.task import ClassifierTask, hide_tokens
 from trainer_worker.training.callbacks import Callbacks, CheckpointInfo, TrainResult
@@ -65,35 +68,21 @@ def test_training_batches_hide_tokens_and_evaluation_sees_them_all() -> None:
     assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.labels, b.labels)
     assert b.states is not None and a.states is not None and torch.equal(a.states, b.states)
     assert int(b.attention_mask.sum()) < int(a.attention_mask.sum())
-    seen = plain.evaluate(model, CPU, _no_autocast, ctx)
-    assert hiding.evaluate(model, CPU, _no_autocast, ctx).metrics == seen.metrics
-
-
-def _no_autocast() -> torch.autocast:
-    return torch.autocast("cpu", enabled=False)
+    seen = plain.evaluate(model, CPU, nullcontext, ctx)
+    assert hiding.evaluate(model, CPU, nullcontext, ctx).metrics == seen.metrics
 
 
 def _train(
-    rate: float, checkpoints: Callbacks | None = None, resume: tuple[bytes, int] | None = None
+    rate: float, checkpoints: Callbacks | None = None, resume: bytes | None = None
 ) -> tuple[nn.Module, TrainResult]:
+    """Eight steps of the frozen-prefix tests' tiny BERT, a checkpoint every 4."""
     model = tiny_bert(width=WIDTH, dropout=0.1)
     state = None
     if resume is not None:
-        saved = torch.load(io.BytesIO(resume[0]), weights_only=True)
+        saved = torch.load(io.BytesIO(resume), weights_only=True)
         model.load_state_dict(saved["model"])
         state = TrainState.from_state_dict(saved["train"])
-    config = TrainConfig(
-        block_size=WIDTH,
-        batch_size=16,
-        max_steps=8,
-        learning_rate=1e-3,
-        min_lr=1e-4,
-        warmup_steps=2,
-        eval_every=4,
-        checkpoint_every=4,
-        device="cpu",
-        seed=5,
-    )
+    config = replace(CONFIG, block_size=WIDTH, batch_size=16, max_steps=8, checkpoint_every=4)
     result = train_task(model, _task(model, rate), config, checkpoints, resume_from=state)
     return model, result
 
@@ -109,7 +98,7 @@ def test_a_resumed_run_hides_the_same_tokens_as_the_uninterrupted_one() -> None:
     full_model, full = _train(0.3, Callbacks(on_checkpoint=save))
     _, plain = _train(0.0)
     assert full.losses != pytest.approx(plain.losses, abs=1e-6)  # hiding changed the training
-    resumed_model, resumed = _train(0.3, resume=(saved[4], 4))
+    resumed_model, resumed = _train(0.3, resume=saved[4])
     assert resumed.losses == pytest.approx(full.losses[4:], abs=1e-6)
     for a, b in zip(full_model.parameters(), resumed_model.parameters(), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6)
